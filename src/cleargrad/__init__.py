@@ -1,1 +1,45 @@
-"""cleargrad."""
+"""cleargrad: sharper, more faithful gradient explanations of image classifiers."""
+
+from .api import explain, make_method, methods
+from .attribution import (
+    Deconvolution,
+    ExpectedGradients,
+    GuidedBackprop,
+    InputXGradient,
+    IntegratedGradients,
+    NoiseTunnel,
+    Saliency,
+    SmoothGrad,
+)
+from .errors import (
+    ConfigError,
+    DataError,
+    ExplanationError,
+    InputError,
+    LayerError,
+    ModelStateError,
+    TargetError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "Deconvolution",
+    "ExpectedGradients",
+    "ExplanationError",
+    "GuidedBackprop",
+    "InputError",
+    "InputXGradient",
+    "IntegratedGradients",
+    "LayerError",
+    "ModelStateError",
+    "NoiseTunnel",
+    "Saliency",
+    "SmoothGrad",
+    "TargetError",
+    "explain",
+    "make_method",
+    "methods",
+]

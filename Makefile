@@ -1,0 +1,59 @@
+# cleargrad — the two quick-start commands: `make demo` and `make test`.
+# Both set up everything they need (venv, pinned packages, Debian data package).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cleargrad-installed
+FMNIST_DIR := /usr/share/datasets/fashion-mnist
+FMNIST_FILE := $(FMNIST_DIR)/t10k-labels-idx1-ubyte.gz
+DEMO_OUT ?= demo-out
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv data browser lint bench clean
+
+demo: venv data
+	$(PY) -m cleargrad demo --out $(DEMO_OUT)
+
+test: venv data browser
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check src tests benchmarks
+
+venv: $(STAMP)
+
+# Re-installs only when pyproject.toml or the pins change; idempotent otherwise.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+# Fashion-MNIST from the Debian package (no download at run time).
+data:
+	@if [ -f $(FMNIST_FILE) ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing dataset-fashion-mnist"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else \
+		echo "Fashion-MNIST is missing. Run: sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"; \
+		echo "(or set CLEARGRAD_FASHION_MNIST=<dir with the idx .gz files>)"; \
+	fi
+
+# Debian's chromium for the browser tests (never a downloaded browser).
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "chromium is missing (browser tests will be skipped). Run: sudo apt-get install -y chromium"; \
+	fi
+
+bench: venv data
+	$(PY) benchmarks/attribution.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache

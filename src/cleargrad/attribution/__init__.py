@@ -1,0 +1,20 @@
+"""Pixel-level attribution methods, one small class each on a shared base."""
+
+from .base import Attribution, GradientAttribution
+from .expected import ExpectedGradients
+from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
+from .integrated import IntegratedGradients
+from .noise import NoiseTunnel, SmoothGrad
+
+__all__ = [
+    "Attribution",
+    "Deconvolution",
+    "ExpectedGradients",
+    "GradientAttribution",
+    "GuidedBackprop",
+    "InputXGradient",
+    "IntegratedGradients",
+    "NoiseTunnel",
+    "Saliency",
+    "SmoothGrad",
+]

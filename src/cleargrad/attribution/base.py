@@ -1,0 +1,106 @@
+"""The base classes of pixel-level attribution methods."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..core import (
+    check_input,
+    gather_scores,
+    preserved_state,
+    relu_rule,
+    resolve_targets,
+    select_output,
+)
+from ..core.targets import OutputSelector, TargetLike
+
+__all__ = ["Attribution", "GradientAttribution"]
+
+
+class Attribution:
+    """Base class: validates the input, guards the model's state, resolves targets.
+
+    Subclasses implement :meth:`_attribute`. Every public call leaves the model exactly
+    as it found it (module modes, ``requires_grad`` flags, existing ``.grad``, and
+    buffers when ``allow_train_mode=True``), also when it raises.
+
+    Args:
+        model: the classifier; its forward returns ``(N, C)`` scores, or anything from
+            which ``output`` selects them.
+        output: selector for models whose forward returns a tuple/dict: a key, an
+            index or a callable applied to the forward's result.
+        allow_train_mode: explain a model in training mode instead of raising
+            :class:`~cleargrad.ModelStateError`.
+    """
+
+    #: registry family (``"attribution"`` or ``"cam"``)
+    family: ClassVar[str] = "attribution"
+    #: input rank required by the method (``None``: any rank >= 2)
+    input_ndim: ClassVar[int | None] = None
+
+    def __init__(
+        self, model: nn.Module, *, output: OutputSelector = None, allow_train_mode: bool = False
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.output = output
+        self.allow_train_mode = allow_train_mode
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__})"
+
+    def attribute(self, x: torch.Tensor, target: TargetLike = None, **options: Any) -> torch.Tensor:
+        """Explain ``x`` for ``target``; see the subclass for the options."""
+        check_input(x, ndim=self.input_ndim)
+        with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+            return self._attribute(x, target, **options)
+
+    def _attribute(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    # helpers for subclasses -------------------------------------------------------
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's ``(N, C)`` class scores for ``x``."""
+        return select_output(self.model(x), self.output)
+
+    def targets(self, x: torch.Tensor, target: TargetLike) -> torch.Tensor:
+        """Resolve ``target`` for ``x`` (one no-grad forward pass only when it is None)."""
+        if target is None:
+            with torch.no_grad():
+                return resolve_targets(None, x.shape[0], scores=self.scores(x))
+        return resolve_targets(target, x.shape[0], self.num_classes(x), device=x.device)
+
+    def num_classes(self, x: torch.Tensor) -> int:
+        """Number of classes, read once from the model's output on one image."""
+        n = getattr(self, "_num_classes", None)
+        if n is None:
+            with torch.no_grad():
+                n = int(self.scores(x[:1]).shape[1])
+            self._num_classes = n
+        return n
+
+
+class GradientAttribution(Attribution):
+    """Base of methods built on ``d score / d input`` (optionally with a ReLU rule)."""
+
+    #: modified ReLU backward rule: None, ``"guided"`` or ``"deconv"``
+    relu_rule: ClassVar[str | None] = None
+
+    def gradients(
+        self, x: torch.Tensor, target: TargetLike | torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gradient of each image's target score w.r.t. that image.
+
+        Returns ``(grad, scores, targets)``; when ``target`` is None the targets are the
+        argmax of this very forward pass (no extra pass).
+        """
+        xi = x.detach().requires_grad_(True)
+        with torch.enable_grad(), relu_rule(self.relu_rule):
+            s = self.scores(xi)
+            t = resolve_targets(target, x.shape[0], scores=s)
+            (g,) = torch.autograd.grad(gather_scores(s, t).sum(), xi)
+        return g, s.detach(), t

@@ -1,0 +1,35 @@
+"""Method-agnostic machinery: inputs, targets, layers, hooks, model state, ReLU rules,
+chunked batching, 2-D reduction and the method registry."""
+
+from .batching import DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size
+from .hooks import capture_activations, forward_hooks
+from .inputs import check_input
+from .layers import auto_layer, find_layer, layer_name
+from .reduce import REDUCTIONS, to_2d
+from .registry import get_method, list_methods, register
+from .relu_rules import relu_rule
+from .state import check_eval_mode, preserved_state
+from .targets import gather_scores, resolve_targets, select_output
+
+__all__ = [
+    "DEFAULT_CHUNK_ELEMENTS",
+    "REDUCTIONS",
+    "auto_layer",
+    "capture_activations",
+    "check_eval_mode",
+    "check_input",
+    "chunk_slices",
+    "default_chunk_size",
+    "find_layer",
+    "forward_hooks",
+    "gather_scores",
+    "get_method",
+    "layer_name",
+    "list_methods",
+    "preserved_state",
+    "register",
+    "relu_rule",
+    "resolve_targets",
+    "select_output",
+    "to_2d",
+]

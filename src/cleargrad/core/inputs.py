@@ -1,0 +1,47 @@
+"""Validation of input batches."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import InputError
+
+__all__ = ["check_input"]
+
+
+def check_input(x: object, *, ndim: int | None = None, name: str = "x") -> torch.Tensor:
+    """Validate an input batch and return it unchanged.
+
+    Args:
+        x: the batch, a floating-point tensor whose first dimension is the batch.
+        ndim: the exact rank required (4 for image methods such as CAMs); ``None``
+            accepts any rank >= 2.
+        name: the argument's name, used in error messages.
+
+    Raises:
+        InputError: not a tensor, wrong rank, non-float dtype, empty batch, NaN/Inf.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise InputError(
+            f"{name} must be a torch.Tensor of shape (N, C, H, W), got {type(x).__name__}; "
+            "convert numpy arrays with torch.as_tensor(arr).float()."
+        )
+    if ndim is not None and x.dim() != ndim:
+        shape = "(N, C, H, W)" if ndim == 4 else f"rank {ndim}"
+        hint = " Add a batch dimension with x.unsqueeze(0)." if x.dim() == ndim - 1 else ""
+        raise InputError(f"{name} must have shape {shape}, got shape {tuple(x.shape)}.{hint}")
+    if ndim is None and x.dim() < 2:
+        raise InputError(
+            f"{name} must be a batch with at least 2 dimensions (N, ...), got shape "
+            f"{tuple(x.shape)}; add a batch dimension with x.unsqueeze(0)."
+        )
+    if not x.is_floating_point():
+        raise InputError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
+            "convert with x.float() (and normalise it the way the model expects)."
+        )
+    if x.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch (shape {tuple(x.shape)}).")
+    if not bool(torch.isfinite(x).all()):
+        raise InputError(f"{name} contains NaN or Inf values; clean the input before explaining it.")
+    return x

@@ -1,0 +1,126 @@
+"""Targets (which class to explain) and model-output selection."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
+
+import torch
+
+from ..errors import InputError, TargetError
+
+__all__ = ["TargetLike", "OutputSelector", "select_output", "resolve_targets", "gather_scores"]
+
+TargetLike = Union[int, Sequence[int], torch.Tensor, None]
+OutputSelector = Union[Callable[[Any], torch.Tensor], str, int, None]
+
+
+def select_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
+    """Pick the class-score tensor ``(N, C)`` from whatever the model's forward returned.
+
+    ``output`` may be ``None`` (the forward returns the logits), a callable applied to
+    the forward's result, a dict key, or a tuple/list index.
+    """
+    if output is not None:
+        if callable(output):
+            out = output(out)
+        elif isinstance(out, Mapping):
+            if output not in out:
+                raise InputError(
+                    f"output={output!r} is not a key of the model's output; keys: {list(out)}"
+                )
+            out = out[output]
+        elif isinstance(out, (tuple, list)):
+            if not isinstance(output, int) or not -len(out) <= output < len(out):
+                raise InputError(
+                    f"output={output!r} is not a valid index into the model's "
+                    f"{len(out)}-tuple output"
+                )
+            out = out[output]
+        else:
+            raise InputError(f"output={output!r} given but the model returned a single tensor")
+    if not isinstance(out, torch.Tensor):
+        raise InputError(
+            f"the model returned {type(out).__name__}, not a tensor of class scores; pass "
+            "output=<key, index or callable> to select the (N, C) scores"
+        )
+    if out.dim() != 2:
+        raise InputError(
+            f"the model's class scores must have shape (N, C), got {tuple(out.shape)}; pass "
+            "output=<callable> to reduce them to one score per class"
+        )
+    return out
+
+
+def resolve_targets(
+    target: TargetLike,
+    n: int,
+    num_classes: int | None = None,
+    *,
+    scores: torch.Tensor | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """Turn a user target into a ``LongTensor`` of shape ``(n,)``.
+
+    Args:
+        target: an int (same class for every image), a sequence of ints or a 1-D
+            integer tensor (one per image), or ``None`` for the argmax of ``scores``.
+        n: the batch size.
+        num_classes: the number of classes, for the range check (taken from
+            ``scores`` when given).
+        scores: the model's ``(N, C)`` output; required when ``target`` is None.
+        device: where to put the result (default: ``scores``' device or CPU).
+    """
+    if scores is not None:
+        num_classes = scores.shape[1]
+        device = device or scores.device
+    device = device or torch.device("cpu")
+    if target is None:
+        if scores is None:
+            raise TargetError("target=None needs the model's scores to take their argmax")
+        return scores.detach().argmax(dim=1)
+    if isinstance(target, bool):
+        raise TargetError("target must be an int, a sequence of ints or a 1-D LongTensor, not bool")
+    if isinstance(target, int):
+        t = torch.full((n,), int(target), dtype=torch.long, device=device)
+    elif isinstance(target, torch.Tensor):
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise TargetError(f"target tensor must hold integers, got dtype {target.dtype}")
+        if target.dim() == 0:
+            t = target.reshape(1).expand(n)
+        elif target.dim() == 1:
+            t = target
+        else:
+            raise TargetError(
+                f"target tensor must be 1-D (one class per image), got shape {tuple(target.shape)}"
+            )
+        t = t.to(device=device, dtype=torch.long)
+    elif isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
+        vals = list(target)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+            raise TargetError(f"target sequence must hold ints, got {vals!r}")
+        t = torch.tensor(vals, dtype=torch.long, device=device)
+    else:
+        raise TargetError(
+            f"target must be None, an int, a sequence of ints or a 1-D LongTensor, got "
+            f"{type(target).__name__}"
+        )
+    if t.shape[0] != n:
+        raise TargetError(
+            f"got {t.shape[0]} targets for a batch of {n} images; give one target per image "
+            "or a single int for all"
+        )
+    if num_classes is not None and n > 0:
+        lo, hi = int(t.min()), int(t.max())
+        if lo < 0 or hi >= num_classes:
+            bad = lo if lo < 0 else hi
+            raise TargetError(
+                f"target {bad} is out of range for a model with {num_classes} classes "
+                f"(valid: 0..{num_classes - 1})"
+            )
+    return t
+
+
+def gather_scores(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``scores[i, targets[i]]`` for every row, shape ``(N,)``."""
+    return scores.gather(1, targets.view(-1, 1).to(scores.device)).squeeze(1)
