@@ -1,5 +1,6 @@
 """cleargrad: sharper, more faithful gradient explanations of image classifiers."""
 
+from . import metrics
 from .api import explain, make_method, methods
 from .attribution import (
     Deconvolution,
@@ -42,4 +43,5 @@ __all__ = [
     "explain",
     "make_method",
     "methods",
+    "metrics",
 ]

@@ -1,0 +1,125 @@
+"""Explanations from any source turned into the tensors the metrics work on.
+
+An explanation may come from cleargrad, Captum, pytorch-grad-cam or a numpy array;
+it may be ``(N, C, H, W)`` (pixel attribution), ``(N, 1, H, W)`` or ``(N, H, W)``
+(a map), and of a different resolution than the input (a CAM before upsampling).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..core import REDUCTIONS, to_2d
+from ..errors import ConfigError, InputError
+
+__all__ = ["as_float_tensor", "prepare_maps", "prepare_attributions", "normalize_01"]
+
+
+def as_float_tensor(a: Any, like: torch.Tensor | None = None, *, name: str = "explanation") -> torch.Tensor:
+    """``a`` (tensor or numpy array) as a floating tensor on ``like``'s device and dtype.
+
+    Raises:
+        InputError: not array-like, or contains NaN / Inf.
+    """
+    if isinstance(a, np.ndarray):
+        a = torch.from_numpy(np.ascontiguousarray(a))
+    if not isinstance(a, torch.Tensor):
+        raise InputError(f"{name} must be a torch.Tensor or a numpy array, got {type(a).__name__}")
+    a = a.detach()
+    if like is not None:
+        dtype = like.dtype if like.is_floating_point() else torch.float32
+        a = a.to(device=like.device, dtype=dtype)
+    elif not a.is_floating_point():
+        a = a.float()
+    if not bool(torch.isfinite(a).all()):
+        raise InputError(
+            f"{name} contains NaN or Inf values; a metric of such a map is undefined. Fix the method "
+            "that produced it (e.g. a division by a zero norm) or replace the values with torch.nan_to_num."
+        )
+    return a
+
+
+def _batched(a: torch.Tensor, n: int | None, name: str) -> torch.Tensor:
+    """``a`` as ``(N, C, H, W)``: ``(H, W)`` is one image, ``(N, H, W)`` a batch of maps."""
+    if a.dim() == 2:
+        if n not in (None, 1):
+            raise InputError(
+                f"{name} has shape {tuple(a.shape)} (one map) but x holds {n} images; give one map per "
+                "image as (N, H, W) or (N, 1, H, W)"
+            )
+        a = a[None, None]
+    elif a.dim() == 3:
+        a = a.unsqueeze(1)
+    elif a.dim() != 4:
+        raise InputError(f"{name} must have shape (N, C, H, W), (N, 1, H, W) or (N, H, W), got {tuple(a.shape)}")
+    if n is not None and a.shape[0] != n:
+        raise InputError(f"{name} holds {a.shape[0]} maps but x holds {n} images; give one explanation per image")
+    return a
+
+
+def prepare_maps(
+    explanation: Any,
+    x: torch.Tensor | None = None,
+    *,
+    reduction: str = "abs_sum",
+    name: str = "explanation",
+) -> torch.Tensor:
+    """One 2-D importance map per image, shape ``(N, 1, H, W)``.
+
+    A multi-channel attribution is reduced with :func:`cleargrad.core.to_2d`
+    (``reduction``: ``abs_sum`` = ``|sum_c a_c|`` by default, ``sum_abs``, ``max_abs``,
+    ``positive``); a 1-channel map is used as given. When ``x`` is given the map is
+    moved to its device and dtype, its batch and channel count are checked against
+    ``x``, and it is resized bilinearly (``align_corners=False``) to ``x``'s height and
+    width if needed.
+    """
+    if reduction not in REDUCTIONS:
+        raise ConfigError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+    a = _batched(as_float_tensor(explanation, x, name=name), None if x is None else x.shape[0], name)
+    if a.shape[1] > 1:
+        if x is not None and x.dim() == 4 and a.shape[1] != x.shape[1]:
+            raise InputError(
+                f"{name} has {a.shape[1]} channels but x has {x.shape[1]}; give a pixel attribution shaped "
+                "like x or a 1-channel map"
+            )
+        a = to_2d(a, reduction)
+    if x is not None:
+        if x.dim() != 4:
+            raise InputError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
+        if a.shape[-2:] != x.shape[-2:]:
+            a = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return a
+
+
+def prepare_attributions(explanation: Any, x: torch.Tensor, *, name: str = "explanation") -> torch.Tensor:
+    """An attribution that broadcasts against ``x``: ``(N, C, H, W)`` or ``(N, 1, H, W)``.
+
+    Used by metrics that take the inner product of the attribution with a
+    perturbation (infidelity): a 1-channel map is broadcast over the channels. A map
+    of another resolution is resized bilinearly.
+    """
+    a = _batched(as_float_tensor(explanation, x, name=name), x.shape[0], name)
+    if a.shape[1] not in (1, x.shape[1]):
+        raise InputError(
+            f"{name} has {a.shape[1]} channels but x has {x.shape[1]}; give a pixel attribution shaped like x "
+            "or a 1-channel map"
+        )
+    if a.shape[-2:] != x.shape[-2:]:
+        a = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    return a
+
+
+def normalize_01(s: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Per-image min-max scaling of ``(N, ...)`` maps to ``[0, 1]``; a constant map becomes 0.
+
+    An all-equal map has no preferred pixel; it maps to zeros (no division by zero).
+    """
+    flat = s.reshape(s.shape[0], -1)
+    lo = flat.min(1, keepdim=True).values
+    hi = flat.max(1, keepdim=True).values
+    out = (flat - lo) / (hi - lo + eps)
+    return out.reshape(s.shape)

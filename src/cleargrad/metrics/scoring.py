@@ -1,0 +1,156 @@
+"""Running the model for a metric: guarded, in eval mode, chunked, without gradients.
+
+Every metric that takes a model goes through :func:`evaluating` (the model's flags,
+grads and buffers are restored on exit, also after an error, and it runs in eval
+mode for the duration of the call) and computes its class scores with
+:func:`chunked_scores`: perturbed inputs are built chunk by chunk on the input's
+device and scored in large batched forward passes under ``torch.inference_mode()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ..core import chunk_slices, default_chunk_size, gather_scores, preserved_state, resolve_targets, select_output
+from ..core.targets import OutputSelector, TargetLike
+from ..errors import ConfigError, InputError
+
+__all__ = [
+    "SCORE_KINDS",
+    "chunked_scores",
+    "class_scores",
+    "clean_scores",
+    "evaluating",
+    "from_pixel",
+    "mask_image",
+    "to_pixel",
+]
+
+SCORE_KINDS = ("prob", "logit")
+
+NormStat = float | Sequence[float] | torch.Tensor | None
+
+
+def _check_kind(score: str) -> None:
+    if score not in SCORE_KINDS:
+        raise ConfigError(f"score must be one of {SCORE_KINDS}, got {score!r}")
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Guard ``model`` for a metric: eval mode, no parameter grads, everything restored."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    with preserved_state(model, allow_train_mode=True):
+        model.eval()
+        yield
+
+
+def class_scores(model: nn.Module, inputs: torch.Tensor, *, score: str = "prob", output: OutputSelector = None):
+    """``(M, C)`` softmax probabilities (``score="prob"``) or logits of one chunk."""
+    s = select_output(model(inputs), output)
+    return s.softmax(dim=1) if score == "prob" else s
+
+
+def chunked_scores(
+    model: nn.Module,
+    build: Callable[[slice], torch.Tensor],
+    targets: torch.Tensor,
+    *,
+    sample_shape: Sequence[int],
+    score: str = "prob",
+    output: OutputSelector = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Score ``len(targets)`` inputs built chunk by chunk; returns ``(M,)`` on ``targets``' device.
+
+    ``build(sl)`` returns the inputs ``sl`` of the (virtual) expanded batch; each is
+    scored for ``targets[sl]``. ``batch_size`` is the chunk length (default: about
+    2.4 million input elements per chunk). Runs under ``torch.inference_mode()``;
+    call it inside :func:`evaluating`.
+    """
+    _check_kind(score)
+    total = int(targets.shape[0])
+    if total == 0:
+        return torch.empty(0, device=targets.device)
+    chunk = batch_size if batch_size is not None else default_chunk_size(tuple(sample_shape), total)
+    if chunk < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+    out = torch.empty(total, device=targets.device)
+    with torch.inference_mode():
+        for sl in chunk_slices(total, chunk):
+            s = class_scores(model, build(sl), score=score, output=output)
+            out[sl] = gather_scores(s, targets[sl]).to(out.dtype)
+    return out.clone()  # a normal tensor, usable outside inference mode
+
+
+def clean_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike,
+    *,
+    score: str = "prob",
+    output: OutputSelector = None,
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets (``None`` = argmax on ``x``) and the ``(N,)`` scores of ``x`` for them."""
+    _check_kind(score)
+    chunk = batch_size if batch_size is not None else default_chunk_size(tuple(x.shape[1:]), x.shape[0])
+    parts = []
+    with torch.inference_mode():
+        for sl in chunk_slices(x.shape[0], chunk):
+            parts.append(select_output(model(x[sl]), output))
+        logits = torch.cat(parts)
+    logits = logits.clone()
+    t = resolve_targets(target, x.shape[0], scores=logits, device=x.device)
+    s = logits.softmax(dim=1) if score == "prob" else logits
+    return t, gather_scores(s, t)
+
+
+def _stat(v: NormStat, x: torch.Tensor, name: str) -> torch.Tensor | None:
+    if v is None:
+        return None
+    t = torch.as_tensor(v, dtype=x.dtype, device=x.device).reshape(-1)
+    if t.numel() not in (1, x.shape[1]):
+        raise InputError(f"{name} has {t.numel()} values but x has {x.shape[1]} channels")
+    return t.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+def to_pixel(x: torch.Tensor, mean: NormStat = None, std: NormStat = None) -> torch.Tensor:
+    """Undo the input normalisation: ``x * std + mean`` (identity when both are None)."""
+    m, s = _stat(mean, x, "mean"), _stat(std, x, "std")
+    out = x if s is None else x * s
+    return out if m is None else out + m
+
+
+def from_pixel(p: torch.Tensor, mean: NormStat = None, std: NormStat = None) -> torch.Tensor:
+    """Apply the input normalisation: ``(p - mean) / std`` (identity when both are None)."""
+    m, s = _stat(mean, p, "mean"), _stat(std, p, "std")
+    out = p if m is None else p - m
+    return out if s is None else out / s
+
+
+def mask_image(
+    x: torch.Tensor,
+    saliency: torch.Tensor,
+    *,
+    space: str = "pixel",
+    mean: NormStat = None,
+    std: NormStat = None,
+) -> torch.Tensor:
+    """Multiply the image by a ``[0, 1]`` map broadcast over channels (spec section 6).
+
+    ``space="pixel"``: de-normalise with ``mean``/``std``, multiply, re-normalise (a
+    masked-out pixel is black); ``space="normalized"``: multiply the normalised tensor
+    directly (a masked-out pixel is the normalisation mean). With ``mean = std = None``
+    the input is taken to be in pixel space already and both spaces coincide.
+    """
+    if space == "normalized":
+        return x * saliency
+    if space != "pixel":
+        raise ConfigError(f"space must be 'pixel' or 'normalized', got {space!r}")
+    return from_pixel(to_pixel(x, mean, std) * saliency, mean, std)
