@@ -1,0 +1,198 @@
+"""Loading a folder (or a list) of image files into one normalised batch tensor.
+Unreadable files are skipped and reported, never fatal."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from .._progress import track
+from ..errors import ConfigError, DataError
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "SkippedFile", "load_image_folder", "list_images"]
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+"""File suffixes (lower case) treated as images when a folder is scanned."""
+
+_MODES = {1: "L", 3: "RGB"}
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file that could not be loaded, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class ImageFolder(Dataset):
+    """Images loaded by :func:`load_image_folder`.
+
+    Attributes:
+        images: float32 ``(N, C, H, W)``: pixels in [0, 1], then ``(x - mean) / std`` per
+            channel if mean/std were given.
+        paths: the file of each image, in the same order.
+        labels: int64 ``(N,)`` class indices from sub-folder names, or None when the images
+            are not arranged in class sub-folders.
+        classes: sorted sub-folder names (empty without labels).
+        skipped: files that were missing or unreadable, with the reason.
+
+    Indexing returns ``(image, label)`` (label -1 without labels).
+    """
+
+    images: torch.Tensor
+    paths: list[Path]
+    labels: torch.Tensor | None = None
+    classes: list[str] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        label = self.labels[i] if self.labels is not None else torch.tensor(-1)
+        return self.images[i], label
+
+    @property
+    def skipped_paths(self) -> list[Path]:
+        """The paths of the skipped files."""
+        return [s.path for s in self.skipped]
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Image files (by suffix, see :data:`IMAGE_EXTENSIONS`) under ``folder``, sorted.
+
+    Raises:
+        DataError: ``folder`` is not a directory.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a directory")
+    files = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def _size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if h < 1 or w < 1:
+        raise ConfigError(f"size must be positive, got {size}")
+    return int(h), int(w)
+
+
+def _stats(v: float | Sequence[float] | None, channels: int, name: str) -> torch.Tensor | None:
+    if v is None:
+        return None
+    t = torch.as_tensor(v, dtype=torch.float32).flatten()
+    if t.numel() not in (1, channels):
+        raise ConfigError(f"{name} must have 1 or {channels} values, got {t.numel()}")
+    if name == "std" and bool((t <= 0).any()):
+        raise ConfigError(f"std must be positive, got {v}")
+    return t.expand(channels).view(1, channels, 1, 1)
+
+
+def _read(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    with Image.open(path) as im:
+        im.load()
+        im = im.convert(mode)
+        if size is not None and im.size != (size[1], size[0]):
+            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        return np.asarray(im, dtype=np.uint8)
+
+
+def load_image_folder(
+    source: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    size: int | Sequence[int] | None = None,
+    channels: int = 3,
+    mean: float | Sequence[float] | None = None,
+    std: float | Sequence[float] | None = None,
+    recursive: bool = True,
+    quiet: bool = True,
+) -> ImageFolder:
+    """Load images into one batch tensor.
+
+    Args:
+        source: a folder (scanned for image files, see :func:`list_images`) or a list of
+            file paths. In a folder whose images all sit in first-level sub-folders, the
+            sub-folder names are the classes and give ``labels``.
+        size: resize every image to ``size`` (int, or ``(height, width)``) with bilinear
+            filtering; None keeps the size of the first readable image and resizes the
+            others to it.
+        channels: 3 (RGB) or 1 (grayscale).
+        mean, std: per-channel (or scalar) normalisation applied after scaling to [0, 1].
+        recursive: scan sub-folders.
+        quiet: no progress bar or report of skipped files on the console.
+
+    Returns:
+        An :class:`ImageFolder`; files that are missing, not images, or corrupt are left
+        out and listed in ``skipped`` (with the reason) instead of raising.
+
+    Raises:
+        DataError: the folder does not exist, or no image could be loaded.
+        ConfigError: bad ``size``, ``channels``, ``mean`` or ``std``.
+    """
+    if channels not in _MODES:
+        raise ConfigError(f"channels must be 1 or 3, got {channels}")
+    target = _size(size)
+    mean_t, std_t = _stats(mean, channels, "mean"), _stats(std, channels, "std")
+    root: Path | None = None
+    if isinstance(source, (str, os.PathLike)):
+        root = Path(source)
+        files = list_images(root, recursive)
+    else:
+        files = [Path(p) for p in source]
+    arrays: list[np.ndarray] = []
+    kept: list[Path] = []
+    skipped: list[SkippedFile] = []
+    for path in track(files, "loading images", quiet):
+        if not path.is_file():
+            skipped.append(SkippedFile(path, "missing"))
+            continue
+        try:
+            arr = _read(path, _MODES[channels], target)
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+            skipped.append(SkippedFile(path, f"unreadable: {type(e).__name__}: {e}"))
+            continue
+        if target is None:
+            target = arr.shape[:2]
+        arrays.append(arr)
+        kept.append(path)
+    if skipped and not quiet:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]skipped {len(skipped)} file(s):[/yellow]")
+        for s in skipped:
+            Console(stderr=True).print(f"  {s.path}: {s.reason}")
+    if not arrays:
+        where = root if root is not None else f"{len(files)} given paths"
+        raise DataError(f"no readable image in {where} ({len(skipped)} skipped)")
+    batch = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
+    batch = batch.unsqueeze(1) if channels == 1 else batch.permute(0, 3, 1, 2).contiguous()
+    if mean_t is not None:
+        batch = batch - mean_t
+    if std_t is not None:
+        batch = batch / std_t
+    labels, classes = _folder_labels(root, kept)
+    return ImageFolder(batch, kept, labels, classes, skipped)
+
+
+def _folder_labels(root: Path | None, paths: list[Path]) -> tuple[torch.Tensor | None, list[str]]:
+    """Labels from first-level sub-folders when every image lives in one."""
+    if root is None:
+        return None, []
+    rel = [p.relative_to(root).parts for p in paths]
+    if any(len(parts) < 2 for parts in rel):
+        return None, []
+    classes = sorted({parts[0] for parts in rel})
+    index = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([index[parts[0]] for parts in rel], dtype=torch.long), classes
