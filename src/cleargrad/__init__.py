@@ -21,6 +21,7 @@ from .errors import (
     ModelStateError,
     TargetError,
 )
+from .training import InterpretableGradientLoss
 
 __version__ = "0.1.0"
 
@@ -34,6 +35,7 @@ __all__ = [
     "InputError",
     "InputXGradient",
     "IntegratedGradients",
+    "InterpretableGradientLoss",
     "LayerError",
     "ModelStateError",
     "NoiseTunnel",
