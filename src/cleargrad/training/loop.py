@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, Union
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from .._progress import progress_bar
 from ..core import select_output
 from ..errors import ConfigError, DataError
 from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
@@ -92,6 +92,8 @@ def resolve_milestones(milestones: Sequence[float] | None, epochs: int) -> list[
 
 def _as_dataset(data: Data, name: str) -> Dataset | DataLoader:
     if isinstance(data, (Dataset, DataLoader)):
+        if getattr(data, "labels", 0) is None:
+            raise DataError(f"{name} has no labels (for an image folder: put the images in class sub-folders)")
         return data
     if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
         return TensorDataset(*data)
@@ -99,6 +101,18 @@ def _as_dataset(data: Data, name: str) -> Dataset | DataLoader:
         f"{name} must be a torch Dataset (e.g. TensorDataset, ImageFolder), a DataLoader or an "
         f"(images, labels) tuple of tensors, got {type(data).__name__}"
     )
+
+
+def in_memory_tensors(data: Any) -> tuple[torch.Tensor, ...] | None:
+    """The ``(images, labels)`` tensors of an in-memory dataset (a TensorDataset, or a dataset
+    with ``images`` and ``labels`` tensor attributes such as the :mod:`cleargrad.data`
+    readers), else None."""
+    if isinstance(data, TensorDataset):
+        return tuple(data.tensors)
+    images, labels = getattr(data, "images", None), getattr(data, "labels", None)
+    if isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor) and len(images) == len(labels):
+        return images, labels
+    return None
 
 
 def iterate_batches(
@@ -111,21 +125,23 @@ def iterate_batches(
 ) -> tuple[Iterator[Any], int]:
     """``(batches, number_of_batches)`` over ``data``.
 
-    A DataLoader is used as it is. A :class:`~torch.utils.data.TensorDataset` is sliced
-    directly (fast path, no per-item collation); other datasets go through a DataLoader.
+    A DataLoader is used as it is. In-memory datasets (:func:`in_memory_tensors`) are
+    sliced directly (fast path, no per-item collation); other datasets go through a
+    DataLoader.
     With ``shuffle`` the order comes from ``generator``.
     """
     if isinstance(data, DataLoader):
         return iter(data), len(data)
     n = len(data)  # type: ignore[arg-type]
     count = math.ceil(n / batch_size)
-    if isinstance(data, TensorDataset):
+    tensors = in_memory_tensors(data)
+    if tensors is not None:
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
 
         def sliced() -> Iterator[tuple[torch.Tensor, ...]]:
             for s in range(0, n, batch_size):
                 i = order[s : s + batch_size]
-                yield tuple(t[i] for t in data.tensors)
+                yield tuple(t[i.to(t.device)] for t in tensors)
 
         return sliced(), count
     loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator, num_workers=num_workers)
@@ -331,22 +347,11 @@ def fit(
     else:
         torch.manual_seed(cfg["seed"])
 
-    console = Console(quiet=quiet)
-    if start and not quiet:
-        console.log(f"resuming after epoch {start}/{epochs} from {ckpt_dir}")
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-        disable=quiet,
-    )
-    with progress:
+    with progress_bar(quiet=quiet) as bar:
+        if start and bar:
+            bar.console.print(f"resuming after epoch {start}/{epochs} from {ckpt_dir}")
         for epoch in range(start + 1, epochs + 1):
-            record = _train_epoch(model, train, loss_fn, opt, cfg, epoch, dev, batch_transform, num_workers, progress)
+            record = _train_epoch(model, train, loss_fn, opt, cfg, epoch, dev, batch_transform, num_workers, bar)
             sched.step()
             record["test_accuracy"] = (
                 evaluate(model, test, batch_size=eval_batch_size, device=dev) if test is not None else None
@@ -363,8 +368,8 @@ def fit(
                     history=history,
                     keep_all=keep_all_checkpoints,
                 )
-            if not quiet:
-                console.log(_summary(record, epochs))
+            if bar:
+                bar.console.print(_summary(record, epochs))
             if on_epoch_end is not None:
                 on_epoch_end(record)
     model.eval()
@@ -398,14 +403,14 @@ def _train_epoch(
     device: torch.device,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None,
     num_workers: int,
-    progress: Progress,
+    bar: Progress | None,
 ) -> dict[str, Any]:
     model.train()
     lr = opt.param_groups[0]["lr"]
     batches, count = iterate_batches(
         data, cfg["batch_size"], generator=_epoch_generator(cfg["seed"], epoch), num_workers=num_workers
     )
-    task = progress.add_task(f"epoch {epoch}/{cfg['epochs']}", total=count, info="")
+    task = bar.add_task(f"epoch {epoch}/{cfg['epochs']}", total=count, info="") if bar else None
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, ce, reg, correct (sums over images)
     seen, steps = 0, 0
     _sync(device)
@@ -434,12 +439,13 @@ def _train_epoch(
             ).to(sums.dtype)
         seen += n
         steps += 1
-        if steps % 10 == 0 or steps == count:
-            progress.update(task, advance=0, info=f"loss {sums[0].item() / seen:.4f}")
-        progress.update(task, advance=1)
+        if bar:
+            info = f"loss {sums[0].item() / seen:.4f}" if steps % 10 == 0 or steps == count else None
+            bar.update(task, advance=1, **({"info": info} if info else {}))
     _sync(device)
     seconds = time.perf_counter() - t0
-    progress.remove_task(task)
+    if bar:
+        bar.remove_task(task)
     if seen == 0:
         raise DataError("train_data is empty")
     loss, ce, reg, correct = (sums / seen).tolist()
