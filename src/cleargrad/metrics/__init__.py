@@ -6,13 +6,26 @@ Every metric takes an explanation from any source (a tensor or numpy array shape
 values are better; category; one-line summary; the callable).
 """
 
+from .average import average_drop, average_gain, average_increase, masked_confidence, unit_map
 from .base import CATEGORIES, DIRECTIONS, METRICS, MetricInfo, get_metric, metric
+from .insertion_deletion import CurveResult, blur, blur_kernel, deletion, insertion, perturbation_curve
 from .maps import normalize_01, prepare_attributions, prepare_maps
 from .region import RegionSensitivity, convex_hull_region, occlude, region_complexity, region_sensitivity
 from .scoring import mask_image
 from .summary import Summary, nan_summary
 
 __all__ = [
+    "CurveResult",
+    "average_drop",
+    "average_gain",
+    "average_increase",
+    "blur",
+    "blur_kernel",
+    "deletion",
+    "insertion",
+    "masked_confidence",
+    "perturbation_curve",
+    "unit_map",
     "CATEGORIES",
     "DIRECTIONS",
     "METRICS",

@@ -67,6 +67,7 @@ def prepare_maps(
     *,
     reduction: str = "abs_sum",
     name: str = "explanation",
+    size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
     """One 2-D importance map per image, shape ``(N, 1, H, W)``.
 
@@ -75,7 +76,7 @@ def prepare_maps(
     ``positive``); a 1-channel map is used as given. When ``x`` is given the map is
     moved to its device and dtype, its batch and channel count are checked against
     ``x``, and it is resized bilinearly (``align_corners=False``) to ``x``'s height and
-    width if needed.
+    width if needed. Without ``x``, ``size`` (if given) is the ``(H, W)`` to resize to.
     """
     if reduction not in REDUCTIONS:
         raise ConfigError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
@@ -90,8 +91,9 @@ def prepare_maps(
     if x is not None:
         if x.dim() != 4:
             raise InputError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
-        if a.shape[-2:] != x.shape[-2:]:
-            a = F.interpolate(a, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        size = tuple(x.shape[-2:])
+    if size is not None and tuple(a.shape[-2:]) != tuple(size):
+        a = F.interpolate(a, size=tuple(size), mode="bilinear", align_corners=False)
     return a
 
 

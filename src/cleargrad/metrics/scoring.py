@@ -27,6 +27,7 @@ __all__ = [
     "evaluating",
     "from_pixel",
     "mask_image",
+    "targets_for",
     "to_pixel",
 ]
 
@@ -109,6 +110,23 @@ def clean_scores(
     t = resolve_targets(target, x.shape[0], scores=logits, device=x.device)
     s = logits.softmax(dim=1) if score == "prob" else logits
     return t, gather_scores(s, t)
+
+
+def targets_for(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: TargetLike,
+    *,
+    output: OutputSelector = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Resolve ``target`` for ``x``: None = argmax on ``x`` (one pass over the batch);
+    otherwise range-checked against the class count read from one image's forward."""
+    if target is None:
+        return clean_scores(model, x, None, score="logit", output=output, batch_size=batch_size)[0]
+    with torch.inference_mode():
+        num_classes = select_output(model(x[:1]), output).shape[1]
+    return resolve_targets(target, x.shape[0], num_classes, device=x.device)
 
 
 def _stat(v: NormStat, x: torch.Tensor, name: str) -> torch.Tensor | None:

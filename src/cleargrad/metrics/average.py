@@ -1,0 +1,162 @@
+"""Average Drop, Average Gain and Average Increase (spec 7.1).
+
+For image ``i`` with class ``c``: ``Y = p_c(x)`` and ``O = p_c(mask_image(x, S))``
+where ``S`` is the explanation scaled to ``[0, 1]``. Per image (the dataset value
+is the mean over images):
+
+- AD = ``100 max(0, Y - O) / Y`` (lower is better);
+- AG = ``100 max(0, O - Y) / (1 - Y)`` (higher is better; ``ag_denominator="y"``
+  divides by ``Y`` as printed in the interpretable-gradient slides);
+- AI (Increase in Confidence) = ``100 * 1[O > Y]`` (higher is better).
+
+Denominators get ``+ eps`` (machine epsilon of the dtype).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core import check_input
+from ..core.targets import OutputSelector, TargetLike
+from ..errors import ConfigError
+from .base import metric
+from .maps import normalize_01, prepare_maps
+from .scoring import NormStat, chunked_scores, clean_scores, evaluating, mask_image
+
+__all__ = ["average_drop", "average_gain", "average_increase", "masked_confidence", "unit_map"]
+
+UNIT_SCALINGS = ("max", "minmax", None)
+
+
+def unit_map(s: torch.Tensor, normalize: str | None = "max") -> torch.Tensor:
+    """Scale ``(N, 1, H, W)`` maps to ``[0, 1]`` for masking.
+
+    ``"max"`` (default): negative values to 0, then divide by the maximum (an
+    all-zero map stays 0), so zero importance masks a pixel out completely and a
+    map that is already in ``[0, 1]`` with maximum 1 is unchanged. ``"minmax"``:
+    ``(S - min) / (max - min + eps)`` (as CAM post-processing; a constant map becomes
+    0). ``None``: the map is used as given and must lie in ``[0, 1]``.
+    """
+    if normalize == "max":
+        s = s.clamp(min=0)
+        peak = s.flatten(1).amax(1).view(-1, *([1] * (s.dim() - 1)))
+        return torch.where(peak > 0, s / peak.clamp(min=torch.finfo(s.dtype).tiny), s)
+    if normalize == "minmax":
+        return normalize_01(s)
+    if normalize is None:
+        if bool((s < 0).any() or (s > 1).any()):
+            raise ConfigError("normalize=None needs maps in [0, 1]; use normalize='max' or 'minmax'")
+        return s
+    raise ConfigError(f"normalize must be one of {UNIT_SCALINGS}, got {normalize!r}")
+
+
+def masked_confidence(
+    model: nn.Module,
+    x: torch.Tensor,
+    explanation: Any,
+    target: TargetLike = None,
+    *,
+    normalize: str | None = "max",
+    space: str = "pixel",
+    mean: NormStat = None,
+    std: NormStat = None,
+    reduction: str = "abs_sum",
+    output: OutputSelector = None,
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Y, O)``: class probability on ``x`` and on ``x`` masked by the explanation, each ``(N,)``.
+
+    The shared computation behind :func:`average_drop`, :func:`average_gain` and
+    :func:`average_increase` (two batched forward passes of ``N`` images); call it
+    once and apply the formulas yourself to get all three without recomputing.
+    """
+    check_input(x, ndim=4)
+    s = unit_map(prepare_maps(explanation, x, reduction=reduction), normalize)
+    with evaluating(model):
+        t, y = clean_scores(model, x, target, score="prob", output=output, batch_size=batch_size)
+        o = chunked_scores(
+            model,
+            lambda sl: mask_image(x[sl], s[sl], space=space, mean=mean, std=std),
+            t,
+            sample_shape=x.shape[1:],
+            score="prob",
+            output=output,
+            batch_size=batch_size,
+        )
+    return y, o.to(y.dtype)
+
+
+_ARGS_DOC = """
+    Args:
+        model: the classifier (left exactly as found; evaluated in eval mode).
+        x: normalised input batch ``(N, C, H, W)``.
+        explanation: ``(N, C, H, W)`` attribution (reduced with ``reduction``),
+            ``(N, 1, H, W)`` or ``(N, H, W)`` map, tensor or numpy array; resized
+            bilinearly to ``x`` if needed.
+        target: class per image, or None for the class predicted on ``x``.
+        normalize: scaling of the map to ``[0, 1]``: ``"max"``, ``"minmax"`` or None
+            (see :func:`unit_map`).
+        space: ``"pixel"`` (de-normalise with ``mean``/``std``, multiply, re-normalise)
+            or ``"normalized"`` (multiply ``x`` directly); see
+            :func:`cleargrad.metrics.mask_image`.
+        mean, std: per-channel normalisation of ``x`` (None: ``x`` is in pixel space).
+        reduction: 2-D reduction of a multi-channel attribution (spec section 0).
+        output: selector of the class scores for models returning tuples/dicts.
+        batch_size: images per forward pass.
+
+    Returns:
+        ``(N,)`` per-image values in percent; the dataset value is their mean.
+"""
+
+
+def _eps(t: torch.Tensor) -> float:
+    return torch.finfo(t.dtype).eps
+
+
+@metric(direction="lower", category="faithfulness")
+def average_drop(model: nn.Module, x: torch.Tensor, explanation: Any, target: TargetLike = None, **kw: Any):
+    """Average Drop (%): relative confidence lost when only the explained pixels are kept.
+
+    ``AD_i = 100 max(0, Y_i - O_i) / (Y_i + eps)``.
+    """
+    y, o = masked_confidence(model, x, explanation, target, **kw)
+    return 100 * (y - o).clamp(min=0) / (y + _eps(y))
+
+
+@metric(direction="higher", category="faithfulness")
+def average_gain(
+    model: nn.Module,
+    x: torch.Tensor,
+    explanation: Any,
+    target: TargetLike = None,
+    *,
+    ag_denominator: str = "1-y",
+    **kw: Any,
+):
+    """Average Gain (%): relative confidence gained when only the explained pixels are kept.
+
+    ``AG_i = 100 max(0, O_i - Y_i) / (1 - Y_i + eps)`` (``ag_denominator="1-y"``, the
+    authors' code, default) or ``/ (Y_i + eps)`` (``ag_denominator="y"``, the slides).
+    """
+    if ag_denominator not in ("1-y", "y"):
+        raise ConfigError(f"ag_denominator must be '1-y' or 'y', got {ag_denominator!r}")
+    y, o = masked_confidence(model, x, explanation, target, **kw)
+    den = 1 - y if ag_denominator == "1-y" else y
+    return 100 * (o - y).clamp(min=0) / (den + _eps(y))
+
+
+@metric(direction="higher", category="faithfulness")
+def average_increase(model: nn.Module, x: torch.Tensor, explanation: Any, target: TargetLike = None, **kw: Any):
+    """Average Increase (%) / Increase in Confidence: whether masking by the map raises the confidence.
+
+    ``AI_i = 100 * 1[O_i > Y_i]``.
+    """
+    y, o = masked_confidence(model, x, explanation, target, **kw)
+    return 100 * (o > y).to(y.dtype)
+
+
+for _f in (average_drop, average_gain, average_increase):
+    _f.__doc__ = (_f.__doc__ or "") + "\n    Keyword options are those of :func:`masked_confidence`:\n" + _ARGS_DOC
