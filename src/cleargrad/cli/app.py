@@ -1,0 +1,437 @@
+"""The ``cleargrad`` command (typer): demo, explain, evaluate, report, methods.
+
+Exit codes: 0 success; 2 usage error (bad option, unknown method or metric: the message
+lists the valid names); 1 run error, reported in one line (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from ..errors import ConfigError
+from .console import UI
+
+__all__ = ["app", "main"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="cleargrad",
+    help="Explain image classifiers with gradient methods, measure how faithful the explanations are, "
+    "and report the results.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only results and errors (no progress bars).")]
+Debug = Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="'package.module:factory', 'path/to/file.py:factory', or a built-in name "
+        "(small-cnn, cifar-resnet18, cifar-mobilenet-v2, small-cnn-fashion-mnist = trained and cached).",
+    ),
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights", "-w", help="State dict: .safetensors, or a torch.save file (loaded with weights_only=True)."
+    ),
+]
+LayerOpt = Annotated[str, typer.Option("--layer", help="Target layer of CAM methods: dotted name or 'auto'.")]
+OptionOpt = Annotated[
+    list[str] | None,
+    typer.Option("--option", "-o", help="Method option METHOD.KEY=VALUE (or KEY=VALUE for all); repeatable."),
+]
+SizeOpt = Annotated[
+    int | None, typer.Option("--size", help="Resize images to SIZE×SIZE (default: 28 for 1-channel models, else 224).")
+]
+GrayOpt = Annotated[
+    bool | None, typer.Option("--grayscale/--rgb", help="Colour mode (default: from the model's first convolution).")
+]
+MeanOpt = Annotated[
+    str | None, typer.Option("--mean", help="Per-channel mean, comma-separated (default: Fashion-MNIST or ImageNet).")
+]
+StdOpt = Annotated[str | None, typer.Option("--std", help="Per-channel std, comma-separated.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Seed of every random draw (model init, sampling methods, metrics).")
+]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
+
+
+class RunError(RuntimeError):
+    """A failure to report in one line with exit code 1."""
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text or type(e).__name__
+
+
+def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T]) -> T:
+    """Run a command body: map errors to exit codes and one-line messages."""
+    from .engine import shard_from_env
+
+    ui = UI(quiet=quiet, rank=shard_from_env().rank)
+    try:
+        return fn(ui)
+    except typer.Exit:
+        raise
+    except ConfigError as e:
+        if debug:
+            raise
+        ui.err.print(f"usage error: {_one_line(e)}", markup=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        ui.err.print("interrupted", markup=False)
+        raise typer.Exit(130) from None
+    except Exception as e:
+        if debug:
+            raise
+        ui.err.print(f"error: {_one_line(e)}", markup=False)
+        raise typer.Exit(1) from None
+
+
+def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _target(text: str, allow_label: bool) -> str | int:
+    t = text.strip().lower()
+    if t == "auto" or (allow_label and t == "label"):
+        return t
+    try:
+        return int(t)
+    except ValueError:
+        valid = "auto, label or a class index" if allow_label else "auto or a class index"
+        raise ConfigError(f"--target must be {valid}, got {text!r}") from None
+
+
+def _file_digest(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _model(spec: str, weights: Path | None, seed: int, device: str, ui: UI) -> Any:
+    import torch
+
+    from .modelspec import load_model
+
+    if spec.strip().lower().replace("_", "-") == "small-cnn-fashion-mnist" and weights is None:
+        from ..models import small_cnn_fashion_mnist
+
+        ui.info("loading the reference SmallCNN (trained on Fashion-MNIST on first use, then cached)")
+        model = small_cnn_fashion_mnist(device="cpu", quiet=ui.quiet)
+    else:
+        model = load_model(spec, weights, seed=seed)
+        if weights is None and ":" not in spec:
+            ui.warn(f"built-in model {spec!r} without --weights has random weights")
+    return model.to(torch.device(device)).eval()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """cleargrad: sharper, more faithful gradient explanations of image classifiers."""
+    if version:
+        from .. import __version__
+
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.command("methods")
+def methods_cmd(quiet: Quiet = False, debug: Debug = False) -> None:
+    """List the explanation methods and the metrics with one-line descriptions."""
+    from .tables import print_methods
+
+    _guard(debug, quiet, print_methods)
+
+
+@app.command("explain")
+def explain_cmd(
+    model: ModelOpt,
+    images: Annotated[list[Path], typer.Option("--images", "-i", help="Image file or folder; repeatable.")],
+    method: Annotated[list[str], typer.Option("--method", help="Method name(s), comma-separated or repeated.")],
+    weights: WeightsOpt = None,
+    target: Annotated[str, typer.Option("--target", help="Class index, or 'auto' (the prediction).")] = "auto",
+    layer: LayerOpt = "auto",
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("explanations"),
+    option: OptionOpt = None,
+    size: SizeOpt = None,
+    grayscale: GrayOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    batch_size: BatchOpt = 16,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Explain images with one or more methods: an overlay PNG and a .npy per image and method."""
+
+    def body(ui: UI) -> None:
+        from .engine import explain_images
+        from .explainers import build_explainer, parse_options, split_names
+        from .images import default_preprocess, image_set
+
+        names = [n for m in method for n in split_names(m)]
+        if not names:
+            raise ConfigError("give at least one --method")
+        opts = parse_options(option or [])
+        tgt = _target(target, allow_label=False)
+        net = _model(model, weights, seed, device, ui)
+        prep = default_preprocess(net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"))
+        data = image_set(images, prep)
+        refs = _references(data, prep)
+        explainers = [build_explainer(net, n, layer=layer, options=opts, references=refs) for n in names]
+        written = explain_images(net, data, explainers, out, target=tgt, batch_size=batch_size, seed=seed, ui=ui)
+        n_ok = len(data) - len(data.skipped)
+        ui.out.print(f"{written} explanation(s) of {n_ok} image(s) written to {out}", markup=False)
+        _print_skipped(ui, data.skipped)
+
+    _guard(debug, quiet, body)
+
+
+def _references(data: Any, prep: Any, k: int = 16) -> Any:
+    """A fixed set of reference images for methods that sample baselines."""
+    import torch
+
+    x, _ = data.load(list(range(min(k, len(data)))))
+    if x is None:
+        return torch.zeros(1, 1 if prep.grayscale else 3, prep.size, prep.size)
+    return x
+
+
+def _print_skipped(ui: UI, skipped: dict[str, str]) -> None:
+    if skipped:
+        ui.err.print(f"skipped {len(skipped)} unreadable file(s):", markup=False)
+        for src, reason in sorted(skipped.items()):
+            ui.err.print(f"  {src}: {reason}", markup=False)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: ModelOpt,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="'fashion-mnist' (test split) or an image folder.")],
+    methods: Annotated[str, typer.Option("--methods", help="Comma-separated method names.")],
+    metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metric names.")],
+    store: Annotated[Path, typer.Option("--store", "-s", help="SQLite results file (created or resumed).")],
+    weights: WeightsOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N images.")] = None,
+    target: Annotated[
+        str, typer.Option("--target", help="'auto' (prediction), 'label' (ground truth) or a class index.")
+    ] = "auto",
+    layer: LayerOpt = "auto",
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Method whose map region_complexity compares against.")
+    ] = None,
+    option: OptionOpt = None,
+    metric_option: Annotated[
+        list[str] | None, typer.Option("--metric-option", help="Metric option METRIC.KEY=VALUE; repeatable.")
+    ] = None,
+    gallery: Annotated[
+        int, typer.Option("--gallery", min=0, help="Images whose overlays are kept for the report.")
+    ] = 8,
+    overlays: Annotated[Path | None, typer.Option("--overlays", help="Also write every overlay PNG here.")] = None,
+    size: SizeOpt = None,
+    grayscale: GrayOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    batch_size: BatchOpt = 16,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Score methods with metrics, one row per image, method and metric, into a resumable SQLite store.
+
+    Rerunning the same command skips the rows already stored. Under
+    `torchrun --nproc_per_node K -m cleargrad evaluate ...` each process takes a shard.
+    """
+
+    def body(ui: UI) -> None:
+        import torch
+
+        from ..report import versions
+        from ..store import ResultStore
+        from .engine import EvalPlan, barrier, distributed, run_evaluation, shard_from_env
+        from .explainers import build_explainer, parse_options, split_names
+        from .images import default_preprocess, fashion_mnist_set, image_set
+        from .metric_runner import metric_runner
+        from .tables import print_results
+
+        method_names = split_names(methods)
+        metric_names = split_names(metrics)
+        if not method_names or not metric_names:
+            raise ConfigError("give at least one method (--methods) and one metric (--metrics)")
+        opts = parse_options(option or [])
+        mopts = _metric_options(metric_option or [])
+        runners = [metric_runner(n, mopts.get(n.strip().lower().replace("-", "_"))) for n in metric_names]
+        tgt = _target(target, allow_label=True)
+        shard = shard_from_env()
+        net = _model(model, weights, seed, device, ui)
+        if dataset.strip().lower().replace("_", "-") == "fashion-mnist":
+            data = fashion_mnist_set(limit)
+            prep = data.preprocess
+            refs = fashion_mnist_set(64, split="train").tensors
+        else:
+            prep = default_preprocess(net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"))
+            data = image_set([dataset], prep)
+            if limit is not None:
+                data.records = data.records[:limit]
+            refs = _references(data, prep)
+        assert prep is not None
+        explainers = [build_explainer(net, n, layer=layer, options=opts, references=refs) for n in method_names]
+        refs_needed = any("map_b" in _params(r.fn) for r in runners)
+        ref_explainers = []
+        if refs_needed:
+            if reference is None:
+                raise ConfigError("a region-comparison metric needs --reference METHOD (the map it compares against)")
+            ref = build_explainer(net, reference, layer=layer, options=opts, references=refs)
+            ref_explainers.append(ref)
+            for e in explainers:
+                e.reference = ref.name
+        settings = {
+            "command": "evaluate",
+            "model": model,
+            "weights": str(weights) if weights else None,
+            "weights_sha256": _file_digest(weights),
+            "dataset": data.description,
+            "limit": limit,
+            "preprocess": prep.as_dict(),
+            "target": tgt,
+            "layer": layer,
+            "reference": reference,
+            "method_options": {e.name: e.options for e in explainers},
+            "metric_options": mopts,
+            "batch_size": batch_size,
+            "seed": seed,
+        }
+        with distributed(shard), ResultStore(store) as st:
+            h = st.record_run(settings, versions())
+            st.add_metric_info((r.name, r.direction, r.category, r.summary) for r in runners)
+            st.add_images((r.image_id, r.label, r.class_name, r.source) for r in data.records)
+            plan = EvalPlan(
+                model=net,
+                images=data,
+                explainers=explainers,
+                metrics=runners,
+                store=st,
+                settings=h,
+                preprocess=prep,
+                batch_size=batch_size,
+                seed=seed,
+                target=tgt,
+                gallery=gallery,
+                overlay_dir=overlays,
+                references=ref_explainers,
+                shard=shard,
+                device=torch.device(device),
+            )
+            written = run_evaluation(plan, ui)
+            if data.skipped:
+                st.add_skipped(data.skipped.items())
+            ui.info(f"{written} new row(s); {store} holds {st.count()} row(s)")
+            barrier(shard)
+            if shard.rank == 0:
+                print_results(ui, st, h)
+        _print_skipped(ui, data.skipped)
+
+    _guard(debug, quiet, body)
+
+
+def _params(fn: Callable[..., Any]) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(fn).parameters)
+
+
+def _metric_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        metric, dot, name = key.strip().rpartition(".")
+        if not sep or not dot or not name:
+            raise ConfigError(f"--metric-option {item!r} must look like METRIC.KEY=VALUE")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(metric.lower().replace("-", "_"), {})[name] = parsed
+    return out
+
+
+@app.command("report")
+def report_cmd(
+    store: Annotated[
+        Path, typer.Argument(help="SQLite results file written by evaluate or demo.", exists=True, dir_okay=False)
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="HTML file (default: report.html beside the store).")
+    ] = None,
+    gallery: Annotated[int, typer.Option("--gallery", min=0, help="Images shown in the gallery.")] = 8,
+    settings: Annotated[str | None, typer.Option("--settings", help="Settings hash of the run to show.")] = None,
+    title: Annotated[str, typer.Option("--title", help="Page title.")] = "cleargrad report",
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Write a self-contained HTML report of a results store."""
+
+    def body(ui: UI) -> None:
+        from ..report import build_report
+
+        path = build_report(store, out, gallery=gallery, settings=settings, title=title)
+        ui.out.print(str(path), markup=False)
+
+    _guard(debug, quiet, body)
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-out"),
+    n_images: Annotated[int, typer.Option("--images", min=1, help="Fashion-MNIST test images to explain.")] = 16,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Train (or load the cached) SmallCNN on Fashion-MNIST, explain and evaluate test images, write a report."""
+
+    def body(ui: UI) -> None:
+        from ..demo import run_demo
+
+        run_demo(out, ui=ui, n_images=n_images)
+
+    _guard(debug, quiet, body)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``cleargrad`` console script and ``python -m cleargrad``."""
+    if os.environ.get("OMP_NUM_THREADS") is None and os.environ.get("WORLD_SIZE"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="cleargrad")

@@ -1,0 +1,290 @@
+"""The evaluation loop shared by ``cleargrad evaluate`` and ``cleargrad demo``.
+
+Work is cut into fixed batches of images (the same batches whatever the number of
+processes); process ``rank`` of ``world`` takes batches ``rank, rank + world, ...``. For
+each batch and method the explanation is computed once, then each metric's rows are
+written in one transaction. Every random draw comes from a generator seeded by
+``(seed, batch, method, metric)``, so a value does not depend on which process computed
+it, or on whether the run was interrupted and resumed: rows already in the store are
+skipped, and a batch is only recomputed when some of its rows are missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..store import ResultRow, ResultStore
+from .console import UI
+from .explainers import Explainer
+from .images import ImageRecord, ImageSet, Preprocess
+from .metric_runner import BatchContext, MetricRunner
+from .render import overlay_png
+
+__all__ = [
+    "EvalPlan",
+    "Shard",
+    "barrier",
+    "distributed",
+    "explain_images",
+    "run_evaluation",
+    "seed_for",
+    "shard_from_env",
+]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This process's place among ``world`` processes (from torchrun's environment)."""
+
+    rank: int = 0
+    world: int = 1
+
+
+def shard_from_env() -> Shard:
+    """``RANK``/``WORLD_SIZE`` as set by ``torchrun`` (a single process otherwise)."""
+    return Shard(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+
+@contextmanager
+def distributed(shard: Shard) -> Iterator[None]:
+    """Join the ``torchrun`` process group (gloo on CPU, nccl on CUDA) when ``world > 1``.
+
+    Each process computes its own shard and writes to the shared store; the group is used
+    only to wait for every shard before the final table is printed.
+    """
+    import torch.distributed as dist
+
+    if shard.world <= 1 or not dist.is_available() or dist.is_initialized():
+        yield
+        return
+    backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def barrier(shard: Shard) -> None:
+    """Wait until every process reaches this point (no-op for a single process)."""
+    import torch.distributed as dist
+
+    if shard.world > 1 and dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def seed_for(seed: int, *parts: object) -> int:
+    """A 63-bit seed derived from ``seed`` and the parts (stable across processes and runs)."""
+    text = "/".join(str(p) for p in (seed, *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+@dataclass
+class EvalPlan:
+    """Everything one evaluation needs.
+
+    Attributes:
+        target: ``"auto"`` (the model's prediction), ``"label"`` (ground truth; images
+            without one use the prediction) or a class index.
+        gallery: how many images (the first by id) get overlays stored for the report.
+        overlay_dir: if set, every overlay is also written there as a PNG, and every
+            explanation as ``.npy`` when ``save_arrays``.
+    """
+
+    model: nn.Module
+    images: ImageSet
+    explainers: list[Explainer]
+    metrics: list[MetricRunner]
+    store: ResultStore
+    settings: str
+    preprocess: Preprocess
+    batch_size: int = 16
+    seed: int = 0
+    target: str | int = "auto"
+    gallery: int = 8
+    overlay_dir: Path | None = None
+    save_arrays: bool = False
+    references: list[Explainer] = field(default_factory=list)
+    shard: Shard = field(default_factory=Shard)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+def _targets(plan: EvalPlan, x: torch.Tensor, recs: Sequence[ImageRecord]) -> torch.Tensor:
+    with torch.no_grad():
+        pred = plan.model(x).argmax(1)
+    if plan.target == "auto":
+        return pred
+    if plan.target == "label":
+        labels = [r.label if r.label is not None else int(p) for r, p in zip(recs, pred.tolist())]
+        return torch.tensor(labels, dtype=torch.long, device=x.device)
+    return torch.full((x.shape[0],), int(plan.target), dtype=torch.long, device=x.device)
+
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _overlay_path(plan: EvalPlan, rec: ImageRecord, method: str) -> Path:
+    assert plan.overlay_dir is not None
+    stem = _safe_name(Path(rec.image_id).with_suffix("").as_posix())
+    return plan.overlay_dir / f"{stem}__{method}.png"
+
+
+def _write_files(plan: EvalPlan, rec: ImageRecord, method: str, png: bytes, arr: np.ndarray) -> None:
+    path = _overlay_path(plan, rec, method)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if plan.save_arrays:
+        np.save(path.with_suffix(".npy"), arr)
+    path.write_bytes(png)  # last: its existence marks the pair as done
+
+
+def run_evaluation(plan: EvalPlan, ui: UI) -> int:
+    """Compute and store every missing row of this process's shard; returns rows written."""
+    n = len(plan.images)
+    batches = [list(range(i, min(i + plan.batch_size, n))) for i in range(0, n, plan.batch_size)]
+    mine = [(b, idx) for b, idx in enumerate(batches) if b % plan.shard.world == plan.shard.rank]
+    gallery_ids = {r.image_id for r in sorted(plan.images.records, key=lambda r: r.image_id)[: plan.gallery]}
+    done = plan.store.done(plan.settings)
+    have_overlay = plan.store.has_overlay(plan.settings)
+    names = [e.name for e in plan.explainers]
+    by_name = {e.name: e for e in [*plan.references, *plan.explainers]}
+    written = 0
+    with ui.progress() as progress:
+        task = progress.add_task("evaluating", total=len(mine) * len(plan.explainers))
+        for b, idx in mine:
+            recs_all = [plan.images.records[i] for i in idx]
+            todo = {
+                m: [mt for mt in plan.metrics if any((r.image_id, m, mt.name) not in done for r in recs_all)]
+                for m in names
+            }
+            need_overlay = {
+                m
+                for m in names
+                for r in recs_all
+                if (r.image_id in gallery_ids and (r.image_id, m) not in have_overlay)
+                or (plan.overlay_dir is not None and not _overlay_path(plan, r, m).exists())
+            }
+            if not any(todo.values()) and not need_overlay:
+                progress.advance(task, len(names))
+                continue
+            x, recs = plan.images.load(idx)
+            if plan.images.skipped:
+                plan.store.add_skipped(plan.images.skipped.items())
+            if x is None:
+                progress.advance(task, len(names))
+                continue
+            x = x.to(plan.device)
+            plan.store.add_images((r.image_id, r.label, r.class_name, r.source) for r in recs)
+            t = _targets(plan, x, recs)
+            cache: dict[str, torch.Tensor] = {}
+
+            def explain(
+                name: str, b: int = b, x: torch.Tensor = x, t: torch.Tensor = t, cache: dict[str, torch.Tensor] = cache
+            ) -> torch.Tensor:
+                if name not in cache:
+                    gen = torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, name))
+                    cache[name] = by_name[name].fn(x, t, gen).detach()
+                return cache[name]
+
+            for m in names:
+                progress.update(task, description=f"batch {b + 1}/{len(batches)} {m}")
+                if not todo[m] and m not in need_overlay:
+                    progress.advance(task)
+                    continue
+                a = explain(m)
+                if m in need_overlay:
+                    items = []
+                    for i, r in enumerate(recs):
+                        png = overlay_png(plan.preprocess.denormalize(x[i].cpu()), a[i].cpu())
+                        if r.image_id in gallery_ids:
+                            items.append((r.image_id, m, png))
+                        if plan.overlay_dir is not None:
+                            _write_files(plan, r, m, png, a[i].cpu().numpy())
+                    if items:
+                        plan.store.add_overlays(items, plan.settings)
+                for mt in todo[m]:
+                    ref_name = by_name[m].reference
+                    ctx = BatchContext(
+                        model=plan.model,
+                        x=x,
+                        targets=t,
+                        attribution=a,
+                        explain_fn=lambda xx, tt, m=m: by_name[m].fn(
+                            xx, tt, torch.Generator(device=xx.device).manual_seed(seed_for(plan.seed, "sens", m))
+                        ),
+                        generator=torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, m, mt.name)),
+                        mean=plan.preprocess.mean,
+                        std=plan.preprocess.std,
+                        reference=explain(ref_name) if ref_name and ref_name in by_name else None,
+                    )
+                    values = mt.run(ctx)
+                    rows = [
+                        ResultRow(r.image_id, m, mt.name, float(v), int(tt))
+                        for r, v, tt in zip(recs, values.tolist(), t.tolist())
+                        if (r.image_id, m, mt.name) not in done
+                    ]
+                    plan.store.add_results(rows, plan.settings)
+                    written += len(rows)
+                progress.advance(task)
+    return written
+
+
+def explain_images(
+    model: nn.Module,
+    images: ImageSet,
+    explainers: list[Explainer],
+    out: Path,
+    *,
+    target: str | int = "auto",
+    batch_size: int = 16,
+    seed: int = 0,
+    ui: UI,
+) -> int:
+    """Write ``<image>__<method>.png`` (overlay) and ``.npy`` (raw explanation) for every
+    readable image and method under ``out``; returns the number of pairs written."""
+    assert images.preprocess is not None
+    plan = EvalPlan(
+        model,
+        images,
+        explainers,
+        [],
+        store=None,
+        settings="",  # type: ignore[arg-type]
+        preprocess=images.preprocess,
+        batch_size=batch_size,
+        seed=seed,
+        target=target,
+        overlay_dir=out,
+        save_arrays=True,
+    )
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    n = len(images)
+    written = 0
+    with ui.progress() as progress:
+        task = progress.add_task("explaining", total=n * len(explainers))
+        for b, start in enumerate(range(0, n, batch_size)):
+            x, recs = images.load(list(range(start, min(start + batch_size, n))))
+            if x is None:
+                progress.advance(task, len(explainers) * min(batch_size, n - start))
+                continue
+            x = x.to(device)
+            t = _targets(plan, x, recs)
+            for e in explainers:
+                gen = torch.Generator(device=x.device).manual_seed(seed_for(seed, b, e.name))
+                a = e.fn(x, t, gen).detach().cpu()
+                for i, r in enumerate(recs):
+                    _write_files(
+                        plan, r, e.name, overlay_png(images.preprocess.denormalize(x[i].cpu()), a[i]), a[i].numpy()
+                    )
+                    written += 1
+                progress.advance(task, min(batch_size, n - start))
+    return written
