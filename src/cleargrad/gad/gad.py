@@ -1,0 +1,321 @@
+"""The :class:`GAD` explainer: fit support models, then explain with the fused map."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..api import make_method
+from ..core import (
+    DEFAULT_CHUNK_ELEMENTS,
+    REDUCTIONS,
+    check_eval_mode,
+    check_input,
+    get_method,
+    preserved_state,
+    select_output,
+)
+from ..core.targets import OutputSelector, TargetLike, resolve_targets
+from ..errors import ConfigError, ModelStateError, TargetError
+from .data import collect_training_data
+from .distancing import AlphaRule, Grouping, alpha_schedule, check_alphas
+from .fusion import COMBINES, Threshold, _check_tau, fuse
+from .stacked import STACKABLE, StackedModels
+from .strategies import STRATEGIES, make_tasks
+from .support import SupportStats, TrainSettings, model_outputs, train_support_models
+
+__all__ = ["GAD"]
+
+
+class GAD:
+    """Gradient Artificial Distancing (Rodrigues, Boutry, Najman 2024; spec § 3).
+
+    Support regression copies of the classifier are trained on outputs pushed apart
+    between the classes concerned (Algorithm 1); the base method explains the original
+    and every support model, and only the pixels important in all ``S + 1`` maps are
+    kept (Algorithm 2). Call :meth:`fit` once, then :meth:`attribute`.
+
+    >>> gad = GAD(model, base="integrated_gradients", classes=(3, 5), n_support=4)
+    >>> gad.fit(train_loader)
+    >>> fused = gad.attribute(x)            # (N, 1, H, W), in [0, 1]
+
+    Args:
+        model: the trained classifier ``M_0`` (eval mode). It is never modified.
+        base: name of the base method (:func:`cleargrad.methods`): ``saliency``,
+            ``deconvolution``, ``input_x_gradient``, ``guided_backprop``,
+            ``integrated_gradients``, ..., or a CAM method.
+        classes: the classes concerned. ``strategy="pairwise"`` needs exactly two
+            ``(k, l)``; for the other strategies ``None`` means every output class.
+        n_support: number of support models ``S`` per task (4 [paper]).
+        strategy: ``"pairwise"`` (default), ``"one_vs_all"`` or ``"split"`` (§ 3.6).
+        groups: for ``"split"``, the two groups of classes; ``None`` clusters the
+            class-mean logit vectors in two (2-means) [spec PROPOSAL].
+        alphas: distancing schedule: ``"std"`` (default, ``α^(s) = s · std`` of the
+            other group's logits [spec PROPOSAL]), ``"margin"`` (``s ·`` mean margin),
+            or an explicit list of ``S`` entries ``(α_1, α_2)`` / numbers, non-decreasing, ``>= 0``.
+        alpha_scale: multiplies the rule's step ``Δ`` (not an explicit list).
+        epochs, lr, batch_size, init, bn_mode, regress, seed, deterministic: training of the
+            support models, see :class:`~cleargrad.gad.support.TrainSettings`
+            (defaults: 10 epochs [paper], Adam lr 1e-5, batch 32, warm start [spec PROPOSAL]).
+        tau: importance threshold of the fusion: a number (default 0.1 [spec PROPOSAL]),
+            a quantile ``"q90"``, or ``"positive"`` (signed methods).
+        combine: ``"mask"`` (default: original importance on the common support) or ``"min"``.
+        reduction: how a multi-channel map becomes 2-D (default ``"abs_sum"``, spec § 0).
+        base_options: options of the base method (constructor or ``attribute``), e.g.
+            ``{"n_steps": 32}`` for IG or ``{"layer": "features"}`` for a CAM.
+        batch_models: explain the ``S + 1`` models in one call of the base method
+            (``"auto"``: where the base allows it, i.e. the five gradient methods).
+        output: selector of the ``(N, C)`` scores for models returning tuples/dicts.
+        progress: draw rich progress bars during :meth:`fit`.
+
+    Attributes set by :meth:`fit`:
+        tasks_: the ``(grouping, explained classes)`` of each set of support models.
+        alphas_: one ``(S, 2)`` float64 tensor of distancing constants per task.
+        support_models_: one list of ``S`` support models per task.
+        stats_: one list of :class:`~cleargrad.gad.support.SupportStats` per task.
+        fit_time_: seconds spent in :meth:`fit`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        base: str = "integrated_gradients",
+        classes: Sequence[int] | None = None,
+        n_support: int = 4,
+        *,
+        strategy: str = "pairwise",
+        groups: Sequence[Sequence[int]] | None = None,
+        alphas: AlphaRule = "std",
+        alpha_scale: float = 1.0,
+        epochs: int = 10,
+        lr: float = 1e-5,
+        batch_size: int = 32,
+        init: str = "warm",
+        bn_mode: str = "eval",
+        regress: str = "all",
+        seed: int = 0,
+        deterministic: bool = True,
+        tau: Threshold = 0.1,
+        combine: str = "mask",
+        reduction: str = "abs_sum",
+        base_options: dict[str, Any] | None = None,
+        batch_models: bool | str = "auto",
+        output: OutputSelector = None,
+        progress: bool = True,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.base = get_method(base).name
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
+        if classes is not None:
+            classes = tuple(int(c) for c in classes)
+            if len(classes) < 2 or len(set(classes)) != len(classes):
+                raise ConfigError(f"classes must hold at least two distinct class indices, got {classes}")
+        if strategy == "pairwise" and (classes is None or len(classes) != 2):
+            raise ConfigError(
+                f"strategy='pairwise' needs classes=(k, l), got {classes}; for more classes use "
+                "strategy='one_vs_all' or 'split'"
+            )
+        if not (isinstance(n_support, int) and n_support >= 0):
+            raise ConfigError(f"n_support must be an int >= 0, got {n_support!r}")
+        if not isinstance(alphas, str):
+            alphas = check_alphas(alphas, n_support).tolist()
+        elif alphas not in ("std", "margin"):
+            raise ConfigError(f"unknown alpha rule {alphas!r}; valid: 'std', 'margin' or an explicit list")
+        _check_tau(tau)
+        if combine not in COMBINES:
+            raise ConfigError(f"unknown combine {combine!r}; valid: {', '.join(COMBINES)}")
+        if reduction not in REDUCTIONS:
+            raise ConfigError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+        if batch_models not in (True, False, "auto"):
+            raise ConfigError(f"batch_models must be True, False or 'auto', got {batch_models!r}")
+        self.classes = classes
+        self.n_support = n_support
+        self.strategy = strategy
+        self.groups = None if groups is None else [[int(c) for c in g] for g in groups]
+        self.alphas = alphas
+        self.alpha_scale = float(alpha_scale)
+        self.train_settings = TrainSettings(
+            epochs=epochs, lr=lr, batch_size=batch_size, init=init, bn_mode=bn_mode, regress=regress,
+            seed=seed, deterministic=deterministic,
+        )
+        self.tau = tau
+        self.combine = combine
+        self.reduction = reduction
+        self.base_options = dict(base_options or {})
+        self.batch_models = batch_models
+        self.output = output
+        self.progress = progress
+        self.tasks_: list[tuple[Grouping, tuple[int, ...]]] | None = None
+        self.alphas_: list[torch.Tensor] = []
+        self.support_models_: list[list[nn.Module]] = []
+        self.stats_: list[list[SupportStats]] = []
+        self.num_classes_: int | None = None
+        self.fit_time_: float | None = None
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.is_fitted else "not fitted"
+        return (
+            f"GAD({type(self.model).__name__}, base={self.base!r}, classes={self.classes}, "
+            f"n_support={self.n_support}, strategy={self.strategy!r}; {state})"
+        )
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether the support models exist (after :meth:`fit` or :meth:`load`)."""
+        return self.tasks_ is not None
+
+    # fitting -------------------------------------------------------------------
+    def fit(self, data: Any) -> GAD:
+        """Train the support models on ``data``; returns ``self``.
+
+        ``data`` is a torch ``Dataset`` or a ``DataLoader`` yielding ``(images,
+        labels)``, or a pair of tensors ``(x, y)``; only images of the classes
+        concerned are used. Cost: one inference pass plus ``S x epochs`` training
+        passes per task.
+        """
+        check_eval_mode(self.model)
+        start = time.perf_counter()
+        x, y = collect_training_data(data, self.classes, progress=self.progress)
+        with preserved_state(self.model):
+            logits = model_outputs(self.model, x, self.output, self.train_settings.eval_batch_size)
+        num_classes = logits.shape[1]
+        classes = self.classes if self.classes is not None else tuple(range(num_classes))
+        bad = [c for c in classes if not 0 <= c < num_classes]
+        if bad:
+            raise ConfigError(f"class(es) {bad} are not outputs of the model, which has {num_classes} classes")
+        if self.classes is None:
+            keep = torch.isin(y, torch.tensor(classes))
+            x, y, logits = x[keep], y[keep], logits[keep]
+        tasks = make_tasks(self.strategy, classes, logits, y, self.groups)
+        models, stats, alphas = [], [], []
+        for t, (grouping, _) in enumerate(tasks):
+            rows = torch.isin(y, torch.tensor(grouping.classes))
+            a = alpha_schedule(logits[rows], y[rows], grouping, self.n_support, self.alphas, self.alpha_scale)
+            desc = f"GAD {grouping.first} vs {grouping.second}" + (f" ({t + 1}/{len(tasks)})" if len(tasks) > 1 else "")
+            ms, st = train_support_models(
+                self.model, x[rows], y[rows], logits[rows], grouping, a, self.train_settings,
+                output=self.output, progress=self.progress, description=desc,
+            )
+            models.append(ms)
+            stats.append(st)
+            alphas.append(a)
+        self.tasks_, self.support_models_, self.stats_, self.alphas_ = tasks, models, stats, alphas
+        self.num_classes_ = num_classes
+        self.fit_time_ = time.perf_counter() - start
+        return self
+
+    # explaining -----------------------------------------------------------------
+    def _explained(self) -> dict[int, int]:
+        """Explained class -> index of the task whose support models explain it."""
+        out: dict[int, int] = {}
+        for t, (_, explained) in enumerate(self.tasks_ or []):
+            for c in explained:
+                out.setdefault(c, t)
+        return out
+
+    def _targets(self, x: torch.Tensor, target: TargetLike) -> torch.Tensor:
+        explained = self._explained()
+        if target is None:
+            cols = torch.tensor(sorted(explained), device=x.device)
+            with preserved_state(self.model), torch.no_grad():
+                scores = select_output(self.model(x), self.output)
+            return cols[scores[:, cols].argmax(1)]
+        t = resolve_targets(target, x.shape[0], self.num_classes_, device=x.device)
+        bad = sorted({int(c) for c in t.tolist()} - set(explained))
+        if bad:
+            raise TargetError(
+                f"target class(es) {bad} are not explained by this GAD (classes {sorted(explained)}); "
+                "fit a GAD for those classes"
+            )
+        return t
+
+    def _use_stack(self) -> bool:
+        if self.batch_models == "auto":
+            return self.base in STACKABLE
+        return bool(self.batch_models)
+
+    def _base_maps(self, models: list[nn.Module], x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
+        """The base method's maps of every model for ``x`` and targets ``t``."""
+        options = dict(self.base_options)
+        if not self._use_stack():
+            if self.output is not None:
+                options["output"] = self.output
+            maps = []
+            for m in models:
+                inst, opts = make_method(m, self.base, **options)
+                maps.append(inst.attribute(x, target=t, **opts))
+            return maps
+        k, n = len(models), x.shape[0]
+        stacked = StackedModels(models, n, self.output)
+        inst, opts = make_method(stacked, self.base, **options)
+        # the class count is known; spares the base method a one-image probe, which the
+        # stacked model (k blocks of n rows) cannot run
+        inst._num_classes = self.num_classes_
+        if "internal_batch_size" in inspect.signature(inst._attribute).parameters:
+            rows = k * n
+            per = max(1, x[0].numel())
+            chunk = opts.get("internal_batch_size") or DEFAULT_CHUNK_ELEMENTS // per
+            opts["internal_batch_size"] = max(rows, chunk // rows * rows)
+        a = inst.attribute(x.repeat(k, *([1] * (x.dim() - 1))), target=t.repeat(k), **opts)
+        return list(a.split(n))
+
+    def attribute(
+        self, x: torch.Tensor, target: TargetLike = None, return_all: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """The fused GAD map of ``x`` for ``target``.
+
+        Args:
+            x: images ``(N, C, H, W)``.
+            target: the class to explain per image (int, sequence, LongTensor); ``None``
+                = the original model's argmax among the explained classes.
+            return_all: also return the ``S + 1`` normalised 2-D maps ``Ŝ_j``
+                (``j = 0`` the original model) as ``(N, S + 1, H, W)``.
+
+        Returns:
+            the fused map ``(N, 1, H, W)`` in ``[0, 1]`` (and the maps with ``return_all``).
+        """
+        if not self.is_fitted:
+            raise ModelStateError("this GAD is not fitted: call gad.fit(train_data) (or GAD.load) first")
+        check_input(x, ndim=4)
+        check_eval_mode(self.model)
+        t = self._targets(x, target)
+        explained = self._explained()
+        fused = torch.zeros(x.shape[0], 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        maps = torch.zeros(x.shape[0], self.n_support + 1, *x.shape[2:], device=x.device, dtype=x.dtype)
+        task_of = torch.tensor([explained[int(c)] for c in t.tolist()], device=x.device)
+        for task in task_of.unique().tolist():
+            rows = (task_of == task).nonzero().squeeze(1)
+            models = [self.model, *self.support_models_[task]]
+            base_maps = self._base_maps(models, x[rows], t[rows])
+            f, m = fuse(base_maps, self.tau, self.combine, self.reduction, return_maps=True)
+            fused[rows] = f.to(x.dtype)
+            maps[rows] = m.to(x.dtype)
+        return (fused, maps) if return_all else fused
+
+    # persistence ----------------------------------------------------------------
+    def save(self, directory: str) -> None:
+        """Save the settings (``gad.json``) and the support models (``support.safetensors``)."""
+        from .persistence import save_gad
+
+        save_gad(self, directory)
+
+    @classmethod
+    def load(cls, directory: str, model: nn.Module, **overrides: Any) -> GAD:
+        """Rebuild a fitted GAD saved by :meth:`save` around ``model`` (the original classifier).
+
+        ``overrides`` replace saved settings that only affect :meth:`attribute`
+        (``tau``, ``combine``, ``reduction``, ``base_options``, ``batch_models``,
+        ``progress``). Raises :class:`~cleargrad.DataError` when the saved weights do
+        not match ``model``'s architecture.
+        """
+        from .persistence import load_gad
+
+        return load_gad(cls, directory, model, **overrides)

@@ -1,0 +1,166 @@
+"""Save and load a fitted GAD: ``gad.json`` (settings, schedule, statistics) and
+``support.safetensors`` (the support models' state dicts; no pickle)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import ConfigError, DataError
+from .distancing import Grouping
+from .support import SupportStats
+
+if TYPE_CHECKING:
+    from .gad import GAD
+
+__all__ = ["save_gad", "load_gad", "SETTINGS_FILE", "WEIGHTS_FILE"]
+
+SETTINGS_FILE = "gad.json"
+WEIGHTS_FILE = "support.safetensors"
+FORMAT = "cleargrad-gad"
+VERSION = 1
+ATTRIBUTE_SETTINGS = ("tau", "combine", "reduction", "base_options", "batch_models", "progress")
+
+
+def _settings(gad: GAD) -> dict[str, Any]:
+    ts = gad.train_settings
+    return {
+        "base": gad.base,
+        "classes": None if gad.classes is None else list(gad.classes),
+        "n_support": gad.n_support,
+        "strategy": gad.strategy,
+        "groups": gad.groups,
+        "alphas": gad.alphas,
+        "alpha_scale": gad.alpha_scale,
+        "epochs": ts.epochs,
+        "lr": ts.lr,
+        "batch_size": ts.batch_size,
+        "init": ts.init,
+        "bn_mode": ts.bn_mode,
+        "regress": ts.regress,
+        "seed": ts.seed,
+        "deterministic": ts.deterministic,
+        "tau": gad.tau,
+        "combine": gad.combine,
+        "reduction": gad.reduction,
+        "base_options": gad.base_options,
+        "batch_models": gad.batch_models,
+        "progress": gad.progress,
+    }
+
+
+def _shapes(model: nn.Module) -> dict[str, list[int]]:
+    return {k: list(v.shape) for k, v in model.state_dict().items()}
+
+
+def save_gad(gad: GAD, directory: str | Path) -> None:
+    """Write ``gad.json`` and ``support.safetensors`` into ``directory`` (created if needed)."""
+    if not gad.is_fitted:
+        raise ConfigError("only a fitted GAD can be saved: call fit() first")
+    if gad.output is not None and not isinstance(gad.output, (str, int)):
+        raise ConfigError("a GAD with a callable output selector cannot be saved; pass output= again at load")
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "settings": _settings(gad),
+        "output": gad.output,
+        "model_class": type(gad.model).__name__,
+        "state_shapes": _shapes(gad.model),
+        "num_classes": gad.num_classes_,
+        "fit_time": gad.fit_time_,
+        "tasks": [{"grouping": g.to_dict(), "explained": list(e)} for g, e in gad.tasks_],
+        "alphas": [a.tolist() for a in gad.alphas_],
+        "stats": [[s.to_dict() for s in st] for st in gad.stats_],
+    }
+    try:
+        text = json.dumps(meta, indent=2)
+    except TypeError as e:
+        raise ConfigError(
+            f"the GAD settings are not JSON-serialisable ({e}); base_options holding tensors or callables "
+            "cannot be saved: remove them and pass them again to GAD.load(..., base_options=...)"
+        ) from e
+    tensors = {
+        f"task{t}.model{s}.{k}": v.detach().cpu().clone().contiguous()
+        for t, models in enumerate(gad.support_models_)
+        for s, m in enumerate(models)
+        for k, v in m.state_dict().items()
+    }
+    save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": FORMAT})
+    (d / SETTINGS_FILE).write_text(text)
+
+
+def _architecture_mismatch(saved: dict[str, list[int]], model: nn.Module) -> str | None:
+    now = _shapes(model)
+    missing = sorted(set(saved) - set(now))
+    extra = sorted(set(now) - set(saved))
+    diff = [k for k in saved if k in now and saved[k] != now[k]]
+    parts = []
+    if missing:
+        parts.append(f"missing in the model: {missing[:3]}")
+    if extra:
+        parts.append(f"not in the saved weights: {extra[:3]}")
+    if diff:
+        k = diff[0]
+        parts.append(f"{len(diff)} shape mismatch(es), e.g. {k}: saved {saved[k]} vs model {now[k]}")
+    return "; ".join(parts) or None
+
+
+def load_gad(cls: type[GAD], directory: str | Path, model: nn.Module, **overrides: Any) -> GAD:
+    """Rebuild a fitted GAD from ``directory`` around ``model``; see :meth:`GAD.load`."""
+    d = Path(directory)
+    if not (d / SETTINGS_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
+        raise DataError(f"{d} does not hold a saved GAD ({SETTINGS_FILE} and {WEIGHTS_FILE} expected)")
+    meta = json.loads((d / SETTINGS_FILE).read_text())
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DataError(f"{d / SETTINGS_FILE} is not a cleargrad GAD file of version {VERSION}")
+    bad = sorted(set(overrides) - set(ATTRIBUTE_SETTINGS) - {"output"})
+    if bad:
+        raise ConfigError(f"GAD.load can only override {', '.join(ATTRIBUTE_SETTINGS)} and output, got {bad}")
+    mismatch = _architecture_mismatch(meta["state_shapes"], model)
+    if mismatch:
+        raise DataError(
+            f"the saved GAD was fitted on a {meta['model_class']} whose architecture does not match this "
+            f"{type(model).__name__}: {mismatch}. Load it with the classifier it was fitted on."
+        )
+    settings = {**meta["settings"], **{k: v for k, v in overrides.items() if k != "output"}}
+    gad = cls(model, output=overrides.get("output", meta.get("output")), **settings)
+    device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
+    weights = load_file(str(d / WEIGHTS_FILE), device=str(device))
+    support: list[list[nn.Module]] = []
+    for t, stats in enumerate(meta["stats"]):
+        models = []
+        for s in range(len(stats)):
+            prefix = f"task{t}.model{s}."
+            state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+            m = copy.deepcopy(model)
+            try:
+                m.load_state_dict(state, strict=True)
+            except RuntimeError as e:
+                raise DataError(f"support model {s} of task {t} does not fit the model: {e}") from e
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+                p.grad = None
+            models.append(m)
+        support.append(models)
+    gad.tasks_ = [
+        (Grouping(tuple(task["grouping"]["first"]), tuple(task["grouping"]["second"])), tuple(task["explained"]))
+        for task in meta["tasks"]
+    ]
+    gad.support_models_ = support
+    gad.alphas_ = [torch.tensor(a, dtype=torch.float64).reshape(-1, 2) for a in meta["alphas"]]
+    gad.stats_ = [
+        [SupportStats(tuple(s["alpha"]), s["mse"], s["agreement"], s["margin_first"], s["margin_second"]) for s in st]
+        for st in meta["stats"]
+    ]
+    gad.num_classes_ = meta["num_classes"]
+    gad.fit_time_ = meta["fit_time"]
+    return gad

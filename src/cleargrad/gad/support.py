@@ -1,0 +1,221 @@
+"""Support regression models of GAD (spec § 3.3).
+
+Each support model is a deep copy of the classifier, trained with Adam to regress the
+distanced outputs of :func:`~cleargrad.gad.distancing.distance_targets` under an MSE
+loss on the raw outputs. The original model is only read (one inference pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..core import chunk_slices, select_output
+from ..core.targets import OutputSelector
+from ..errors import ConfigError
+from .distancing import Grouping, distance_targets, group_margin
+from .progress import progress_bar
+
+__all__ = ["TrainSettings", "SupportStats", "model_outputs", "train_support_models"]
+
+INITS = ("warm", "original")
+BN_MODES = ("eval", "train")
+REGRESS = ("all", "groups")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How the support models are trained.
+
+    Attributes:
+        epochs: passes over the training set per support model (10 [paper]).
+        lr: Adam learning rate (1e-5 [spec PROPOSAL]).
+        batch_size: 32 [spec PROPOSAL].
+        init: ``"warm"`` (``M_s`` starts from ``M_{s-1}``, default [spec PROPOSAL]) or
+            ``"original"`` (every ``M_s`` starts from ``M_0``).
+        bn_mode: ``"eval"`` (default): train with every module in eval mode, so
+            BatchNorm keeps the classifier's statistics and Dropout is off and the
+            regressed outputs are exactly those explained later; ``"train"``: ordinary
+            training mode (BatchNorm statistics then follow the pair's images).
+        regress: ``"all"`` (default): the MSE covers every output (outputs of classes
+            not concerned keep their original values as targets); ``"groups"``: only
+            the outputs of the classes concerned.
+        seed: seeds the shuffling generator and, during training, the global RNG
+            (Dropout in ``bn_mode="train"``); the caller's RNG state is restored.
+        deterministic: on CUDA, use deterministic cuDNN kernels during training
+            (restored afterwards), so that two fits with one seed match bit for bit.
+        eval_batch_size: batch size of the inference passes (targets and statistics).
+    """
+
+    epochs: int = 10
+    lr: float = 1e-5
+    batch_size: int = 32
+    init: str = "warm"
+    bn_mode: str = "eval"
+    regress: str = "all"
+    seed: int = 0
+    deterministic: bool = True
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.epochs, int) and self.epochs >= 0):
+            raise ConfigError(f"epochs must be an int >= 0, got {self.epochs!r}")
+        if not (self.lr > 0):
+            raise ConfigError(f"lr must be > 0, got {self.lr!r}")
+        for name in ("batch_size", "eval_batch_size"):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and v >= 1):
+                raise ConfigError(f"{name} must be an int >= 1, got {v!r}")
+        for name, valid in (("init", INITS), ("bn_mode", BN_MODES), ("regress", REGRESS)):
+            if getattr(self, name) not in valid:
+                raise ConfigError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly form."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SupportStats:
+    """What one trained support model achieved on the training set.
+
+    Attributes:
+        alpha: the distancing constants ``(α_1, α_2)`` of this step.
+        mse: final MSE to the distanced targets (over the regressed outputs).
+        agreement: fraction of images whose argmax equals the original model's.
+        margin_first: mean :func:`group_margin` of the ``G1`` images.
+        margin_second: mean :func:`group_margin` of the ``G2`` images.
+    """
+
+    alpha: tuple[float, float]
+    mse: float
+    agreement: float
+    margin_first: float
+    margin_second: float
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-friendly form."""
+        d = asdict(self)
+        d["alpha"] = list(self.alpha)
+        return d
+
+
+def model_outputs(
+    model: nn.Module, x: torch.Tensor, output: OutputSelector = None, batch_size: int = 256
+) -> torch.Tensor:
+    """The model's ``(n, C)`` outputs on ``x`` (CPU tensor), computed batch by batch on the model's device."""
+    device = _device(model)
+    outs = []
+    with torch.no_grad():
+        for sl in chunk_slices(x.shape[0], batch_size):
+            outs.append(select_output(model(x[sl].to(device)), output).detach().cpu())
+    return torch.cat(outs)
+
+
+def _device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    if p is None:
+        p = next(model.buffers(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _reproducible(seed: int, device: torch.device, deterministic: bool) -> Iterator[None]:
+    """Seed the global RNG inside (restoring the caller's state) and pin cuDNN kernels."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        if deterministic:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
+
+
+def _fresh_copy(model: nn.Module) -> nn.Module:
+    m = copy.deepcopy(model)
+    for p in m.parameters():
+        p.grad = None
+        p.requires_grad_(True)
+    return m
+
+
+def _stats(
+    m: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    cols: list[int],
+    grouping: Grouping,
+    alpha: tuple[float, float],
+    settings: TrainSettings,
+    output: OutputSelector,
+) -> SupportStats:
+    out = model_outputs(m, x, output, settings.eval_batch_size)
+    mse = float(((out[:, cols] - targets[:, cols]) ** 2).mean())
+    agree = float((out.argmax(1) == logits.argmax(1)).double().mean())
+    margin = group_margin(out, labels, grouping)
+    first = grouping.in_first(labels)
+    return SupportStats(alpha, mse, agree, float(margin[first].mean()), float(margin[~first].mean()))
+
+
+def train_support_models(
+    model: nn.Module,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    logits: torch.Tensor,
+    grouping: Grouping,
+    alphas: torch.Tensor,
+    settings: TrainSettings,
+    output: OutputSelector = None,
+    progress: bool = True,
+    description: str = "GAD",
+) -> tuple[list[nn.Module], list[SupportStats]]:
+    """Train one support model per row of ``alphas`` (``(S, 2)``); the original model is only copied.
+
+    ``x``, ``labels``, ``logits`` are the training images of the classes concerned,
+    their labels and the original model's outputs (all on the CPU; batches go to the
+    model's device). Returns the support models (eval mode, parameters frozen) and
+    their :class:`SupportStats`.
+    """
+    device = _device(model)
+    cols = list(range(logits.shape[1])) if settings.regress == "all" else list(grouping.classes)
+    n = x.shape[0]
+    shuffle = torch.Generator().manual_seed(settings.seed)
+    steps_per_epoch = -(-n // settings.batch_size)
+    models: list[nn.Module] = []
+    stats: list[SupportStats] = []
+    previous = model
+    with progress_bar(progress) as bar, _reproducible(settings.seed, device, settings.deterministic):
+        task = bar.add_task(description, total=len(alphas) * settings.epochs * steps_per_epoch)
+        for s, alpha in enumerate(alphas.tolist()):
+            targets = distance_targets(logits, labels, grouping, alpha)
+            m = _fresh_copy(previous if settings.init == "warm" else model)
+            m.train(settings.bn_mode == "train")
+            opt = torch.optim.Adam(m.parameters(), lr=settings.lr)
+            for epoch in range(settings.epochs):
+                order = torch.randperm(n, generator=shuffle)
+                for sl in chunk_slices(n, settings.batch_size):
+                    idx = order[sl]
+                    out = select_output(m(x[idx].to(device)), output)
+                    loss = torch.nn.functional.mse_loss(out[:, cols], targets[idx][:, cols].to(out))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    bar.update(task, advance=1, info=f"model {s + 1}/{len(alphas)} epoch {epoch + 1} loss {loss:.4g}")
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+                p.grad = None
+            stats.append(_stats(m, x, labels, logits, targets, cols, grouping, tuple(alpha), settings, output))
+            models.append(m)
+            previous = m
+    return models, stats
