@@ -12,6 +12,21 @@ from .attribution import (
     Saliency,
     SmoothGrad,
 )
+from .cam import (
+    CAM,
+    AblationCAM,
+    AxiomCAM,
+    ExpectedGradCAM,
+    GradCAM,
+    GradCAMPlusPlus,
+    HiResCAM,
+    IntegratedGradCAM,
+    LayerCAM,
+    ScoreCAM,
+    SmoothGradCAMPlusPlus,
+    XGradCAM,
+    internal_saturation,
+)
 from .errors import (
     ConfigError,
     DataError,
@@ -26,6 +41,19 @@ from .training import InterpretableGradientLoss
 __version__ = "0.1.0"
 
 __all__ = [
+    "CAM",
+    "AblationCAM",
+    "AxiomCAM",
+    "ExpectedGradCAM",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "HiResCAM",
+    "IntegratedGradCAM",
+    "LayerCAM",
+    "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
+    "XGradCAM",
+    "internal_saturation",
     "ConfigError",
     "DataError",
     "Deconvolution",

@@ -1,0 +1,229 @@
+"""The base class of the CAM family: it owns the whole lifecycle of a call.
+
+A CAM method explains the output of one (or several) target layers ``A`` of shape
+``(N, K, h, w)`` by a map ``L = ReLU(sum_k w_k A^k)``; the methods differ only in the
+weights ``w`` (per channel, or per pixel for LayerCAM/HiResCAM). :class:`BaseCAM`
+validates the input, guards the model's state, resolves the layers, and post-processes
+the raw maps a subclass returns: ReLU, bilinear upsampling to the input size
+(``align_corners=False``) and optional per-image min–max normalisation (§ 0 of the spec).
+
+Several layers: one map per layer and a fused map. Fusion rule (as torch-cam's
+``fuse_cams``): every layer's map is brought to a common size (the input size, or with
+``upsample=False`` the largest layer size), min–max normalised per image, and the fused
+map is their element-wise maximum (normalised again when ``normalize=True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core import check_input, find_layer, layer_name, preserved_state
+from ..core.layers import LayerSpec
+from ..core.targets import OutputSelector, TargetLike
+from ..errors import ConfigError
+from .capture import activations_and_gradients, forward_with_activations, layer_activations
+
+__all__ = ["BaseCAM", "CAMMaps", "LayersSpec", "normalize_maps", "upsample_maps", "fuse_maps", "weighted_sum"]
+
+LayersSpec = Union[LayerSpec, Sequence[LayerSpec]]
+
+#: eps of the per-image min–max normalisation (spec § 0)
+NORMALIZE_EPS = 1e-8
+
+
+def normalize_maps(maps: torch.Tensor, eps: float = NORMALIZE_EPS) -> torch.Tensor:
+    """Per-image min–max normalisation to ``[0, 1]``: ``(L - min) / (max - min + eps)``.
+
+    An all-zero (or constant) map becomes all zero, never NaN.
+    """
+    flat = maps.flatten(1)
+    lo = flat.amin(dim=1).view(-1, *([1] * (maps.dim() - 1)))
+    hi = flat.amax(dim=1).view(-1, *([1] * (maps.dim() - 1)))
+    return (maps - lo) / (hi - lo + eps)
+
+
+def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Bilinear resize of ``(N, 1, h, w)`` maps to ``size`` (``align_corners=False``)."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(maps.shape[-2:]) == size:
+        return maps
+    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+
+
+def fuse_maps(maps: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+    """Element-wise maximum of per-image normalised maps brought to ``size``."""
+    stacked = torch.stack([normalize_maps(upsample_maps(m, size)) for m in maps])
+    return stacked.amax(dim=0)
+
+
+def weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """``sum_k w_k A^k`` as an ``(N, 1, h, w)`` map; ``weights`` is ``(N, K)`` (one weight
+    per channel) or ``(N, K, h, w)`` (one weight per activation element)."""
+    if weights.dim() == 2:
+        weights = weights[:, :, None, None]
+    return (weights * activation).sum(dim=1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class CAMMaps:
+    """The result of :meth:`BaseCAM.attribute_layers`.
+
+    Attributes:
+        layers: the dotted names of the target layers.
+        maps: one ``(N, 1, H, W)`` map per layer (post-processed as asked).
+        fused: the fused map (the single map when there is one layer).
+    """
+
+    layers: tuple[str, ...]
+    maps: tuple[torch.Tensor, ...]
+    fused: torch.Tensor
+
+
+class BaseCAM:
+    """Base of every CAM method: layers, model state, targets and post-processing.
+
+    Subclasses implement :meth:`_raw_maps`, which returns the un-rectified, low-resolution
+    map ``sum_k w_k A^k`` of every layer; most subclasses inherit it from an intermediate
+    base and only state their weights.
+
+    Args:
+        model: the classifier; its forward returns ``(N, C)`` scores, or anything from
+            which ``output`` selects them.
+        layer: the target layer: a dotted name (``"layer4"``), a module of the model,
+            ``"auto"`` (the last module with a 4-D output, i.e. the last convolutional
+            block), or a list of those (one map per layer plus a fused map).
+        output: selector for models whose forward returns a tuple/dict: a key, an index
+            or a callable applied to the forward's result.
+        allow_train_mode: explain a model in training mode instead of raising
+            :class:`~cleargrad.ModelStateError` (buffers are restored after the call).
+    """
+
+    #: registry family
+    family: ClassVar[str] = "cam"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayersSpec = "auto",
+        *,
+        output: OutputSelector = None,
+        allow_train_mode: bool = False,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.layer = layer
+        self.output = output
+        self.allow_train_mode = allow_train_mode
+        self._auto: dict[tuple[int, ...], nn.Module] = {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({type(self.model).__name__}, layer={self.layer!r})"
+
+    # public API -------------------------------------------------------------------
+    def attribute(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        upsample: bool = True,
+        normalize: bool = False,
+        relu: bool = True,
+        **options: Any,
+    ) -> torch.Tensor:
+        """The class activation map of ``x`` for ``target``.
+
+        Args:
+            x: input batch ``(N, C, H, W)``.
+            target: class per image (int, sequence, 1-D LongTensor) or None for the argmax.
+            upsample: resize the map to ``(H, W)`` (bilinear); otherwise ``(h, w)``.
+            normalize: per-image min–max normalisation to ``[0, 1]`` (zero stays zero).
+            relu: rectify the map (every CAM does; ``False`` exposes the signed map).
+            **options: the method's own options (see the subclass).
+
+        Returns:
+            ``(N, 1, H, W)`` (or ``(N, 1, h, w)``) on x's device and dtype; with several
+            layers, the fused map (see :meth:`attribute_layers`).
+        """
+        return self.attribute_layers(
+            x, target, upsample=upsample, normalize=normalize, relu=relu, **options
+        ).fused
+
+    def attribute_layers(
+        self,
+        x: torch.Tensor,
+        target: TargetLike = None,
+        *,
+        upsample: bool = True,
+        normalize: bool = False,
+        relu: bool = True,
+        **options: Any,
+    ) -> CAMMaps:
+        """Like :meth:`attribute`, returning every layer's map and the fused map."""
+        check_input(x, ndim=4)
+        with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+            modules = self.resolve_layers(x)
+            raw = self._raw_maps(x, target, modules, **options)
+        names = tuple(layer_name(self.model, m) for m in modules)
+        maps = []
+        for m in raw:
+            m = m.to(dtype=x.dtype)
+            if relu:
+                m = F.relu(m)
+            if upsample:
+                m = upsample_maps(m, x.shape[-2:])
+            if normalize:
+                m = normalize_maps(m)
+            maps.append(m)
+        if len(maps) == 1:
+            fused = maps[0]
+        else:
+            size = x.shape[-2:] if upsample else max((tuple(m.shape[-2:]) for m in maps), key=lambda s: s[0] * s[1])
+            fused = fuse_maps(maps, size)
+            if normalize:
+                fused = normalize_maps(fused)
+        return CAMMaps(names, tuple(maps), fused)
+
+    def resolve_layers(self, x: torch.Tensor) -> list[nn.Module]:
+        """The target layer modules (``"auto"`` is looked up once per input shape)."""
+        specs = list(self.layer) if isinstance(self.layer, (list, tuple)) else [self.layer]
+        if not specs:
+            raise ConfigError("layer= is an empty list; give at least one layer or 'auto'")
+        modules = []
+        for spec in specs:
+            if isinstance(spec, str) and spec == "auto":
+                key = tuple(x.shape[1:])
+                if key not in self._auto:
+                    self._auto[key] = find_layer(self.model, "auto", example=x)
+                modules.append(self._auto[key])
+            else:
+                modules.append(find_layer(self.model, spec))
+        return modules
+
+    # subclass interface -----------------------------------------------------------
+    def _raw_maps(
+        self, x: torch.Tensor, target: TargetLike, modules: list[nn.Module], **options: Any
+    ) -> list[torch.Tensor]:
+        """The maps ``sum_k w_k A^k`` ``(N, 1, h, w)`` of every layer, before ReLU."""
+        raise NotImplementedError
+
+    # passes, for subclasses -------------------------------------------------------
+    def forward_pass(self, x: torch.Tensor, modules: Sequence[nn.Module]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """One full forward pass (no gradient needed): ``(activations, scores)``."""
+        return forward_with_activations(self.model, x, modules, self.output)
+
+    def layer_pass(self, x: torch.Tensor, modules: Sequence[nn.Module]) -> list[torch.Tensor]:
+        """The layers' outputs, running the network only up to the last of them."""
+        return layer_activations(self.model, x, modules, stop=True)
+
+    def gradient_pass(
+        self, x: torch.Tensor, modules: Sequence[nn.Module], target: TargetLike
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """One forward and one backward pass: ``(activations, gradients, scores, targets)``."""
+        return activations_and_gradients(self.model, x, modules, target, self.output)

@@ -1,0 +1,147 @@
+"""Target-layer activations (and their gradients) from forward passes of the model.
+
+Two kinds of pass serve every CAM method:
+
+* :func:`layer_activations` captures the layers' outputs without any gradient; with
+  ``stop=True`` it aborts the forward pass as soon as the last of them has been
+  computed, so a pass "up to the layer" costs only the part of the network before it;
+* :func:`activations_and_gradients` runs one forward pass and one backward pass from the
+  target scores to the captured outputs (no parameter gradients, no input gradient: the
+  captured output is a leaf of the graph when nothing before it requires grad).
+
+Both check that each layer was called exactly once and returned a 4-D tensor, and raise
+:class:`~cleargrad.LayerError` with a clear message otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core import capture_activations, forward_hooks, gather_scores, layer_name, resolve_targets, select_output
+from ..core.targets import OutputSelector, TargetLike
+from ..errors import LayerError
+
+__all__ = ["layer_activations", "activations_and_gradients", "check_layer_outputs"]
+
+
+class _StopForward(Exception):
+    """Raised from a forward hook to end a pass once every wanted layer has run."""
+
+
+def check_layer_outputs(
+    model: nn.Module, modules: Sequence[nn.Module], outputs: Sequence[Any], calls: Sequence[int] | None = None
+) -> list[torch.Tensor]:
+    """Validate captured layer outputs: each layer ran (once) and gave an ``(N, K, h, w)`` tensor."""
+    for i, (m, out) in enumerate(zip(modules, outputs)):
+        name = layer_name(model, m) or type(model).__name__
+        if out is None:
+            raise LayerError(
+                f"layer {name!r} ({type(m).__name__}) was not called during the forward pass, so it "
+                "has no activation to explain; pick a layer the model's forward actually uses"
+            )
+        if calls is not None and calls[i] > 1:
+            raise LayerError(
+                f"layer {name!r} ({type(m).__name__}) is called {calls[i]} times in one forward pass; "
+                "CAM methods need a layer used once (pick one of its call sites' modules instead)"
+            )
+        if not isinstance(out, torch.Tensor) or out.dim() != 4:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise LayerError(
+                f"layer {name!r} ({type(m).__name__}) returns {shape}, but CAM methods need a layer with "
+                "a 4-D (N, K, h, w) output, such as the last convolutional block; use layer='auto' to "
+                "pick it"
+            )
+    return list(outputs)
+
+
+def layer_activations(
+    model: nn.Module, x: torch.Tensor, modules: Sequence[nn.Module], *, stop: bool = True
+) -> list[torch.Tensor]:
+    """Outputs of ``modules`` for input ``x``, without gradient.
+
+    Runs under ``torch.inference_mode()``. With ``stop=True`` the forward pass ends right
+    after the last of the modules has produced its output (nothing after it runs).
+    """
+    outs: list[Any] = [None] * len(modules)
+    calls = [0] * len(modules)
+    index = {id(m): i for i, m in enumerate(modules)}
+
+    def hook(module: nn.Module, _inp: Any, out: Any) -> Any:
+        i = index[id(module)]
+        calls[i] += 1
+        outs[i] = out
+        if stop and all(c > 0 for c in calls):
+            raise _StopForward
+        # later layers may work in place: they get a copy, we keep the original
+        return out.clone() if isinstance(out, torch.Tensor) else None
+
+    with torch.inference_mode(), forward_hooks(modules, hook), contextlib.suppress(_StopForward):
+        model(x)
+    acts = check_layer_outputs(model, modules, outs, None if stop else calls)
+    return [a.clone() for a in acts]  # ordinary tensors, usable outside inference mode
+
+
+def forward_with_activations(
+    model: nn.Module, x: torch.Tensor, modules: Sequence[nn.Module], output: OutputSelector = None
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """One full forward pass (in the caller's grad mode; nothing requires grad): the layers'
+    outputs and the ``(N, C)`` scores."""
+    outs: list[Any] = [None] * len(modules)
+    calls = [0] * len(modules)
+    index = {id(m): i for i, m in enumerate(modules)}
+
+    def hook(module: nn.Module, _inp: Any, out: Any) -> Any:
+        i = index[id(module)]
+        calls[i] += 1
+        outs[i] = out
+        return out.clone() if isinstance(out, torch.Tensor) else None
+
+    with forward_hooks(modules, hook):
+        scores = select_output(model(x), output)
+    acts = check_layer_outputs(model, modules, outs, calls)
+    return [a.detach() for a in acts], scores.detach()
+
+
+def activations_and_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    modules: Sequence[nn.Module],
+    target: TargetLike,
+    output: OutputSelector = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """One forward and one backward pass: ``(activations, gradients, scores, targets)``.
+
+    ``gradients[i]`` is ``d sum_n y_{c_n}(x_n) / d A_i``, which is each image's own score
+    gradient because images do not interact in eval mode. The backward pass stops at the
+    captured outputs (they are graph leaves when nothing before them requires grad, which
+    :func:`~cleargrad.core.preserved_state` ensures by freezing the parameters). When
+    ``target`` is None the targets are the argmax of this very pass.
+    """
+    x = x.detach()
+    with torch.enable_grad():
+        with capture_activations(modules, requires_grad=True) as cap:
+            calls = [0] * len(modules)
+            index = {id(m): i for i, m in enumerate(modules)}
+
+            def count(module: nn.Module, _inp: Any, _out: Any) -> None:
+                calls[index[id(module)]] += 1
+
+            with forward_hooks(modules, count):
+                scores = select_output(model(x), output)
+        acts = check_layer_outputs(model, modules, cap.activations, calls)
+        t = resolve_targets(target, x.shape[0], scores=scores)
+        need = [a for a in acts if a.requires_grad]
+        grads_needed: Sequence[torch.Tensor | None] = ()
+        if need and scores.requires_grad:
+            grads_needed = torch.autograd.grad(gather_scores(scores, t).sum(), need, allow_unused=True)
+    it = iter(grads_needed)
+    grads = []
+    for a in acts:
+        g = next(it, None) if (a.requires_grad and scores.requires_grad) else None
+        grads.append(torch.zeros_like(a) if g is None else g.detach())
+    return [a.detach() for a in acts], grads, scores.detach(), t

@@ -1,0 +1,89 @@
+"""Random draws for the sampling CAMs, reproducible and independent of the chunk size.
+
+Small draws (indices, interpolation points) are taken up front from the caller's
+generator. Noise images are drawn per sample from a seed that the caller's generator
+gives each sample, so a sample's noise does not depend on how the work is chunked and
+no big tensor of noise is ever materialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from ..core import chunk_slices
+from ..errors import ConfigError
+
+__all__ = [
+    "check_positive_int",
+    "draw_seeds",
+    "draw_uniform",
+    "draw_indices",
+    "seeded_noise",
+    "noise_scale",
+    "sample_chunks",
+]
+
+
+def check_positive_int(name: str, value: object) -> int:
+    """Validate a count option."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def draw_seeds(count: int, generator: torch.Generator | None) -> list[int]:
+    """``count`` seeds from ``generator`` (or the global RNG); one host transfer."""
+    dev = _gen_device(generator, torch.device("cpu"))
+    return torch.randint(0, 2**62, (count,), generator=generator, device=dev).tolist()
+
+
+def draw_uniform(count: int, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """``count`` draws of U(0, 1) on ``like``'s device and dtype."""
+    dev = _gen_device(generator, like.device)
+    return torch.rand(count, generator=generator, device=dev, dtype=like.dtype).to(like.device)
+
+
+def draw_indices(high: int, count: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``count`` indices uniform in ``[0, high)``."""
+    dev = _gen_device(generator, device)
+    return torch.randint(high, (count,), generator=generator, device=dev).to(device)
+
+
+def seeded_noise(seeds: Sequence[int], like: torch.Tensor, kind: str = "normal") -> torch.Tensor:
+    """One noise image per seed, shaped like ``like[0]``: N(0, 1) (``"normal"``) or U(0, 1)."""
+    out = torch.empty((len(seeds), *like.shape[1:]), dtype=like.dtype, device=like.device)
+    for i, s in enumerate(seeds):
+        g = torch.Generator(device=like.device).manual_seed(int(s))
+        if kind == "normal":
+            out[i].normal_(generator=g)
+        else:
+            out[i].uniform_(generator=g)
+    return out
+
+
+def noise_scale(x: torch.Tensor, stdevs: float | None, default_fraction: float) -> torch.Tensor:
+    """Per-image noise std ``(N,)``: ``stdevs`` if given, else ``default_fraction * (max - min)`` of each image."""
+    if stdevs is None:
+        flat = x.detach().flatten(1)
+        return default_fraction * (flat.amax(dim=1) - flat.amin(dim=1))
+    if not isinstance(stdevs, (int, float)) or isinstance(stdevs, bool) or stdevs < 0:
+        raise ConfigError(f"stdevs must be a non-negative number or None, got {stdevs!r}")
+    return torch.full((x.shape[0],), float(stdevs), dtype=x.dtype, device=x.device)
+
+
+def sample_chunks(
+    n_images: int, n_samples: int, chunk: int, device: torch.device
+) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+    """Chunks of the image-major flattened work ``j = image * n_samples + sample``.
+
+    Yields ``(slice, image_index, sample_index)`` with index tensors on ``device``.
+    """
+    for sl in chunk_slices(n_images * n_samples, chunk):
+        j = torch.arange(sl.start, sl.stop, device=device)
+        yield sl, j // n_samples, j % n_samples
