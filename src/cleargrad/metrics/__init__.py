@@ -1,46 +1,72 @@
 """Explanation-quality metrics: faithfulness, complexity, localisation, regions, robustness.
 
 Every metric takes an explanation from any source (a tensor or numpy array shaped
-``(N, C, H, W)``, ``(N, 1, H, W)`` or ``(N, H, W)``) and returns one value per image.
-:data:`METRICS` maps each metric's name to its :class:`MetricInfo` (direction: which
-values are better; category; one-line summary; the callable).
+``(N, C, H, W)``, ``(N, 1, H, W)`` or ``(N, H, W)``) and returns one value per image
+as a tensor on the input's device. :data:`METRICS` maps each metric's name to its
+:class:`MetricInfo` (``direction``: which values are better; ``category``; a one-line
+summary; the callable). Metrics that run a model leave it exactly as found, run it
+in eval mode, and batch all perturbed inputs into chunked forward passes under
+``torch.inference_mode()`` (``batch_size`` knob).
 """
 
 from .average import average_drop, average_gain, average_increase, masked_confidence, unit_map
 from .base import CATEGORIES, DIRECTIONS, METRICS, MetricInfo, get_metric, metric
-from .insertion_deletion import CurveResult, blur, blur_kernel, deletion, insertion, perturbation_curve
+from .complexity import complexity, sparseness
+from .infidelity import infidelity
+from .insertion_deletion import (
+    CurveResult,
+    blur,
+    blur_kernel,
+    deletion,
+    insertion,
+    perturbation_curve,
+    trapezoid_auc,
+)
+from .localisation import energy_pointing_game, pointing_game
 from .maps import normalize_01, prepare_attributions, prepare_maps
+from .perturbations import gaussian_noise, square_removal, uniform_ball
 from .region import RegionSensitivity, convex_hull_region, occlude, region_complexity, region_sensitivity
 from .scoring import mask_image
+from .sensitivity import max_sensitivity
 from .summary import Summary, nan_summary
 
 __all__ = [
+    "CATEGORIES",
+    "DIRECTIONS",
+    "METRICS",
     "CurveResult",
+    "MetricInfo",
+    "RegionSensitivity",
+    "Summary",
     "average_drop",
     "average_gain",
     "average_increase",
     "blur",
     "blur_kernel",
-    "deletion",
-    "insertion",
-    "masked_confidence",
-    "perturbation_curve",
-    "unit_map",
-    "CATEGORIES",
-    "DIRECTIONS",
-    "METRICS",
-    "MetricInfo",
-    "RegionSensitivity",
-    "Summary",
+    "complexity",
     "convex_hull_region",
+    "deletion",
+    "energy_pointing_game",
+    "gaussian_noise",
     "get_metric",
+    "infidelity",
+    "insertion",
     "mask_image",
+    "masked_confidence",
+    "max_sensitivity",
     "metric",
     "nan_summary",
     "normalize_01",
     "occlude",
+    "perturbation_curve",
+    "pointing_game",
     "prepare_attributions",
     "prepare_maps",
     "region_complexity",
     "region_sensitivity",
+    "sparseness",
+    "square_removal",
+    "trapezoid_auc",
+    "unit_map",
+    "uniform_ball",
 ]

@@ -31,7 +31,16 @@ from .base import metric
 from .maps import prepare_maps
 from .scoring import chunked_scores, evaluating, targets_for
 
-__all__ = ["CurveResult", "SUBSTRATES", "blur", "blur_kernel", "deletion", "insertion", "perturbation_curve"]
+__all__ = [
+    "SUBSTRATES",
+    "CurveResult",
+    "blur",
+    "blur_kernel",
+    "deletion",
+    "insertion",
+    "perturbation_curve",
+    "trapezoid_auc",
+]
 
 SUBSTRATES = ("blur", "zero", "mean")
 CLASS_CHOICES = ("target", "predicted")

@@ -1,0 +1,105 @@
+"""Max-Sensitivity (Yeh et al. 2019), spec 7.4.
+
+``SENS_MAX = max_{||delta||_inf <= r} ||Phi(x + delta) - Phi(x)||_F``, estimated with
+``n_samples`` uniform draws of ``delta`` in the L-infinity ball; with
+``normalize=True`` (Captum's behaviour, default) divided by ``||Phi(x)||_F`` (a zero
+norm counts as 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core import check_input, chunk_slices, default_chunk_size
+from ..core.targets import TargetLike
+from ..errors import ConfigError, InputError
+from .base import metric
+from .maps import as_float_tensor
+from .perturbations import Perturbation, uniform_ball
+from .scoring import evaluating, targets_for
+
+__all__ = ["max_sensitivity"]
+
+ExplainFn = Callable[[torch.Tensor, torch.Tensor], Any]
+
+
+def _explain(fn: ExplainFn, x: torch.Tensor, t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    a = as_float_tensor(fn(x, t), like, name="explanation returned by explain_fn")
+    if a.shape[0] != x.shape[0]:
+        raise InputError(f"explain_fn returned {a.shape[0]} explanations for {x.shape[0]} inputs")
+    return a.reshape(a.shape[0], -1)
+
+
+@metric(direction="lower", category="robustness", needs_model=False)
+def max_sensitivity(
+    explain_fn: ExplainFn,
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    radius: float = 0.02,
+    n_samples: int = 10,
+    normalize: bool = True,
+    perturbation: Perturbation | None = None,
+    generator: torch.Generator | None = None,
+    model: nn.Module | None = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """Max-Sensitivity: largest change of the explanation under small uniform input perturbations.
+
+    Args:
+        explain_fn: ``f(x, target) -> explanation`` for a batch, e.g.
+            ``cleargrad.Saliency(model).attribute``; called on the clean batch and on
+            chunks of perturbed copies (the targets repeated per copy).
+        x: input batch ``(N, C, H, W)``.
+        target: class per image; None resolves the class predicted on the *clean*
+            ``x`` when ``model`` is given (so perturbed copies explain the same class),
+            otherwise None is passed on to ``explain_fn``.
+        radius: L-infinity radius ``r`` of the perturbation (Captum: 0.02).
+        n_samples: perturbations per image (Captum: 10).
+        normalize: divide by ``||Phi(x)||_F`` (Captum's behaviour; zero norm -> 1).
+        perturbation: optional callable ``(x_rep, generator) -> delta`` replacing the
+            uniform draw (rows image-major: row ``i * n_samples + j``).
+        generator: ``torch.Generator`` for reproducible draws.
+        model: only used to resolve ``target=None`` (left exactly as found).
+        batch_size: perturbed images per ``explain_fn`` call.
+
+    Returns:
+        ``(N,)`` maximum (relative) Frobenius-norm change per image, lower is better.
+        The explanation function may require gradients, so it is not run under
+        inference mode; its own model guard applies.
+    """
+    check_input(x, ndim=4)
+    if n_samples < 1:
+        raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
+    draw = perturbation if perturbation is not None else uniform_ball(radius)
+    if target is None and model is not None:
+        with evaluating(model):
+            t: torch.Tensor | None = targets_for(model, x, None, batch_size=batch_size)
+    elif target is None:
+        t = None
+    else:
+        from ..core import resolve_targets
+
+        t = resolve_targets(target, x.shape[0], device=x.device)
+    n = x.shape[0]
+    phi0 = _explain(explain_fn, x, t, x).detach()
+    norm0 = phi0.norm(dim=1)
+    if normalize:
+        norm0 = torch.where(norm0 == 0, torch.ones_like(norm0), norm0)
+    total = n * n_samples
+    img = torch.arange(n, device=x.device).repeat_interleave(n_samples)
+    chunk = batch_size if batch_size is not None else default_chunk_size(x.shape[1:], total)
+    dist = torch.empty(total, dtype=phi0.dtype, device=x.device)
+    for sl in chunk_slices(total, chunk):
+        xi = x[img[sl]]
+        ti = None if t is None else t[img[sl]]
+        phi = _explain(explain_fn, xi + draw(xi, generator), ti, x).detach()
+        dist[sl] = (phi - phi0[img[sl]]).norm(dim=1)
+    dist = dist.view(n, n_samples)
+    if normalize:
+        dist = dist / norm0.view(-1, 1)
+    return dist.amax(1)
