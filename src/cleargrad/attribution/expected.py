@@ -8,17 +8,19 @@ from ..core import chunk_slices, default_chunk_size, register
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import GradientAttribution
-from .noise import gaussian_like
+from .sampling import image_streams, standard_normal
 
 __all__ = ["ExpectedGradients", "draw_indices", "draw_uniform"]
 
 
 def draw_indices(high: int, size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    """``size`` uniform integers in ``[0, high)`` from ``generator``, moved to ``device``."""
     dev = generator.device if generator is not None else device
     return torch.randint(high, (size,), generator=generator, device=dev).to(device)
 
 
 def draw_uniform(size: int, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """``size`` uniform reals in ``[0, 1)`` from ``generator``, on ``like``'s device and dtype."""
     dev = generator.device if generator is not None else like.device
     return torch.rand(size, generator=generator, device=dev, dtype=like.dtype).to(like.device)
 
@@ -36,7 +38,10 @@ class ExpectedGradients(GradientAttribution):
         n_samples: Monte-Carlo draws of ``(x', t)`` per image.
         stdevs: std of Gaussian noise added to ``x`` before interpolating (the
             GradientShap variant); 0 disables it.
-        generator: a ``torch.Generator`` for reproducible draws.
+        generator: a ``torch.Generator`` for reproducible draws. Each image gets its own
+            stream seeded from it, so results do not depend on ``internal_batch_size`` and
+            a batch equals its images explained one by one with the same generator.
+        internal_batch_size: how many (draw, image) pairs go through the model at once.
     """
 
     def _attribute(
@@ -61,19 +66,20 @@ class ExpectedGradients(GradientAttribution):
         t = self.targets(x, target)
         n = x.shape[0]
         work = n * n_samples
-        # all draws up front, so results do not depend on the chunk size
-        ref_idx = draw_indices(refs.shape[0], work, generator, x.device)
-        alpha = draw_uniform(work, generator, x)
-        img_all = torch.arange(work, device=x.device) % n
-        noise = None
-        if stdevs:
-            noise = gaussian_like(x[img_all], generator) * stdevs
+        # per-image streams: each image draws its reference indices and path positions up
+        # front (small), then its noise item by item, so results do not depend on chunking
+        streams = image_streams(n, generator, x.device)
+        ref_idx = torch.cat([draw_indices(refs.shape[0], n_samples, g, x.device) for g in streams])
+        alpha = torch.cat([draw_uniform(n_samples, g, x) for g in streams])
         view = (-1,) + (1,) * (x.dim() - 1)
         total = torch.zeros_like(x)
         chunk = internal_batch_size or default_chunk_size(x.shape[1:], work)
         for sl in chunk_slices(work, chunk):
-            img = img_all[sl]
-            xs = x[img] if noise is None else x[img] + noise[sl]
+            img = torch.arange(sl.start, sl.stop, device=x.device) // n_samples
+            xs = x[img]
+            if stdevs:
+                eps = [standard_normal(x.shape[1:], streams[k // n_samples], x) for k in range(sl.start, sl.stop)]
+                xs = xs + torch.stack(eps) * stdevs
             r = refs[ref_idx[sl]]
             d = xs - r
             z = r + alpha[sl].view(view) * d

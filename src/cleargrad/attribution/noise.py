@@ -12,6 +12,7 @@ from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .base import Attribution
 from .gradient import Saliency
+from .sampling import image_streams, standard_normal
 
 __all__ = ["NoiseTunnel", "SmoothGrad", "NT_TYPES"]
 
@@ -33,7 +34,11 @@ def noise_std(x: torch.Tensor, stdevs: float | None, noise_level: float | None) 
 
 
 def gaussian_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like ``x``, drawn from ``generator`` on its device."""
+    """Standard normal noise shaped like ``x``, drawn from ``generator`` on its device.
+
+    (Kept for callers outside this package; the methods here draw through
+    :mod:`cleargrad.attribution.sampling` so results do not depend on chunking.)
+    """
     dev = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
 
@@ -50,7 +55,10 @@ class NoiseTunnel(Attribution):
     (``stdevs``, Captum's convention and defaults) or relative to each image's value
     range (``noise_level``). ``target=None`` is resolved once on the clean input.
     The noisy copies are run as one expanded batch in chunks of
-    ``internal_batch_size`` images.
+    ``internal_batch_size`` images. Each image draws its noise from its own stream
+    seeded from ``generator`` (see :mod:`cleargrad.attribution.sampling`), so results
+    do not depend on ``internal_batch_size``, and a batch equals its images explained
+    one by one with the same generator passed to each successive call.
     """
 
     def __init__(self, method: Attribution) -> None:
@@ -87,11 +95,16 @@ class NoiseTunnel(Attribution):
         s1 = torch.zeros_like(x)
         s2 = torch.zeros_like(x)
         work = n_samples * n
+        streams = image_streams(n, generator, x.device)
         chunk = internal_batch_size or default_chunk_size(x.shape[1:], work)
+        # image-major expansion (item k is sample k % n_samples of image k // n_samples);
+        # each item's noise comes from its image's own stream, in sample order
         for sl in chunk_slices(work, chunk):
-            img = torch.arange(sl.start, sl.stop, device=x.device) % n
-            xs = x[img]
-            noisy = xs + gaussian_like(xs, generator) * sigma[img].view(view)
+            img = torch.arange(sl.start, sl.stop, device=x.device) // n_samples
+            eps = torch.stack(
+                [standard_normal(x.shape[1:], streams[k // n_samples], x) for k in range(sl.start, sl.stop)]
+            )
+            noisy = x[img] + eps * sigma[img].view(view)
             a = self.method._attribute(noisy, t[img], **options)
             s1.index_add_(0, img, a)
             if nt_type != "smoothgrad":
