@@ -84,9 +84,11 @@ def _one_line(e: BaseException) -> str:
 def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T]) -> T:
     """Run a command body: map errors to exit codes and one-line messages."""
     from .engine import shard_from_env
+    from .explainers import load_registries
 
     ui = UI(quiet=quiet, rank=shard_from_env().rank)
     try:
+        load_registries()
         return fn(ui)
     except typer.Exit:
         raise

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 __all__ = ["UI"]
@@ -25,17 +26,19 @@ class UI:
     def __init__(self, quiet: bool = False, rank: int = 0) -> None:
         self.quiet = quiet or rank != 0
         self.err = Console(stderr=True, highlight=False)
-        self.out = Console(highlight=False, soft_wrap=True)
+        out = Console(highlight=False)
+        # piped output (CI logs, tests) gets wide lines instead of rich's 80-column default
+        self.out = out if out.is_terminal else Console(highlight=False, width=200)
 
     def info(self, msg: str) -> None:
         """A progress message (hidden with ``--quiet``)."""
         if not self.quiet:
-            self.err.print(msg)
+            self.err.print(msg, markup=False)
 
     def warn(self, msg: str) -> None:
         """A warning (hidden with ``--quiet``)."""
         if not self.quiet:
-            self.err.print(f"[yellow]warning:[/yellow] {msg}", markup=True)
+            self.err.print(f"[yellow]warning:[/yellow] {escape(msg)}", markup=True)
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:

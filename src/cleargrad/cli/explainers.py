@@ -20,7 +20,15 @@ from ..api import make_method
 from ..core.registry import get_method, list_methods
 from ..errors import ConfigError
 
-__all__ = ["Explainer", "build_explainer", "method_names", "parse_options", "split_names"]
+__all__ = [
+    "Explainer",
+    "build_explainer",
+    "fast_defaults",
+    "load_registries",
+    "method_names",
+    "parse_options",
+    "split_names",
+]
 
 #: fast settings used unless the user sets the option (documented in ``cleargrad methods``)
 FAST_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -28,7 +36,7 @@ FAST_DEFAULTS: dict[str, dict[str, Any]] = {
     "smoothgrad": {"n_samples": 16},
     "expected_gradients": {"n_samples": 16},
     "expected_gradcam": {"n_samples": 16},
-    "smooth_gradcam_plus_plus": {"n_samples": 16},
+    "smooth_gradcam_pp": {"n_samples": 16},
     "integrated_gradcam": {"n_steps": 16},
 }
 
@@ -49,6 +57,29 @@ class Explainer:
     summary: str = ""
     reference: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+
+def load_registries() -> None:
+    """Import the method families and metrics so that they register themselves."""
+    import importlib
+
+    for module in ("cleargrad.attribution", "cleargrad.cam", "cleargrad.metrics"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:  # a family absent from this build; real import bugs still raise
+            if e.name != module:
+                raise
+
+
+def fast_defaults(name: str) -> dict[str, Any]:
+    """The command line's fast defaults for the method registered as ``name`` (may be empty)."""
+    for key, value in FAST_DEFAULTS.items():
+        try:
+            if get_method(key).name == name:
+                return dict(value)
+        except ConfigError:  # a method not (yet) registered
+            continue
+    return {}
 
 
 def method_names() -> list[str]:
@@ -85,20 +116,24 @@ def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _accepted(obj: Any) -> set[str] | None:
-    """Keyword names ``obj.attribute`` (or its ``_attribute``) takes; None when it takes any."""
+#: where a method's call options are declared, outermost first
+_OPTION_CHAIN = ("attribute", "attribute_layers", "_attribute", "_raw_maps", "_expected")
+
+
+def _declared(obj: Any) -> set[str]:
+    """Keyword names declared explicitly along the method's call chain.
+
+    Options hidden behind ``**options`` of every function are not found; such options
+    are still passed when the user names them for this method (the method then checks them).
+    """
     names: set[str] = set()
-    open_ended = True
-    for fn_name in ("attribute", "_attribute"):
+    for fn_name in _OPTION_CHAIN:
         fn = getattr(obj, fn_name, None)
         if fn is None:
             continue
         params = inspect.signature(fn).parameters.values()
         names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        open_ended = any(p.kind == p.VAR_KEYWORD for p in params)
-        if not open_ended:
-            break
-    return None if open_ended else names
+    return names - {"self", "x", "target", "modules"}
 
 
 def _init_accepts(cls: type, name: str) -> bool:
@@ -125,39 +160,32 @@ def build_explainer(
     """The registered method ``name`` bound to ``model``.
 
     ``layer`` goes to methods that take one (the CAM family); ``references`` (a fixed set
-    of images) to methods that need them (Expected Gradients, Expected Grad-CAM). Options
-    that a method does not take are an error when they were meant for it, and ignored
-    when they were given for all methods.
+    of images) to methods that declare them (Expected Gradients, Expected Grad-CAM), and so
+    does a seeded ``generator`` on every call. Options given for this method
+    (``METHOD.KEY``) are passed as they are (the method rejects the ones it does not take);
+    options given for all methods only reach the methods that declare them.
     """
     info = get_method(name)
     options = options or {}
-    kw: dict[str, Any] = dict(FAST_DEFAULTS.get(info.name, {}))
+    kw: dict[str, Any] = dict(fast_defaults(info.name))
     specific = dict(options.get(info.name, {}))
     if _init_accepts(info.cls, "layer"):
         kw["layer"] = layer
     inst, rest = make_method(model, info.name, **{**kw, **specific})
-    accepted = _accepted(inst)
+    declared = _declared(inst)
+    dropped = [k for k in rest if k in kw and k not in specific and k not in declared]
+    for key in dropped:
+        rest.pop(key)  # a fast default this implementation does not take
     for key, value in options.get("*", {}).items():
-        if accepted is None or key in accepted:
+        if key in declared:
             rest.setdefault(key, value)
-    if accepted is not None:
-        unknown = sorted(k for k in rest if k not in accepted)
-        stray = [k for k in unknown if k in kw and k not in specific]
-        for k in stray:  # fast defaults that this implementation does not take
-            rest.pop(k)
-        bad = [k for k in unknown if k not in stray]
-        if bad:
-            raise ConfigError(
-                f"method {info.name!r} does not take option(s) {', '.join(bad)}; "
-                f"it takes: {', '.join(sorted(accepted))}"
-            )
-    takes_generator = accepted is None or "generator" in accepted
-    if references is not None and (accepted is None or "references" in accepted):
+    takes_generator = "generator" in declared
+    if references is not None and "references" in declared:
         rest.setdefault("references", references)
 
     def fn(x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         extra = {"generator": generator} if takes_generator else {}
         return inst.attribute(x, target=targets, **rest, **extra)
 
-    shown = {k: v for k, v in {**kw, **specific, **rest}.items() if k != "references"}
+    shown = {k: v for k, v in {**kw, **specific, **rest}.items() if k != "references" and k not in dropped}
     return Explainer(info.name, fn, info.family, info.summary, options=shown)

@@ -59,14 +59,18 @@ class MetricRunner:
         """Score ``ctx.attribution`` for each image of ``ctx.x``."""
         kwargs: dict[str, Any] = {}
         params = inspect.signature(self.fn).parameters
+        open_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
         for p in params.values():
             if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
                 continue
             value = _provide(p.name, ctx, self.name)
             if value is not _MISSING:
                 kwargs[p.name] = value
+        if open_kw:  # options forwarded to a helper (the masked-image metrics): the normalisation
+            kwargs.setdefault("mean", ctx.mean)
+            kwargs.setdefault("std", ctx.std)
         opts = dict(self.options)
-        unknown = [k for k in opts if k not in params]
+        unknown = [k for k in opts if k not in params and not open_kw]
         if unknown:
             raise ConfigError(f"metric {self.name!r} does not take option(s) {', '.join(unknown)}")
         kwargs.update(opts)

@@ -7,10 +7,15 @@ from rich.table import Table as RichTable
 from ..report.summary import MetricColumn, summarise
 from ..store import ResultStore
 from .console import UI
-from .explainers import FAST_DEFAULTS
+from .explainers import fast_defaults
 from .metric_runner import available_metrics
 
 __all__ = ["print_methods", "print_results"]
+
+
+def _plain(text: str) -> str:
+    """A docstring line without reST literal markers."""
+    return text.replace("``", "")
 
 
 def print_methods(ui: UI) -> None:
@@ -21,15 +26,16 @@ def print_methods(ui: UI) -> None:
     for col in ("name", "family", "description", "command-line defaults"):
         t.add_column(col)
     for info in list_methods():
-        fast = ", ".join(f"{k}={v}" for k, v in FAST_DEFAULTS.get(info.name, {}).items())
-        t.add_row(info.name, info.family, info.summary, fast)
+        fast = ", ".join(f"{k}={v}" for k, v in fast_defaults(info.name).items())
+        t.add_row(info.name, info.family, _plain(info.summary), fast)
     ui.out.print(t)
     m = RichTable(title="metrics", title_justify="left")
     for col in ("name", "better", "category", "description"):
         m.add_column(col)
     for name, (info, why) in available_metrics().items():
         arrow = "\u2191 higher" if info.direction == "higher" else "\u2193 lower"
-        m.add_row(name, arrow, info.category, info.summary + (f" (not from the command line: {why})" if why else ""))
+        note = f" (not from the command line: {why})" if why else ""
+        m.add_row(name, arrow, info.category, _plain(info.summary) + note)
     ui.out.print(m)
 
 
@@ -41,7 +47,7 @@ def print_results(ui: UI, store: ResultStore, settings: str | None) -> None:
     table, _ = summarise(rows, columns, {})
     used = sorted({r.metric for r in rows})
     t = RichTable(title=f"mean over {len({r.image_id for r in rows})} image(s)", title_justify="left")
-    t.add_column("method")
+    t.add_column("method", no_wrap=True)
     cols = [c for c in table.metrics if c.name in used]
     for c in cols:
         t.add_column(f"{c.name} {c.arrow}", justify="right")
@@ -49,6 +55,7 @@ def print_results(ui: UI, store: ResultStore, settings: str | None) -> None:
         cells = []
         for c in cols:
             cell = table.cell(m, c.name)
-            cells.append(f"[bold green]{cell.text()}[/bold green]" if cell.best else cell.text())
+            text = "n/a" if cell.mean is None else f"{cell.mean:.3g}"
+            cells.append(f"[bold green]{text}[/bold green]" if cell.best else text)
         t.add_row(m, *cells)
     ui.out.print(t)
