@@ -81,11 +81,14 @@ def chunked_scores(
     chunk = batch_size if batch_size is not None else default_chunk_size(tuple(sample_shape), total)
     if chunk < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
-    out = torch.empty(total, device=targets.device)
+    out: torch.Tensor | None = None
     with torch.inference_mode():
         for sl in chunk_slices(total, chunk):
-            s = class_scores(model, build(sl), score=score, output=output)
-            out[sl] = gather_scores(s, targets[sl]).to(out.dtype)
+            s = gather_scores(class_scores(model, build(sl), score=score, output=output), targets[sl])
+            if out is None:  # the model's output dtype, on the targets' device
+                out = torch.empty(total, dtype=s.dtype, device=targets.device)
+            out[sl] = s
+    assert out is not None
     return out.clone()  # a normal tensor, usable outside inference mode
 
 
