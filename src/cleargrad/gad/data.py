@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .._progress import progress_bar
 from ..errors import DataError
-from .progress import progress_bar
 
 __all__ = ["collect_training_data"]
 
@@ -64,8 +64,8 @@ def collect_training_data(
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor] = []
     shape = None
-    with progress_bar(progress) as bar:
-        task = bar.add_task("GAD: reading training data", total=total)
+    with progress_bar(quiet=not progress, transient=True) as bar:
+        task = bar.add_task("GAD: reading training data", total=total, info="") if bar else 0
         for i, batch in enumerate(batches):
             x, y = _check_batch(batch, i)
             if shape is None:
@@ -78,7 +78,8 @@ def collect_training_data(
                 x, y = x[keep], y[keep]
             xs.append(x)
             ys.append(y)
-            bar.advance(task)
+            if bar:
+                bar.advance(task)
     if not xs:
         raise DataError("the training data is empty")
     x, y = torch.cat(xs), torch.cat(ys)

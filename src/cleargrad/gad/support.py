@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from .._progress import progress_bar
 from ..core import chunk_slices, select_output
 from ..core.targets import OutputSelector
 from ..errors import ConfigError
 from .distancing import Grouping, distance_targets, group_margin
-from .progress import progress_bar
 
 __all__ = ["TrainSettings", "SupportStats", "model_outputs", "train_support_models"]
 
@@ -194,8 +194,10 @@ def train_support_models(
     models: list[nn.Module] = []
     stats: list[SupportStats] = []
     previous = model
-    with progress_bar(progress) as bar, _reproducible(settings.seed, device, settings.deterministic):
-        task = bar.add_task(description, total=len(alphas) * settings.epochs * steps_per_epoch)
+    with progress_bar(quiet=not progress, transient=True) as bar, _reproducible(
+        settings.seed, device, settings.deterministic
+    ):
+        task = bar.add_task(description, total=len(alphas) * settings.epochs * steps_per_epoch, info="") if bar else 0
         for s, alpha in enumerate(alphas.tolist()):
             targets = distance_targets(logits, labels, grouping, alpha)
             m = _fresh_copy(previous if settings.init == "warm" else model)
@@ -210,7 +212,9 @@ def train_support_models(
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    bar.update(task, advance=1, info=f"model {s + 1}/{len(alphas)} epoch {epoch + 1} loss {loss:.4g}")
+                    if bar:
+                        info = f"model {s + 1}/{len(alphas)} epoch {epoch + 1} loss {loss:.4g}"
+                        bar.update(task, advance=1, info=info)
             m.eval()
             for p in m.parameters():
                 p.requires_grad_(False)
