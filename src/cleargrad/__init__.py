@@ -36,6 +36,7 @@ from .errors import (
     ModelStateError,
     TargetError,
 )
+from .gad import GAD
 from .training import InterpretableGradientLoss
 
 __version__ = "0.1.0"
@@ -59,6 +60,7 @@ __all__ = [
     "Deconvolution",
     "ExpectedGradients",
     "ExplanationError",
+    "GAD",
     "GuidedBackprop",
     "InputError",
     "InputXGradient",
