@@ -246,3 +246,17 @@ def test_n_support_zero_is_masked_original(fitted: GAD) -> None:
     s0 = make_method(model, "saliency")[0].attribute(x, target=1).sum(1, keepdim=True).abs()
     s0 = s0 / s0.flatten(1).amax(1).view(-1, 1, 1, 1)
     torch.testing.assert_close(gad.attribute(x, target=1), s0 * (s0 >= 0.1))
+
+
+@pytest.mark.parametrize("base", ["gradcam", "layercam"])
+def test_cam_base_methods(fitted: GAD, base: str) -> None:
+    x, _ = pair_data(3, seed=6)
+    gad = GAD.__new__(GAD)
+    gad.__dict__.update(fitted.__dict__)
+    gad.base, gad.base_options = base, {"layer": "features"}
+    assert not gad._use_stack()  # CAMs run one call per model
+    fused = gad.attribute(x, target=1)
+    direct = [make_method(m, base, layer="features")[0].attribute(x, target=1)
+              for m in [fitted.model, *fitted.support_models_[0]]]
+    assert direct[0].shape == (3, 1, 8, 8)
+    torch.testing.assert_close(fused, fuse(direct))
