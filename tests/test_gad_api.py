@@ -100,9 +100,8 @@ def test_default_rule_schedule_and_support_models(fitted: GAD) -> None:
 def test_attribute_equals_fusion_of_base_maps_and_batched_equals_sequential(fitted: GAD, base: str) -> None:
     x, _ = pair_data(4, seed=5)
     opts = {"n_steps": 6} if base == "integrated_gradients" else {}
-    gad = GAD.__new__(GAD)
-    gad.__dict__.update(fitted.__dict__)
-    gad.base, gad.base_options = base, opts
+    gad = fitted.with_base(base, opts)
+    assert gad.support_models_ is fitted.support_models_ and fitted.base == "saliency"
     t = torch.tensor([0, 1, 1, 0])
     fused, maps = gad.attribute(x, target=t, return_all=True)
     assert fused.shape == (4, 1, 8, 8) and maps.shape == (4, 4, 8, 8)
@@ -251,9 +250,7 @@ def test_n_support_zero_is_masked_original(fitted: GAD) -> None:
 @pytest.mark.parametrize("base", ["gradcam", "layercam"])
 def test_cam_base_methods(fitted: GAD, base: str) -> None:
     x, _ = pair_data(3, seed=6)
-    gad = GAD.__new__(GAD)
-    gad.__dict__.update(fitted.__dict__)
-    gad.base, gad.base_options = base, {"layer": "features"}
+    gad = fitted.with_base(base, {"layer": "features"})
     assert not gad._use_stack()  # CAMs run one call per model
     fused = gad.attribute(x, target=1)
     direct = [make_method(m, base, layer="features")[0].attribute(x, target=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import time
 from collections.abc import Sequence
@@ -211,6 +212,25 @@ class GAD:
         self.num_classes_ = num_classes
         self.fit_time_ = time.perf_counter() - start
         return self
+
+    def with_base(self, base: str, base_options: dict[str, Any] | None = None, **settings: Any) -> GAD:
+        """A GAD sharing this one's fitted support models, explaining with another base method.
+
+        The support models do not depend on the base method, so one fit serves every
+        base. ``settings`` may change ``tau``, ``combine``, ``reduction``, ``batch_models``.
+        """
+        bad = sorted(set(settings) - {"tau", "combine", "reduction", "batch_models"})
+        if bad:
+            raise ConfigError(f"with_base can change tau, combine, reduction and batch_models only, got {bad}")
+        other = copy.copy(self)
+        other.base = get_method(base).name
+        other.base_options = dict(base_options or {})
+        for k, v in settings.items():
+            setattr(other, k, v)
+        _check_tau(other.tau)
+        if other.combine not in COMBINES or other.reduction not in REDUCTIONS:
+            raise ConfigError(f"invalid combine {other.combine!r} or reduction {other.reduction!r}")
+        return other
 
     # explaining -----------------------------------------------------------------
     def _explained(self) -> dict[int, int]:
