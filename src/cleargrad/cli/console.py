@@ -25,7 +25,7 @@ class UI:
 
     def __init__(self, quiet: bool = False, rank: int = 0) -> None:
         self.quiet = quiet or rank != 0
-        self.err = Console(stderr=True, highlight=False)
+        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
         out = Console(highlight=False)
         # piped output (CI logs, tests) gets wide lines instead of rich's 80-column default
         self.out = out if out.is_terminal else Console(highlight=False, width=200)

@@ -3,6 +3,7 @@ built-in name, and weights from safetensors or a plain state dict (never unpickl
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import pickle
@@ -46,7 +47,7 @@ def _import_factory(spec: str) -> Any:
             path = Path(target).expanduser().resolve()
             if not path.is_file():
                 raise ModelLoadError(f"model file not found: {target}")
-            mod_name = f"_cleargrad_user_model_{abs(hash(str(path)))}"
+            mod_name = "_cleargrad_user_model_" + hashlib.sha1(str(path).encode()).hexdigest()[:12]
             module_spec = importlib.util.spec_from_file_location(mod_name, path)
             if module_spec is None or module_spec.loader is None:
                 raise ModelLoadError(f"cannot import {target}")

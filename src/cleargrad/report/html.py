@@ -22,25 +22,18 @@ __all__ = ["build_report", "render_report", "versions"]
 
 
 def versions() -> dict[str, str]:
-    """Versions of Python, cleargrad and the main libraries (for the report)."""
-    import numpy
-    import torch
+    """Versions of Python, cleargrad and the main libraries (read from package metadata,
+    nothing is imported)."""
+    from importlib.metadata import PackageNotFoundError, version
 
     from .. import __version__
 
-    out = {
-        "cleargrad": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "platform": platform.platform(),
-    }
-    try:
-        import torchvision
-
-        out["torchvision"] = torchvision.__version__
-    except ImportError:  # pragma: no cover - optional
-        pass
+    out = {"cleargrad": __version__, "python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("torch", "torchvision", "numpy", "scipy", "scikit-image", "jinja2", "typer"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:  # pragma: no cover - optional packages
+            continue
     return out
 
 
