@@ -17,7 +17,23 @@ from ..core import (
 )
 from ..core.targets import OutputSelector, TargetLike
 
-__all__ = ["Attribution", "GradientAttribution"]
+__all__ = ["Attribution", "GradientAttribution", "conv_input_ndim"]
+
+_CONV_RANK = ((nn.Conv1d, 3), (nn.Conv2d, 4), (nn.Conv3d, 5))
+
+
+def conv_input_ndim(model: nn.Module) -> int | None:
+    """Batch rank a convolutional model expects (4 for Conv2d), from its first convolution.
+
+    ``None`` when the model has no convolution (any rank >= 2 is accepted then). Used to
+    refuse e.g. a ``(C, H, W)`` image without its batch dimension, which ``Conv2d`` would
+    otherwise silently treat as an unbatched input.
+    """
+    for m in model.modules():
+        for cls, rank in _CONV_RANK:
+            if isinstance(m, cls):
+                return rank
+    return None
 
 
 class Attribution:
@@ -55,7 +71,7 @@ class Attribution:
 
     def attribute(self, x: torch.Tensor, target: TargetLike = None, **options: Any) -> torch.Tensor:
         """Explain ``x`` for ``target``; see the subclass for the options."""
-        check_input(x, ndim=self.input_ndim)
+        check_input(x, ndim=self.input_ndim or conv_input_ndim(self.model))
         with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
             return self._attribute(x, target, **options)
 

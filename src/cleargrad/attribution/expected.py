@@ -63,6 +63,8 @@ class ExpectedGradients(GradientAttribution):
         if not isinstance(n_samples, int) or n_samples < 1:
             raise ConfigError(f"n_samples must be a positive int, got {n_samples!r}")
         refs = references.to(device=x.device, dtype=x.dtype)
+        if refs.shape[0] == 0 or not bool(torch.isfinite(refs).all()):
+            raise InputError("references must be a non-empty set of finite images (no NaN or Inf)")
         t = self.targets(x, target)
         n = x.shape[0]
         work = n * n_samples

@@ -25,18 +25,21 @@ def make_baseline(baselines: BaselineLike, x: torch.Tensor) -> torch.Tensor:
     if callable(baselines) and not isinstance(baselines, torch.Tensor):
         b = baselines(x)
     elif isinstance(baselines, (int, float)):
-        return torch.full_like(x, float(baselines))
+        b = torch.tensor(float(baselines))
     else:
         b = baselines
     if not isinstance(b, torch.Tensor):
         raise InputError(f"baselines must be a number, a tensor or a callable, got {type(b).__name__}")
     try:
-        return torch.broadcast_to(b.to(device=x.device, dtype=x.dtype), x.shape).clone()
+        out = torch.broadcast_to(b.to(device=x.device, dtype=x.dtype), x.shape).clone()
     except RuntimeError as e:
         raise InputError(
             f"baselines of shape {tuple(b.shape)} cannot be broadcast to the input's shape "
-            f"{tuple(x.shape)}"
+            f"{tuple(x.shape)}; give a scalar, one baseline (1, *x.shape[1:]) or one per image"
         ) from e
+    if not bool(torch.isfinite(out).all()):
+        raise InputError("baselines contain NaN or Inf values; give finite baselines")
+    return out
 
 
 @register("integrated_gradients", family="attribution", aliases=("ig",))
