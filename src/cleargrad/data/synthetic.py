@@ -83,11 +83,12 @@ class SyntheticShapes(Dataset):
         self.classes = SHAPE_CLASSES[:num_classes]
         self.labels = torch.randint(num_classes, (n,), generator=g)
         r = (min_radius + (max_radius - min_radius) * torch.rand(n, generator=g)) * size
-        r = r.clamp(min=2.0)
-        # centres keep the whole shape (and one pixel of margin) inside the image
-        lo, span = r + 1, (size - 2 - 2 * r).clamp(min=0)
-        cx = lo + span * torch.rand(n, generator=g)
-        cy = lo + span * torch.rand(n, generator=g)
+        r = r.clamp(min=2.0, max=(size - 4) / 2)
+        # integer centres (so every shape is rasterised symmetrically) that keep the whole
+        # shape and one pixel of margin inside the image
+        cmin, cmax = torch.ceil(r + 1), torch.floor(size - 2 - r)
+        cx = cmin + torch.floor(torch.rand(n, generator=g) * (cmax - cmin + 1))
+        cy = cmin + torch.floor(torch.rand(n, generator=g) * (cmax - cmin + 1))
         grid = torch.arange(size, dtype=torch.float32)
         dx = grid.view(1, 1, -1) - cx.view(-1, 1, 1)
         dy = grid.view(1, -1, 1) - cy.view(-1, 1, 1)
