@@ -1,8 +1,8 @@
 """Helpers that make a second forward pass of the same weights side-effect free.
 
 :func:`frozen_running_stats` keeps normalisation layers (BatchNorm, and InstanceNorm with
-``track_running_stats``) from updating their running statistics: the buffers are restored
-on exit. In training mode such a layer normalises with the statistics of the current
+``track_running_stats``) from updating their running statistics: the update inside the
+block goes to temporary copies of the buffers. In training mode such a layer normalises with the statistics of the current
 batch, so a second forward pass over the same batch normalises exactly as the first one
 did; in eval mode both passes use the running statistics.
 
@@ -24,25 +24,28 @@ __all__ = ["frozen_running_stats", "same_randomness"]
 
 @contextmanager
 def frozen_running_stats(model: nn.Module) -> Iterator[None]:
-    """Undo every running-statistics update that happens inside the block.
+    """Keep every running-statistics buffer exactly as it is while the block runs.
 
-    Only modules in training mode that track running statistics are touched; their
-    ``running_mean``, ``running_var`` and ``num_batches_tracked`` are restored in
-    ``finally`` (also when the block raises).
+    For each module in training mode that tracks running statistics, ``running_mean``,
+    ``running_var`` and ``num_batches_tracked`` are swapped for copies during the block
+    (those absorb the update) and the original tensors are put back in ``finally``. The
+    originals are never written to, so their values and autograd version counters are
+    untouched: a graph recorded inside the block (e.g. for double backprop through the
+    guided pass) and one recorded outside never see each other's in-place updates.
     """
-    saved: list[tuple[torch.Tensor, torch.Tensor]] = []
-    for m in model.modules():
-        if isinstance(m, _NormBase) and m.training and m.track_running_stats:
-            for name in ("running_mean", "running_var", "num_batches_tracked"):
-                b = getattr(m, name, None)
-                if isinstance(b, torch.Tensor):
-                    saved.append((b, b.detach().clone()))
+    swapped: list[tuple[nn.Module, str, torch.Tensor]] = []
     try:
+        for m in model.modules():
+            if isinstance(m, _NormBase) and m.training and m.track_running_stats:
+                for name in ("running_mean", "running_var", "num_batches_tracked"):
+                    b = m._buffers.get(name)
+                    if isinstance(b, torch.Tensor):
+                        swapped.append((m, name, b))
+                        m._buffers[name] = b.detach().clone()
         yield
     finally:
-        with torch.no_grad():
-            for b, value in saved:
-                b.copy_(value)
+        for m, name, b in swapped:
+            m._buffers[name] = b
 
 
 @contextmanager
