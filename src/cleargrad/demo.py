@@ -42,7 +42,8 @@ class DemoSettings:
         gad_base: GAD's base method; also the reference map of region complexity.
         gad_support / gad_epochs / gad_lr / gad_train_images: small GAD fit settings, so
             that the fit takes about a minute on two cores (the paper uses 4 support
-            models and 10 epochs on the full pair).
+            models and 10 epochs on the full pair); the training images of the pair are
+            taken from the first ``10 * gad_train_images`` training images.
         metrics: the metrics computed for every method.
         methods: registered methods to run (None: every pixel and CAM method); GAD is always run.
         recipe: training recipe of the SmallCNN (None: the reference recipe,
@@ -76,9 +77,11 @@ class DemoSettings:
 
 def _pair_sample(settings: DemoSettings) -> ImageSet:
     """The first ``n_images / 2`` test images of each class of the pair."""
-    full = fashion_mnist_set(None, split="test")
-    assert full.tensors is not None
     per = -(-settings.n_images // 2)
+    full = fashion_mnist_set(40 * per, split="test")  # classes are balanced: ~4 per image needed
+    if min(sum(r.label == c for r in full.records) for c in settings.pair) < per:
+        full = fashion_mnist_set(None, split="test")
+    assert full.tensors is not None
     picked: list[int] = []
     for c in settings.pair:
         picked += [i for i, r in enumerate(full.records) if r.label == c][:per]
@@ -116,7 +119,8 @@ def fit_or_load_gad(model: nn.Module, settings: DemoSettings, ui: UI) -> Any:
     if (folder / "gad.json").exists():
         ui.info(f"loading cached GAD support models from {folder}")
         return GAD.load(str(folder), model, progress=not ui.quiet)
-    train = load_fashion_mnist("train", normalize=True)
+    # the pair is 1/5 of the balanced training set: the first 10 N images hold about 2 N of it
+    train = load_fashion_mnist("train", normalize=True, limit=10 * settings.gad_train_images)
     keep = torch.isin(train.labels, torch.tensor(settings.pair)).nonzero().squeeze(1)[: settings.gad_train_images]
     ui.info(f"fitting GAD ({settings.gad_support} support models, {settings.gad_epochs} epochs, {len(keep)} images)")
     gad = GAD(
