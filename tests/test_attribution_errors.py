@@ -77,6 +77,9 @@ BAD = [
     ("nt_unknown_type", lambda m: _nt(m, X, target=0, nt_type="smooth"), cg.ConfigError, r"valid: smoothgrad"),
     ("nt_negative_std", lambda m: _nt(m, X, target=0, stdevs=-1.0), cg.ConfigError, r">= 0"),
     ("nt_both_stds", lambda m: _nt(m, X, target=0, stdevs=1.0, noise_level=0.1), cg.ConfigError, r"exactly one"),
+    ("nt_convergence_delta", lambda m: cg.NoiseTunnel(cg.IntegratedGradients(m)).attribute(
+        X, target=0, n_samples=2, n_steps=2, return_convergence_delta=True), cg.ConfigError,
+     r"wrapped method directly"),
     ("nt_zero_samples", lambda m: cg.SmoothGrad(m).attribute(X, target=0, n_samples=0), cg.ConfigError,
      r"positive int"),
     ("unknown_method_name", lambda m: cg.explain(m, X, method="saliancy"), cg.ConfigError, r"Did you mean"),

@@ -57,6 +57,11 @@ class IntegratedGradients(GradientAttribution):
         internal_batch_size: how many (step, image) pairs go through the model at once;
             default: as many as fit a budget of about 2.4 M input elements.
         return_convergence_delta: also return ``sum(IG) - (y_c(x) - y_c(x'))`` per image.
+
+    Equal to Captum's ``IntegratedGradients`` for every rule but one: Captum's
+    ``riemann_trapezoid`` weights its ``m`` nodes ``j/(m-1)`` with step ``1/m`` (weights
+    summing to ``(m-1)/m``), so its result is ours times ``(m-1)/m`` and misses
+    completeness by that factor; ours is the true trapezoid rule.
     """
 
     def _attribute(

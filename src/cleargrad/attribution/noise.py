@@ -82,6 +82,11 @@ class NoiseTunnel(Attribution):
         internal_batch_size: int | None = None,
         **options: Any,
     ) -> torch.Tensor:
+        if options.get("return_convergence_delta"):
+            raise ConfigError(
+                "NoiseTunnel averages attributions only; call the wrapped method directly to get "
+                "convergence deltas"
+            )
         if nt_type not in NT_TYPES:
             raise ConfigError(f"unknown nt_type {nt_type!r}; valid: {', '.join(NT_TYPES)}")
         if not isinstance(n_samples, int) or n_samples < 1:
