@@ -320,3 +320,14 @@ def test_cache_refuses_weights_of_another_shape(tmp_path) -> None:
     cache.save(SmallCNN(width=2), "m", {"w": 2}, {})
     with pytest.raises(cg.DataError):
         cache.load(SmallCNN(width=3), "m", {"w": 2})
+
+
+def test_training_leaves_the_global_rng_alone(tmp_path, tiny_fmnist) -> None:
+    x, y = _toy_data(32)
+    model = SmallCNN(width=2, num_classes=2)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train_classifier(model, (x, y), epochs=1, quiet=True, seed=5)
+    small_cnn_fashion_mnist(tmp_path, TINY, data_root=tiny_fmnist, quiet=True, device="cpu")
+    assert torch.equal(torch.rand(3), expected)

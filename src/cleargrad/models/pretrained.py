@@ -104,8 +104,9 @@ def small_cnn_fashion_mnist(
     config = recipe.config()
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     cache = WeightsCache(cache_dir)
-    torch.manual_seed(recipe.seed)
-    model = SmallCNN(in_channels=1, num_classes=10, width=recipe.width).to(dev)
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation, caller's RNG untouched
+        torch.manual_seed(recipe.seed)
+        model = SmallCNN(in_channels=1, num_classes=10, width=recipe.width).to(dev)
     if not retrain and cache.load(model, _NAME, config) is not None:
         return model.eval()
     train = load_fashion_mnist("train", data_root, normalize=True, limit=recipe.train_limit)

@@ -139,9 +139,9 @@ def train_classifier(
     """Train a classifier with Adam (or a given optimiser) on cross-entropy.
 
     The model is trained in place, on its own device (batches are moved there), and left
-    in eval mode. Runs are reproducible for a given ``seed`` on the same machine
-    (shuffling uses a private generator; the global torch seed is set too when
-    ``seed`` is not None, for dropout and the like).
+    in eval mode. Runs are reproducible for a given ``seed`` on the same machine:
+    shuffling uses a private generator, and dropout-like randomness runs on a forked
+    global RNG seeded with ``seed``, so the caller's RNG state is left as it was.
 
     Args:
         model: the classifier to train.
@@ -170,10 +170,33 @@ def train_classifier(
         raise ConfigError(f"epochs, batch_size and lr must be positive, got {epochs}, {batch_size}, {lr}")
     if schedule not in ("cosine", "constant"):
         raise ConfigError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-    generator = None
-    if seed is not None:
+    device = _device_of(model)
+    if seed is None:
+        return _fit(model, train_data, epochs, batch_size, optimizer, lr, weight_decay, loss_fn, schedule,
+                    max_steps, eval_data, None, quiet)
+    forked = {"devices": [device], "device_type": device.type} if device.type != "cpu" else {"devices": []}
+    with torch.random.fork_rng(**forked):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
+        return _fit(model, train_data, epochs, batch_size, optimizer, lr, weight_decay, loss_fn, schedule,
+                    max_steps, eval_data, generator, quiet)
+
+
+def _fit(
+    model: nn.Module,
+    train_data: Data,
+    epochs: int,
+    batch_size: int,
+    optimizer: torch.optim.Optimizer | None,
+    lr: float,
+    weight_decay: float,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None,
+    schedule: str,
+    max_steps: int | None,
+    eval_data: Data | None,
+    generator: torch.Generator | None,
+    quiet: bool,
+) -> TrainResult:
     device = _device_of(model)
     make, per_epoch = _batches(train_data, batch_size, shuffle=True, generator=generator)
     total = epochs * per_epoch if max_steps is None else min(max_steps, epochs * per_epoch)
