@@ -99,6 +99,7 @@ def split_at_layer(model: nn.Module, layer: nn.Module, name: str) -> LayerSplit 
                 continue
             henv[n] = head_graph.node_copy(n, lambda a: henv[a])
         head_graph.output(tuple(henv[f] for f in frontier))
-        head_graph.eliminate_dead_code()
         head = fx.GraphModule(gm, head_graph)
+        head.graph.eliminate_dead_code()
+        head.recompile()
     return LayerSplit(tail=tail, head=head)
