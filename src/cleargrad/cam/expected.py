@@ -94,7 +94,8 @@ class ExpectedGradCAM(BaseCAM):
             path-averaged gradient) instead of ``Delta_s ⊙ g_s``.
         weighting: ``"gradcam"`` (global average of ``G^``), ``"xgrad"``
             (``w_k = sum_ij G^_kij / sum_ij A^k_ij``, 0 where the channel sums to 0: the
-            map's total then equals ``sum G^``, completeness), or ``"gradcam_pp"``
+            map's total then equals the sum of ``G^`` over the channels active at x,
+            completeness), or ``"gradcam_pp"``
             (Grad-CAM++ weights with ``G^`` in place of ``G``).
         generator: ``torch.Generator`` for reproducible draws (noise images come from
             per-draw seeds, so the result does not depend on ``internal_batch_size``).
