@@ -21,6 +21,9 @@ EXTRA: dict[str, dict] = {
     "integrated_gradients": {"n_steps": 4},
     "smoothgrad": {"n_samples": 3},
     "expected_gradients": {"n_samples": 3, "references": torch.zeros(2, 1, 12, 12)},
+    "smooth_gradcam_pp": {"n_samples": 2},
+    "integrated_gradcam": {"n_steps": 3},
+    "expected_gradcam": {"n_samples": 3},
 }
 
 MODELS = {
