@@ -41,7 +41,7 @@ class FashionMNISTRecipe:
     """
 
     width: int = 16
-    epochs: int = 4
+    epochs: int = 3
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.0
