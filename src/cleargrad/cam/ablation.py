@@ -10,7 +10,6 @@ from torch import nn
 
 from ..core import (
     chunk_slices,
-    default_chunk_size,
     forward_hooks,
     gather_scores,
     layer_name,
@@ -21,6 +20,7 @@ from ..core import (
 from ..core.targets import TargetLike
 from ..errors import ConfigError
 from .base import BaseCAM, weighted_sum
+from .sampling import default_batch
 from .split import LayerSplit, split_at_layer
 
 __all__ = ["AblationCAM"]
@@ -131,7 +131,7 @@ class AblationCAM(BaseCAM):
         # start from y_c everywhere: channels not run keep it, so their weight is exactly 0
         y = y_clean.to(a.dtype)[:, None].expand(n, k).reshape(-1).clone()
         sample_shape = a.shape[1:] if split is not None else x.shape[1:]
-        chunk = batch_size or default_chunk_size(sample_shape, max(1, live.numel()))
+        chunk = batch_size or default_batch(sample_shape, live.numel(), a.device)
         for sl in chunk_slices(live.numel(), chunk):
             idx = live[sl]
             img, ch = idx // k, idx % k

@@ -8,12 +8,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import check_input, chunk_slices, default_chunk_size, preserved_state, register, resolve_targets
+from ..core import check_input, chunk_slices, preserved_state, register, resolve_targets
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
 from .sampling import (
     check_positive_int,
+    default_batch,
     draw_indices,
     draw_seeds,
     draw_uniform,
@@ -165,7 +166,7 @@ class ExpectedGradCAM(BaseCAM):
         acts, scores = self.forward_pass(x, modules)
         t = resolve_targets(target, x.shape[0], scores=scores)
         n, work = x.shape[0], x.shape[0] * n_samples
-        chunk = internal_batch_size or default_chunk_size(x.shape[1:], work)
+        chunk = internal_batch_size or default_batch(x.shape[1:], work, x.device)
 
         # every draw up front (small) or as per-draw seeds, in a fixed order
         if t_sampling == "uniform":

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from ..core import chunk_slices
+from ..core import chunk_slices, default_chunk_size
 from ..errors import ConfigError
 
 __all__ = [
@@ -23,6 +23,8 @@ __all__ = [
     "seeded_noise",
     "noise_scale",
     "sample_chunks",
+    "default_batch",
+    "CPU_MAX_BATCH",
 ]
 
 
@@ -87,3 +89,15 @@ def sample_chunks(
     for sl in chunk_slices(n_images * n_samples, chunk):
         j = torch.arange(sl.start, sl.stop, device=device)
         yield sl, j // n_samples, j % n_samples
+
+
+#: cap of the default chunk on CPUs, where batches beyond a few dozen images get slower
+#: per image (cache pressure); accelerators use the project-wide memory budget
+CPU_MAX_BATCH = 64
+
+
+def default_batch(sample_shape: torch.Size | tuple[int, ...], total: int, device: torch.device) -> int:
+    """Default number of images per pass: the memory budget of
+    :func:`cleargrad.core.default_chunk_size`, capped at :data:`CPU_MAX_BATCH` on CPU."""
+    n = default_chunk_size(sample_shape, max(1, total))
+    return min(n, CPU_MAX_BATCH) if device.type == "cpu" else n

@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core import check_input, chunk_slices, default_chunk_size, find_layer, preserved_state
+from ..core import check_input, chunk_slices, find_layer, preserved_state
 from ..core.layers import LayerSpec
 from ..errors import ConfigError
 from .capture import layer_activations
 from .integrated import broadcast_baseline
+from .sampling import default_batch
 
 __all__ = ["internal_saturation"]
 
@@ -55,7 +56,7 @@ def internal_saturation(
         (ref,) = layer_activations(model, x, [module])
         ref = ref.flatten(1)
         cos = torch.empty(n * n_points, dtype=x.dtype, device=x.device)
-        chunk = batch_size or default_chunk_size(x.shape[1:], n * n_points)
+        chunk = batch_size or default_batch(x.shape[1:], n * n_points, x.device)
         for sl in chunk_slices(n * n_points, chunk):
             j = torch.arange(sl.start, sl.stop, device=x.device)
             img, k = j // n_points, j % n_points

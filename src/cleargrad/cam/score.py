@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import chunk_slices, default_chunk_size, gather_scores, register, resolve_targets, select_output
+from ..core import chunk_slices, gather_scores, register, resolve_targets, select_output
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
+from .sampling import default_batch
 
 __all__ = ["ScoreCAM"]
 
@@ -120,7 +121,7 @@ class ScoreCAM(BaseCAM):
                     z = masked(x[:1], torch.zeros_like(x[:1, :1]))
                     s0 = select_output(self.model(z), self.output)
                     w[dead] = score(s0.expand(dead.numel(), -1), t[dead // k])
-                chunk = batch_size or default_chunk_size(x.shape[1:], max(1, live.numel()))
+                chunk = batch_size or default_batch(x.shape[1:], live.numel(), x.device)
                 for sl in chunk_slices(live.numel(), chunk):
                     idx = live[sl]
                     img, ch = idx // k, idx % k

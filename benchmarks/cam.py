@@ -1,0 +1,206 @@
+"""Speed of the CAM methods against pytorch-grad-cam, in one run, and against pass lower bounds.
+
+    python benchmarks/cam.py            # resnet18 (weights=None) batch 4 at 224x224, SmallCNN batch 64 at 28x28
+    python benchmarks/cam.py --quick    # tiny sizes, checks the script end to end
+
+For each configuration (model, batch):
+
+1. **unit** = one forward+backward (input gradient, no parameter gradients) of the batch;
+   every time is also given in units.
+2. **per-sample cost** of a forward pass (inference mode) and of a forward+backward at
+   several batch sizes; the best gives each method's **pass lower bound** = number of
+   passes it needs x best per-sample cost: gradient CAMs 1 forward+backward of the batch
+   (= 1 unit); Score-CAM and Ablation-CAM N*K forwards of masked/ablated images (+ the
+   clean one); Expected Grad-CAM / Smooth Grad-CAM++ / Integrated Grad-CAM S x (forward+
+   backward) per image.
+3. each method, ours vs pytorch-grad-cam's (where it has one), timed interleaved
+   (A B / B A ...) after a warm-up, median of ``--repeats``. Score-CAM runs with grad-cam's
+   conventions (``weights="softmax_over_channels"``, normalised-space masks,
+   ``align_corners=True``) so that both do the same work and the maps can be compared;
+   the "max diff" column is the max abs difference of the normalised maps.
+
+Targets (issue 3): no CAM slower than grad-cam's; gradient CAMs <= 1.0 unit; Ablation-CAM
+>= 5x faster than grad-cam's; Score-CAM <= 1.15 x its forward bound; Expected Grad-CAM
+<= 1.15 x (n_samples x forward+backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")  # grad-cam's per-image progress bars
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torch import nn  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import fmt_s, interleaved, markdown_table  # noqa: E402
+
+import cleargrad as cg  # noqa: E402
+from cleargrad.models import SmallCNN  # noqa: E402
+
+GRADCAM_SCORE = {"mask_space": "normalized", "weights": "softmax_over_channels", "mask_align_corners": True}
+
+
+@dataclass
+class Config:
+    name: str
+    model: nn.Module
+    layer: str
+    x: torch.Tensor
+    batch_sizes: tuple[int, ...]
+    samples: int  # Expected Grad-CAM / Smooth Grad-CAM++ / Integrated Grad-CAM draws or steps
+
+
+def configs(quick: bool) -> list[Config]:
+    torch.manual_seed(0)
+    resnet = torchvision.models.resnet18(weights=None).eval()
+    small = SmallCNN().eval()
+    if quick:
+        return [
+            Config("resnet18 b2 64px", resnet, "layer4", torch.randn(2, 3, 64, 64), (2, 16), 4),
+            Config("SmallCNN b8 28px", small, "features", torch.randn(8, 1, 28, 28), (8, 64), 4),
+        ]
+    return [
+        Config("resnet18 b4 224px", resnet, "layer4", torch.randn(4, 3, 224, 224), (4, 8, 16, 32), 50),
+        Config("SmallCNN b64 28px", small, "features", torch.randn(64, 1, 28, 28), (64, 256, 1024, 4096), 50),
+    ]
+
+
+def per_sample_costs(cfg: Config, repeats: int) -> tuple[float, float]:
+    """Best per-sample seconds of a forward pass and of a forward+backward pass."""
+    model, x = cfg.model, cfg.x
+    for p in model.parameters():
+        p.requires_grad_(False)
+    fwd, fb = [], []
+    try:
+        for b in cfg.batch_sizes:
+            xb = x[torch.arange(b) % x.shape[0]].contiguous()
+
+            def forward(xb: torch.Tensor = xb) -> None:
+                with torch.inference_mode():
+                    model(xb)
+
+            def forward_backward(xb: torch.Tensor = xb) -> None:
+                xi = xb.clone().requires_grad_(True)
+                torch.autograd.grad(model(xi)[:, 0].sum(), xi)
+
+            st = interleaved({"f": forward, "fb": forward_backward}, repeats=repeats)
+            fwd.append(st["f"].median / b)
+            fb.append(st["fb"].median / b)
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return min(fwd), min(fb)
+
+
+def unit_cost(cfg: Config, repeats: int) -> float:
+    model, x = cfg.model, cfg.x
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    def run() -> None:
+        xi = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xi)[:, 0].sum(), xi)
+
+    try:
+        return interleaved({"u": run}, repeats=repeats)["u"].median
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+
+def bench_config(cfg: Config, repeats: int, slow_repeats: int) -> None:
+    """Time every CAM of one configuration and print its markdown table."""
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model, x = cfg.model, cfg.x
+    module = dict(model.named_modules())[cfg.layer]
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+        k = cg.GradCAM(model, layer=cfg.layer).layer_pass(x[:1], [module])[0].shape[1]
+    n = x.shape[0]
+    unit = unit_cost(cfg, repeats)
+    fwd, fb = per_sample_costs(cfg, repeats)
+    print(f"\n## {cfg.name}: unit (fwd+bwd of the batch) = {fmt_s(unit)}; best per-sample forward "
+          f"{fmt_s(fwd)}, forward+backward {fmt_s(fb)}; K = {k} channels\n")
+
+    def gc(cls: type, **attrs: object) -> Callable[[], np.ndarray]:
+        def run() -> np.ndarray:
+            with cls(model, [module]) as cam:
+                for a, v in attrs.items():
+                    setattr(cam, a, v)
+                return cam(x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+
+        return run
+
+    def ours(cls: type, **opts: object) -> Callable[[], torch.Tensor]:
+        inst = cls(model, layer=cfg.layer)
+        return lambda: inst.attribute(x, target=targets, normalize=True, **opts)
+
+    s = cfg.samples
+    rows_spec: list[tuple[str, Callable, Callable | None, float, str, int]] = [
+        ("GradCAM", ours(cg.GradCAM), gc(pgc.GradCAM), unit, "<= 1.0 unit", repeats),
+        ("GradCAM++", ours(cg.GradCAMPlusPlus), gc(pgc.GradCAMPlusPlus), unit, "<= 1.0 unit", repeats),
+        ("XGradCAM", ours(cg.XGradCAM), gc(pgc.XGradCAM), unit, "<= 1.0 unit", repeats),
+        ("LayerCAM", ours(cg.LayerCAM), gc(pgc.LayerCAM), unit, "<= 1.0 unit", repeats),
+        ("HiResCAM", ours(cg.HiResCAM), gc(pgc.HiResCAM), unit, "<= 1.0 unit", repeats),
+        ("ScoreCAM", ours(cg.ScoreCAM, **GRADCAM_SCORE), gc(pgc.ScoreCAM), (n * k + n) * fwd,
+         "<= 1.15 x bound", slow_repeats),
+        ("AblationCAM", ours(cg.AblationCAM), gc(pgc.AblationCAM), (n * k + n) * fwd,
+         ">= 5x faster than grad-cam", slow_repeats),
+        (f"ExpectedGradCAM S={s}", ours(cg.ExpectedGradCAM, n_samples=s), None, s * n * fb,
+         "<= 1.15 x bound", slow_repeats),
+        (f"SmoothGradCAM++ S={s}", ours(cg.SmoothGradCAMPlusPlus, n_samples=s), None, s * n * fb, "-",
+         slow_repeats),
+        (f"IntegratedGradCAM M={s}", ours(cg.IntegratedGradCAM, n_steps=s), None, s * n * fb, "-",
+         slow_repeats),
+    ]
+    rows = []
+    for name, mine, ref, bound, target, reps in rows_spec:
+        runs = {"ours": mine} if ref is None else {"ours": mine, "grad-cam": ref}
+        st = interleaved(runs, repeats=reps, warmup=1)
+        t_ours = st["ours"].median
+        diff, t_ref, ratio = "-", "-", "-"
+        if ref is not None:
+            t_ref = fmt_s(st["grad-cam"].median)
+            ratio = f"{t_ours / st['grad-cam'].median:.3f}"
+            diff = f"{np.abs(mine()[:, 0].cpu().numpy() - ref()).max():.1e}"
+        rows.append([name, fmt_s(t_ours), t_ref, ratio, f"{t_ours / unit:.2f}", f"{bound / unit:.2f}",
+                     f"{t_ours / bound:.2f}", target, diff])
+        print(f"  {name}: {st['ours']}", flush=True)
+    print()
+    print(markdown_table(
+        ["method", "ours", "grad-cam", "ours/grad-cam", "ours (units)", "bound (units)", "ours/bound",
+         "target", "max diff"],
+        rows,
+    ))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="tiny sizes: check the script end to end")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 5, quick 1)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; quick: 1)")
+    args = ap.parse_args()
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
+    repeats = args.repeats or (1 if args.quick else 5)
+    slow_repeats = max(1, repeats // 2) if not args.quick else 1
+    warnings.filterwarnings("ignore")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, grad-cam 1.5.x")
+    for cfg in configs(args.quick):
+        bench_config(cfg, repeats, slow_repeats)
+
+if __name__ == "__main__":
+    main()
