@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from helpers import FunctionalReLUNet, tiny_cnn
+from test_attribution_reference import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from torch import nn
 
 import cleargrad as cg

@@ -30,6 +30,16 @@ from cleargrad.models import SmallCNN
 RTOL = 1e-5
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: these models are tiny, and with parallel test processes on a
+    shared machine OpenMP threads mostly spin-wait (measured here: ~7x slower with 2)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from helpers import tiny_cnn
-from test_attribution_reference import VGG11BNTrunk
+from test_attribution_reference import VGG11BNTrunk, one_thread  # noqa: F401  (autouse fixture)
 from torch import nn
 
 import cleargrad as cg
