@@ -17,9 +17,9 @@ from ..core import (
     resolve_targets,
     select_output,
 )
-from ..core.targets import TargetLike
+from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
-from .base import BaseCAM, weighted_sum
+from .base import BaseCAM, LayersSpec, weighted_sum
 from .sampling import default_batch
 from .split import LayerSplit, split_at_layer
 
@@ -51,8 +51,15 @@ class AblationCAM(BaseCAM):
     minimum is not 0 (layers that can be negative); pass ``ablation_value`` to choose.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: LayersSpec = "auto",
+        *,
+        output: OutputSelector = None,
+        allow_train_mode: bool = False,
+    ) -> None:
+        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode)
         self._splits: dict[int, LayerSplit | None] = {}
 
     def _split(self, module: nn.Module) -> LayerSplit | None:
