@@ -401,3 +401,51 @@ def test_zero_gradient_gives_zero_map_not_nan() -> None:
     for cls in (cg.Saliency, cg.InputXGradient, cg.GuidedBackprop, cg.Deconvolution, cg.IntegratedGradients):
         a = cls(m).attribute(x, target=0)
         assert torch.equal(a, torch.zeros_like(x))
+
+
+# ---------------------------------------------------------------- by name, wrapped methods
+def test_explain_by_name_equals_the_class() -> None:
+    m = tiny_cnn()
+    x = torch.randn(2, 1, 10, 10)
+    refs = torch.randn(3, 1, 10, 10)
+    cases = [
+        ("saliency", cg.Saliency, {}),
+        ("input_x_gradient", cg.InputXGradient, {}),
+        ("guided_backprop", cg.GuidedBackprop, {}),
+        ("deconvolution", cg.Deconvolution, {}),
+        ("integrated_gradients", cg.IntegratedGradients, {"n_steps": 4}),
+        ("ig", cg.IntegratedGradients, {"n_steps": 4}),
+        ("smoothgrad", cg.SmoothGrad, {"n_samples": 2}),
+        ("expected_gradients", cg.ExpectedGradients, {"n_samples": 2, "references": refs}),
+        ("gradient_shap", cg.ExpectedGradients, {"n_samples": 2, "references": refs, "stdevs": 0.1}),
+    ]
+    names = cg.methods("attribution")
+    for name, cls, opts in cases:
+        gen = {"generator": torch.Generator().manual_seed(0)} if cls in (cg.SmoothGrad, cg.ExpectedGradients) else {}
+        gen2 = {"generator": torch.Generator().manual_seed(0)} if gen else {}
+        a = cg.explain(m, x, method=name, target=[1, 2], **opts, **gen)
+        b = cls(m).attribute(x, target=[1, 2], **opts, **gen2)
+        assert torch.equal(a, b), name
+        assert cg.core.get_method(name).cls is cls
+    assert {"saliency", "input_x_gradient", "guided_backprop", "deconvolution", "integrated_gradients",
+            "smoothgrad", "expected_gradients"} <= set(names)
+
+
+def test_noise_tunnel_around_guided_and_ig_leaves_model_untouched() -> None:
+    from helpers import BoomNet, ModelSnapshot
+
+    for make in (lambda m: cg.NoiseTunnel(cg.GuidedBackprop(m)), lambda m: cg.NoiseTunnel(cg.IntegratedGradients(m))):
+        model = BoomNet().eval()
+        for i, p in enumerate(model.parameters()):
+            if i % 2 == 0:
+                p.grad = torch.randn_like(p)
+        x = torch.randn(2, 1, 12, 12)
+        snap = ModelSnapshot.take(model)
+        out = make(model).attribute(x, target=[0, 1], n_samples=2, stdevs=0.1)
+        assert out.shape == x.shape
+        snap.assert_same(model)
+        model.boom.armed = True
+        with pytest.raises(RuntimeError, match="boom"):
+            make(model).attribute(x, target=[0, 1], n_samples=2, stdevs=0.1)
+        model.boom.armed = False
+        snap.assert_same(model)  # incl. no ReLU-rule torch-function mode left active
