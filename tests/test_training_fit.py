@@ -121,6 +121,8 @@ def test_finished_run_is_not_retrained_and_config_mismatch_is_refused(tmp_path) 
     assert again.resumed_from == 1 and _same_weights(first.model, again.model)
     with pytest.raises(ConfigError, match="different configuration"):
         fit(_model(), _data(), checkpoint_dir=tmp_path, **_kw(epochs=1, lr=0.05))
+    with pytest.raises(ConfigError, match="train_size"):
+        fit(_model(), _data(32), checkpoint_dir=tmp_path, **_kw(epochs=1))
     # resume=False starts over instead
     fresh = fit(_model(), _data(), checkpoint_dir=tmp_path, resume=False, **_kw(epochs=1, lr=0.05))
     assert fresh.resumed_from == 0

@@ -234,7 +234,7 @@ def _config(
 
 def _check_resume_config(saved: dict[str, Any], cfg: dict[str, Any], directory: Path) -> None:
     keys = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "milestones", "gamma", "batch_size", "seed")
-    keys += ("loss",)
+    keys += ("loss", "train_size")
     diff = [f"{k}: checkpoint {saved.get(k)!r} != now {cfg.get(k)!r}" for k in keys if saved.get(k) != cfg.get(k)]
     if diff:
         raise ConfigError(
@@ -326,6 +326,7 @@ def fit(
     cfg = _config(preset, optimizer, overrides, epochs, seed, loss_fn)
     train = _as_dataset(train_data, "train_data")
     test = _as_dataset(test_data, "test_data") if test_data is not None else None
+    cfg["train_size"] = len(train.dataset if isinstance(train, DataLoader) else train)  # type: ignore[arg-type]
     if device is not None:
         model.to(device)
     dev = _model_device(model)

@@ -2,9 +2,10 @@
 
 :func:`frozen_running_stats` keeps normalisation layers (BatchNorm, and InstanceNorm with
 ``track_running_stats``) from updating their running statistics: the update inside the
-block goes to temporary copies of the buffers. In training mode such a layer normalises with the statistics of the current
-batch, so a second forward pass over the same batch normalises exactly as the first one
-did; in eval mode both passes use the running statistics.
+block goes to temporary copies of the buffers. In training mode such a layer normalises
+with the statistics of the current batch, so a second forward pass over the same batch
+normalises exactly as the first one did; in eval mode both passes use the running
+statistics.
 
 :func:`same_randomness` replays the random-number state, so that Dropout (or any other
 random op) in the second pass draws the same masks as in the first pass.
