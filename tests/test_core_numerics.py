@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import cleargrad as cg
-from cleargrad.core import DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size, to_2d
+from cleargrad.core import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size, to_2d
 from cleargrad.core.quadrature import QUADRATURES, quadrature
 
 
@@ -93,7 +93,11 @@ def test_default_chunk_size() -> None:
     assert DEFAULT_CHUNK_ELEMENTS == 16 * 3 * 224 * 224
     assert default_chunk_size((3, 224, 224), 200) == 16
     assert default_chunk_size((3, 224, 224), 5) == 5  # never more than the total
-    assert default_chunk_size((1, 28, 28), 10**6) == DEFAULT_CHUNK_ELEMENTS // 784
+    # CPU: capped at CPU_MAX_CHUNK samples; no device: the memory budget alone
+    assert default_chunk_size((1, 28, 28), 10**6) == CPU_MAX_CHUNK
+    assert default_chunk_size((1, 28, 28), 10**6, "cpu") == CPU_MAX_CHUNK
+    assert default_chunk_size((1, 28, 28), 10**6, None) == DEFAULT_CHUNK_ELEMENTS // 784
+    assert default_chunk_size((1, 28, 28), 10, "cpu") == 10
     assert default_chunk_size((3, 2000, 2000), 10) == 1  # at least one sample
     assert default_chunk_size(torch.Size([3, 32, 32]), 7) == 7
 

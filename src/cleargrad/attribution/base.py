@@ -84,7 +84,11 @@ class Attribution:
         return select_output(self.model(x), self.output)
 
     def targets(self, x: torch.Tensor, target: TargetLike) -> torch.Tensor:
-        """Resolve ``target`` for ``x`` (one no-grad forward pass only when it is None)."""
+        """Resolve ``target`` for ``x``.
+
+        ``None`` costs one no-grad forward pass (the argmax); an explicit target is checked
+        against the number of classes, read once per instance from a one-image forward.
+        """
         if target is None:
             with torch.no_grad():
                 return resolve_targets(None, x.shape[0], scores=self.scores(x))

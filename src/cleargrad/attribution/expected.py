@@ -75,7 +75,7 @@ class ExpectedGradients(GradientAttribution):
         alpha = torch.cat([draw_uniform(n_samples, g, x) for g in streams])
         view = (-1,) + (1,) * (x.dim() - 1)
         total = torch.zeros_like(x)
-        chunk = internal_batch_size or default_chunk_size(x.shape[1:], work)
+        chunk = internal_batch_size or default_chunk_size(x.shape[1:], work, x.device)
         for sl in chunk_slices(work, chunk):
             img = torch.arange(sl.start, sl.stop, device=x.device) // n_samples
             xs = x[img]

@@ -101,7 +101,7 @@ class NoiseTunnel(Attribution):
         s2 = torch.zeros_like(x)
         work = n_samples * n
         streams = image_streams(n, generator, x.device)
-        chunk = internal_batch_size or default_chunk_size(x.shape[1:], work)
+        chunk = internal_batch_size or default_chunk_size(x.shape[1:], work, x.device)
         # image-major expansion (item k is sample k % n_samples of image k // n_samples);
         # each item's noise comes from its image's own stream, in sample order
         for sl in chunk_slices(work, chunk):

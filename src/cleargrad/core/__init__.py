@@ -1,7 +1,7 @@
 """Method-agnostic machinery: inputs, targets, layers, hooks, model state, ReLU rules,
 chunked batching, 2-D reduction and the method registry."""
 
-from .batching import DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size
+from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size
 from .hooks import capture_activations, forward_hooks
 from .inputs import check_input
 from .layers import auto_layer, find_layer, layer_name
@@ -12,6 +12,7 @@ from .state import check_eval_mode, preserved_state
 from .targets import gather_scores, resolve_targets, select_output
 
 __all__ = [
+    "CPU_MAX_CHUNK",
     "DEFAULT_CHUNK_ELEMENTS",
     "REDUCTIONS",
     "auto_layer",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
+import numpy as np
 import torch
 
 from ..errors import InputError, TargetError
@@ -63,8 +64,9 @@ def resolve_targets(
     """Turn a user target into a ``LongTensor`` of shape ``(n,)``.
 
     Args:
-        target: an int (same class for every image), a sequence of ints or a 1-D
-            integer tensor (one per image), or ``None`` for the argmax of ``scores``.
+        target: an int (same class for every image), a sequence of ints, a 1-D
+            integer tensor or numpy array (one per image), or ``None`` for the argmax
+            of ``scores``. numpy integer scalars count as ints.
         n: the batch size.
         num_classes: the number of classes, for the range check (taken from
             ``scores`` when given).
@@ -79,9 +81,13 @@ def resolve_targets(
         if scores is None:
             raise TargetError("target=None needs the model's scores to take their argmax")
         return scores.detach().argmax(dim=1)
-    if isinstance(target, bool):
+    if isinstance(target, (bool, np.bool_)):
         raise TargetError("target must be an int, a sequence of ints or a 1-D LongTensor, not bool")
-    if isinstance(target, int):
+    if isinstance(target, np.ndarray):
+        if target.dtype.kind not in "iu":
+            raise TargetError(f"target array must hold integers, got dtype {target.dtype}")
+        target = torch.from_numpy(np.ascontiguousarray(target))
+    if isinstance(target, (int, np.integer)):
         t = torch.full((n,), int(target), dtype=torch.long, device=device)
     elif isinstance(target, torch.Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
@@ -97,9 +103,9 @@ def resolve_targets(
         t = t.to(device=device, dtype=torch.long)
     elif isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
         vals = list(target)
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in vals):
             raise TargetError(f"target sequence must hold ints, got {vals!r}")
-        t = torch.tensor(vals, dtype=torch.long, device=device)
+        t = torch.tensor([int(v) for v in vals], dtype=torch.long, device=device)
     else:
         raise TargetError(
             f"target must be None, an int, a sequence of ints or a 1-D LongTensor, got "

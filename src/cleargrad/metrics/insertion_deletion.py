@@ -117,7 +117,7 @@ def perturbation_curve(
     rank.scatter_(1, order, torch.arange(hw, device=x.device).expand(n, hw))
     rank = rank.view(n, 1, h, w)
     total = n * (n_steps + 1)
-    chunk = batch_size or default_chunk_size(x.shape[1:], total)
+    chunk = batch_size or default_chunk_size(x.shape[1:], total, x.device)
     buf = torch.empty((min(chunk, total), *x.shape[1:]), dtype=x.dtype, device=x.device)
     img = torch.arange(n, device=x.device).repeat_interleave(n_steps + 1)
     k = torch.arange(n_steps + 1, device=x.device).repeat(n)

@@ -78,7 +78,7 @@ def chunked_scores(
     total = int(targets.shape[0])
     if total == 0:
         return torch.empty(0, device=targets.device)
-    chunk = batch_size if batch_size is not None else default_chunk_size(tuple(sample_shape), total)
+    chunk = batch_size if batch_size is not None else default_chunk_size(tuple(sample_shape), total, targets.device)
     if chunk < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
     out: torch.Tensor | None = None
@@ -103,7 +103,7 @@ def clean_scores(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets (``None`` = argmax on ``x``) and the ``(N,)`` scores of ``x`` for them."""
     _check_kind(score)
-    chunk = batch_size if batch_size is not None else default_chunk_size(tuple(x.shape[1:]), x.shape[0])
+    chunk = batch_size if batch_size is not None else default_chunk_size(tuple(x.shape[1:]), x.shape[0], x.device)
     parts = []
     with torch.inference_mode():
         for sl in chunk_slices(x.shape[0], chunk):

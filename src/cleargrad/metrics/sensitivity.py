@@ -92,7 +92,7 @@ def max_sensitivity(
         norm0 = torch.where(norm0 == 0, torch.ones_like(norm0), norm0)
     total = n * n_samples
     img = torch.arange(n, device=x.device).repeat_interleave(n_samples)
-    chunk = batch_size if batch_size is not None else default_chunk_size(x.shape[1:], total)
+    chunk = batch_size if batch_size is not None else default_chunk_size(x.shape[1:], total, x.device)
     dist = torch.empty(total, dtype=phi0.dtype, device=x.device)
     for sl in chunk_slices(total, chunk):
         xi = x[img[sl]]
