@@ -24,7 +24,6 @@ __all__ = [
     "noise_scale",
     "sample_chunks",
     "default_batch",
-    "CPU_MAX_BATCH",
 ]
 
 
@@ -91,13 +90,8 @@ def sample_chunks(
         yield sl, j // n_samples, j % n_samples
 
 
-#: cap of the default chunk on CPUs, where batches beyond a few dozen images get slower
-#: per image (cache pressure); accelerators use the project-wide memory budget
-CPU_MAX_BATCH = 64
-
 
 def default_batch(sample_shape: torch.Size | tuple[int, ...], total: int, device: torch.device) -> int:
-    """Default number of images per pass: the memory budget of
-    :func:`cleargrad.core.default_chunk_size`, capped at :data:`CPU_MAX_BATCH` on CPU."""
-    n = default_chunk_size(sample_shape, max(1, total))
-    return min(n, CPU_MAX_BATCH) if device.type == "cpu" else n
+    """Default number of images per pass on ``device``: :func:`cleargrad.core.default_chunk_size`
+    (a memory budget, capped on CPUs where large batches get slower per image)."""
+    return default_chunk_size(sample_shape, max(1, total), device)
