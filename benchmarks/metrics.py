@@ -129,6 +129,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--quantus-limit", type=float, default=None, help="seconds before a Quantus run is abandoned")
+    ap.add_argument("--images", type=int, default=None, help="images for insertion/deletion (default 16; quick 2)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,6 +140,7 @@ def main() -> None:
         n, size, step, n_pert, n_infd, repeats, limit = 16, 224, 224, 10, 4, 3, 600.0
     repeats = args.repeats or repeats
     limit = args.quantus_limit or limit
+    n = args.images or n
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
