@@ -33,6 +33,28 @@ class _StopForward(Exception):
     """Raised from a forward hook to end a pass once every wanted layer has run."""
 
 
+class _Recorder:
+    """Forward hook recording each module's output and how often it ran.
+
+    Later layers may work in place, so they continue on a copy and the recorded output
+    stays intact. With ``stop=True`` the pass ends once every module has run.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], stop: bool = False) -> None:
+        self.outs: list[Any] = [None] * len(modules)
+        self.calls = [0] * len(modules)
+        self.index = {id(m): i for i, m in enumerate(modules)}
+        self.stop = stop
+
+    def __call__(self, module: nn.Module, _inp: Any, out: Any) -> Any:
+        i = self.index[id(module)]
+        self.calls[i] += 1
+        self.outs[i] = out
+        if self.stop and all(self.calls):
+            raise _StopForward
+        return out.clone() if isinstance(out, torch.Tensor) else None
+
+
 def check_layer_outputs(
     model: nn.Module, modules: Sequence[nn.Module], outputs: Sequence[Any], calls: Sequence[int] | None = None
 ) -> list[torch.Tensor]:
@@ -67,22 +89,10 @@ def layer_activations(
     Runs under ``torch.inference_mode()``. With ``stop=True`` the forward pass ends right
     after the last of the modules has produced its output (nothing after it runs).
     """
-    outs: list[Any] = [None] * len(modules)
-    calls = [0] * len(modules)
-    index = {id(m): i for i, m in enumerate(modules)}
-
-    def hook(module: nn.Module, _inp: Any, out: Any) -> Any:
-        i = index[id(module)]
-        calls[i] += 1
-        outs[i] = out
-        if stop and all(c > 0 for c in calls):
-            raise _StopForward
-        # later layers may work in place: they get a copy, we keep the original
-        return out.clone() if isinstance(out, torch.Tensor) else None
-
-    with torch.inference_mode(), forward_hooks(modules, hook), contextlib.suppress(_StopForward):
+    rec = _Recorder(modules, stop=stop)
+    with torch.inference_mode(), forward_hooks(modules, rec), contextlib.suppress(_StopForward):
         model(x)
-    acts = check_layer_outputs(model, modules, outs, None if stop else calls)
+    acts = check_layer_outputs(model, modules, rec.outs, None if stop else rec.calls)
     return [a.clone() for a in acts]  # ordinary tensors, usable outside inference mode
 
 
@@ -91,19 +101,10 @@ def forward_with_activations(
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
     """One full forward pass (in the caller's grad mode; nothing requires grad): the layers'
     outputs and the ``(N, C)`` scores."""
-    outs: list[Any] = [None] * len(modules)
-    calls = [0] * len(modules)
-    index = {id(m): i for i, m in enumerate(modules)}
-
-    def hook(module: nn.Module, _inp: Any, out: Any) -> Any:
-        i = index[id(module)]
-        calls[i] += 1
-        outs[i] = out
-        return out.clone() if isinstance(out, torch.Tensor) else None
-
-    with forward_hooks(modules, hook):
+    rec = _Recorder(modules)
+    with forward_hooks(modules, rec):
         scores = select_output(model(x), output)
-    acts = check_layer_outputs(model, modules, outs, calls)
+    acts = check_layer_outputs(model, modules, rec.outs, rec.calls)
     return [a.detach() for a in acts], scores.detach()
 
 
