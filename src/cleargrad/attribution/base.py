@@ -119,8 +119,9 @@ class GradientAttribution(Attribution):
         argmax of this very forward pass (no extra pass).
         """
         xi = x.detach().requires_grad_(True)
-        with torch.enable_grad(), relu_rule(self.relu_rule):
-            s = self.scores(xi)
+        with torch.enable_grad():
+            with relu_rule(self.relu_rule):  # the rule's backward is in the graph
+                s = self.scores(xi)
             t = resolve_targets(target, x.shape[0], scores=s)
             (g,) = torch.autograd.grad(gather_scores(s, t).sum(), xi)
         return g, s.detach(), t

@@ -42,45 +42,77 @@ class _ClampRule(torch.autograd.Function):
             ctx.mark_dirty(u)
         else:
             out = u.clamp(lo, hi) if math.isfinite(hi) else u.clamp(min=lo)
-        ctx.rule = rule
+        ctx.rule, ctx.lo, ctx.bounded = rule, lo, math.isfinite(hi)
         if rule == "guided":
-            # the forward mask 1[lo < u < hi] equals 1[lo < out < hi] for a clamp
-            mask = out > lo
-            if math.isfinite(hi):
-                mask &= out < hi
-            ctx.save_for_backward(mask)
+            # the forward mask 1[lo < u < hi] equals 1[lo < out < hi] for a clamp. Without
+            # an upper bound, keep ``out`` itself (as autograd's own ReLU does) and apply
+            # the mask with the fused ReLU-backward kernel; with one, keep a bool mask.
+            ctx.save_for_backward((out > lo) & (out < hi) if ctx.bounded else out)
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor):
         g_pos = g.clamp(min=0)
         if ctx.rule == "guided":
-            (mask,) = ctx.saved_tensors
-            g_pos = g_pos * mask
+            (saved,) = ctx.saved_tensors
+            # unbounded: threshold_backward keeps g_pos where out > lo and zeroes the rest
+            g_pos = g_pos * saved if ctx.bounded else torch.ops.aten.threshold_backward(g_pos, saved, ctx.lo)
         return g_pos, None, None, None, None
+
+
+def _flag(args: tuple, kwargs: dict, name: str, pos: int, default: Any) -> Any:
+    """Argument ``name`` given by keyword or at position ``pos`` (else ``default``)."""
+    if name in kwargs:
+        return kwargs[name]
+    return args[pos] if len(args) > pos else default
+
+
+def _relu(args: tuple, kwargs: dict) -> tuple[float, float, bool]:
+    return 0.0, math.inf, bool(_flag(args, kwargs, "inplace", 1, False))
+
+
+def _relu_inplace(args: tuple, kwargs: dict) -> tuple[float, float, bool]:
+    return 0.0, math.inf, True
+
+
+def _relu6(args: tuple, kwargs: dict) -> tuple[float, float, bool]:
+    return 0.0, 6.0, bool(_flag(args, kwargs, "inplace", 1, False))
+
+
+def _hardtanh(args: tuple, kwargs: dict) -> tuple[float, float, bool] | None:
+    lo = float(_flag(args, kwargs, "min_val", 1, -1.0))
+    hi = float(_flag(args, kwargs, "max_val", 2, 1.0))
+    if lo != 0.0:  # only hardtanh(0, hi) is a ReLU-like clamp
+        return None
+    return lo, hi, bool(_flag(args, kwargs, "inplace", 3, False))
+
+
+# torch function -> parser of its ``(lo, hi, inplace)``; a dict so that the mode's
+# per-op cost for every other function is a single hash lookup
+_RELU_LIKE = {
+    torch.relu: _relu,
+    F.relu: _relu,
+    torch.Tensor.relu: _relu,
+    torch.relu_: _relu_inplace,
+    torch.Tensor.relu_: _relu_inplace,
+    F.relu_: _relu_inplace,
+    F.relu6: _relu6,
+    F.hardtanh: _hardtanh,
+}
 
 
 def _relu_like(func: Any, args: tuple, kwargs: dict) -> tuple[float, float, bool] | None:
     """``(lo, hi, inplace)`` when ``func(*args, **kwargs)`` is a ReLU-like clamp."""
-    if func in (torch.relu, F.relu, torch.Tensor.relu, torch.nn.functional.relu):
-        inplace = bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
-        return 0.0, math.inf, inplace
-    if func in (torch.relu_, torch.Tensor.relu_, F.relu_):
-        return 0.0, math.inf, True
-    if func is F.relu6:
-        inplace = bool(kwargs.get("inplace", args[1] if len(args) > 1 else False))
-        return 0.0, 6.0, inplace
-    if func is F.hardtanh:
-        lo = float(kwargs.get("min_val", args[1] if len(args) > 1 else -1.0))
-        hi = float(kwargs.get("max_val", args[2] if len(args) > 2 else 1.0))
-        inplace = bool(kwargs.get("inplace", args[3] if len(args) > 3 else False))
-        if lo == 0.0:
-            return lo, hi, inplace
-    return None
+    parse = _RELU_LIKE.get(func)
+    return None if parse is None else parse(args, kwargs)
 
 
 class ReluRuleMode(TorchFunctionMode):
-    """Torch-function mode that routes ReLU-like calls through :class:`_ClampRule`."""
+    """Torch-function mode that routes ReLU-like calls through :class:`_ClampRule`.
+
+    Only the forward pass needs the mode: the rule's backward is recorded in the graph,
+    so callers may (and for speed should) leave the block before ``autograd.grad``.
+    """
 
     def __init__(self, rule: str) -> None:
         super().__init__()
@@ -90,7 +122,10 @@ class ReluRuleMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        spec = _relu_like(func, args, kwargs)
+        parse = _RELU_LIKE.get(func)
+        if parse is None:  # fast path: every op that is not ReLU-like
+            return func(*args, **kwargs)
+        spec = parse(args, kwargs)
         if spec is not None and torch.is_grad_enabled() and isinstance(args[0], torch.Tensor):
             lo, hi, inplace = spec
             return _ClampRule.apply(args[0], lo, hi, self.rule, inplace)

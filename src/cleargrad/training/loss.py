@@ -178,8 +178,9 @@ class InterpretableGradientLoss:
         statistics are left untouched and the RNG state is replayed (see the class doc).
         """
         xi = x.detach().requires_grad_(True)
-        with torch.enable_grad(), same_randomness(x.device), frozen_running_stats(model), relu_rule("guided"):
-            logits = select_output(model(xi), self.output)
+        with torch.enable_grad(), same_randomness(x.device), frozen_running_stats(model):
+            with relu_rule("guided"):  # forward only: the rule's backward is in the graph
+                logits = select_output(model(xi), self.output)
             (g,) = torch.autograd.grad(self.target_scores(logits, y).sum(), xi, create_graph=create_graph)
         return g
 
