@@ -31,7 +31,7 @@ def check_eval_mode(model: nn.Module, allow_train_mode: bool = False) -> None:
     the batch and on chance; call ``model.eval()`` first, or pass
     ``allow_train_mode=True`` if that is really what you want.
     """
-    if allow_train_mode:
+    if allow_train_mode or not any(m.training for m in model.modules()):
         return
     training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
     if training:
@@ -70,11 +70,15 @@ def preserved_state(
                 p.requires_grad_(False)
         yield
     finally:
+        # write back only what changed: a call's fixed cost stays small on big models
         for m, t in zip(modules, training):
-            m.training = t
+            if m.training != t:
+                m.training = t
         for p, r, g in zip(params, requires, grads):
-            p.requires_grad_(r)
-            p.grad = g
+            if p.requires_grad != r:
+                p.requires_grad_(r)
+            if p.grad is not g:
+                p.grad = g
         with torch.no_grad():
             for b, saved in buffers:
                 b.copy_(saved)
