@@ -27,6 +27,7 @@ from .cam import (
     XGradCAM,
     internal_saturation,
 )
+from .core.layout import get_memory_format, set_memory_format
 from .errors import (
     ConfigError,
     DataError,
@@ -42,6 +43,8 @@ from .training import InterpretableGradientLoss
 __version__ = "0.1.0"
 
 __all__ = [
+    "get_memory_format",
+    "set_memory_format",
     "CAM",
     "AblationCAM",
     "AxiomCAM",

@@ -9,7 +9,10 @@ from torch import nn
 
 from ..core import (
     check_input,
+    contiguous_result,
+    fast_layout_call,
     gather_scores,
+    model_input,
     preserved_state,
     relu_rule,
     resolve_targets,
@@ -72,8 +75,11 @@ class Attribution:
     def attribute(self, x: torch.Tensor, target: TargetLike = None, **options: Any) -> torch.Tensor:
         """Explain ``x`` for ``target``; see the subclass for the options."""
         check_input(x, ndim=self.input_ndim or conv_input_ndim(self.model))
+        return fast_layout_call(self.model, self._guarded, x, target, options)
+
+    def _guarded(self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> Any:
         with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
-            return self._attribute(x, target, **options)
+            return contiguous_result(self._attribute(x, target, **options))
 
     def _attribute(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
         raise NotImplementedError
@@ -81,7 +87,7 @@ class Attribution:
     # helpers for subclasses -------------------------------------------------------
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """The model's ``(N, C)`` class scores for ``x``."""
-        return select_output(self.model(x), self.output)
+        return select_output(self.model(model_input(self.model, x)), self.output)
 
     def targets(self, x: torch.Tensor, target: TargetLike) -> torch.Tensor:
         """Resolve ``target`` for ``x``.

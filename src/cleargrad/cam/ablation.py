@@ -13,6 +13,7 @@ from ..core import (
     forward_hooks,
     gather_scores,
     layer_name,
+    model_input,
     register,
     resolve_targets,
     select_output,
@@ -156,6 +157,6 @@ class AblationCAM(BaseCAM):
                     return o
 
                 with forward_hooks([module], hook):
-                    out = self.model(x[img])
+                    out = self.model(model_input(self.model, x[img]))
             y[idx] = gather_scores(select_output(out, self.output), t[img])
         return y.view(n, k)

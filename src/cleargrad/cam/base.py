@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import check_input, find_layer, layer_name, preserved_state
+from ..core import check_input, fast_layout_call, find_layer, layer_name, preserved_state
 from ..core.layers import LayerSpec
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
@@ -167,9 +167,7 @@ class BaseCAM:
     ) -> CAMMaps:
         """Like :meth:`attribute`, returning every layer's map and the fused map."""
         check_input(x, ndim=4)
-        with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
-            modules = self.resolve_layers(x)
-            raw = self._raw_maps(x, target, modules, **options)
+        modules, raw = fast_layout_call(self.model, self._guarded_maps, x, target, options)
         names = tuple(layer_name(self.model, m) for m in modules)
         maps = []
         for m in raw:
@@ -189,6 +187,14 @@ class BaseCAM:
             if normalize:
                 fused = normalize_maps(fused)
         return CAMMaps(names, tuple(maps), fused)
+
+    def _guarded_maps(
+        self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]
+    ) -> tuple[list[nn.Module], list[torch.Tensor]]:
+        """Layers and raw maps of one guarded call (the model's state restored on exit)."""
+        with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+            modules = self.resolve_layers(x)
+            return modules, [m.contiguous() for m in self._raw_maps(x, target, modules, **options)]
 
     def resolve_layers(self, x: torch.Tensor) -> list[nn.Module]:
         """The target layer modules (``"auto"`` is looked up once per input shape)."""

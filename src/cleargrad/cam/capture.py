@@ -22,7 +22,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import capture_activations, forward_hooks, gather_scores, layer_name, resolve_targets, select_output
+from ..core import (
+    capture_activations,
+    forward_hooks,
+    gather_scores,
+    layer_name,
+    model_input,
+    resolve_targets,
+    select_output,
+)
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import LayerError
 
@@ -91,7 +99,7 @@ def layer_activations(
     """
     rec = _Recorder(modules, stop=stop)
     with torch.inference_mode(), forward_hooks(modules, rec), contextlib.suppress(_StopForward):
-        model(x)
+        model(model_input(model, x))
     acts = check_layer_outputs(model, modules, rec.outs, None if stop else rec.calls)
     return [a.clone() for a in acts]  # ordinary tensors, usable outside inference mode
 
@@ -103,7 +111,7 @@ def forward_with_activations(
     outputs and the ``(N, C)`` scores."""
     rec = _Recorder(modules)
     with forward_hooks(modules, rec):
-        scores = select_output(model(x), output)
+        scores = select_output(model(model_input(model, x)), output)
     acts = check_layer_outputs(model, modules, rec.outs, rec.calls)
     return [a.detach() for a in acts], scores.detach()
 
@@ -133,7 +141,7 @@ def activations_and_gradients(
                 calls[index[id(module)]] += 1
 
             with forward_hooks(modules, count):
-                scores = select_output(model(x), output)
+                scores = select_output(model(model_input(model, x)), output)
         acts = check_layer_outputs(model, modules, cap.activations, calls)
         t = resolve_targets(target, x.shape[0], scores=scores)
         need = [a for a in acts if a.requires_grad]

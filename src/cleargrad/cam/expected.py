@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import check_input, chunk_slices, preserved_state, register, resolve_targets
+from ..core import check_input, chunk_slices, fast_layout_call, preserved_state, register, resolve_targets
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
@@ -113,10 +113,13 @@ class ExpectedGradCAM(BaseCAM):
         Takes the sampling options of :meth:`attribute` (not ``weighting``).
         """
         check_input(x, ndim=4)
-        with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
-            modules = self.resolve_layers(x)
-            _, ghat = self._expected(x, target, modules[:1], **options)
-        return ghat[0]
+
+        def run() -> torch.Tensor:
+            with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+                modules = self.resolve_layers(x)
+                return self._expected(x, target, modules[:1], **options)[1][0].contiguous()
+
+        return fast_layout_call(self.model, run)
 
     def _raw_maps(
         self,

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import chunk_slices, gather_scores, register, resolve_targets, select_output
+from ..core import chunk_slices, gather_scores, model_input, register, resolve_targets, select_output
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
@@ -108,7 +108,7 @@ class ScoreCAM(BaseCAM):
                     raise InputError(
                         f"baseline of shape {tuple(xb.shape)} does not broadcast to x's shape {tuple(x.shape)}"
                     ) from e
-                shift = score(select_output(self.model(xb), self.output), t)
+                shift = score(select_output(self.model(model_input(self.model, xb)), self.output), t)
             for a in acts:
                 n, k = a.shape[:2]
                 flat = a.flatten(2)
@@ -119,7 +119,7 @@ class ScoreCAM(BaseCAM):
                 if dead.numel():
                     # the zero mask gives the same input for every image: one forward pass
                     z = masked(x[:1], torch.zeros_like(x[:1, :1]))
-                    s0 = select_output(self.model(z), self.output)
+                    s0 = select_output(self.model(model_input(self.model, z)), self.output)
                     w[dead] = score(s0.expand(dead.numel(), -1), t[dead // k])
                 chunk = batch_size or default_batch(x.shape[1:], live.numel(), x.device)
                 for sl in chunk_slices(live.numel(), chunk):
@@ -131,7 +131,7 @@ class ScoreCAM(BaseCAM):
                     lo = up.amin(dim=(2, 3), keepdim=True)
                     hi = up.amax(dim=(2, 3), keepdim=True)
                     m = (up - lo) / (hi - lo + _MASK_EPS)
-                    s = select_output(self.model(masked(x[img], m)), self.output)
+                    s = select_output(self.model(model_input(self.model, masked(x[img], m))), self.output)
                     w[idx] = score(s, t[img])
                 w = w.view(n, k)
                 if shift is not None:

@@ -5,6 +5,16 @@ from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, defau
 from .hooks import capture_activations, forward_hooks
 from .inputs import check_input
 from .layers import auto_layer, find_layer, layer_name
+from .layout import (
+    MEMORY_FORMATS,
+    contiguous_result,
+    fast_layout,
+    fast_layout_call,
+    get_memory_format,
+    model_input,
+    run_model,
+    set_memory_format,
+)
 from .reduce import REDUCTIONS, to_2d
 from .registry import get_method, list_methods, register
 from .relu_rules import relu_rule
@@ -14,23 +24,31 @@ from .targets import gather_scores, resolve_targets, select_output
 __all__ = [
     "CPU_MAX_CHUNK",
     "DEFAULT_CHUNK_ELEMENTS",
+    "MEMORY_FORMATS",
     "REDUCTIONS",
     "auto_layer",
     "capture_activations",
     "check_eval_mode",
     "check_input",
     "chunk_slices",
+    "contiguous_result",
     "default_chunk_size",
+    "fast_layout",
+    "fast_layout_call",
     "find_layer",
     "forward_hooks",
     "gather_scores",
+    "get_memory_format",
     "get_method",
     "layer_name",
     "list_methods",
+    "model_input",
     "preserved_state",
     "register",
     "relu_rule",
     "resolve_targets",
+    "run_model",
     "select_output",
+    "set_memory_format",
     "to_2d",
 ]

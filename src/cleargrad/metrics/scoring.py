@@ -15,7 +15,16 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from ..core import chunk_slices, default_chunk_size, gather_scores, preserved_state, resolve_targets, select_output
+from ..core import (
+    chunk_slices,
+    default_chunk_size,
+    fast_layout,
+    gather_scores,
+    preserved_state,
+    resolve_targets,
+    run_model,
+    select_output,
+)
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError, InputError
 
@@ -43,17 +52,18 @@ def _check_kind(score: str) -> None:
 
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
-    """Guard ``model`` for a metric: eval mode, no parameter grads, everything restored."""
+    """Guard ``model`` for a metric: eval mode, no parameter grads, everything restored;
+    channels-last model inputs allowed (:mod:`cleargrad.core.layout`)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    with preserved_state(model, allow_train_mode=True):
+    with preserved_state(model, allow_train_mode=True), fast_layout():
         model.eval()
         yield
 
 
 def class_scores(model: nn.Module, inputs: torch.Tensor, *, score: str = "prob", output: OutputSelector = None):
     """``(M, C)`` softmax probabilities (``score="prob"``) or logits of one chunk."""
-    s = select_output(model(inputs), output)
+    s = select_output(run_model(model, inputs), output)
     return s.softmax(dim=1) if score == "prob" else s
 
 
@@ -107,7 +117,7 @@ def clean_scores(
     parts = []
     with torch.inference_mode():
         for sl in chunk_slices(x.shape[0], chunk):
-            parts.append(select_output(model(x[sl]), output))
+            parts.append(select_output(run_model(model, x[sl]), output))
         logits = torch.cat(parts)
     logits = logits.clone()
     t = resolve_targets(target, x.shape[0], scores=logits, device=x.device)
@@ -128,7 +138,7 @@ def targets_for(
     if target is None:
         return clean_scores(model, x, None, score="logit", output=output, batch_size=batch_size)[0]
     with torch.inference_mode():
-        num_classes = select_output(model(x[:1]), output).shape[1]
+        num_classes = select_output(run_model(model, x[:1]), output).shape[1]
     return resolve_targets(target, x.shape[0], num_classes, device=x.device)
 
 
