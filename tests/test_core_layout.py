@@ -151,6 +151,26 @@ def test_other_errors_are_not_retried(mode) -> None:
     assert model not in layout._incompatible
 
 
+def test_stride_errors_are_retried_only_after_a_conversion(mode) -> None:
+    calls = []
+
+    class StrideError(GapNet):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.is_contiguous())
+            raise RuntimeError("a stride error that has nothing to do with us")
+
+    model = StrideError().eval()
+    mode("contiguous")
+    with pytest.raises(RuntimeError, match="stride"):
+        cg.Saliency(model).attribute(torch.randn(1, 3, 8, 8), target=0)
+    assert calls == [True]
+    calls.clear()
+    mode("auto")
+    with pytest.raises(RuntimeError, match="stride"):
+        cg.Saliency(model).attribute(torch.randn(1, 3, 8, 8), target=0)
+    assert calls == [False, True]  # channels-last, then once more as given; then the error is the model's
+
+
 def test_set_memory_format_validates() -> None:
     with pytest.raises(ConfigError, match="channels_last"):
         cg.set_memory_format("nhwc")

@@ -56,8 +56,16 @@ _mode = os.environ.get("CLEARGRAD_MEMORY_FORMAT", "auto")
 if _mode not in MEMORY_FORMATS:  # pragma: no cover - environment typo
     raise ConfigError(f"CLEARGRAD_MEMORY_FORMAT must be one of {MEMORY_FORMATS}, got {_mode!r}")
 
-#: set inside public calls: only there may model inputs be made channels-last
-_inside: ContextVar[bool] = ContextVar("cleargrad_inside_call", default=False)
+
+
+class _Scope:
+    """A public call in progress; ``converted`` records that an input was made channels-last."""
+
+    converted = False
+
+
+#: the innermost public call in progress: only inside one may model inputs be converted
+_scope: ContextVar[_Scope | None] = ContextVar("cleargrad_layout_scope", default=None)
 
 #: models whose forward failed on a channels-last input
 _incompatible: weakref.WeakSet[nn.Module] = weakref.WeakSet()
@@ -84,10 +92,12 @@ def model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     failed on such an input before; else ``x`` unchanged.
 
     The conversion is differentiable, so gradients with respect to ``x`` still flow."""
-    if not _inside.get() or x.dim() != 4 or _mode == "contiguous":
+    scope = _scope.get()
+    if scope is None or x.dim() != 4 or _mode == "contiguous":
         return x
     if (_mode == "auto" and x.device.type != "cpu") or model in _incompatible:
         return x
+    scope.converted = True
     return x.contiguous(memory_format=torch.channels_last)
 
 
@@ -113,30 +123,29 @@ def run_model(model: nn.Module, x: torch.Tensor) -> Any:
 
 
 @contextmanager
-def fast_layout() -> Iterator[None]:
+def fast_layout() -> Iterator[_Scope]:
     """Allow channels-last model inputs (:func:`model_input`) inside the block."""
-    token = _inside.set(True)
+    scope = _Scope()
+    token = _scope.set(scope)
     try:
-        yield
+        yield scope
     finally:
-        _inside.reset(token)
+        _scope.reset(token)
 
 
 def fast_layout_call(model: nn.Module, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run the public call ``fn(*args, **kwargs)`` with channels-last inputs allowed.
 
-    If it fails with a stride error while ``model`` could get channels-last inputs,
-    ``model`` is remembered as incompatible and the call runs once more with inputs as
+    If it fails with a stride error after an input was made channels-last, ``model``
+    is remembered as incompatible and the call runs once more with inputs as
     given. ``fn`` must restore the model's state and remove its hooks on the way out
     (every public call does), so the retry starts clean.
     """
-    with fast_layout():
-        if _mode == "contiguous" or model in _incompatible:
-            return fn(*args, **kwargs)
+    with fast_layout() as scope:
         try:
             return fn(*args, **kwargs)
         except RuntimeError as e:
-            if not _is_layout_error(e):
+            if not (scope.converted and model not in _incompatible and _is_layout_error(e)):
                 raise
         _incompatible.add(model)
         return fn(*args, **kwargs)
