@@ -129,6 +129,9 @@ def table(title: str, medians: dict[str, float], work: dict[str, int], ours: str
     return "\n".join(lines)
 
 
+BLOCKS = ("insdel", "infidelity", "sensitivity")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="tiny configuration (seconds), to check the script")
@@ -136,6 +139,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--quantus-limit", type=float, default=None, help="seconds before a Quantus run is abandoned")
     ap.add_argument("--images", type=int, default=None, help="images for insertion/deletion (default 16; quick 2)")
+    ap.add_argument("--blocks", nargs="+", choices=BLOCKS, default=list(BLOCKS), help="blocks to run (default all)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -156,52 +160,54 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {n} images {size}x{size}, resnet18")
 
     # ---- 1. insertion + deletion ---------------------------------------------------------
-    cam_map = cg.metrics.prepare_maps(torch.rand(n, 1, 7, 7), x)  # any map; ranking cost does not depend on it
-    chunk = default_chunk_size(x.shape[1:], n * (size * size // step + 1))
-    fwd = per_image_pass(model, x[:chunk] if chunk <= n else x.repeat(math.ceil(chunk / n), 1, 1, 1)[:chunk], False)
-    n_steps = math.ceil(size * size / step)
-
-    def ours_insdel() -> None:
-        cg.metrics.insertion(model, x, cam_map, y, step=step, substrate="zero")
-        cg.metrics.deletion(model, x, cam_map, y, step=step, substrate="zero")
-
-    def ours_del() -> None:
-        cg.metrics.deletion(model, x, cam_map, y, step=step, substrate="zero")
-
-    runs: dict[str, Callable[[], object]] = {"cleargrad insertion+deletion": ours_insdel}
-    try:
-        from torchcam.methods import GradCAM
-        from torchcam.metrics import DeletionInsertionMetric
-
-        def torchcam_insdel() -> None:
-            extractor = GradCAM(model, "layer4")
-            metric = DeletionInsertionMetric(
-                extractor, lambda s: torch.softmax(s, -1), steps=n_steps, batch_size=chunk
-            )
-            metric.update(x, class_idx=y.tolist())
-            metric.summary()
-            extractor.remove_hooks()
-
-        runs["torchcam DeletionInsertionMetric"] = torchcam_insdel
-    except ImportError:
-        print("torchcam not installed: skipped")
-    med = interleaved(runs, repeats, {})
-    work = {"cleargrad insertion+deletion": 2 * n * (n_steps + 1), "torchcam DeletionInsertionMetric": 2 * n * n_steps}
-    print(table(f"insertion + deletion ({n_steps} steps each)", med, work, "cleargrad insertion+deletion", fwd))
-
     import quantus
 
-    def quantus_pf() -> None:
-        # Quantus requires features_in_step to divide H*W but flips C*H*W elements of the broadcast map:
-        # C times our number of steps, each flipping `step` elements (1/C of `step` pixels)
-        q = quantus.PixelFlipping(features_in_step=step, perturb_baseline="black", disable_warnings=True)
-        q(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=cam_map.numpy(), device="cpu")
+    if "insdel" in args.blocks:
+        cam_map = cg.metrics.prepare_maps(torch.rand(n, 1, 7, 7), x)  # any map; ranking cost does not depend on it
+        chunk = default_chunk_size(x.shape[1:], n * (size * size // step + 1))
+        fwd = per_image_pass(model, x[:chunk] if chunk <= n else x.repeat(math.ceil(chunk / n), 1, 1, 1)[:chunk], False)
+        n_steps = math.ceil(size * size / step)
 
-    med = interleaved({"cleargrad deletion": ours_del, "quantus PixelFlipping": quantus_pf}, repeats,
-                      {"quantus PixelFlipping": limit})
-    print()
-    work = {"cleargrad deletion": n * (n_steps + 1), "quantus PixelFlipping": n * math.ceil(3 * size * size / step)}
-    print(table(f"deletion only ({n_steps} steps)", med, work, "cleargrad deletion", fwd))
+        def ours_insdel() -> None:
+            cg.metrics.insertion(model, x, cam_map, y, step=step, substrate="zero")
+            cg.metrics.deletion(model, x, cam_map, y, step=step, substrate="zero")
+
+        def ours_del() -> None:
+            cg.metrics.deletion(model, x, cam_map, y, step=step, substrate="zero")
+
+        runs: dict[str, Callable[[], object]] = {"cleargrad insertion+deletion": ours_insdel}
+        try:
+            from torchcam.methods import GradCAM
+            from torchcam.metrics import DeletionInsertionMetric
+
+            def torchcam_insdel() -> None:
+                extractor = GradCAM(model, "layer4")
+                metric = DeletionInsertionMetric(
+                    extractor, lambda s: torch.softmax(s, -1), steps=n_steps, batch_size=chunk
+                )
+                metric.update(x, class_idx=y.tolist())
+                metric.summary()
+                extractor.remove_hooks()
+
+            runs["torchcam DeletionInsertionMetric"] = torchcam_insdel
+        except ImportError:
+            print("torchcam not installed: skipped")
+        med = interleaved(runs, repeats, {})
+        work = {"cleargrad insertion+deletion": 2 * n * (n_steps + 1),
+                "torchcam DeletionInsertionMetric": 2 * n * n_steps}
+        print(table(f"insertion + deletion ({n_steps} steps each)", med, work, "cleargrad insertion+deletion", fwd))
+
+        def quantus_pf() -> None:
+            # Quantus requires features_in_step to divide H*W but flips C*H*W elements of the broadcast map:
+            # C times our number of steps, each flipping `step` elements (1/C of `step` pixels)
+            q = quantus.PixelFlipping(features_in_step=step, perturb_baseline="black", disable_warnings=True)
+            q(model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=cam_map.numpy(), device="cpu")
+
+        med = interleaved({"cleargrad deletion": ours_del, "quantus PixelFlipping": quantus_pf}, repeats,
+                          {"quantus PixelFlipping": limit})
+        print()
+        work = {"cleargrad deletion": n * (n_steps + 1), "quantus PixelFlipping": n * math.ceil(3 * size * size / step)}
+        print(table(f"deletion only ({n_steps} steps)", med, work, "cleargrad deletion", fwd))
 
     # ---- 2. infidelity --------------------------------------------------------------------
     from captum.metrics import infidelity as captum_infidelity
@@ -228,13 +234,14 @@ def main() -> None:
         q = quantus.Infidelity(n_perturb_samples=n_pert, perturb_patch_sizes=[size // 8], disable_warnings=True)
         q(model=model, x_batch=xb.numpy(), y_batch=yb.numpy(), a_batch=phi.numpy(), device="cpu")
 
-    med = interleaved({"cleargrad infidelity": ours_infd, "captum infidelity": captum_infd,
-                       "quantus Infidelity": quantus_infd}, repeats, {"quantus Infidelity": limit})
-    print()
-    # Captum forwards the unperturbed copies too; Quantus forwards one image at a time per patch and draw
-    work = {"cleargrad infidelity": n_infd * (n_pert + 1), "captum infidelity": 2 * n_infd * n_pert,
-            "quantus Infidelity": n_infd * n_pert * 64 + n_infd}
-    print(table(f"infidelity ({n_infd} images, {n_pert} draws)", med, work, "cleargrad infidelity", fwd_b))
+    if "infidelity" in args.blocks:
+        med = interleaved({"cleargrad infidelity": ours_infd, "captum infidelity": captum_infd,
+                           "quantus Infidelity": quantus_infd}, repeats, {"quantus Infidelity": limit})
+        print()
+        # Captum forwards the unperturbed copies too; Quantus forwards one image at a time per patch and draw
+        work = {"cleargrad infidelity": n_infd * (n_pert + 1), "captum infidelity": 2 * n_infd * n_pert,
+                "quantus Infidelity": n_infd * n_pert * 64 + n_infd}
+        print(table(f"infidelity ({n_infd} images, {n_pert} draws)", med, work, "cleargrad infidelity", fwd_b))
 
     # ---- 3. max-sensitivity ---------------------------------------------------------------
     def ours_sens() -> None:
@@ -253,12 +260,13 @@ def main() -> None:
         q(model=model, x_batch=xb.numpy(), y_batch=yb.numpy(), a_batch=phi.numpy(), device="cpu",
           explain_func=quantus_explain)
 
-    med = interleaved({"cleargrad max_sensitivity": ours_sens, "captum sensitivity_max": captum_sens,
-                       "quantus MaxSensitivity": quantus_sens}, repeats, {"quantus MaxSensitivity": limit})
-    print()
-    work = {k: n_infd * (n_pert + 1) for k in med}  # forward+backward passes, the same for all three
-    print(table(f"max-sensitivity of Saliency ({n_infd} images, {n_pert} samples; unit: forward+backward)", med,
-                work, "cleargrad max_sensitivity", fb_b))
+    if "sensitivity" in args.blocks:
+        med = interleaved({"cleargrad max_sensitivity": ours_sens, "captum sensitivity_max": captum_sens,
+                           "quantus MaxSensitivity": quantus_sens}, repeats, {"quantus MaxSensitivity": limit})
+        print()
+        work = {k: n_infd * (n_pert + 1) for k in med}  # forward+backward passes, the same for all three
+        print(table(f"max-sensitivity of Saliency ({n_infd} images, {n_pert} samples; unit: forward+backward)", med,
+                    work, "cleargrad max_sensitivity", fb_b))
 
 
 if __name__ == "__main__":

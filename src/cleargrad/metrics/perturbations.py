@@ -29,8 +29,8 @@ def gaussian_noise(std: float = 0.1) -> Perturbation:
         raise ConfigError(f"noise std must be >= 0, got {std}")
 
     def draw(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        z = torch.randn(x.shape, generator=generator, device=_device(x, generator), dtype=x.dtype)
-        return (z * std).to(x.device)
+        z = torch.empty(x.shape, device=_device(x, generator), dtype=x.dtype)
+        return z.normal_(0.0, std, generator=generator).to(x.device)
 
     return draw
 
@@ -68,7 +68,8 @@ def uniform_ball(radius: float) -> Perturbation:
         raise ConfigError(f"radius must be >= 0, got {radius}")
 
     def draw(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        u = torch.rand(x.shape, generator=generator, device=_device(x, generator), dtype=x.dtype)
-        return ((2 * u - 1) * radius).to(x.device)
+        # one pass, no temporaries: this runs on every perturbed copy of every image
+        u = torch.empty(x.shape, device=_device(x, generator), dtype=x.dtype)
+        return u.uniform_(-radius, radius, generator=generator).to(x.device)
 
     return draw
