@@ -2,8 +2,9 @@
 
 On CPUs, oneDNN convolutions run markedly faster on channels-last (NHWC) inputs even
 when the weights stay in the default layout: measured with torch 2.14 on 2 cores,
-a forward pass of torchvision's resnet18 at 224x224 takes 0.76-0.84x the time and a
-forward+backward pass 0.85-0.94x; mobilenet_v2 0.73-0.82x. Inside a public call
+a forward pass of torchvision's resnet18 at 224x224 takes 0.76-0.89x the time and a
+forward+backward pass 0.85-0.98x (batch 16 gains more than batch 4); mobilenet_v2
+0.73-0.82x; 1-channel 28x28 inputs neither gain nor lose. Inside a public call
 (:func:`fast_layout_call`), every image batch that cleargrad sends through the model
 goes through :func:`model_input`, which returns it channels-last when the mode allows
 it. The model itself is never touched, and results are returned in the default
@@ -55,7 +56,6 @@ T = TypeVar("T")
 _mode = os.environ.get("CLEARGRAD_MEMORY_FORMAT", "auto")
 if _mode not in MEMORY_FORMATS:  # pragma: no cover - environment typo
     raise ConfigError(f"CLEARGRAD_MEMORY_FORMAT must be one of {MEMORY_FORMATS}, got {_mode!r}")
-
 
 
 class _Scope:
