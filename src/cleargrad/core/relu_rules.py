@@ -101,12 +101,6 @@ _RELU_LIKE = {
 }
 
 
-def _relu_like(func: Any, args: tuple, kwargs: dict) -> tuple[float, float, bool] | None:
-    """``(lo, hi, inplace)`` when ``func(*args, **kwargs)`` is a ReLU-like clamp."""
-    parse = _RELU_LIKE.get(func)
-    return None if parse is None else parse(args, kwargs)
-
-
 class ReluRuleMode(TorchFunctionMode):
     """Torch-function mode that routes ReLU-like calls through :class:`_ClampRule`.
 
