@@ -4,6 +4,7 @@ interruption (bit-identical to an uninterrupted run), data sources."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -180,3 +181,62 @@ def test_progress_output(capsys) -> None:
     assert "epoch 1/1" in out and "ms/step" in out
     fit(_model(), _data(16), epochs=1, batch_size=8, quiet=True)
     assert capsys.readouterr().out == ""
+
+
+def test_cosine_schedule_matches_torch_cosine_annealing() -> None:
+    r = fit(_model(), _data(16), epochs=4, batch_size=16, schedule="cosine", quiet=True)
+    # the usual recipe: CosineAnnealingLR(T_max=epochs, eta_min=0) stepped once per epoch
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+    expected = []
+    for _ in range(4):
+        expected.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ref.step()
+    assert [h["lr"] for h in r.history] == pytest.approx(expected)
+    # hand-computed: 0.1 * (1 + cos(pi * e / 4)) / 2
+    assert [h["lr"] for h in r.history] == pytest.approx([0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
+
+
+def test_warmup_and_min_lr() -> None:
+    r = fit(_model(), _data(16), epochs=5, batch_size=16, schedule="cosine", warmup_epochs=2, min_lr=0.01, quiet=True)
+    # warm-up 1/3, 2/3 of lr; then cosine from 0.1 to 0.01 over the last 3 epochs
+    cos = [0.01 + 0.09 * (1 + math.cos(math.pi * t / 3)) / 2 for t in range(3)]
+    assert [h["lr"] for h in r.history] == pytest.approx([0.1 / 3, 0.2 / 3, *cos])
+    # warm-up with the step schedule: milestones 2, 3, 4 (paper fractions of 5 epochs), gamma 0.2
+    r = fit(_model(), _data(16), epochs=5, batch_size=16, warmup_epochs=1, quiet=True)
+    assert [h["lr"] for h in r.history] == pytest.approx([0.05, 0.1, 0.02, 0.004, 0.0008])
+
+
+def test_cosine_resume_matches_uninterrupted_run(tmp_path) -> None:
+    train = _data()
+    kw = _kw(epochs=3, schedule="cosine", warmup_epochs=1)
+    full = fit(_model(), train, **kw)
+
+    def stop_after_first(record):
+        if record["epoch"] == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        fit(_model(), train, checkpoint_dir=tmp_path, on_epoch_end=stop_after_first, **kw)
+    resumed = fit(_model(), train, checkpoint_dir=tmp_path, **kw)
+    assert resumed.resumed_from == 1
+    assert [h["lr"] for h in resumed.history] == pytest.approx([h["lr"] for h in full.history])
+    assert _same_weights(full.model, resumed.model)
+    # another schedule is a different run: refused, not silently mixed
+    with pytest.raises(ConfigError, match="schedule"):
+        fit(_model(), train, checkpoint_dir=tmp_path, **_kw(epochs=3))
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"schedule": "linear"}, "schedule"),
+        ({"warmup_epochs": 3}, "warmup_epochs"),
+        ({"warmup_epochs": -1}, "warmup_epochs"),
+        ({"schedule": "cosine", "min_lr": 1.0}, "min_lr"),
+    ],
+)
+def test_bad_schedule_options_are_refused(kw, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        fit(_model(), _data(16), epochs=3, quiet=True, **kw)

@@ -8,13 +8,14 @@
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from .gradient_errors import ERRORS, gradient_error
-from .loop import PRESETS, FitResult, evaluate, fit, iterate_batches, resolve_milestones
+from .loop import PRESETS, SCHEDULES, FitResult, evaluate, fit, iterate_batches, lr_factor, resolve_milestones
 from .loss import SCORES, ClassificationLoss, InterpretableGradientLoss, LossParts
 from .passes import frozen_running_stats, same_randomness
 
 __all__ = [
     "ERRORS",
     "PRESETS",
+    "SCHEDULES",
     "SCORES",
     "Checkpoint",
     "ClassificationLoss",
@@ -27,6 +28,7 @@ __all__ = [
     "gradient_error",
     "iterate_batches",
     "load_checkpoint",
+    "lr_factor",
     "resolve_milestones",
     "same_randomness",
     "save_checkpoint",

@@ -27,7 +27,7 @@ from ..errors import ConfigError, DataError
 from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from .loss import ClassificationLoss, LossParts
 
-__all__ = ["PRESETS", "FitResult", "fit", "evaluate", "iterate_batches", "resolve_milestones"]
+__all__ = ["PRESETS", "SCHEDULES", "FitResult", "fit", "evaluate", "iterate_batches", "lr_factor", "resolve_milestones"]
 
 Data = Union[Dataset, DataLoader, tuple]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], Any]
@@ -45,6 +45,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 128,
     },
 }
+#: learning-rate schedules of :func:`fit` (see :func:`lr_factor`)
+SCHEDULES = ("step", "cosine")
+#: schedule settings of checkpoints written before these options existed
+_SCHEDULE_DEFAULTS = {"schedule": "step", "warmup_epochs": 0, "min_lr": 0.0}
 #: defaults that replace the preset's SGD values when ``optimizer="adam"``
 ADAM_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0}
 
@@ -88,6 +92,60 @@ def resolve_milestones(milestones: Sequence[float] | None, epochs: int) -> list[
         if 1 <= e < epochs:
             out.append(e)
     return sorted(set(out))
+
+
+def lr_factor(
+    epoch: int,
+    epochs: int,
+    *,
+    schedule: str = "step",
+    milestones: Sequence[int] = (),
+    gamma: float = 0.1,
+    warmup_epochs: int = 0,
+    min_factor: float = 0.0,
+) -> float:
+    """The factor applied to the base learning rate during 0-based ``epoch`` of ``epochs``.
+
+    - Warm-up: during the first ``warmup_epochs`` epochs the factor rises linearly,
+      ``(epoch + 1) / (warmup_epochs + 1)``, so the first epoch already trains and the
+      first epoch after the warm-up runs at the full rate.
+    - ``"step"``: ``gamma ** k`` where ``k`` is the number of ``milestones`` (resolved epoch
+      indices, see :func:`resolve_milestones`) that are ``<= epoch``.
+    - ``"cosine"``: after the warm-up, cosine annealing from 1 to ``min_factor`` over the
+      remaining epochs (``min + (1 - min) * (1 + cos(pi * t)) / 2`` with
+      ``t = (epoch - warmup) / (epochs - warmup)``; the last epoch stays above ``min``,
+      as with ``torch.optim.lr_scheduler.CosineAnnealingLR(T_max=epochs)`` stepped per epoch).
+    """
+    if epoch < warmup_epochs:
+        return (epoch + 1) / (warmup_epochs + 1)
+    if schedule == "step":
+        return float(gamma ** sum(1 for m in milestones if m <= epoch))
+    if schedule == "cosine":
+        span = max(epochs - warmup_epochs, 1)
+        t = (epoch - warmup_epochs) / span
+        return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ConfigError(f"unknown schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: dict[str, Any]) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch LR scheduler. The plain step schedule stays a ``MultiStepLR`` (so checkpoints of
+    earlier versions resume); warm-up and cosine use a ``LambdaLR`` over :func:`lr_factor`."""
+    if cfg["schedule"] == "step" and not cfg["warmup_epochs"]:
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg["milestones"], gamma=cfg["gamma"])
+    min_factor = cfg["min_lr"] / cfg["lr"] if cfg["lr"] else 0.0
+
+    def factor(epoch: int) -> float:
+        return lr_factor(
+            epoch,
+            cfg["epochs"],
+            schedule=cfg["schedule"],
+            milestones=cfg["milestones"],
+            gamma=cfg["gamma"],
+            warmup_epochs=cfg["warmup_epochs"],
+            min_factor=min_factor,
+        )
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def _as_dataset(data: Data, name: str) -> Dataset | DataLoader:
@@ -228,13 +286,24 @@ def _config(
         raise ConfigError(f"batch_size must be >= 1, got {cfg['batch_size']!r}")
     cfg["batch_size"] = int(cfg["batch_size"])
     cfg["milestones"] = resolve_milestones(cfg["milestones"], epochs)
+    for key, default in _SCHEDULE_DEFAULTS.items():
+        cfg.setdefault(key, default)
+    if cfg["schedule"] not in SCHEDULES:
+        raise ConfigError(f"unknown schedule {cfg['schedule']!r}; valid: {', '.join(SCHEDULES)}")
+    w = cfg["warmup_epochs"]
+    if isinstance(w, bool) or not isinstance(w, int) or not 0 <= w < epochs:
+        raise ConfigError(f"warmup_epochs must be an integer in [0, epochs={epochs}), got {w!r}")
+    if not (isinstance(cfg["min_lr"], (int, float)) and 0 <= cfg["min_lr"] <= cfg["lr"]):
+        raise ConfigError(f"min_lr must be a number in [0, lr={cfg['lr']}], got {cfg['min_lr']!r}")
+    cfg["min_lr"] = float(cfg["min_lr"])
     cfg.update({"epochs": epochs, "seed": int(seed), "loss": repr(loss_fn)})
     return cfg
 
 
 def _check_resume_config(saved: dict[str, Any], cfg: dict[str, Any], directory: Path) -> None:
     keys = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "milestones", "gamma", "batch_size", "seed")
-    keys += ("loss", "train_size")
+    keys += ("loss", "train_size", *_SCHEDULE_DEFAULTS)
+    saved = {**_SCHEDULE_DEFAULTS, **saved}
     diff = [f"{k}: checkpoint {saved.get(k)!r} != now {cfg.get(k)!r}" for k in keys if saved.get(k) != cfg.get(k)]
     if diff:
         raise ConfigError(
@@ -264,6 +333,9 @@ def fit(
     weight_decay: float | None = None,
     milestones: Sequence[float] | None = None,
     gamma: float | None = None,
+    schedule: str | None = None,
+    warmup_epochs: int | None = None,
+    min_lr: float | None = None,
     batch_size: int | None = None,
     eval_batch_size: int = 256,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -293,7 +365,13 @@ def fit(
         preset: ``"paper"`` (see :data:`PRESETS`) or None (plain SGD lr 0.1, no momentum).
         lr, momentum, weight_decay, gamma, batch_size: override the preset.
         milestones: epochs (ints) or fractions of ``epochs`` (floats in (0, 1)) at which
-            the LR is multiplied by ``gamma``.
+            the LR is multiplied by ``gamma`` (``schedule="step"``).
+        schedule: ``"step"`` (default: the milestones above) or ``"cosine"`` (cosine
+            annealing from ``lr`` to ``min_lr`` over the epochs after the warm-up, the
+            usual CIFAR recipe; milestones are then ignored). The LR changes once per
+            epoch; see :func:`lr_factor` for the exact formulas.
+        warmup_epochs: linear warm-up over this many epochs (0 = none), with either schedule.
+        min_lr: the cosine schedule's final LR (default 0).
         eval_batch_size: batch size for test accuracy.
         batch_transform: optional function applied to each image batch on the device
             (e.g. augmentation); it should draw randomness from torch's global RNG.
@@ -322,6 +400,9 @@ def fit(
         "milestones": milestones,
         "gamma": gamma,
         "batch_size": batch_size,
+        "schedule": schedule,
+        "warmup_epochs": warmup_epochs,
+        "min_lr": min_lr,
     }
     cfg = _config(preset, optimizer, overrides, epochs, seed, loss_fn)
     train = _as_dataset(train_data, "train_data")
@@ -335,7 +416,7 @@ def fit(
     if not params:
         raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
     opt = _make_optimizer(cfg["optimizer"], params, cfg)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg["milestones"], gamma=cfg["gamma"])
+    sched = _make_scheduler(opt, cfg)
 
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     history: list[dict[str, Any]] = []
