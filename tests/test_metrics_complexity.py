@@ -96,10 +96,12 @@ def test_pointing_game_constant_map_misses_and_empty_mask_is_nan() -> None:
 
 
 def test_energy_pointing_game_by_hand() -> None:
-    s = torch.tensor([[[1.0, 2.0], [3.0, -4.0]]])  # negative energy counts as 0
+    s = torch.tensor([[[1.0, 2.0], [3.0, -4.0]]])
     m = torch.tensor([[[True, False], [True, True]]])
-    # (1 + 3 + 0) / (1 + 2 + 3) = 4/6
-    assert energy_pointing_game(s, m).item() == pytest.approx(4 / 6)
+    # default abs_sum reduction, 1-channel alike: |s| -> (1 + 3 + 4) / (1 + 2 + 3 + 4) = 8/10
+    assert energy_pointing_game(s, m).item() == pytest.approx(8 / 10)
+    # a map used as given: negative energy counts as 0 -> (1 + 3 + 0) / (1 + 2 + 3) = 4/6
+    assert energy_pointing_game(s, m, reduction="none").item() == pytest.approx(4 / 6)
     # 3-channel attribution: abs_sum reduction first; masks given as 0/1 floats (N, 1, H, W)
     a = torch.tensor([[[[1.0, 0.0]], [[-3.0, 1.0]]]])  # |1 - 3| = 2, |0 + 1| = 1
     assert energy_pointing_game(a, torch.tensor([[[[0.0, 1.0]]]])).item() == pytest.approx(1 / 3)

@@ -23,7 +23,7 @@ from .insertion_deletion import (
     trapezoid_auc,
 )
 from .localisation import energy_pointing_game, pointing_game
-from .maps import normalize_01, prepare_attributions, prepare_maps
+from .maps import MAP_REDUCTIONS, normalize_01, prepare_attributions, prepare_maps
 from .perturbations import gaussian_noise, square_removal, uniform_ball
 from .region import RegionSensitivity, convex_hull_region, occlude, region_complexity, region_sensitivity
 from .scoring import mask_image
@@ -31,6 +31,7 @@ from .sensitivity import max_sensitivity
 from .summary import Summary, nan_summary
 
 __all__ = [
+    "MAP_REDUCTIONS",
     "CATEGORIES",
     "DIRECTIONS",
     "METRICS",

@@ -103,7 +103,8 @@ _ARGS_DOC = """
             or ``"normalized"`` (multiply ``x`` directly); see
             :func:`cleargrad.metrics.mask_image`.
         mean, std: per-channel normalisation of ``x`` (None: ``x`` is in pixel space).
-        reduction: 2-D reduction of a multi-channel attribution (spec section 0).
+        reduction: 2-D reduction of the attribution, any channel count (a signed
+            1-channel attribution becomes ``|a|``); ``"none"``: a 1-channel map used as given.
         output: selector of the class scores for models returning tuples/dicts.
         batch_size: images per forward pass.
 

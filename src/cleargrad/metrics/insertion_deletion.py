@@ -198,7 +198,8 @@ _DOC = """
             default, ignoring ``target``).
         score: ``"prob"`` (softmax, default) or ``"logit"``.
         return_curves: also return the ``(N, n_steps + 1)`` curves.
-        reduction: 2-D reduction of a multi-channel attribution (spec section 0).
+        reduction: 2-D reduction of the attribution, any channel count (a signed
+            1-channel attribution becomes ``|a|``); ``"none"``: a 1-channel map used as given.
         output: selector of the class scores for models returning tuples/dicts.
         batch_size: perturbed images per forward pass (default: ~2.4M input elements).
 

@@ -55,7 +55,8 @@ def pointing_game(explanation: Any, masks: Any, *, tolerance: float = 15.0, redu
         tolerance: a hit when some object pixel is within this Euclidean distance
             (in pixels) of the maximum (15 px in Zhang et al.'s protocol for 224 px
             images; 0 = the maximum itself must be on the object).
-        reduction: 2-D reduction of a multi-channel attribution.
+        reduction: 2-D reduction of the attribution, any channel count (a signed
+            1-channel attribution becomes ``|a|``); ``"none"``: a 1-channel map used as given.
 
     Returns:
         ``(N,)`` of 1.0 (hit) / 0.0 (miss); the dataset value is the mean (the hit
@@ -90,7 +91,8 @@ def energy_pointing_game(explanation: Any, masks: Any, *, reduction: str = "abs_
             ``(N, 1, H, W)`` or ``(N, H, W)`` map; resized bilinearly to the masks.
         masks: object masks ``(N, H, W)`` or ``(N, 1, H, W)``, boolean or 0/1
             (a bounding box is a rectangular mask).
-        reduction: 2-D reduction of a multi-channel attribution.
+        reduction: 2-D reduction of the attribution, any channel count (a signed
+            1-channel attribution becomes ``|a|``); ``"none"``: a 1-channel map used as given.
 
     Returns:
         ``(N,)`` in ``[0, 1]``; NaN (with a warning) for an all-zero map.

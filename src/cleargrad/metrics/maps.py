@@ -3,6 +3,15 @@
 An explanation may come from cleargrad, Captum, pytorch-grad-cam or a numpy array;
 it may be ``(N, C, H, W)`` (pixel attribution), ``(N, 1, H, W)`` or ``(N, H, W)``
 (a map), and of a different resolution than the input (a CAM before upsampling).
+
+The 2-D reduction (``reduction``, default ``"abs_sum"`` = ``|sum_c a_c|``) applies to
+every explanation, whatever its channel count: a signed 1-channel pixel attribution
+(Input x Gradient or Integrated Gradients on a grayscale model, Saliency with
+``abs=False``) is ranked and thresholded by ``|a|``, exactly as a 3-channel one is by
+``|sum_c a_c|``. A non-negative map (every CAM with its default ``relu=True``, a GAD
+fused map, a saliency magnitude) is unchanged by every reduction. To use a signed
+1-channel map as given (e.g. a CAM computed with ``relu=False`` whose negative part
+should rank last), say so with ``reduction="none"``.
 """
 
 from __future__ import annotations
@@ -16,7 +25,11 @@ import torch.nn.functional as F
 from ..core import REDUCTIONS, to_2d
 from ..errors import ConfigError, InputError
 
-__all__ = ["as_float_tensor", "prepare_maps", "prepare_attributions", "normalize_01"]
+__all__ = ["MAP_REDUCTIONS", "as_float_tensor", "prepare_maps", "prepare_attributions", "normalize_01"]
+
+#: Reductions a metric accepts: those of :func:`cleargrad.core.to_2d` plus ``"none"``
+#: (the explanation is already a 1-channel map: use its values as given).
+MAP_REDUCTIONS = (*REDUCTIONS, "none")
 
 
 def as_float_tensor(a: Any, like: torch.Tensor | None = None, *, name: str = "explanation") -> torch.Tensor:
@@ -71,22 +84,36 @@ def prepare_maps(
 ) -> torch.Tensor:
     """One 2-D importance map per image, shape ``(N, 1, H, W)``.
 
-    A multi-channel attribution is reduced with :func:`cleargrad.core.to_2d`
-    (``reduction``: ``abs_sum`` = ``|sum_c a_c|`` by default, ``sum_abs``, ``max_abs``,
-    ``positive``); a 1-channel map is used as given. When ``x`` is given the map is
-    moved to its device and dtype, its batch and channel count are checked against
-    ``x``, and it is resized bilinearly (``align_corners=False``) to ``x``'s height and
-    width if needed. Without ``x``, ``size`` (if given) is the ``(H, W)`` to resize to.
+    The explanation is reduced with :func:`cleargrad.core.to_2d` whatever its channel
+    count (``reduction``: ``abs_sum`` = ``|sum_c a_c|`` by default, ``sum_abs``,
+    ``max_abs``, ``positive``), so a signed 1-channel pixel attribution becomes
+    ``|a|`` (``positive``: ``max(a, 0)``); a non-negative map is unchanged by each of
+    them. ``reduction="none"`` uses a 1-channel map as given (signed values kept)
+    and refuses a multi-channel one. When ``x`` is given the map is moved to its
+    device and dtype, its batch and channel count are checked against ``x``, and it
+    is resized bilinearly (``align_corners=False``) to ``x``'s height and width if
+    needed. Without ``x``, ``size`` (if given) is the ``(H, W)`` to resize to.
+
+    Raises:
+        ConfigError: unknown ``reduction``.
+        InputError: bad shape, NaN/Inf, or a multi-channel explanation with
+            ``reduction="none"``.
     """
-    if reduction not in REDUCTIONS:
-        raise ConfigError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+    if reduction not in MAP_REDUCTIONS:
+        raise ConfigError(f"unknown reduction {reduction!r}; valid: {', '.join(MAP_REDUCTIONS)}")
     a = _batched(as_float_tensor(explanation, x, name=name), None if x is None else x.shape[0], name)
-    if a.shape[1] > 1:
-        if x is not None and x.dim() == 4 and a.shape[1] != x.shape[1]:
+    if a.shape[1] > 1 and x is not None and x.dim() == 4 and a.shape[1] != x.shape[1]:
+        raise InputError(
+            f"{name} has {a.shape[1]} channels but x has {x.shape[1]}; give a pixel attribution shaped "
+            "like x or a 1-channel map"
+        )
+    if reduction == "none":
+        if a.shape[1] > 1:
             raise InputError(
-                f"{name} has {a.shape[1]} channels but x has {x.shape[1]}; give a pixel attribution shaped "
-                "like x or a 1-channel map"
+                f'reduction="none" uses a 1-channel map as given, but {name} has {a.shape[1]} channels; '
+                f"choose a reduction to turn it into a map: {', '.join(REDUCTIONS)}"
             )
+    else:
         a = to_2d(a, reduction)
     if x is not None:
         if x.dim() != 4:

@@ -1,6 +1,8 @@
 """Convex-hull regions of importance maps, Region Complexity and Region Sensitivity.
 
-Spec section 3.7 (GAD paper + documented proposals). The important pixels of a map
+Spec section 3.7 (GAD paper + documented proposals). A saliency is first reduced to
+a 2-D map ``S`` (``reduction``, any channel count: a signed attribution counts by
+``|a|``; ``reduction="none"`` keeps a 1-channel map as given). The important pixels of
 ``S`` are ``P = {S >= threshold * max S}`` (none when ``max S <= 0``); the region is
 the set of pixels whose *centre* lies inside or on the convex hull of the centres of
 ``P`` (a filled polygon). The hull is computed by scikit-image
@@ -109,7 +111,8 @@ def convex_hull_region(
         grouping: ``"single"`` (one hull around all important pixels, the paper's
             figure) or ``"components"`` (one hull per 8-connected component of the
             important pixels, region = their union) [proposal].
-        reduction: how a multi-channel attribution becomes a 2-D map (spec section 0).
+        reduction: 2-D reduction of the attribution, any channel count (a signed
+            1-channel attribution becomes ``|a|``); ``"none"``: a 1-channel map used as given.
 
     Returns:
         A ``torch.bool`` tensor ``(N, H, W)`` (``(H, W)`` for a single 2-D map) on the
