@@ -311,3 +311,75 @@ def test_bad_arguments() -> None:
 def test_exported_from_package() -> None:
     assert cg.InterpretableGradientLoss is InterpretableGradientLoss
     assert "lam=0.0075" in repr(InterpretableGradientLoss())
+
+
+def _two_pass_parts(loss_fn: InterpretableGradientLoss, model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    """The step as the spec describes it: a separate guided forward/backward pass (running
+    statistics frozen, RNG replayed), then the standard pass with double backprop."""
+    guided = loss_fn.guided_gradient(model, x, y, create_graph=not loss_fn.detach_guided)
+    if loss_fn.detach_guided:
+        guided = guided.detach()
+    gradient, logits = loss_fn.standard_gradient(model, x, y, create_graph=True)
+    ce = F.cross_entropy(logits, y)
+    reg = loss_fn.regulariser(gradient, guided)
+    return ce + loss_fn.lam * reg, reg, guided
+
+
+@pytest.mark.parametrize("detach", [True, False])
+@pytest.mark.parametrize(
+    ("make", "c", "hw"),
+    [
+        (lambda: DropoutCNN(), 1, 8),
+        (lambda: cifar_resnet18(in_channels=1, num_classes=5, width=0.125), 1, 12),
+        (lambda: cifar_mobilenet_v2(in_channels=3, num_classes=5, width=0.25), 3, 12),
+    ],
+    ids=["bn_dropout_inplace", "cifar_resnet18", "cifar_mobilenet_v2_relu6"],
+)
+def test_one_forward_step_equals_the_two_pass_step(make, c: int, hw: int, detach: bool) -> None:
+    """The shared-forward loss equals the two-pass computation: loss, guided gradient,
+    parameter gradients, BatchNorm buffers and the RNG state afterwards."""
+    torch.manual_seed(0)
+    model = make().train()
+    twin = copy.deepcopy(model)
+    x, y = _batch(n=6, c=c, hw=hw)
+    loss_fn = InterpretableGradientLoss("cosine", lam=0.5, detach_guided=detach)
+
+    torch.manual_seed(1)
+    parts = loss_fn(model, x, y)
+    parts.loss.backward()
+    rng_after = torch.get_rng_state()
+
+    torch.manual_seed(1)
+    ref_loss, ref_reg, ref_guided = _two_pass_parts(loss_fn, twin, x, y)
+    ref_loss.backward()
+
+    assert parts.regulariser.item() > 1e-4  # the guided rule did change the gradient
+    torch.testing.assert_close(parts.guided_gradient, ref_guided.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(parts.loss, ref_loss, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(parts.regulariser, ref_reg, rtol=1e-5, atol=1e-7)
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    for (name, b), b2 in zip(model.named_buffers(), twin.buffers()):
+        torch.testing.assert_close(b, b2, msg=name)
+    assert torch.equal(rng_after, torch.get_rng_state())
+
+
+def test_rule_switch_gives_guided_and_plain_gradients_from_one_forward() -> None:
+    from cleargrad.core.relu_rules import relu_rule_switch
+
+    torch.manual_seed(0)
+    model = FunctionalReLUNet().eval()
+    x = torch.randn(3, 1, 8, 8, requires_grad=True)
+    with relu_rule_switch() as switch:
+        score = model(x)[:, 1].sum()
+    switch.rule = "guided"
+    (guided,) = torch.autograd.grad(score, x, retain_graph=True)
+    switch.rule = None
+    (plain,) = torch.autograd.grad(score, x, retain_graph=True)
+    switch.rule = "deconv"
+    (deconv,) = torch.autograd.grad(score, x)
+    x0 = x.detach()
+    torch.testing.assert_close(guided, cg.GuidedBackprop(model).attribute(x0, target=1))
+    torch.testing.assert_close(plain, cg.Saliency(model).attribute(x0, target=1, abs=False))
+    torch.testing.assert_close(deconv, cg.Deconvolution(model).attribute(x0, target=1))
+    assert not torch.allclose(guided, plain)

@@ -12,6 +12,10 @@ Rules (``u`` the ReLU input, ``g`` the gradient arriving from above):
 * ``"guided"``: ``g_in = 1[lo < u < hi] * relu(g)`` (Springenberg et al. 2015); for
   ReLU ``lo = 0, hi = inf``, for ReLU6 ``hi = 6``.
 * ``"deconv"``: ``g_in = relu(g)``; the forward mask is ignored (Zeiler & Fergus).
+
+:func:`relu_rule_switch` records one forward pass whose ReLU backward is chosen when the
+backward runs (``switch.rule = "guided"`` / ``None`` for the ordinary gradient), so that
+several gradients with different rules come from the same forward graph.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError
 
-__all__ = ["relu_rule", "RULES", "ReluRuleMode"]
+__all__ = ["relu_rule", "relu_rule_switch", "RULES", "ReluRuleMode", "RuleSwitch"]
 
 RULES = ("guided", "deconv")
 
@@ -58,6 +62,53 @@ class _ClampRule(torch.autograd.Function):
             # unbounded: threshold_backward keeps g_pos where out > lo and zeroes the rest
             g_pos = g_pos * saved if ctx.bounded else torch.ops.aten.threshold_backward(g_pos, saved, ctx.lo)
         return g_pos, None, None, None, None
+
+
+class RuleSwitch:
+    """Which backward rule the ReLUs of a :func:`relu_rule_switch` forward apply *now*.
+
+    ``rule``: ``None`` (the ordinary ReLU gradient), ``"guided"`` or ``"deconv"``; read by
+    every ReLU backward when it runs, so set it before each ``autograd.grad`` call.
+    """
+
+    __slots__ = ("rule",)
+
+    def __init__(self) -> None:
+        self.rule: str | None = None
+
+
+class _SwitchClamp(torch.autograd.Function):
+    """``clamp(u, lo, hi)`` whose backward applies ``switch.rule`` at backward time.
+
+    The backward uses differentiable ops only, so a gradient taken with ``create_graph=True``
+    records them and can itself be differentiated (double backprop); the ordinary rule is
+    the native ReLU / hardtanh backward (``g`` where ``lo < u < hi``).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, lo: float, hi: float, switch: RuleSwitch, inplace: bool):
+        bounded = math.isfinite(hi)
+        if inplace:
+            out = u.clamp_(lo, hi) if bounded else u.clamp_(min=lo)
+            ctx.mark_dirty(u)
+        else:
+            out = u.clamp(lo, hi) if bounded else u.clamp(min=lo)
+        ctx.switch, ctx.lo, ctx.bounded = switch, lo, bounded
+        ctx.save_for_backward((out > lo) & (out < hi) if bounded else out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor):
+        (saved,) = ctx.saved_tensors
+        rule = ctx.switch.rule
+        if rule == "deconv":
+            return g.clamp(min=0), None, None, None, None
+        if rule == "guided":
+            g = g.clamp(min=0)
+        elif rule is not None:
+            raise ConfigError(f"unknown ReLU rule {rule!r}; valid: None, {', '.join(RULES)}")
+        g_in = g * saved if ctx.bounded else torch.ops.aten.threshold_backward(g, saved, ctx.lo)
+        return g_in, None, None, None, None
 
 
 def _flag(args: tuple, kwargs: dict, name: str, pos: int, default: Any) -> Any:
@@ -108,9 +159,9 @@ class ReluRuleMode(TorchFunctionMode):
     so callers may (and for speed should) leave the block before ``autograd.grad``.
     """
 
-    def __init__(self, rule: str) -> None:
+    def __init__(self, rule: str | RuleSwitch) -> None:
         super().__init__()
-        if rule not in RULES:
+        if not isinstance(rule, RuleSwitch) and rule not in RULES:
             raise ConfigError(f"unknown ReLU rule {rule!r}; valid: {', '.join(RULES)}")
         self.rule = rule
 
@@ -122,6 +173,8 @@ class ReluRuleMode(TorchFunctionMode):
         spec = parse(args, kwargs)
         if spec is not None and torch.is_grad_enabled() and isinstance(args[0], torch.Tensor):
             lo, hi, inplace = spec
+            if isinstance(self.rule, RuleSwitch):
+                return _SwitchClamp.apply(args[0], lo, hi, self.rule, inplace)
             return _ClampRule.apply(args[0], lo, hi, self.rule, inplace)
         return func(*args, **kwargs)
 
@@ -137,3 +190,23 @@ def relu_rule(rule: str | None) -> Iterator[None]:
         return
     with ReluRuleMode(rule):
         yield
+
+
+@contextmanager
+def relu_rule_switch() -> Iterator[RuleSwitch]:
+    """Record a forward pass whose ReLU backward rule is chosen at backward time.
+
+    >>> with relu_rule_switch() as switch:            # doctest: +SKIP
+    ...     score = model(x).gather(1, y[:, None]).sum()
+    >>> switch.rule = "guided"                        # doctest: +SKIP
+    >>> guided, = torch.autograd.grad(score, x, retain_graph=True)   # doctest: +SKIP
+    >>> switch.rule = None                            # doctest: +SKIP
+    >>> plain, = torch.autograd.grad(score, x, create_graph=True)    # doctest: +SKIP
+
+    Both gradients share one forward pass, which is what a second forward under
+    :func:`relu_rule` would recompute (same activations, BatchNorm batch statistics and
+    Dropout masks). Catches the same ReLU-like calls as :func:`relu_rule`.
+    """
+    switch = RuleSwitch()
+    with ReluRuleMode(switch):
+        yield switch

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import relu_rule, select_output
+from ..core.relu_rules import relu_rule_switch
 from ..core.targets import OutputSelector
 from ..errors import ConfigError, InputError
 from .gradient_errors import gradient_error
@@ -91,16 +92,16 @@ class ClassificationLoss:
 class InterpretableGradientLoss:
     """Cross-entropy plus ``lam`` times an error between the standard and the guided input gradient.
 
-    Per step (spec § 4.3): a guided forward/backward pass gives ``delta'``; a standard
-    forward pass gives the logits (cross-entropy) and, by double backprop,
-    ``delta = d s / d x``; ``L = CE + lam * mean_i E(delta_i, delta'_i)``.
-
-    BatchNorm: the guided pass runs inside :func:`~cleargrad.training.passes.frozen_running_stats`,
-    so running statistics are updated once per step (by the standard pass) and equal those
-    of a plain step; in training mode both passes normalise with the statistics of the same
-    batch, so they normalise identically. Dropout: the guided pass replays the RNG state
-    (:func:`~cleargrad.training.passes.same_randomness`), so both passes use the same masks
-    and the global RNG advances exactly as in a plain step.
+    Per step (spec § 4.3): the guided-backprop gradient ``delta'`` and, by double
+    backprop, the standard gradient ``delta = d s / d x`` of the ground-truth scores;
+    ``L = CE + lam * mean_i E(delta_i, delta'_i)``. The spec describes a separate guided
+    forward pass; since the guided rule only changes the ReLU backward, both gradients
+    are taken from one forward pass (see :meth:`__call__`), which gives the same values.
+    BatchNorm running statistics and the global RNG therefore advance exactly as in a
+    plain cross-entropy step, and both gradients see the same Dropout masks.
+    :meth:`guided_gradient` (a separate pass under the guided rule, with the running
+    statistics frozen and the RNG replayed) and :meth:`standard_gradient` remain
+    available on their own.
 
     Args:
         error: ``"cosine"`` (the paper's main choice), ``"mae"``, ``"mse"``, ``"hi"``
@@ -190,13 +191,35 @@ class InterpretableGradientLoss:
 
     # the loss ---------------------------------------------------------------------------
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> LossParts:
-        """Total loss and its parts for the batch ``(x, y)``; see :class:`LossParts`."""
+        """Total loss and its parts for the batch ``(x, y)``; see :class:`LossParts`.
+
+        One forward pass serves both gradients: it is recorded under
+        :func:`~cleargrad.core.relu_rules.relu_rule_switch`, the guided gradient is taken
+        first with the guided ReLU backward, then the standard gradient (``create_graph``)
+        with the ordinary one. A second forward pass under the guided rule, as
+        :meth:`guided_gradient` runs, computes the same activations (same weights, same
+        batch statistics, same Dropout masks), so the result equals the two-pass
+        computation (tested) at the cost of one forward pass less. With
+        ``detach_guided=False`` the two passes are kept (see the comment in the code).
+        """
         _check_batch(x, y)
         y = y.long()
-        guided = self.guided_gradient(model, x, y, create_graph=not self.detach_guided)
         if self.detach_guided:
-            guided = guided.detach()
-        gradient, logits = self.standard_gradient(model, x, y, create_graph=True)
+            xi = x.detach().requires_grad_(True)
+            with torch.enable_grad():
+                with relu_rule_switch() as switch:
+                    logits = select_output(model(xi), self.output)
+                score = self.target_scores(logits, y).sum()
+                switch.rule = "guided"
+                (guided,) = torch.autograd.grad(score, xi, retain_graph=True)
+                switch.rule = None
+                (gradient,) = torch.autograd.grad(score, xi, create_graph=True)
+        else:
+            # differentiating through delta' needs its own forward graph: in a shared one the
+            # second-order terms through the forward activations would use the ordinary ReLU
+            # derivative, where the separate guided pass (this option's definition) uses the guided rule
+            guided = self.guided_gradient(model, x, y, create_graph=True)
+            gradient, logits = self.standard_gradient(model, x, y, create_graph=True)
         ce = F.cross_entropy(logits, y)
         reg = self.regulariser(gradient, guided)
         loss = ce + self.lam * reg
