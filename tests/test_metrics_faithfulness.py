@@ -95,8 +95,13 @@ def test_all_zero_map_drops_confidence_and_ranges() -> None:
     # class-0 logit 10 + w.x with w > 0, x > 0: an all-zero map (black image) lowers p_0
     m = TwoClassLinear(W, b=-5.0).eval()
     x = torch.rand(3, 1, 2, 2) + 1
-    ad = average_drop(m, x, torch.zeros(3, 2, 2), 0)
+    keep_one = torch.zeros(3, 2, 2)
+    keep_one[:, 0, 0] = 1.0  # keeps one pixel of four: the rest is black
+    ad = average_drop(m, x, keep_one, 0)
     assert (ad > 0).all() and (ad <= 100).all()
+    # a map that keeps nothing is undefined (NaN), not a confidence drop that enters the mean
+    with pytest.warns(RuntimeWarning, match="average_drop is undefined"):
+        assert torch.isnan(average_drop(m, x, torch.zeros(3, 2, 2), 0)).all()
     model = tiny_cnn()
     x = torch.randn(6, 1, 12, 12)
     s = torch.rand(6, 1, 12, 12)

@@ -63,16 +63,22 @@ def test_infidelity_of_exact_linear_gradient_is_zero(kind: str) -> None:
         assert torch.allclose(v, torch.zeros(2), atol=1e-6)
 
 
-def test_infidelity_of_zero_map_is_mean_squared_score_change() -> None:
+def test_infidelity_by_hand_and_zero_map_is_undefined() -> None:
     w = torch.randn(1, 4, 4)
     m = Linear(w).eval()
     x = torch.randn(2, 1, 4, 4)
-    got = infidelity(m, x, torch.zeros(2, 4, 4), 0, n_perturb=30, normalize=False,
-                     generator=torch.Generator().manual_seed(5))
-    # the same draws, reproduced: I ~ N(0, 0.1^2) for 2 x 30 rows, df = w . I
+    phi = torch.randn(2, 4, 4)
+    got = infidelity(m, x, phi, 0, n_perturb=30, normalize=False, generator=torch.Generator().manual_seed(5))
+    # the same draws, reproduced: I ~ N(0, 0.1^2) for 2 x 30 rows, df = w . I, I^T phi
     perts = gaussian_noise(0.1)(x.repeat_interleave(30, 0), torch.Generator().manual_seed(5))
     df = (perts * w).flatten(1).sum(1).view(2, 30)
-    assert torch.allclose(got, (df**2).mean(1), rtol=1e-5)
+    dot = (perts * phi.repeat_interleave(30, 0)[:, None]).flatten(1).sum(1).view(2, 30)
+    assert torch.allclose(got, ((dot - df) ** 2).mean(1), rtol=1e-5)
+    # an all-zero explanation explains nothing: NaN, the other image keeps its value
+    phi[1] = 0
+    with pytest.warns(RuntimeWarning, match=r"infidelity is undefined .*1 of 2 image\(s\): 1\)"):
+        got2 = infidelity(m, x, phi, 0, n_perturb=30, normalize=False, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(got2[0], got[0]) and torch.isnan(got2[1])
 
 
 def test_normalised_infidelity_never_exceeds_plain_and_generator_reproducible() -> None:

@@ -11,6 +11,7 @@ unavailable.
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -74,7 +75,11 @@ class MetricRunner:
         if unknown:
             raise ConfigError(f"metric {self.name!r} does not take option(s) {', '.join(unknown)}")
         kwargs.update(opts)
-        out = self.fn(**kwargs)
+        with warnings.catch_warnings():
+            # an undefined value (all-zero map, empty region) is stored as such and counted
+            # under the results table; the metric's per-batch warning would only repeat it
+            warnings.filterwarnings("ignore", message=r".* is undefined for ", category=RuntimeWarning)
+            out = self.fn(**kwargs)
         if isinstance(out, tuple):  # NamedTuple results: the first field is the per-image value
             out = out[0]
         out = torch.as_tensor(out).detach().to("cpu", torch.float64).reshape(-1)

@@ -59,3 +59,14 @@ def print_results(ui: UI, store: ResultStore, settings: str | None) -> None:
             cells.append(f"[bold green]{text}[/bold green]" if cell.best else text)
         t.add_row(m, *cells)
     ui.out.print(t)
+    undefined = [
+        f"{m} {c.name}: {table.cell(m, c.name).n_undefined} of {table.cell(m, c.name).n}"
+        for m in table.methods
+        for c in cols
+        if table.cell(m, c.name).n_undefined
+    ]
+    if undefined:
+        ui.out.print(
+            "undefined values left out of the means (all-zero map or empty region): " + "; ".join(undefined),
+            markup=False,
+        )

@@ -23,7 +23,7 @@ from ..core import check_input
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .base import metric
-from .maps import normalize_01, prepare_maps
+from .maps import blank_rows, mark_undefined, normalize_01, prepare_maps
 from .scoring import NormStat, chunked_scores, clean_scores, evaluating, mask_image
 
 __all__ = ["average_drop", "average_gain", "average_increase", "masked_confidence", "unit_map"]
@@ -72,6 +72,8 @@ def masked_confidence(
     The shared computation behind :func:`average_drop`, :func:`average_gain` and
     :func:`average_increase` (two batched forward passes of ``N`` images); call it
     once and apply the formulas yourself to get all three without recomputing.
+    ``O`` is NaN for an image whose unit map (after ``reduction`` and ``normalize``)
+    is all zero: the mask keeps nothing, so AD/AG/AI are undefined there.
     """
     check_input(x, ndim=4)
     s = unit_map(prepare_maps(explanation, x, reduction=reduction), normalize)
@@ -86,7 +88,8 @@ def masked_confidence(
             output=output,
             batch_size=batch_size,
         )
-    return y, o.to(y.dtype)
+    o = o.to(y.dtype)
+    return y, torch.where(blank_rows(s).to(o.device), torch.full_like(o, float("nan")), o)
 
 
 _ARGS_DOC = """
@@ -109,7 +112,10 @@ _ARGS_DOC = """
         batch_size: images per forward pass.
 
     Returns:
-        ``(N,)`` per-image values in percent; the dataset value is their mean.
+        ``(N,)`` per-image values in percent; the dataset value is their mean. An
+        image whose map is all zero (after ``reduction`` and ``normalize``: the mask
+        keeps nothing) gets NaN with a ``RuntimeWarning``, counted by
+        :func:`cleargrad.metrics.nan_summary`.
 """
 
 
@@ -124,7 +130,7 @@ def average_drop(model: nn.Module, x: torch.Tensor, explanation: Any, target: Ta
     ``AD_i = 100 max(0, Y_i - O_i) / (Y_i + eps)``.
     """
     y, o = masked_confidence(model, x, explanation, target, **kw)
-    return 100 * (y - o).clamp(min=0) / (y + _eps(y))
+    return mark_undefined(100 * (y - o).clamp(min=0) / (y + _eps(y)), o.isnan(), "average_drop")
 
 
 @metric(direction="higher", category="faithfulness")
@@ -146,7 +152,7 @@ def average_gain(
         raise ConfigError(f"ag_denominator must be '1-y' or 'y', got {ag_denominator!r}")
     y, o = masked_confidence(model, x, explanation, target, **kw)
     den = 1 - y if ag_denominator == "1-y" else y
-    return 100 * (o - y).clamp(min=0) / (den + _eps(y))
+    return mark_undefined(100 * (o - y).clamp(min=0) / (den + _eps(y)), o.isnan(), "average_gain")
 
 
 @metric(direction="higher", category="faithfulness")
@@ -156,7 +162,7 @@ def average_increase(model: nn.Module, x: torch.Tensor, explanation: Any, target
     ``AI_i = 100 * 1[O_i > Y_i]``.
     """
     y, o = masked_confidence(model, x, explanation, target, **kw)
-    return 100 * (o > y).to(y.dtype)
+    return mark_undefined(100 * (o > y).to(y.dtype), o.isnan(), "average_increase")
 
 
 for _f in (average_drop, average_gain, average_increase):

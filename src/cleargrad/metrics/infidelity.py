@@ -18,7 +18,7 @@ from ..core import check_input
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .base import metric
-from .maps import prepare_attributions
+from .maps import blank_rows, mark_undefined, prepare_attributions
 from .perturbations import Perturbation, gaussian_noise, square_removal
 from .scoring import chunked_scores, clean_scores, evaluating
 
@@ -78,13 +78,17 @@ def infidelity(
         batch_size: perturbed images per forward pass.
 
     Returns:
-        ``(N,)`` infidelity per image (lower is better). Cost: ``N n_perturb``
-        forwarded images plus one pass over ``x``.
+        ``(N,)`` infidelity per image (lower is better). An all-zero explanation
+        explains nothing: NaN with a ``RuntimeWarning`` (its draws are still made,
+        so the other images' values do not depend on it), counted by
+        :func:`cleargrad.metrics.nan_summary`. Cost: ``N n_perturb`` forwarded
+        images plus one pass over ``x``.
     """
     check_input(x, ndim=4)
     if n_perturb < 1:
         raise ConfigError(f"n_perturb must be >= 1, got {n_perturb}")
     phi = prepare_attributions(explanation, x)
+    blank = blank_rows(phi)
     draw = _perturbation(perturbation, noise_std, square_size, baseline, x.shape[-2])
     n = x.shape[0]
     img = torch.arange(n, device=x.device).repeat_interleave(n_perturb)
@@ -108,4 +112,4 @@ def infidelity(
         den = (dot * dot).mean(1, keepdim=True)
         beta = torch.where(den > 0, num / den.clamp(min=torch.finfo(den.dtype).tiny), torch.zeros_like(den))
         dot = beta * dot
-    return ((dot - df) ** 2).mean(1)
+    return mark_undefined(((dot - df) ** 2).mean(1), blank, "infidelity", "an all-zero explanation")

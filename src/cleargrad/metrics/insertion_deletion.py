@@ -28,7 +28,7 @@ from ..core import check_input, default_chunk_size
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError, InputError
 from .base import metric
-from .maps import prepare_maps
+from .maps import blank_rows, mark_undefined, prepare_maps
 from .scoring import chunked_scores, evaluating, targets_for
 
 __all__ = [
@@ -170,12 +170,22 @@ def _run(
     s = prepare_maps(explanation, x, reduction=reduction)
     sub = _substrate(x, substrate, klen, sigma)
     start, finish = (x, sub) if kind == "deletion" else (sub, x)
+    blank = blank_rows(s)
+    keep = torch.nonzero(~blank).flatten()
+    n_steps = math.ceil(x.shape[-2] * x.shape[-1] / step)
+    curves = torch.full((x.shape[0], n_steps + 1), float("nan"), dtype=x.dtype, device=x.device)
     with evaluating(model):
         t = targets_for(model, x, None if which_class == "predicted" else target, output=output, batch_size=batch_size)
-        curves = perturbation_curve(
-            model, x, s, start, finish, t, step=step, score=score, output=output, batch_size=batch_size
-        )
-    auc = trapezoid_auc(curves)
+        if len(keep):  # an all-zero map ranks no pixel: no curve, no forward pass
+            def rows(a: torch.Tensor) -> torch.Tensor:
+                return a if len(keep) == len(a) else a[keep]
+
+            done = perturbation_curve(
+                model, rows(x), rows(s), rows(start), rows(finish), rows(t), step=step, score=score,
+                output=output, batch_size=batch_size,
+            )
+            curves[keep] = done.to(curves.dtype)
+    auc = mark_undefined(trapezoid_auc(curves), blank, kind, stacklevel=4)
     return CurveResult(auc, curves) if return_curves else auc
 
 
@@ -205,8 +215,10 @@ _DOC = """
 
     Returns:
         ``(N,)`` AUC per image, or :class:`CurveResult` ``(auc, curves)`` when
-        ``return_curves=True``. Cost: ``N (n_steps + 1)`` forwarded images (plus one
-        pass over ``x`` when the class is the prediction).
+        ``return_curves=True``. An all-zero map (after ``reduction``) ranks no pixel:
+        its AUC and curve are NaN (with a ``RuntimeWarning``; no forward pass), counted
+        by :func:`cleargrad.metrics.nan_summary`. Cost: ``N (n_steps + 1)`` forwarded
+        images (plus one pass over ``x`` when the class is the prediction).
 """
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
@@ -10,7 +9,7 @@ import torch
 
 from ..errors import ConfigError, InputError
 from .base import metric
-from .maps import as_float_tensor, prepare_maps
+from .maps import as_float_tensor, blank_rows, mark_undefined, prepare_maps
 
 __all__ = ["energy_pointing_game", "pointing_game"]
 
@@ -60,9 +59,10 @@ def pointing_game(explanation: Any, masks: Any, *, tolerance: float = 15.0, redu
 
     Returns:
         ``(N,)`` of 1.0 (hit) / 0.0 (miss); the dataset value is the mean (the hit
-        rate). The maximum is the first in raster order when tied; a constant map
-        (no maximum to point with) counts as a miss. An empty mask gives NaN
-        (undefined; counted by :func:`cleargrad.metrics.nan_summary`).
+        rate). The maximum is the first in raster order when tied; a constant
+        non-zero map (no maximum to point with) counts as a miss. An all-zero map
+        (after ``reduction``) or an empty mask gives NaN (undefined, with a
+        ``RuntimeWarning`` for the map; counted by :func:`cleargrad.metrics.nan_summary`).
     """
     if tolerance < 0:
         raise ConfigError(f"tolerance must be >= 0 pixels, got {tolerance}")
@@ -76,7 +76,8 @@ def pointing_game(explanation: Any, masks: Any, *, tolerance: float = 15.0, redu
     near = (rows - pr) ** 2 + (cols - pc) ** 2 <= tolerance**2
     hit = (near & m).flatten(1).any(1) & (flat.amax(1) > flat.amin(1))
     out = hit.to(s.dtype)
-    return torch.where(m.flatten(1).any(1), out, torch.full_like(out, float("nan")))
+    out = torch.where(m.flatten(1).any(1), out, torch.full_like(out, float("nan")))
+    return mark_undefined(out, blank_rows(s), "pointing_game")
 
 
 @metric(direction="higher", category="localisation", needs_model=False)
@@ -101,10 +102,5 @@ def energy_pointing_game(explanation: Any, masks: Any, *, reduction: str = "abs_
     s = s.clamp(min=0)
     total = s.flatten(1).sum(1)
     inside = (s * m).flatten(1).sum(1)
-    if bool((total == 0).any()):
-        warnings.warn(
-            "energy_pointing_game is undefined for an all-zero map; returning NaN for those images",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-    return torch.where(total > 0, inside / total, torch.full_like(total, float("nan")))
+    return mark_undefined(inside / total.clamp(min=torch.finfo(total.dtype).tiny), total == 0, "energy_pointing_game",
+                          "an all-zero map (no positive value)")

@@ -16,6 +16,7 @@ should rank last), say so with ``reduction="none"``.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -25,7 +26,15 @@ import torch.nn.functional as F
 from ..core import REDUCTIONS, to_2d
 from ..errors import ConfigError, InputError
 
-__all__ = ["MAP_REDUCTIONS", "as_float_tensor", "prepare_maps", "prepare_attributions", "normalize_01"]
+__all__ = [
+    "MAP_REDUCTIONS",
+    "as_float_tensor",
+    "blank_rows",
+    "mark_undefined",
+    "normalize_01",
+    "prepare_attributions",
+    "prepare_maps",
+]
 
 #: Reductions a metric accepts: those of :func:`cleargrad.core.to_2d` plus ``"none"``
 #: (the explanation is already a 1-channel map: use its values as given).
@@ -152,3 +161,37 @@ def normalize_01(s: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     hi = flat.max(1, keepdim=True).values
     out = (flat - lo) / (hi - lo + eps)
     return out.reshape(s.shape)
+
+
+def blank_rows(a: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: which of the ``(N, ...)`` maps or attributions are zero everywhere."""
+    return (a.reshape(a.shape[0], -1) == 0).all(1)
+
+
+def mark_undefined(
+    values: torch.Tensor,
+    undefined: torch.Tensor,
+    metric_name: str,
+    reason: str = "an all-zero map",
+    *,
+    stacklevel: int = 3,
+) -> torch.Tensor:
+    """``values`` with NaN where ``undefined`` (``(N,)`` bool), with a ``RuntimeWarning`` naming the images.
+
+    The metrics' rule for an explanation that says nothing (an all-zero map, an empty
+    region): the value is undefined, NaN, never a number that would enter a mean
+    silently; :func:`cleargrad.metrics.nan_summary` and the report count them.
+    """
+    undefined = undefined.to(values.device)
+    if not bool(undefined.any()):
+        return values
+    idx = undefined.nonzero().flatten().tolist()
+    shown = ", ".join(map(str, idx[:10])) + (", ..." if len(idx) > 10 else "")
+    warnings.warn(
+        f"{metric_name} is undefined for {reason} ({len(idx)} of {values.shape[0]} image(s): {shown}); "
+        "returning NaN for them. Use cleargrad.metrics.nan_summary to average the others and count them.",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
+    nan = torch.full_like(values, float("nan"))
+    return torch.where(undefined.view(-1, *([1] * (values.dim() - 1))), nan, values)

@@ -28,7 +28,7 @@ from ..core import check_input
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError, InputError
 from .base import metric
-from .maps import as_float_tensor, prepare_maps
+from .maps import as_float_tensor, mark_undefined, prepare_maps
 from .scoring import NormStat, chunked_scores, clean_scores, evaluating, from_pixel
 
 __all__ = [
@@ -184,10 +184,12 @@ def region_complexity(
     or already a boolean region. RC < 1: the refined region is smaller.
 
     Returns:
-        ``(N,)`` float tensor. Images whose original region is empty get NaN (RC is
-        undefined there); summarise with :func:`cleargrad.metrics.nan_summary`, which
-        counts them. The ratio of sums (the other dataset value of spec 3.7) is
-        ``R(map_a).sum() / R(map_b).sum()``.
+        ``(N,)`` float tensor. Images where either region is empty (an all-zero map,
+        or no value above ``threshold * max``: no important pixel) get NaN with a
+        ``RuntimeWarning``: RC is undefined there (an empty refined region would
+        otherwise score a perfect 0). Summarise with
+        :func:`cleargrad.metrics.nan_summary`, which counts them. The ratio of sums
+        (the other dataset value of spec 3.7) is ``R(map_a).sum() / R(map_b).sum()``.
     """
     ra = _as_regions(map_a, threshold, grouping, reduction, "map_a")
     rb = _as_regions(map_b, threshold, grouping, reduction, "map_b")
@@ -195,8 +197,8 @@ def region_complexity(
         raise InputError(f"map_a gives regions of shape {tuple(ra.shape)} but map_b {tuple(rb.shape)}")
     na = ra.flatten(1).sum(1).double()
     nb = rb.flatten(1).sum(1).double()
-    rc = na / nb
-    return torch.where(nb > 0, rc, torch.full_like(rc, float("nan"))).float()
+    rc = (na / nb.clamp(min=1)).float()
+    return mark_undefined(rc, (na == 0) | (nb == 0), "region_complexity", "an empty region (all-zero map)")
 
 
 class RegionSensitivity(NamedTuple):
@@ -281,7 +283,7 @@ def region_sensitivity(
 
     Returns:
         :class:`RegionSensitivity` ``(rs, drop, area)``; an empty region is skipped
-        (no forward pass), its RS is NaN and it is counted by ``n_skipped`` and by
+        (no forward pass), its RS is NaN (with a ``RuntimeWarning``) and it is counted by ``n_skipped`` and by
         :func:`cleargrad.metrics.nan_summary`.
     """
     check_input(x, ndim=4)
@@ -314,4 +316,5 @@ def region_sensitivity(
     drop[todo] = base[todo] - occluded.to(base.dtype)
     rs = torch.full_like(drop, float("nan"))
     rs[todo] = drop[todo] / area[todo].to(drop.dtype)
+    rs = mark_undefined(rs, area == 0, "region_sensitivity", "an empty region (all-zero map)")
     return RegionSensitivity(rs, drop, area)

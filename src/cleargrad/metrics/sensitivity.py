@@ -2,8 +2,8 @@
 
 ``SENS_MAX = max_{||delta||_inf <= r} ||Phi(x + delta) - Phi(x)||_F``, estimated with
 ``n_samples`` uniform draws of ``delta`` in the L-infinity ball; with
-``normalize=True`` (Captum's behaviour, default) divided by ``||Phi(x)||_F`` (a zero
-norm counts as 1).
+``normalize=True`` (Captum's behaviour, default) divided by ``||Phi(x)||_F``. An
+all-zero ``Phi(x)`` gives NaN (undefined).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from ..core import check_input, chunk_slices, default_chunk_size
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import metric
-from .maps import as_float_tensor
+from .maps import as_float_tensor, mark_undefined
 from .perturbations import Perturbation, uniform_ball
 from .scoring import evaluating, targets_for
 
@@ -60,7 +60,7 @@ def max_sensitivity(
             otherwise None is passed on to ``explain_fn``.
         radius: L-infinity radius ``r`` of the perturbation (Captum: 0.02).
         n_samples: perturbations per image (Captum: 10).
-        normalize: divide by ``||Phi(x)||_F`` (Captum's behaviour; zero norm -> 1).
+        normalize: divide by ``||Phi(x)||_F`` (Captum's behaviour).
         perturbation: optional callable ``(x_rep, generator) -> delta`` replacing the
             uniform draw (rows image-major: row ``i * n_samples + j``).
         generator: ``torch.Generator`` for reproducible draws.
@@ -69,6 +69,9 @@ def max_sensitivity(
 
     Returns:
         ``(N,)`` maximum (relative) Frobenius-norm change per image, lower is better.
+        An image whose clean explanation is all zero gets NaN with a
+        ``RuntimeWarning`` (a blank explainer would otherwise score a perfect 0),
+        counted by :func:`cleargrad.metrics.nan_summary`.
         The explanation function may require gradients, so it is not run under
         inference mode; its own model guard applies.
     """
@@ -88,6 +91,7 @@ def max_sensitivity(
     n = x.shape[0]
     phi0 = _explain(explain_fn, x, t, x).detach()
     norm0 = phi0.norm(dim=1)
+    norm0_zero = norm0 == 0
     if normalize:
         norm0 = torch.where(norm0 == 0, torch.ones_like(norm0), norm0)
     total = n * n_samples
@@ -102,4 +106,4 @@ def max_sensitivity(
     dist = dist.view(n, n_samples)
     if normalize:
         dist = dist / norm0.view(-1, 1)
-    return dist.amax(1)
+    return mark_undefined(dist.amax(1), norm0_zero, "max_sensitivity", "an all-zero explanation")

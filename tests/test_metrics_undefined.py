@@ -1,0 +1,98 @@
+"""An all-zero map says nothing: every registered metric returns NaN for it (with a
+warning), never a number that would enter a mean silently, and the summaries count it."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+from helpers import tiny_cnn
+
+from cleargrad import metrics as M
+from cleargrad.cli.console import UI
+from cleargrad.cli.tables import print_results
+from cleargrad.store import ResultRow, ResultStore
+
+Y = torch.tensor([1, 3])
+
+
+def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """How each registered metric is called with maps ``e`` whose image 1 is all zero."""
+    masks = torch.zeros(2, 12, 12, dtype=torch.bool)
+    masks[:, 3:9, 3:9] = True
+    g = torch.Generator().manual_seed(0)
+
+    def blank_second(xi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # explain_fn: image 1 blank
+        return xi.abs() * (t != Y[1]).view(-1, 1, 1, 1)
+
+    return {
+        "average_drop": lambda m, x, e: M.average_drop(m, x, e, Y),
+        "average_gain": lambda m, x, e: M.average_gain(m, x, e, Y),
+        "average_increase": lambda m, x, e: M.average_increase(m, x, e, Y),
+        "complexity": lambda m, x, e: M.complexity(e),
+        "sparseness": lambda m, x, e: M.sparseness(e),
+        "infidelity": lambda m, x, e: M.infidelity(m, x, e, Y, n_perturb=4, generator=g),
+        "insertion": lambda m, x, e: M.insertion(m, x, e, Y, step=24),
+        "deletion": lambda m, x, e: M.deletion(m, x, e, Y, step=24),
+        "pointing_game": lambda m, x, e: M.pointing_game(e, masks),
+        "energy_pointing_game": lambda m, x, e: M.energy_pointing_game(e, masks),
+        "region_complexity": lambda m, x, e: M.region_complexity(e, torch.rand(2, 12, 12)),
+        "region_sensitivity": lambda m, x, e: M.region_sensitivity(m, x, M.convex_hull_region(e), Y).rs,
+        "max_sensitivity": lambda m, x, e: M.max_sensitivity(blank_second, x, Y, n_samples=2, generator=g),
+    }
+
+
+def test_every_registered_metric_has_a_case() -> None:
+    assert set(_cases()) == set(M.METRICS)
+
+
+@pytest.mark.parametrize("name", sorted(M.METRICS))
+def test_all_zero_map_is_nan_with_a_warning(name: str) -> None:
+    model = tiny_cnn()
+    x = torch.randn(2, 1, 12, 12)
+    e = torch.rand(2, 1, 12, 12) + 0.1
+    e[1] = 0
+    with pytest.warns(RuntimeWarning, match=r"undefined"):
+        v = torch.as_tensor(_cases()[name](model, x, e))
+    assert torch.isfinite(v[0]), "the image with a real map keeps its value"
+    assert torch.isnan(v[1]), f"{name} scored an all-zero map: {float(v[1])}"
+    s = M.nan_summary(v)
+    assert (s.n, s.n_skipped) == (1, 1)
+
+
+def test_all_zero_signed_one_channel_attribution_after_reduction() -> None:
+    """'All zero' is judged on the reduced map: positive reduction of a negative map is blank."""
+    model = tiny_cnn()
+    x = torch.randn(2, 1, 12, 12)
+    e = torch.rand(2, 1, 12, 12) + 0.1
+    e[1] = -e[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert torch.isfinite(M.insertion(model, x, e, Y, step=24)).all()  # |e| ranks every pixel
+    with pytest.warns(RuntimeWarning, match="insertion is undefined .*1 of 2"):
+        v = M.insertion(model, x, e, Y, step=24, reduction="positive", return_curves=True)
+    assert torch.isnan(v.auc[1]) and torch.isnan(v.curves[1]).all() and torch.isfinite(v.curves[0]).all()
+
+
+def test_region_complexity_of_an_empty_refined_region_is_undefined() -> None:
+    """An empty refined region would otherwise be RC = 0, the best possible score."""
+    a = torch.zeros(1, 8, 8)
+    b = torch.rand(1, 8, 8)
+    with pytest.warns(RuntimeWarning, match="region_complexity is undefined"):
+        assert torch.isnan(M.region_complexity(a, b)).all()
+
+
+def test_cli_results_table_counts_undefined_values(tmp_path, capsys) -> None:  # noqa: ANN001
+    with ResultStore(tmp_path / "r.sqlite") as store:
+        rows = [ResultRow(f"img{i}", "gradcam", "insertion", None if i < 2 else 0.5) for i in range(5)]
+        rows += [ResultRow(f"img{i}", "saliency", "insertion", 0.25) for i in range(5)]
+        store.add_metric_info([("insertion", "higher", "faithfulness", "insertion AUC")])
+        store.add_results(rows, "s")
+        ui = UI()
+        print_results(ui, store, "s")
+    out = capsys.readouterr().out
+    assert "gradcam insertion: 2 of 5" in out
+    assert "saliency insertion" not in out
+    assert "0.5" in out and "0.25" in out  # the means are over the defined values only
