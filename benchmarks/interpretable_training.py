@@ -1,26 +1,30 @@
 """Does interpretable-gradient training (spec § 4) make CAMs more faithful on Fashion-MNIST?
+Several seeds, mean ± standard error, differences from the baseline with their s.e.
 
-Reproduces the shape of the paper's Tables 1-2 (CIFAR-100 there) on Fashion-MNIST:
+The shape of the paper's Tables 1-3 (CIFAR-100 there), scaled to 2 CPU cores:
 
-1. trains, from the same initialisation and seed and for the same epochs, a baseline
-   (cross-entropy) and one model per lambda with the cosine interpretable-gradient loss,
-   for the CIFAR-style ResNet-18 (1 input channel, width multiplier ``--width``) and the
-   SmallCNN (fast variant), with the paper's recipe (SGD lr 0.1, momentum 0.9, weight
-   decay 5e-4, LR x 0.2 at 30/60/80 % of the epochs, batch 128) on a training subset;
-2. reports test accuracy (full 10k test set);
-3. explains the same first ``--n-test`` test images for their true class with Grad-CAM,
-   Grad-CAM++, Score-CAM, Ablation-CAM and XGrad-CAM (= Axiom-CAM) on the last conv block
-   and reports AD, AG, AI, insertion and deletion (%) with the authors' protocol (spec
-   § 4.5: min-max maps; masked image = normalise(denormalise(x) * S); insertion from a
-   5x5 sigma-5 blur, deletion to zeros, 8*W pixels per step);
-4. times one training step (forward, backward, SGD step; batch 128) of each loss,
-   interleaved medians.
+- CIFAR-style ResNet-18 (1 input channel, width ``--width``): baseline (cross-entropy) and the
+  cosine loss at λ = 0.025 and 0.0075, seeds 0, 1, 2;
+- CIFAR-style MobileNet-V2 (width ``--mobilenet-width``): baseline and the cosine loss at
+  ``--mobilenet-lam``, seeds 0, 1;
+- Table 3 ablation on ResNet-18 at λ = 0.025, seed 0: the errors histogram intersection
+  (``hi``), MAE and MSE (run before MobileNet-V2, whose double backward is the slowest);
 
-Checkpoints go to ``--out``/checkpoints, so an interrupted run resumes where it stopped.
-Results: ``--out``/results.md and results.json.
+each with the paper's recipe (SGD lr 0.1, momentum 0.9, weight decay 5e-4, LR x0.2 at
+30/60/80 % of the epochs, batch 128) on the first ``--train-limit`` training images for
+``--epochs`` epochs; one seed gives the same initialisation and data order to every loss, so
+differences are paired by seed. Test accuracy on the 10,000 test images; CAM metrics
+(Grad-CAM, Grad-CAM++, Score-CAM, Ablation-CAM, XGrad-CAM) on the first ``--n-test`` test
+images for their true class with the authors' protocol (:mod:`cleargrad.cli.train_eval`).
 
-    python benchmarks/interpretable_training.py            # full run (estimated 35-60 min on 2 CPU cores)
-    python benchmarks/interpretable_training.py --quick    # smoke run (~1-2 min)
+Resumable run by run: every finished run is written to ``--out``/runs/NAME.json and skipped
+when the script is started again; a run killed mid-training resumes from its last epoch
+checkpoint. The report (``results.md``, ``results.json``) is rewritten after every run from
+whatever runs exist, so partial results can be committed as they come.
+
+    python benchmarks/interpretable_training.py                 # the full plan (~2.5 h on 2 quiet cores)
+    python benchmarks/interpretable_training.py --only resnet18 # one part of it
+    python benchmarks/interpretable_training.py --quick         # smoke run (~1 min)
 """
 
 from __future__ import annotations
@@ -36,219 +40,246 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import interleaved  # noqa: E402
 
-from cleargrad.cam import AblationCAM, GradCAM, GradCAMPlusPlus, ScoreCAM, XGradCAM  # noqa: E402
+from cleargrad.cli.train_eval import CAMS, METRICS, cam_faithfulness  # noqa: E402
 from cleargrad.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_fashion_mnist  # noqa: E402
-from cleargrad.metrics import deletion, insertion, masked_confidence  # noqa: E402
-from cleargrad.models import SmallCNN, cifar_resnet18  # noqa: E402
-from cleargrad.training import ERRORS, ClassificationLoss, InterpretableGradientLoss, fit  # noqa: E402
+from cleargrad.models import cifar_mobilenet_v2, cifar_resnet18  # noqa: E402
+from cleargrad.training import InterpretableGradientLoss, fit  # noqa: E402
 
-CAMS = {
-    "Grad-CAM": GradCAM,
-    "Grad-CAM++": GradCAMPlusPlus,
-    "Score-CAM": ScoreCAM,
-    "Ablation-CAM": AblationCAM,
-    "XGrad-CAM (Axiom-CAM)": XGradCAM,
-}
-METRICS = [("AD", "↓"), ("AG", "↑"), ("AI", "↑"), ("INS", "↑"), ("DEL", "↓")]
+ARROW = {"lower": "↓", "higher": "↑"}
 
 
-def build(arch: str, args: argparse.Namespace) -> nn.Module:
-    """The same initialisation for every loss of one architecture."""
-    torch.manual_seed(args.seed)
+def plan(args: argparse.Namespace) -> list[dict]:
+    """The runs, most informative first (so a partial run already answers the main question)."""
+    runs = []
+    seeds = range(args.seeds)
+    for seed in seeds:  # ResNet-18: baseline and the paper's cosine loss at two lambdas, per seed
+        runs.append({"arch": "resnet18", "error": None, "lam": 0.0, "seed": seed})
+        for lam in args.lams:
+            runs.append({"arch": "resnet18", "error": "cosine", "lam": lam, "seed": seed})
+    for error in ("hi", "mae", "mse"):  # Table 3: the other error functions at the best lambda, one seed
+        runs.append({"arch": "resnet18", "error": error, "lam": args.ablation_lam, "seed": 0})
+    for seed in range(args.mobilenet_seeds):
+        runs.append({"arch": "mobilenet_v2", "error": None, "lam": 0.0, "seed": seed})
+        runs.append({"arch": "mobilenet_v2", "error": "cosine", "lam": args.mobilenet_lam, "seed": seed})
+    if args.only:
+        runs = [r for r in runs if r["arch"] in args.only]
+    return runs
+
+
+def run_name(r: dict) -> str:
+    setting = "baseline" if r["error"] is None else f"{r['error']}_{r['lam']:g}"
+    return f"{r['arch']}_{setting}_s{r['seed']}"
+
+
+def setting_label(r: dict) -> str:
+    return "baseline" if r["error"] is None else f"{r['error']} λ={r['lam']:g}"
+
+
+def build(arch: str, seed: int, args: argparse.Namespace) -> nn.Module:
+    torch.manual_seed(seed)
     if arch == "resnet18":
         return cifar_resnet18(in_channels=1, num_classes=10, width=args.width)
-    return SmallCNN(in_channels=1, num_classes=10, width=args.cnn_width)
+    return cifar_mobilenet_v2(in_channels=1, num_classes=10, width=args.mobilenet_width)
 
 
 def arch_label(arch: str, args: argparse.Namespace) -> str:
-    return f"ResNet-18 (CIFAR, width x{args.width:g})" if arch == "resnet18" else f"SmallCNN (width {args.cnn_width})"
+    if arch == "resnet18":
+        return f"ResNet-18 (CIFAR, width x{args.width:g})"
+    return f"MobileNet-V2 (CIFAR, width x{args.mobilenet_width:g})"
 
 
-def runs(args: argparse.Namespace) -> list[tuple[str, float | None]]:
-    return [("baseline", None)] + [(f"cosine λ={lam:g}", lam) for lam in args.lams]
-
-
-def cam_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, args: argparse.Namespace) -> dict:
-    """Mean AD/AG/AI/INS/DEL (%) and seconds per image of each CAM on (x, y)."""
-    model.eval()
-    width = x.shape[-1]
-    out = {}
-    for name, cls in CAMS.items():
-        cam = cls(model, layer="auto")
-        t0 = time.perf_counter()
-        maps = torch.cat(
-            [
-                cam.attribute(x[i : i + args.eval_batch], target=y[i : i + args.eval_batch], normalize=True)
-                for i in range(0, len(y), args.eval_batch)
-            ]
-        )
-        cam_seconds = (time.perf_counter() - t0) / len(y)
-        yc, o = masked_confidence(model, x, maps, y, space="pixel", mean=FASHION_MNIST_MEAN, std=FASHION_MNIST_STD)
-        eps = torch.finfo(yc.dtype).eps
-        ins = insertion(model, x, maps, y, step=8 * width, substrate="blur", klen=5, sigma=5.0)
-        dele = deletion(model, x, maps, y, step=8 * width, substrate="zero")
-        out[name] = {
-            "AD": float((100 * (yc - o).clamp(min=0) / (yc + eps)).mean()),
-            "AG": float((100 * (o - yc).clamp(min=0) / (1 - yc + eps)).mean()),
-            "AI": float((100 * (o > yc).double()).mean()),
-            "INS": float(100 * ins.mean()),
-            "DEL": float(100 * dele.mean()),
-            "cam_ms_per_image": 1e3 * cam_seconds,
-        }
-    return out
-
-
-def step_times(arch: str, args: argparse.Namespace, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-    """Median seconds of one training step (loss, backward, SGD step) per loss, interleaved."""
-    losses = {"cross-entropy": ClassificationLoss()}
-    losses.update({f"{e} (λ=7.5e-3)": InterpretableGradientLoss(e, lam=7.5e-3) for e in ERRORS})
-    model = build(arch, args).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-
-    def step(loss_fn) -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model, x, y).loss.backward()
-        opt.step()
-
-    stats = interleaved({k: (lambda f=f: step(f)) for k, f in losses.items()}, repeats=args.timing_repeats)
-    return {k: s.median for k, s in stats.items()}
-
-
-def fmt(v: float) -> str:
-    return f"{v:.2f}"
-
-
-def report(args: argparse.Namespace, results: dict, n_train: int, n_test: int, elapsed: float) -> str:
-    lines = []
-    lines.append("## Interpretable-gradient training on Fashion-MNIST\n")
-    caption = (
-        f"Fashion-MNIST, {n_train} training images (first {n_train} of the training set), {args.epochs} epoch(s), "
-        f"paper recipe (SGD lr {args.lr:g}, momentum 0.9, weight decay 5e-4, LR x0.2 at 30/60/80 % of the epochs, "
-        f"batch {args.batch}), seed {args.seed}, same initialisation for every loss; cosine error, "
-        f"λ in {{{', '.join(f'{v:g}' for v in args.lams)}}}. Accuracy on {n_test:,} test images; CAM metrics on the "
-        f"first {args.n_test} test images explained for their true class, last conv block, min-max maps "
-        "(AD/AG/AI: masked image = normalise(denormalise(x) * S); insertion from a 5x5 σ=5 blur, deletion to zeros, "
-        f"{8 * 28} pixels per step), in %. Scaled down from the paper (CIFAR-100, 200 epochs, full width) to fit "
-        f"about an hour on 2 CPU cores; this run took {elapsed / 60:.1f} min."
+def do_run(r: dict, train, test, x_eval, y_eval, args: argparse.Namespace) -> dict:
+    loss_fn = None if r["error"] is None else InterpretableGradientLoss(r["error"], lam=r["lam"])
+    t0 = time.perf_counter()
+    res = fit(
+        build(r["arch"], r["seed"], args),
+        train,
+        test,
+        epochs=args.epochs,
+        loss_fn=loss_fn,
+        lr=args.lr,
+        batch_size=args.batch,
+        checkpoint_dir=args.out / "checkpoints" / run_name(r),
+        resume=not args.quick,
+        seed=r["seed"],
+        quiet=args.quiet,
     )
-    lines.append(f"*{caption}*\n")
-    lines.append("### Accuracy (Table 1 shape)\n")
-    lines.append("| model | training | test accuracy (%) | final train loss | train regulariser |")
-    lines.append("|---|---|---|---|---|")
-    for arch in args.models:
-        for tag, _ in runs(args):
-            r = results[arch]["runs"][tag]
+    train_seconds = time.perf_counter() - t0
+    model = res.model.eval()
+    cams = cam_faithfulness(
+        model, x_eval, y_eval, mean=(FASHION_MNIST_MEAN,), std=(FASHION_MNIST_STD,), batch_size=args.eval_batch
+    )
+    return {
+        **r,
+        "test_accuracy": res.final["test_accuracy"],
+        "final_train_loss": res.final["train_loss"],
+        "final_regulariser": res.final["train_regulariser"],
+        "train_seconds_this_sitting": train_seconds,
+        "train_seconds": sum(h["seconds"] for h in res.history),
+        "step_ms": 1e3 * sum(h["step_seconds"] for h in res.history) / len(res.history),
+        "cams": {c: {k: float(v[k].mean()) for k in METRICS} for c, v in cams.items()},
+        "cam_ms_per_image": {c: 1e3 * v["seconds_per_image"] for c, v in cams.items()},
+    }
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    n = len(xs)
+    m = sum(xs) / n
+    if n < 2:
+        return m, float("nan")
+    return m, math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n)
+
+
+def fmt_ms(m: float, se: float, scale: float = 1.0) -> str:
+    return f"{scale * m:.2f}" if math.isnan(se) else f"{scale * m:.2f} ± {scale * se:.2f}"
+
+
+def report(done: list[dict], args: argparse.Namespace, elapsed: float) -> str:
+    lines = ["## Interpretable-gradient training on Fashion-MNIST (several seeds)\n"]
+    lines.append(
+        f"*Fashion-MNIST, first {args.train_limit} training images, {args.epochs} epochs, paper recipe (SGD lr "
+        f"{args.lr:g}, momentum 0.9, wd 5e-4, LR x0.2 at 30/60/80 %, batch {args.batch}). Accuracy on the 10,000 test "
+        f"images; CAM metrics (%) on the first {args.n_test} test images for their true class (authors' protocol, "
+        "`cleargrad.cli.train_eval`). Cells: mean ± standard error across seeds; Δ: mean of the per-seed "
+        "differences from the baseline of the same seed (same initialisation and data order) ± its s.e.; "
+        "**bold** Δ: better than the baseline by more than 2 s.e., _italic_: worse by more than 2 s.e. "
+        f"{len(done)} run(s) finished; this sitting took {elapsed / 60:.1f} min.*\n"
+    )
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in done:
+        groups.setdefault((r["arch"], setting_label(r)), []).append(r)
+    for arch in ("resnet18", "mobilenet_v2"):
+        settings = [s for (a, s) in groups if a == arch]
+        if not settings:
+            continue
+        settings.sort(key=lambda s: (s != "baseline", s))
+        base = {r["seed"]: r for r in groups.get((arch, "baseline"), [])}
+        lines.append(f"### {arch_label(arch, args)}: accuracy\n")
+        lines.append("| training | seeds | test accuracy (%) | Δ accuracy | ms / step (loaded machine) |")
+        lines.append("|---|---|---|---|---|")
+        for s in settings:
+            rs = groups[(arch, s)]
+            acc = mean_se([r["test_accuracy"] for r in rs])
+            d = delta([r for r in rs], base, lambda r: r["test_accuracy"])
+            step = mean_se([r["step_ms"] for r in rs])
             lines.append(
-                f"| {arch_label(arch, args)} | {tag} | {100 * r['test_accuracy']:.2f} | {r['train_loss']:.4f} | "
-                f"{r['train_regulariser']:.4f} |"
+                f"| {s} | {','.join(str(r['seed']) for r in rs)} | {fmt_ms(*acc, 100)} | "
+                f"{fmt_delta(d, 'higher', 100) if s != 'baseline' else '–'} | {step[0]:.0f} |"
             )
-    lines.append("")
-    for arch in args.models:
-        lines.append(f"### CAM faithfulness, {arch_label(arch, args)} (Table 2 shape)\n")
-        lines.append("| method | training | " + " | ".join(f"{m}{d}" for m, d in METRICS) + " |")
+        lines.append("")
+        lines.append(f"### {arch_label(arch, args)}: CAM faithfulness (%)\n")
+        lines.append("| CAM | training | " + " | ".join(f"{k}{ARROW[d]}" for k, d in METRICS.items()) + " |")
         lines.append("|---|---|" + "---|" * len(METRICS))
         for cam in CAMS:
-            for tag, _ in runs(args):
-                m = results[arch]["runs"][tag]["cams"][cam]
-                lines.append(f"| {cam} | {tag} | " + " | ".join(fmt(m[k]) for k, _ in METRICS) + " |")
+            for s in settings:
+                rs = groups[(arch, s)]
+                cells = []
+                for k, direction in METRICS.items():
+                    cell = fmt_ms(*mean_se([r["cams"][cam][k] for r in rs]))
+                    if s != "baseline":
+                        d = delta(rs, base, lambda r, k=k, cam=cam: r["cams"][cam][k])
+                        cell += f" (Δ {fmt_delta(d, direction)})"
+                    cells.append(cell)
+                lines.append(f"| {cam} | {s} | " + " | ".join(cells) + " |")
         lines.append("")
-        lines.append("Direction check against the baseline (paper: AD, AG, AI, INS better; DEL slightly worse):\n")
-        lines.append("| training | AD better | AG better | AI better | INS better | DEL better | mean ΔAD | mean ΔAG |")
-        lines.append("|---|---|---|---|---|---|---|---|")
-        base = results[arch]["runs"]["baseline"]["cams"]
-        for tag, lam in runs(args):
-            if lam is None:
+        lines.append(
+            "CAMs (of 5) where the setting beats the baseline by more than 2 s.e. / is worse by more than 2 s.e.:\n"
+        )
+        lines.append("| training | " + " | ".join(f"{k}{ARROW[d]}" for k, d in METRICS.items()) + " |")
+        lines.append("|---|" + "---|" * len(METRICS))
+        for s in settings:
+            if s == "baseline":
                 continue
-            cams = results[arch]["runs"][tag]["cams"]
+            rs = groups[(arch, s)]
             cells = []
-            for k, d in METRICS:
-                better = sum((cams[c][k] < base[c][k]) if d == "↓" else (cams[c][k] > base[c][k]) for c in CAMS)
-                cells.append(f"{better}/{len(CAMS)}")
-            dad = sum(cams[c]["AD"] - base[c]["AD"] for c in CAMS) / len(CAMS)
-            dag = sum(cams[c]["AG"] - base[c]["AG"] for c in CAMS) / len(CAMS)
-            lines.append(f"| {tag} | " + " | ".join(cells) + f" | {dad:+.2f} | {dag:+.2f} |")
+            for k, direction in METRICS.items():
+                better = worse = 0
+                for cam in CAMS:
+                    d = delta(rs, base, lambda r, k=k, cam=cam: r["cams"][cam][k])
+                    if d is None or math.isnan(d[1]):
+                        continue
+                    if abs(d[0]) > 2 * d[1]:
+                        good = d[0] > 0 if direction == "higher" else d[0] < 0
+                        better += good
+                        worse += not good
+                cells.append(f"{better} / {worse}")
+            lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines.append(f"### Time per training step (batch {args.batch}, interleaved medians of {args.timing_repeats})\n")
-    lines.append("| model | loss | ms / step | × cross-entropy |")
-    lines.append("|---|---|---|---|")
-    for arch in args.models:
-        t = results[arch]["step_seconds"]
-        for k, v in t.items():
-            lines.append(f"| {arch_label(arch, args)} | {k} | {1e3 * v:.1f} | {v / t['cross-entropy']:.2f} |")
-    lines.append("")
     return "\n".join(lines)
+
+
+def delta(rs: list[dict], base: dict[int, dict], value) -> tuple[float, float, int] | None:
+    diffs = [value(r) - value(base[r["seed"]]) for r in rs if r["seed"] in base]
+    if not diffs:
+        return None
+    m, se = mean_se(diffs)
+    return m, se, len(diffs)
+
+
+def fmt_delta(d: tuple[float, float, int] | None, direction: str, scale: float = 1.0) -> str:
+    if d is None:
+        return "no baseline"
+    m, se, n = d
+    if math.isnan(se):
+        return f"{scale * m:+.2f} (1 seed)"
+    text = f"{scale * m:+.2f} ± {scale * se:.2f}"
+    if abs(m) > 2 * se:
+        good = m > 0 if direction == "higher" else m < 0
+        return f"**{text}**" if good else f"_{text}_"
+    return text
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
-    ap.add_argument("--models", nargs="+", default=["resnet18", "small_cnn"], choices=["resnet18", "small_cnn"])
-    ap.add_argument("--train-limit", type=int, default=10000, help="training images (first N of the training set)")
+    ap.add_argument("--only", nargs="+", choices=["resnet18", "mobilenet_v2"], default=None)
+    ap.add_argument("--seeds", type=int, default=3, help="ResNet-18 seeds")
+    ap.add_argument("--lams", type=float, nargs="+", default=[0.025, 0.0075], help="ResNet-18 cosine lambdas")
+    ap.add_argument("--mobilenet-seeds", type=int, default=2)
+    ap.add_argument("--mobilenet-lam", type=float, default=0.025)
+    ap.add_argument("--ablation-lam", type=float, default=0.025)
+    ap.add_argument("--train-limit", type=int, default=10000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--width", type=float, default=0.25, help="ResNet-18 width multiplier")
-    ap.add_argument("--cnn-width", type=int, default=8, help="SmallCNN width")
-    ap.add_argument("--lams", type=float, nargs="+", default=[2.5e-3, 7.5e-3, 2.5e-2])
+    ap.add_argument("--mobilenet-width", type=float, default=0.5)
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--n-test", type=int, default=1000, help="test images for the CAM metrics")
-    ap.add_argument("--eval-batch", type=int, default=100, help="images per CAM call")
-    ap.add_argument("--timing-repeats", type=int, default=5)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-batch", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/interpretable_training"))
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args()
     if args.quick:
-        args.train_limit, args.epochs, args.n_test, args.eval_batch = 128, 1, 8, 8
-        args.width, args.cnn_width, args.timing_repeats, args.batch = 0.125, 4, 1, 16
-        args.lams = args.lams[:3]
+        args.train_limit, args.epochs, args.n_test, args.eval_batch = 64, 1, 4, 4
+        args.width, args.mobilenet_width, args.batch = 0.125, 0.25, 16
+        args.seeds, args.mobilenet_seeds = 2, 1
         args.out = args.out.with_name(args.out.name + "_quick")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
-
     train = load_fashion_mnist("train", normalize=True, limit=args.train_limit)
-    test = load_fashion_mnist("test", normalize=True, limit=1000 if args.quick else None)
+    test = load_fashion_mnist("test", normalize=True, limit=200 if args.quick else None)
     x_eval, y_eval = test.images[: args.n_test], test.labels[: args.n_test]
-
-    results: dict = {}
-    for arch in args.models:
-        results[arch] = {"runs": {}}
-        for tag, lam in runs(args):
-            loss_fn = None if lam is None else InterpretableGradientLoss("cosine", lam=lam)
-            slug = "baseline" if lam is None else f"cosine_{lam:g}"
-            width = args.width if arch == "resnet18" else args.cnn_width
-            print(f"== {arch_label(arch, args)}: {tag}", flush=True)
-            r = fit(
-                build(arch, args),
-                train,
-                test,
-                epochs=args.epochs,
-                loss_fn=loss_fn,
-                lr=args.lr,
-                batch_size=args.batch,
-                checkpoint_dir=args.out / "checkpoints" / f"{arch}_w{width:g}_n{len(train)}" / slug,
-                resume=not args.quick,
-                seed=args.seed,
-                quiet=args.quiet,
-            )
-            rec = dict(r.final)
-            rec["history"] = r.history
-            print(f"   test accuracy {100 * rec['test_accuracy']:.2f} %; explaining {args.n_test} images", flush=True)
-            rec["cams"] = cam_metrics(r.model, x_eval, y_eval, args)
-            results[arch]["runs"][tag] = rec
-        xb, yb = train.images[: args.batch], train.labels[: args.batch]
-        results[arch]["step_seconds"] = step_times(arch, args, xb, yb)
-
-    text = report(args, results, len(train), len(test), time.perf_counter() - start)
-    print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.md").write_text(text)
-    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    (args.out / "results.json").write_text(json.dumps({"config": cfg, "results": results}, indent=1))
-    if not all(math.isfinite(results[a]["runs"][t]["test_accuracy"]) for a in args.models for t, _ in runs(args)):
-        raise SystemExit("non-finite accuracy")
+    run_dir = args.out / "runs"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    for r in plan(args):
+        path = run_dir / f"{run_name(r)}.json"
+        if path.exists() and not args.quick:
+            continue
+        print(f"== {arch_label(r['arch'], args)}: {setting_label(r)}, seed {r['seed']}", flush=True)
+        rec = do_run(r, train, test, x_eval, y_eval, args)
+        print(f"   test accuracy {100 * rec['test_accuracy']:.2f} %", flush=True)
+        if not math.isfinite(rec["test_accuracy"]):
+            raise SystemExit(f"non-finite accuracy in {run_name(r)}")
+        path.write_text(json.dumps({"config": config, "run": rec}, indent=1))
+        done = [json.loads(p.read_text())["run"] for p in sorted(run_dir.glob("*.json"))]
+        text = report(done, args, time.perf_counter() - start)
+        (args.out / "results.md").write_text(text + "\n")
+        (args.out / "results.json").write_text(json.dumps({"config": config, "runs": done}, indent=1))
+    done = [json.loads(p.read_text())["run"] for p in sorted(run_dir.glob("*.json"))]
+    print(report(done, args, time.perf_counter() - start))
 
 
 if __name__ == "__main__":

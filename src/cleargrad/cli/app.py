@@ -1,4 +1,4 @@
-"""The ``cleargrad`` command (typer): demo, explain, evaluate, report, methods.
+"""The ``cleargrad`` command (typer): demo, explain, evaluate, report, methods, train.
 
 Exit codes: 0 success; 2 usage error (bad option, unknown method or metric: the message
 lists the valid names); 1 run error, reported in one line (``--debug`` shows the
@@ -388,6 +388,90 @@ def _metric_options(items: list[str]) -> dict[str, dict[str, Any]]:
             parsed = value
         out.setdefault(metric.lower().replace("-", "_"), {})[name] = parsed
     return out
+
+
+@app.command("train")
+def train_cmd(
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Built-in architecture (small-cnn, cifar-resnet18, cifar-mobilenet-v2; built for the data's "
+            "channels and classes) or 'package.module:factory' / 'file.py:factory' (this runs that file's code).",
+        ),
+    ],
+    dataset: Annotated[
+        str, typer.Option("--dataset", "-d", help="'fashion-mnist' or a folder of class sub-folders.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Run folder: checkpoints, model.safetensors, history.json.")],
+    loss: Annotated[
+        str, typer.Option("--loss", help="cosine | mse | mae | hi (interpretable-gradient loss) or ce (baseline).")
+    ] = "cosine",
+    lam: Annotated[float, typer.Option("--lam", help="Weight of the gradient term (ignored with --loss ce).")] = 7.5e-3,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default: the paper's 0.1 for SGD).")] = None,
+    optimizer: Annotated[str | None, typer.Option("--optimizer", help="sgd (default) or adam.")] = None,
+    schedule: Annotated[str, typer.Option("--schedule", help="step (x0.2 at 30/60/80 %) or cosine.")] = "step",
+    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear LR warm-up epochs.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Training batch size.")] = 128,
+    width: Annotated[float | None, typer.Option("--width", help="Width multiplier of a built-in model.")] = None,
+    train_limit: Annotated[int | None, typer.Option("--train-limit", help="Use the first N training images.")] = None,
+    test_dataset: Annotated[
+        str | None, typer.Option("--test-dataset", help="Folder of test images (default: a seeded hold-out split).")
+    ] = None,
+    holdout: Annotated[float, typer.Option("--holdout", help="Hold-out fraction of a folder dataset.")] = 0.2,
+    size: SizeOpt = None,
+    grayscale: GrayOpt = None,
+    baseline: Annotated[
+        Path | None, typer.Option("--baseline", help="Folder of a finished baseline run to compare against.")
+    ] = None,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate", help="Also compare CAM metrics (AD/AG/AI/insertion/deletion).")
+    ] = False,
+    eval_images: Annotated[int, typer.Option("--eval-images", help="Test images for --evaluate.")] = 500,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "cpu",
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Train a model with the interpretable-gradient loss (or --loss ce for a baseline); resumable.
+
+    Rerunning the same command after an interruption resumes after the last finished epoch.
+    """
+
+    def body(ui: UI) -> None:
+        from .train import TrainSettings, run_training
+
+        run_training(
+            TrainSettings(
+                model=model,
+                dataset=dataset,
+                out=out,
+                loss=loss.strip().lower(),
+                lam=lam,
+                epochs=epochs,
+                lr=lr,
+                optimizer=optimizer,
+                schedule=schedule.strip().lower(),
+                warmup_epochs=warmup_epochs,
+                batch_size=batch_size,
+                width=width,
+                train_limit=train_limit,
+                test_dataset=test_dataset,
+                holdout=holdout,
+                size=size,
+                grayscale=grayscale,
+                seed=seed,
+                device=device,
+                baseline=baseline,
+                evaluate=evaluate,
+                eval_images=eval_images,
+            ),
+            ui,
+        )
+
+    _guard(debug, quiet, body)
 
 
 @app.command("report")

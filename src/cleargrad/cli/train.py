@@ -1,0 +1,333 @@
+"""``cleargrad train``: train a classifier with the interpretable-gradient loss (or the plain
+cross-entropy baseline), resumable, and compare it with a baseline run.
+
+An output folder holds everything of one run::
+
+    OUT/checkpoints/      per-epoch checkpoints (resume after a kill: rerun the same command)
+    OUT/model.safetensors the final weights
+    OUT/history.json      one record per epoch (loss, its parts, accuracies, LR, time)
+    OUT/run.json          the settings, the data split and the final accuracy
+
+``--baseline DIR`` names another run's folder (trained the same way, usually with
+``--loss ce``); the final table then compares accuracies and, with ``--evaluate``, the CAM
+faithfulness metrics of both models on the same test images (:mod:`.train_eval`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .console import UI
+
+__all__ = ["LOSSES", "TrainSettings", "run_training"]
+
+#: ``--loss`` values: ``ce`` is the plain cross-entropy baseline, the others the
+#: interpretable-gradient loss with that error function
+LOSSES = ("ce", "cosine", "mse", "mae", "hi")
+
+
+@dataclass
+class TrainSettings:
+    """Everything ``cleargrad train`` takes (also usable from Python)."""
+
+    model: str
+    dataset: str
+    out: Path
+    loss: str = "cosine"
+    lam: float = 7.5e-3
+    epochs: int = 10
+    lr: float | None = None
+    optimizer: str | None = None
+    schedule: str = "step"
+    warmup_epochs: int = 0
+    batch_size: int = 128
+    width: float | None = None
+    train_limit: int | None = None
+    test_dataset: str | None = None
+    holdout: float = 0.2
+    size: int | None = None
+    grayscale: bool | None = None
+    seed: int = 0
+    device: str = "cpu"
+    baseline: Path | None = None
+    evaluate: bool = False
+    eval_images: int = 500
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` (exit 2 in the CLI) for a bad value, in one line."""
+        if self.loss not in LOSSES:
+            raise ConfigError(f"--loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if not (isinstance(self.lam, (int, float)) and math.isfinite(self.lam) and self.lam >= 0):
+            raise ConfigError(f"--lam must be a finite number >= 0, got {self.lam!r}")
+        if self.epochs < 1:
+            raise ConfigError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"--lr must be a positive number, got {self.lr}")
+        if not 0.0 < self.holdout < 1.0:
+            raise ConfigError(f"--holdout must be a fraction in (0, 1), got {self.holdout}")
+        if self.eval_images < 1:
+            raise ConfigError(f"--eval-images must be >= 1, got {self.eval_images}")
+        if self.train_limit is not None and self.train_limit < 1:
+            raise ConfigError(f"--train-limit must be >= 1, got {self.train_limit}")
+        if self.baseline is not None and not (Path(self.baseline) / "run.json").is_file():
+            raise ConfigError(
+                f"--baseline {self.baseline} is not a finished `cleargrad train` run (no run.json there); "
+                "train the baseline first, e.g. with --loss ce"
+            )
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"--out {self.out} exists and is not a folder")
+
+
+@dataclass
+class _Data:
+    train: Any
+    test: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels: int
+    classes: list[str]
+    description: str
+
+
+def _is_fashion_mnist(name: str) -> bool:
+    return name.strip().lower().replace("_", "-") == "fashion-mnist"
+
+
+def _load_data(s: TrainSettings) -> _Data:
+    import torch
+
+    from ..data import (
+        FASHION_MNIST_CLASSES,
+        FASHION_MNIST_MEAN,
+        FASHION_MNIST_STD,
+        load_fashion_mnist,
+        load_image_folder,
+    )
+
+    if _is_fashion_mnist(s.dataset):
+        train = load_fashion_mnist("train", normalize=True, limit=s.train_limit)
+        test = load_fashion_mnist("test", normalize=True)
+        return _Data(
+            train,
+            test,
+            (FASHION_MNIST_MEAN,),
+            (FASHION_MNIST_STD,),
+            1,
+            list(FASHION_MNIST_CLASSES),
+            f"Fashion-MNIST ({len(train)} train / {len(test)} test images)",
+        )
+    channels = 1 if s.grayscale else 3
+    size = s.size or (28 if channels == 1 else 224)
+    folder = load_image_folder(s.dataset, size=size, channels=channels)  # pixels in [0, 1]
+    if folder.labels is None:
+        raise ConfigError(
+            f"--dataset {s.dataset} has no class sub-folders: put each class's images in a sub-folder named after it"
+        )
+    classes = list(folder.classes)
+    x, y = folder.images, folder.labels
+    if s.test_dataset is not None:
+        tf = load_image_folder(s.test_dataset, size=size, channels=channels)
+        if tf.labels is None or list(tf.classes) != classes:
+            raise ConfigError(f"--test-dataset {s.test_dataset} must have the same class sub-folders as --dataset")
+        train, test = (x, y), (tf.images, tf.labels)
+    else:  # a seeded hold-out split, the same for every run with the same seed
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(s.seed))
+        n_test = max(1, int(round(s.holdout * len(y))))
+        if n_test >= len(y):
+            raise ConfigError(f"--dataset {s.dataset} has too few images ({len(y)}) for a hold-out split")
+        test = (x[order[:n_test]], y[order[:n_test]])
+        train = (x[order[n_test:]], y[order[n_test:]])
+    if s.train_limit is not None:
+        train = (train[0][: s.train_limit], train[1][: s.train_limit])
+    # normalise with the training images' per-channel statistics
+    mean_t = train[0].mean(dim=(0, 2, 3), keepdim=True)
+    std_t = train[0].std(dim=(0, 2, 3), keepdim=True).clamp(min=1e-3)
+    train = ((train[0] - mean_t) / std_t, train[1])
+    test = ((test[0] - mean_t) / std_t, test[1])
+    return _Data(
+        train,
+        test,
+        tuple(mean_t.flatten().tolist()),
+        tuple(std_t.flatten().tolist()),
+        channels,
+        classes,
+        f"{s.dataset} ({len(train[1])} train / {len(test[1])} test images, {size}x{size}, {channels} channel(s))",
+    )
+
+
+def _build_model(s: TrainSettings, data: _Data) -> Any:
+    import torch
+
+    from .modelspec import load_model
+
+    if ":" in s.model:
+        return load_model(s.model, None, seed=s.seed).train()
+    from ..models import build_model
+
+    kw: dict[str, Any] = {"in_channels": data.channels, "num_classes": len(data.classes)}
+    if s.width is not None:  # SmallCNN takes a channel count, the others a multiplier
+        kw["width"] = int(s.width) if float(s.width).is_integer() else s.width
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(s.seed)
+        return build_model(s.model, **kw)
+
+
+def _loss(s: TrainSettings) -> Any:
+    from ..training import ClassificationLoss, InterpretableGradientLoss
+
+    return ClassificationLoss() if s.loss == "ce" else InterpretableGradientLoss(s.loss, lam=s.lam)
+
+
+def _run_config(s: TrainSettings) -> dict[str, Any]:
+    d = asdict(s)
+    for k in ("out", "baseline"):
+        d[k] = str(d[k]) if d[k] is not None else None
+    return d
+
+
+def _train_one(s: TrainSettings, data: _Data, ui: UI) -> tuple[Any, dict[str, Any]]:
+    import torch
+    from safetensors.torch import save_file
+
+    from ..training import fit
+
+    model = _build_model(s, data)
+    result = fit(
+        model,
+        data.train,
+        data.test,
+        epochs=s.epochs,
+        loss_fn=_loss(s),
+        optimizer=s.optimizer,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        schedule=s.schedule,
+        warmup_epochs=s.warmup_epochs,
+        checkpoint_dir=s.out / "checkpoints",
+        seed=s.seed,
+        device=torch.device(s.device),
+        quiet=ui.quiet,
+    )
+    model = result.model.eval()
+    s.out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(s.out / "model.safetensors"))
+    (s.out / "history.json").write_text(json.dumps(result.history, indent=1))
+    run = {
+        "settings": _run_config(s),
+        "dataset": data.description,
+        "classes": data.classes,
+        "mean": list(data.mean),
+        "std": list(data.std),
+        "test_accuracy": result.final.get("test_accuracy"),
+        "epochs_done": len(result.history),
+        "seconds": sum(h["seconds"] for h in result.history),
+    }
+    (s.out / "run.json").write_text(json.dumps(run, indent=1))
+    return model, run
+
+
+def _load_baseline(s: TrainSettings, data: _Data) -> tuple[Any, dict[str, Any]]:
+    from .modelspec import load_weights
+
+    run = json.loads((Path(s.baseline) / "run.json").read_text())  # type: ignore[arg-type]
+    b = TrainSettings(**{**run["settings"], "out": Path(run["settings"]["out"]), "baseline": None})
+    if b.dataset != s.dataset or b.model != s.model:
+        raise ConfigError(
+            f"the baseline in {s.baseline} was trained on {b.dataset!r} with {b.model!r}; "
+            f"this run uses {s.dataset!r} with {s.model!r}"
+        )
+    model = _build_model(b, data)
+    model.load_state_dict(load_weights(Path(s.baseline) / "model.safetensors"), strict=True)
+    return model.eval(), run
+
+
+def _mean_se(v: Any) -> tuple[float, float]:
+    v = v.double()
+    n = v.numel()
+    m = float(v.mean())
+    se = float(v.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
+    return m, se
+
+
+def _comparison(s: TrainSettings, data: _Data, model: Any, run: dict, ui: UI) -> None:
+    from rich.table import Table
+
+    base_model, base_run = _load_baseline(s, data) if s.baseline is not None else (None, None)
+    acc = Table(title="test accuracy", show_lines=False)
+    acc.add_column("run")
+    acc.add_column("loss")
+    acc.add_column("accuracy %", justify="right")
+    if base_run is not None:
+        bs = base_run["settings"]
+        acc.add_row(str(s.baseline), _loss_label(bs["loss"], bs["lam"]), f"{100 * base_run['test_accuracy']:.2f}")
+    acc.add_row(str(s.out), _loss_label(s.loss, s.lam), f"{100 * run['test_accuracy']:.2f}")
+    ui.out.print(acc)
+    if not s.evaluate:
+        return
+    import torch
+
+    from .train_eval import METRICS, cam_faithfulness
+
+    x, y = _test_tensors(data)
+    x, y = x[: s.eval_images], y[: s.eval_images]
+    dev = torch.device(s.device)
+    x, y = x.to(dev), y.to(dev)
+    with ui.progress() as p:
+        ours = cam_faithfulness(model, x, y, mean=data.mean, std=data.std, progress=p)
+        base = cam_faithfulness(base_model, x, y, mean=data.mean, std=data.std, progress=p) if base_model else None
+    t = Table(title=f"CAM metrics (%) on {len(y)} test images; Δ = this run − baseline ± s.e. (paired)")
+    t.add_column("CAM")
+    for k, d in METRICS.items():
+        t.add_column(f"{k} {'↓' if d == 'lower' else '↑'}", justify="right")
+    for cam, vals in ours.items():
+        cells = []
+        for k, d in METRICS.items():
+            m, se = _mean_se(vals[k])
+            cell = f"{m:.2f}"
+            if base is not None:
+                dm, dse = _mean_se(vals[k] - base[cam][k])
+                better = dm < 0 if d == "lower" else dm > 0
+                mark = "*" if abs(dm) > 2 * dse and better else ("!" if abs(dm) > 2 * dse else "")
+                cell += f" (Δ {dm:+.2f}±{dse:.2f}{mark})"
+            else:
+                cell += f" ±{se:.2f}"
+            cells.append(cell)
+        t.add_row(cam, *cells)
+    ui.out.print(t)
+    if base is not None:
+        ui.out.print("* better than the baseline by more than 2 s.e.; ! worse by more than 2 s.e.")
+    summary = {
+        cam: {k: _mean_se(v[k])[0] for k in METRICS} | {"seconds_per_image": v["seconds_per_image"]}
+        for cam, v in ours.items()
+    }
+    (s.out / "cam_metrics.json").write_text(json.dumps({"images": len(y), "cams": summary}, indent=1))
+
+
+def _test_tensors(data: _Data) -> tuple[Any, Any]:
+    t = data.test
+    if isinstance(t, tuple):
+        return t
+    return t.images, t.labels
+
+
+def _loss_label(loss: str, lam: float) -> str:
+    return "cross-entropy" if loss == "ce" else f"{loss} λ={lam:g}"
+
+
+def run_training(s: TrainSettings, ui: UI) -> dict[str, Any]:
+    """Train (or resume) the run described by ``s``; print the comparison table; return run.json."""
+    s.out = Path(s.out)
+    s.check()
+    data = _load_data(s)
+    ui.info(f"training {s.model} on {data.description} with {_loss_label(s.loss, s.lam)} for {s.epochs} epoch(s)")
+    model, run = _train_one(s, data, ui)
+    _comparison(s, data, model, run, ui)
+    return run
