@@ -12,7 +12,10 @@ from ..core import (
     contiguous_result,
     fast_layout_call,
     gather_scores,
+    gradient_call,
     model_input,
+    normal_options,
+    normal_tensor,
     preserved_state,
     relu_rule,
     resolve_targets,
@@ -78,7 +81,8 @@ class Attribution:
         return fast_layout_call(self.model, self._guarded, x, target, options)
 
     def _guarded(self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> Any:
-        with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+        with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+            x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
             return contiguous_result(self._attribute(x, target, **options))
 
     def _attribute(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:

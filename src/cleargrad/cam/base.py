@@ -23,7 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import check_input, fast_layout_call, find_layer, layer_name, preserved_state
+from ..core import (
+    check_input,
+    fast_layout_call,
+    find_layer,
+    gradient_call,
+    layer_name,
+    normal_options,
+    normal_tensor,
+    preserved_state,
+)
 from ..core.layers import LayerSpec
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
@@ -192,7 +201,8 @@ class BaseCAM:
         self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]
     ) -> tuple[list[nn.Module], list[torch.Tensor]]:
         """Layers and raw maps of one guarded call (the model's state restored on exit)."""
-        with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+        with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+            x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
             modules = self.resolve_layers(x)
             return modules, [m.contiguous() for m in self._raw_maps(x, target, modules, **options)]
 

@@ -8,7 +8,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import check_input, chunk_slices, fast_layout_call, preserved_state, register, resolve_targets
+from ..core import (
+    check_input,
+    chunk_slices,
+    fast_layout_call,
+    gradient_call,
+    normal_options,
+    normal_tensor,
+    preserved_state,
+    register,
+    resolve_targets,
+)
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
@@ -115,9 +125,10 @@ class ExpectedGradCAM(BaseCAM):
         check_input(x, ndim=4)
 
         def run() -> torch.Tensor:
-            with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
-                modules = self.resolve_layers(x)
-                return self._expected(x, target, modules[:1], **options)[1][0].contiguous()
+            with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+                xn, tn, opts = normal_tensor(x), normal_tensor(target), normal_options(options)
+                modules = self.resolve_layers(xn)
+                return self._expected(xn, tn, modules[:1], **opts)[1][0].contiguous()
 
         return fast_layout_call(self.model, run)
 

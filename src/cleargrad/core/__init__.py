@@ -2,6 +2,7 @@
 chunked batching, 2-D reduction and the method registry."""
 
 from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size
+from .gradmode import gradient_call, normal_options, normal_tensor
 from .hooks import capture_activations, forward_hooks
 from .inputs import check_input
 from .layers import auto_layer, find_layer, layer_name
@@ -38,11 +39,14 @@ __all__ = [
     "find_layer",
     "forward_hooks",
     "gather_scores",
+    "gradient_call",
     "get_memory_format",
     "get_method",
     "layer_name",
     "list_methods",
     "model_input",
+    "normal_options",
+    "normal_tensor",
     "preserved_state",
     "register",
     "relu_rule",

@@ -4,10 +4,19 @@
 ``training`` flag, every parameter's ``requires_grad`` flag and ``.grad`` and (when the
 caller allowed training mode, where BatchNorm would update its statistics) every
 buffer, and restores all of them in ``finally``, so also when the call raises.
+
+Concurrent calls on one model (a threaded web service explaining it) are serialised
+by a per-model re-entrant lock (:func:`model_lock`) held for the whole guarded call: one call's snapshot
+must never record the frozen flags of another, and one call's hooks must never see
+another's forward passes. Calls on different models run in parallel; nested calls
+in one thread (a metric running an explanation) re-enter the lock. To explain in
+parallel, give each thread its own copy of the model (``copy.deepcopy(model)``).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,7 +25,32 @@ from torch import nn
 
 from ..errors import ModelStateError
 
-__all__ = ["preserved_state", "check_eval_mode", "unique_parameters"]
+__all__ = ["preserved_state", "check_eval_mode", "model_lock", "unique_parameters"]
+
+#: id(key object) -> lock; an entry is dropped when its key object is collected
+_locks: dict[int, threading.RLock] = {}
+_locks_guard = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The re-entrant lock that serialises cleargrad's calls on ``model``.
+
+    Keyed by the model's first parameter (the model itself when it has none), so a
+    wrapper that adds no parameter in front of a model (``nn.Sequential(normalize,
+    model)``, GAD's stacked models) shares the model's lock and cannot run at the same
+    time as a call on the bare model.
+    """
+    key: object = next(model.parameters(), None)
+    if key is None:
+        key = model
+    lock = _locks.get(id(key))
+    if lock is None:
+        with _locks_guard:
+            lock = _locks.get(id(key))
+            if lock is None:
+                lock = _locks[id(key)] = threading.RLock()
+                weakref.finalize(key, _locks.pop, id(key), None)
+    return lock
 
 
 def unique_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -48,6 +82,9 @@ def preserved_state(
 ) -> Iterator[None]:
     """Context manager that restores the model's flags, grads and buffers on exit.
 
+    Holds :func:`model_lock` of ``model`` for the duration (concurrent calls on one
+    model from several threads run one after the other).
+
     Args:
         model: the model to guard.
         allow_train_mode: accept a model in training mode (otherwise raise
@@ -55,7 +92,14 @@ def preserved_state(
         freeze_params: set ``requires_grad=False`` on every parameter for the
             duration, so that backward passes compute no parameter gradients.
     """
-    check_eval_mode(model, allow_train_mode)
+    with model_lock(model):
+        check_eval_mode(model, allow_train_mode)
+        with _restored(model, allow_train_mode=allow_train_mode, freeze_params=freeze_params):
+            yield
+
+
+@contextmanager
+def _restored(model: nn.Module, *, allow_train_mode: bool, freeze_params: bool) -> Iterator[None]:
     modules = list(model.modules())
     training = [m.training for m in modules]
     params = unique_parameters(model)
@@ -76,7 +120,11 @@ def preserved_state(
                 m.training = t
         for p, r, g in zip(params, requires, grads):
             if p.requires_grad != r:
-                p.requires_grad_(r)
+                if p.is_inference():  # a model made in inference mode: only there may the flag go back on
+                    with torch.inference_mode():
+                        p.requires_grad_(r)
+                else:
+                    p.requires_grad_(r)
             if p.grad is not g:
                 p.grad = g
         with torch.no_grad():
