@@ -105,11 +105,23 @@ class Attribution:
         return resolve_targets(target, x.shape[0], self.num_classes(x), device=x.device)
 
     def num_classes(self, x: torch.Tensor) -> int:
-        """Number of classes, read once from the model's output on one image."""
+        """Number of classes, read once from the model's output on one image.
+
+        The probe runs in eval mode (a model explained with ``allow_train_mode=True``
+        may hold BatchNorm layers that cannot take one image in training mode); the
+        modules' flags are put back right after it.
+        """
         n = getattr(self, "_num_classes", None)
         if n is None:
-            with torch.no_grad():
-                n = int(self.scores(x[:1]).shape[1])
+            training = [m for m in self.model.modules() if m.training]
+            try:
+                for m in training:
+                    m.training = False
+                with torch.no_grad():
+                    n = int(self.scores(x[:1]).shape[1])
+            finally:
+                for m in training:
+                    m.training = True
             self._num_classes = n
         return n
 

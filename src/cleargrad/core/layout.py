@@ -20,7 +20,9 @@ variable):
 A model whose forward cannot take a channels-last input (typically ``x.view(n, -1)``
 on a spatial feature map, which needs a contiguous tensor) fails with a stride error;
 the call is then run again in the default layout, and that model is remembered and
-never given channels-last inputs again. Results agree with the default layout up to
+never given channels-last inputs again. On that first call the user's own forward
+hooks and any side effect of the forward (up to the failing operation) therefore run
+twice; ``set_memory_format("contiguous")`` before the first call avoids it. Results agree with the default layout up to
 float rounding (different convolution kernels).
 """
 

@@ -111,6 +111,17 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any] | None:
         raise DataError(f"{path} is not valid JSON ({e}); delete the directory or pass resume=False") from e
 
 
+def _file_name(manifest: dict[str, Any], key: str, d: Path) -> str:
+    """The manifest's ``key`` entry, which must name a file directly inside ``d``."""
+    name = manifest.get(key)
+    if not isinstance(name, str) or not name or name in (".", "..") or Path(name).name != name or "\\" in name:
+        raise DataError(
+            f"{d / MANIFEST} names {key} file {name!r}, which is not a plain file name inside {d}; a checkpoint "
+            "only reads files from its own folder. Delete the folder or pass resume=False"
+        )
+    return name
+
+
 def load_checkpoint(
     directory: str | os.PathLike,
     *,
@@ -123,13 +134,14 @@ def load_checkpoint(
 
     Returns None when the directory holds no checkpoint. Weights are read with
     safetensors onto the model's device; the optimizer/scheduler/RNG state with
-    ``torch.load(weights_only=True)``.
+    ``torch.load(weights_only=True)``. The manifest's file names must be plain names
+    of files in ``directory`` (``../x.pt`` or an absolute path: :class:`DataError`).
     """
     manifest = read_manifest(directory)
     if manifest is None:
         return None
     d = Path(directory)
-    weights, state = d / manifest["weights"], d / manifest["state"]
+    weights, state = (d / _file_name(manifest, key, d) for key in ("weights", "state"))
     for f in (weights, state):
         if not f.exists():
             raise DataError(f"checkpoint file {f} named in {d / MANIFEST} is missing; pass resume=False")

@@ -8,6 +8,7 @@ resumes from the last one after an interruption.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -312,6 +313,14 @@ def _check_resume_config(saved: dict[str, Any], cfg: dict[str, Any], directory: 
         )
 
 
+@contextlib.contextmanager
+def _forked_rng(device: torch.device) -> Iterator[None]:
+    """Restore torch's global CPU RNG (and ``device``'s accelerator RNG) on exit."""
+    devices = [device.index if device.index is not None else 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        yield
+
+
 def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The data-order generator of ``epoch``: depends only on (seed, epoch), so resuming reproduces it."""
     g = torch.Generator()
@@ -383,7 +392,8 @@ def fit(
         seed: seeds torch's global RNG at the start of a fresh run and the data order
             of each epoch (a generator seeded from ``(seed, epoch)``); a resumed run
             restores the RNG state saved with the checkpoint, so it reproduces an
-            uninterrupted run.
+            uninterrupted run. The caller's global RNG state (CPU, and the model's
+            CUDA device) is restored when ``fit`` returns or raises.
         device: move the model there (default: where its parameters are).
         num_workers: DataLoader workers for non-tensor datasets.
         quiet: no progress bars or epoch summaries.
@@ -421,39 +431,42 @@ def fit(
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     history: list[dict[str, Any]] = []
     start = 0
-    if ckpt_dir is not None and resume and read_manifest(ckpt_dir) is not None:
-        manifest = read_manifest(ckpt_dir)
-        _check_resume_config(manifest.get("config", {}), cfg, ckpt_dir)  # type: ignore[union-attr]
-        ck = load_checkpoint(ckpt_dir, model=model, optimizer=opt, scheduler=sched)
-        start, history = ck.epoch, list(ck.history)  # type: ignore[union-attr]
-    else:
-        torch.manual_seed(cfg["seed"])
+    # the run seeds and draws from torch's global RNG (dropout, batch_transform); the
+    # caller's global RNG state is restored when fit returns (or raises)
+    with _forked_rng(dev):
+        if ckpt_dir is not None and resume and read_manifest(ckpt_dir) is not None:
+            manifest = read_manifest(ckpt_dir)
+            _check_resume_config(manifest.get("config", {}), cfg, ckpt_dir)  # type: ignore[union-attr]
+            ck = load_checkpoint(ckpt_dir, model=model, optimizer=opt, scheduler=sched)
+            start, history = ck.epoch, list(ck.history)  # type: ignore[union-attr]
+        else:
+            torch.manual_seed(cfg["seed"])
 
-    with progress_bar(quiet=quiet) as bar:
-        if start and bar:
-            bar.console.print(f"resuming after epoch {start}/{epochs} from {ckpt_dir}")
-        for epoch in range(start + 1, epochs + 1):
-            record = _train_epoch(model, train, loss_fn, opt, cfg, epoch, dev, batch_transform, num_workers, bar)
-            sched.step()
-            record["test_accuracy"] = (
-                evaluate(model, test, batch_size=eval_batch_size, device=dev) if test is not None else None
-            )
-            history.append(record)
-            if ckpt_dir is not None:
-                save_checkpoint(
-                    ckpt_dir,
-                    model=model,
-                    optimizer=opt,
-                    scheduler=sched,
-                    epoch=epoch,
-                    config=cfg,
-                    history=history,
-                    keep_all=keep_all_checkpoints,
+        with progress_bar(quiet=quiet) as bar:
+            if start and bar:
+                bar.console.print(f"resuming after epoch {start}/{epochs} from {ckpt_dir}")
+            for epoch in range(start + 1, epochs + 1):
+                record = _train_epoch(model, train, loss_fn, opt, cfg, epoch, dev, batch_transform, num_workers, bar)
+                sched.step()
+                record["test_accuracy"] = (
+                    evaluate(model, test, batch_size=eval_batch_size, device=dev) if test is not None else None
                 )
-            if bar:
-                bar.console.print(_summary(record, epochs))
-            if on_epoch_end is not None:
-                on_epoch_end(record)
+                history.append(record)
+                if ckpt_dir is not None:
+                    save_checkpoint(
+                        ckpt_dir,
+                        model=model,
+                        optimizer=opt,
+                        scheduler=sched,
+                        epoch=epoch,
+                        config=cfg,
+                        history=history,
+                        keep_all=keep_all_checkpoints,
+                    )
+                if bar:
+                    bar.console.print(_summary(record, epochs))
+                if on_epoch_end is not None:
+                    on_epoch_end(record)
     model.eval()
     return FitResult(model=model, history=history, checkpoint_dir=ckpt_dir, resumed_from=start)
 
