@@ -2,6 +2,7 @@
 
 from . import metrics
 from .api import explain, make_method, methods
+from .attention import AttentionRelevance, AttentionRollout
 from .attribution import (
     Deconvolution,
     ExpectedGradients,
@@ -28,6 +29,7 @@ from .cam import (
     internal_saturation,
 )
 from .core.layout import get_memory_format, set_memory_format
+from .core.tokens import TokenGrid
 from .errors import (
     ConfigError,
     DataError,
@@ -47,6 +49,8 @@ __all__ = [
     "set_memory_format",
     "CAM",
     "AblationCAM",
+    "AttentionRelevance",
+    "AttentionRollout",
     "AxiomCAM",
     "ExpectedGradCAM",
     "GradCAM",
@@ -75,6 +79,7 @@ __all__ = [
     "Saliency",
     "SmoothGrad",
     "TargetError",
+    "TokenGrid",
     "explain",
     "make_method",
     "methods",

@@ -21,6 +21,7 @@ from ..core import (
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .base import BaseCAM, LayersSpec, weighted_sum
+from .capture import ReshapeArg
 from .sampling import default_batch
 from .split import LayerSplit, split_at_layer
 
@@ -59,8 +60,9 @@ class AblationCAM(BaseCAM):
         *,
         output: OutputSelector = None,
         allow_train_mode: bool = False,
+        reshape: ReshapeArg = "auto",
     ) -> None:
-        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode)
+        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode, reshape=reshape)
         self._splits: dict[int, LayerSplit | None] = {}
 
     def _split(self, module: nn.Module) -> LayerSplit | None:
@@ -82,14 +84,19 @@ class AblationCAM(BaseCAM):
             raise ConfigError(f"path must be one of {_PATHS}, got {path!r}")
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
             raise ConfigError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        acts, scores = self.forward_pass(x, modules)
+        raws, layouts, scores = self.raw_forward_pass(x, modules)
         t = resolve_targets(target, x.shape[0], scores=scores)
         y = gather_scores(scores, t)
         maps = []
-        for module, a in zip(modules, acts):
+        for module, raw, layout in zip(modules, raws, layouts):
+            a = layout.apply(raw)
+            # token layers: where each (channel, i, j) of the activation sits in the raw output
+            index = None if layout.identity else layout.source_index(raw.shape, raw.device)
             with torch.inference_mode():
-                split = self._usable_split(module, x, a, scores, path)
-                ablated = self._ablated_scores(x, module, a, t, y, split, batch_size, float(ablation_value))
+                split = self._usable_split(module, x, raw, scores, path)
+                ablated = self._ablated_scores(
+                    x, module, a, t, y, split, batch_size, float(ablation_value), raw=raw, index=index
+                )
                 w = torch.where(y[:, None] != 0, (y[:, None] - ablated) / y[:, None], torch.zeros_like(ablated))
             maps.append(weighted_sum(w.clone(), a))
         return maps
@@ -130,6 +137,8 @@ class AblationCAM(BaseCAM):
         split: tuple[LayerSplit, tuple[Any, ...]] | None,
         batch_size: int | None,
         value: float,
+        raw: torch.Tensor | None = None,
+        index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         n, k = a.shape[:2]
         flat = a.flatten(2)
@@ -138,7 +147,8 @@ class AblationCAM(BaseCAM):
         live = torch.nonzero(~inert).flatten()
         # start from y_c everywhere: channels not run keep it, so their weight is exactly 0
         y = y_clean.to(a.dtype)[:, None].expand(n, k).reshape(-1).clone()
-        sample_shape = a.shape[1:] if split is not None else x.shape[1:]
+        raw = a if raw is None else raw
+        sample_shape = raw.shape[1:] if split is not None else x.shape[1:]
         chunk = batch_size or default_batch(sample_shape, live.numel(), a.device)
         for sl in chunk_slices(live.numel(), chunk):
             idx = live[sl]
@@ -146,17 +156,30 @@ class AblationCAM(BaseCAM):
             rows = torch.arange(idx.numel(), device=a.device)
             if split is not None:
                 tail, frontier = split
-                ab = a[img].clone()
-                ab[rows, ch] = value
+                ab = self._ablate(raw[img], rows, ch, value, index)
                 out = tail.tail(ab, *(f[img] for f in frontier))
             else:
 
                 def hook(_m: nn.Module, _i: Any, o: torch.Tensor, ch: torch.Tensor = ch, r: torch.Tensor = rows) -> Any:
-                    o = o.clone()
-                    o[r, ch] = value
-                    return o
+                    return self._ablate(o, r, ch, value, index)
 
                 with forward_hooks([module], hook):
                     out = self.model(model_input(self.model, x[img]))
             y[idx] = gather_scores(select_output(out, self.output), t[img])
         return y.view(n, k)
+
+    @staticmethod
+    def _ablate(
+        out: torch.Tensor, rows: torch.Tensor, ch: torch.Tensor, value: float, index: torch.Tensor | None
+    ) -> torch.Tensor:
+        """A copy of the raw layer output ``out`` with channel ``ch[i]`` of row ``rows[i]``
+        set to ``value``; ``index`` maps a token layer's channels to their raw positions
+        (prefix tokens are left as they are)."""
+        if index is None:
+            o = out.clone()
+            o[rows, ch] = value
+        else:
+            o = out.clone(memory_format=torch.contiguous_format)
+            pos = index.flatten(1)[ch]  # (B, h*w)
+            o.view(o.shape[0], -1)[rows[:, None], pos] = value
+        return o

@@ -36,7 +36,13 @@ from ..core import (
 from ..core.layers import LayerSpec
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
-from .capture import activations_and_gradients, forward_with_activations, layer_activations
+from .capture import (
+    ReshapeArg,
+    activations_and_gradients,
+    forward_with_activations,
+    forward_with_layers,
+    layer_activations,
+)
 
 __all__ = ["BaseCAM", "CAMMaps", "LayersSpec", "normalize_maps", "upsample_maps", "fuse_maps", "weighted_sum"]
 
@@ -105,12 +111,21 @@ class BaseCAM:
         model: the classifier; its forward returns ``(N, C)`` scores, or anything from
             which ``output`` selects them.
         layer: the target layer: a dotted name (``"layer4"``), a module of the model,
-            ``"auto"`` (the last module with a 4-D output, i.e. the last convolutional
-            block), or a list of those (one map per layer plus a fused map).
+            ``"auto"`` (the last convolutional block of a CNN; for a vision transformer the
+            last token layer whose patch tokens reach the score, see
+            :func:`~cleargrad.core.auto_layer`), or a list of those (one map per layer plus
+            a fused map).
         output: selector for models whose forward returns a tuple/dict: a key, an index
             or a callable applied to the forward's result.
         allow_train_mode: explain a model in training mode instead of raising
             :class:`~cleargrad.ModelStateError` (buffers are restored after the call).
+        reshape: how a layer output becomes ``(N, K, h, w)`` (its gradient goes the same
+            way): ``"auto"`` (default: feature maps as they are, ``(N, T, D)`` tokens and
+            ``(N, h, w, D)`` channels-last maps detected from the input size and the token
+            count), ``None`` (4-D channels-first only), ``"channels_last"``, a
+            :class:`~cleargrad.TokenGrid` (prefix tokens and grid) or a callable
+            ``f(out) -> (N, D, h, w)`` (as pytorch-grad-cam's ``reshape_transform``); a list
+            gives one per layer. See :mod:`cleargrad.core.tokens`.
     """
 
     #: registry family
@@ -123,6 +138,7 @@ class BaseCAM:
         *,
         output: OutputSelector = None,
         allow_train_mode: bool = False,
+        reshape: ReshapeArg = "auto",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -130,6 +146,7 @@ class BaseCAM:
         self.layer = layer
         self.output = output
         self.allow_train_mode = allow_train_mode
+        self.reshape = reshape
         self._auto: dict[tuple[int, ...], nn.Module] = {}
 
     def __repr__(self) -> str:
@@ -216,7 +233,7 @@ class BaseCAM:
             if isinstance(spec, str) and spec == "auto":
                 key = tuple(x.shape[1:])
                 if key not in self._auto:
-                    self._auto[key] = find_layer(self.model, "auto", example=x)
+                    self._auto[key] = find_layer(self.model, "auto", example=x, output=self.output)
                 modules.append(self._auto[key])
             else:
                 modules.append(find_layer(self.model, spec))
@@ -232,14 +249,18 @@ class BaseCAM:
     # passes, for subclasses -------------------------------------------------------
     def forward_pass(self, x: torch.Tensor, modules: Sequence[nn.Module]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One full forward pass (no gradient needed): ``(activations, scores)``."""
-        return forward_with_activations(self.model, x, modules, self.output)
+        return forward_with_activations(self.model, x, modules, self.output, self.reshape)
+
+    def raw_forward_pass(self, x: torch.Tensor, modules: Sequence[nn.Module]) -> tuple[list[torch.Tensor], list[Any], torch.Tensor]:
+        """One full forward pass: the layers' raw outputs, their layouts and the scores."""
+        return forward_with_layers(self.model, x, modules, self.output, self.reshape)
 
     def layer_pass(self, x: torch.Tensor, modules: Sequence[nn.Module]) -> list[torch.Tensor]:
         """The layers' outputs, running the network only up to the last of them."""
-        return layer_activations(self.model, x, modules, stop=True)
+        return layer_activations(self.model, x, modules, stop=True, reshape=self.reshape)
 
     def gradient_pass(
         self, x: torch.Tensor, modules: Sequence[nn.Module], target: TargetLike
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """One forward and one backward pass: ``(activations, gradients, scores, targets)``."""
-        return activations_and_gradients(self.model, x, modules, target, self.output)
+        return activations_and_gradients(self.model, x, modules, target, self.output, self.reshape)

@@ -12,6 +12,7 @@ from ..core import find_layer, layer_name, register, resolve_targets
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import LayerError
 from .base import BaseCAM, LayersSpec, weighted_sum
+from .capture import ReshapeArg
 from .weights import gradcam_pp_weights, gradcam_weights, xgrad_weights
 
 __all__ = ["GradientCAM", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "AxiomCAM", "LayerCAM", "HiResCAM", "CAM"]
@@ -114,8 +115,9 @@ class CAM(BaseCAM):
         fc_layer: str | nn.Module = "auto",
         output: OutputSelector = None,
         allow_train_mode: bool = False,
+        reshape: ReshapeArg = "auto",
     ) -> None:
-        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode)
+        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode, reshape=reshape)
         self.fc_layer = fc_layer
 
     def _fc(self) -> nn.Linear:

@@ -63,7 +63,7 @@ def load_registries() -> None:
     """Import the method families and metrics so that they register themselves."""
     import importlib
 
-    for module in ("cleargrad.attribution", "cleargrad.cam", "cleargrad.metrics"):
+    for module in ("cleargrad.attribution", "cleargrad.cam", "cleargrad.attention", "cleargrad.metrics"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:  # a family absent from this build; real import bugs still raise
