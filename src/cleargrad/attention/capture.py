@@ -118,10 +118,8 @@ def _sdpa_by_definition(
         keep = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril()
         logits = logits.masked_fill(~keep, float("-inf"))
     if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            logits = logits.masked_fill(~attn_mask, float("-inf"))
-        else:
-            logits = logits + attn_mask
+        is_bool = attn_mask.dtype == torch.bool
+        logits = logits.masked_fill(~attn_mask, float("-inf")) if is_bool else logits + attn_mask
     probs = logits.softmax(dim=-1)
     return probs @ v, probs
 

@@ -126,14 +126,15 @@ class AttentionMethod:
     def _relevance(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def _check_maps(self, maps: AttentionMaps) -> None:
+    def _check_maps(self, maps: AttentionMaps, n: int) -> None:
         if not maps.probs:
             raise LayerError(
                 f"no attention module of {type(self.model).__name__} ran during the forward pass; "
                 "attention methods need self-attention over the tokens"
             )
         shapes = {tuple(p.shape[-2:]) for p in maps.probs}
-        if len(shapes) != 1 or any(p.shape[-1] != p.shape[-2] for p in maps.probs):
+        batched = all(p.dim() == 4 and p.shape[0] == n for p in maps.probs)
+        if not batched or len(shapes) != 1 or any(p.shape[-1] != p.shape[-2] for p in maps.probs):
             raise LayerError(
                 f"the attention maps of {type(self.model).__name__} are not all over the same token set "
                 f"(shapes {sorted(shapes)}: windowed or cross attention); attention rollout and relevance "
@@ -164,7 +165,7 @@ class AttentionRollout(AttentionMethod):
             before adding the identity (a popular variant; 0, off, is the paper). The
             entry of the explained token with itself is never discarded.
 
-    ``target`` is accepted for a uniform interface and does not change the map.
+    ``target`` is validated like every method's and does not change the map.
     """
 
     def _relevance(
@@ -182,8 +183,9 @@ class AttentionRollout(AttentionMethod):
         if not 0.0 <= float(discard_ratio) < 1.0:
             raise ConfigError(f"discard_ratio must be in [0, 1), got {discard_ratio!r}")
         with torch.inference_mode(), attention_probabilities(self.model) as maps:
-            self.model(model_input(self.model, x))
-        self._check_maps(maps)
+            scores = select_output(self.model(model_input(self.model, x)), self.output)
+        self._check_maps(maps, x.shape[0])
+        resolve_targets(target, x.shape[0], scores=scores)  # validated, though the map does not use it
         n, t = x.shape[0], maps.probs[0].shape[-1]
         eye = torch.eye(t, device=maps.probs[0].device, dtype=maps.probs[0].dtype)
         rollout = eye.expand(n, t, t).clone()
@@ -223,7 +225,7 @@ class AttentionRelevance(AttentionMethod):
             xg = x.detach().clone().requires_grad_(True)  # parameters are frozen: the graph starts here
             with attention_probabilities(self.model) as maps:
                 scores = select_output(self.model(model_input(self.model, xg)), self.output)
-            self._check_maps(maps)
+            self._check_maps(maps, x.shape[0])
             t = resolve_targets(target, x.shape[0], scores=scores)
             grads = maps.gradients(gather_scores(scores, t).sum())
         n, tok = x.shape[0], maps.probs[0].shape[-1]

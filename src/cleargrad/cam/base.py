@@ -251,7 +251,9 @@ class BaseCAM:
         """One full forward pass (no gradient needed): ``(activations, scores)``."""
         return forward_with_activations(self.model, x, modules, self.output, self.reshape)
 
-    def raw_forward_pass(self, x: torch.Tensor, modules: Sequence[nn.Module]) -> tuple[list[torch.Tensor], list[Any], torch.Tensor]:
+    def raw_forward_pass(
+        self, x: torch.Tensor, modules: Sequence[nn.Module]
+    ) -> tuple[list[torch.Tensor], list[Any], torch.Tensor]:
         """One full forward pass: the layers' raw outputs, their layouts and the scores."""
         return forward_with_layers(self.model, x, modules, self.output, self.reshape)
 

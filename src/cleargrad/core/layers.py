@@ -80,9 +80,9 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
 
     Candidates are the modules' outputs in order of completion of one forward pass:
     channels-first feature maps ``(N, K, h, w)`` whose ``(h, w)`` is a grid of the input
-    (pooling layers, and containers whose output is a pooling layer's output, excluded) and token layers (``(N, T, D)`` with a
-    token count that is prefix tokens plus a grid of the input, ``(N, h, w, D)``
-    channels-last maps; see :mod:`cleargrad.core.tokens`).
+    (pooling layers, and containers whose output is a pooling layer's output, excluded)
+    and token layers (``(N, T, D)`` with a token count that is prefix tokens plus a grid
+    of the input, ``(N, h, w, D)`` channels-last maps; see :mod:`cleargrad.core.tokens`).
 
     * When the last candidate is a feature map (every CNN), it is chosen, as before:
       ``layer4`` of a ResNet, ``features.29`` of VGG-16, ``features`` of MobileNet-V2;
@@ -134,7 +134,7 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
             h.remove()
     if not order:
         raise LayerError(
-            f"layer='auto' found no module with (N, K, h, w) feature maps or (N, T, D) tokens in "
+            f"layer='auto' found no module with a 4-D (N, K, h, w) feature map or (N, T, D) token output in "
             f"{type(model).__name__}; CAM methods need a convolutional or token layer: pass layer= "
             "explicitly, or use a pixel attribution method instead"
         )

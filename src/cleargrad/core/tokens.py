@@ -284,8 +284,8 @@ def _auto_layout(out: torch.Tensor, hw: tuple[int, int] | None, name: str) -> La
     if out.dim() == 3 and hw is not None:
         return _token_layout(out, hw, name, TokenGrid(prefix=None))
     raise LayerError(
-        f"layer {name!r} returns {_shape(out)}, but CAM methods need (N, K, h, w) feature maps, (N, T, D) "
-        "tokens or (N, h, w, D) channels-last maps; pick another layer (layer='auto' finds the last "
+        f"layer {name!r} returns {_shape(out)}, but CAM methods need 4-D (N, K, h, w) feature maps, (N, T, D) "
+        "tokens or 4-D (N, h, w, D) channels-last maps; pick another layer (layer='auto' finds the last "
         "suitable one)"
     )
 
