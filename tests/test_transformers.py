@@ -401,3 +401,16 @@ def test_transformer_left_untouched(model_key: str, method: str) -> None:
     snap.assert_same(model)
     for p in model.parameters():
         p.grad = None
+
+
+@pytest.mark.parametrize("method", ["attention_rollout", "attention_relevance", "gradcam"])
+def test_ambient_inference_mode_gives_the_same_map_on_a_vit(method: str) -> None:
+    model, x = _model("timm_vit"), _x(32, n=2)
+    ref = cg.explain(model, x, method, target=[0, 1])
+    snap = ModelSnapshot.take(model)
+    for ambient in (torch.inference_mode, torch.no_grad):
+        with ambient():
+            out = cg.explain(model, x.clone(), method, target=[0, 1])
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-7)
+        snap.assert_same(model)
+    assert float(ref.abs().amax()) > 0

@@ -31,6 +31,9 @@ from ..core import (
     check_input,
     fast_layout_call,
     gather_scores,
+    gradient_call,
+    normal_options,
+    normal_tensor,
     preserved_state,
     register,
     resolve_targets,
@@ -104,11 +107,12 @@ class AttentionMethod:
         """
         check_input(x, ndim=4)
 
-        def run() -> torch.Tensor:
-            with preserved_state(self.model, allow_train_mode=self.allow_train_mode):
-                return self._relevance(x, target, **options)
+        def run(x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> torch.Tensor:
+            with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
+                x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
+                return self._relevance(x, target, **options).clone()
 
-        rel = fast_layout_call(self.model, run)
+        rel = fast_layout_call(self.model, run, x, target, options)
         n, t, _ = rel.shape
         layout = resolve_layout(
             self.tokens or TokenGrid(prefix=None), rel.new_zeros(1, t, 1), x.shape[-2:], "attention tokens"
