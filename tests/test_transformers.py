@@ -414,3 +414,84 @@ def test_ambient_inference_mode_gives_the_same_map_on_a_vit(method: str) -> None
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-7)
         snap.assert_same(model)
     assert float(ref.abs().amax()) > 0
+
+
+# --- command line -------------------------------------------------------------------
+
+VIT_SOURCE = """
+import torch
+import torchvision
+
+
+def factory():
+    torch.manual_seed(3)
+    m = torchvision.models.VisionTransformer(
+        image_size=16, patch_size=8, num_layers=2, num_heads=2, hidden_dim=8, mlp_dim=16, num_classes=3
+    )
+    with torch.no_grad():
+        m.heads.head.weight.normal_(0, 0.5)
+    return m
+"""
+
+
+def test_cli_explains_a_vit_with_layer_reshape_and_attention_methods(tmp_path) -> None:  # noqa: ANN001
+    from typer.testing import CliRunner
+
+    from cleargrad.cli import app
+    from cleargrad.cli.images import default_preprocess
+    from cleargrad.cli.modelspec import load_model
+
+    (tmp_path / "vit.py").write_text(VIT_SOURCE)
+    images = tmp_path / "images"
+    images.mkdir()
+    from PIL import Image
+
+    arr = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(images / "a.png")
+    spec = f"{tmp_path / 'vit.py'}:factory"
+    runner = CliRunner()
+    layer = "encoder.layers.encoder_layer_1.ln_1"
+    out = tmp_path / "out"
+    common = ["explain", "--model", spec, "--images", str(images), "--size", "16", "--target", "1", "-q"]
+    r = runner.invoke(app, [*common, "--method", "gradcam,rollout,chefer", "--layer", layer,
+                            "--reshape", "tokens:1:2x2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    saved = {p.name: np.load(p) for p in out.glob("*.npy")}
+    assert len(saved) == 3
+    # the saved Grad-CAM equals the library's with the same layer and an explicit token grid
+    model = load_model(spec)
+    prep = default_preprocess(model, size=16)
+    pixels = torch.from_numpy(np.asarray(Image.open(images / "a.png"), dtype=np.float32) / 255.0)
+    x = prep.normalize(pixels.permute(2, 0, 1))[None]
+    want = cg.GradCAM(model, layer=layer, reshape=cg.TokenGrid(1, (2, 2))).attribute(x, target=1)
+    (grad_file,) = [v for k, v in saved.items() if "gradcam" in k]
+    np.testing.assert_allclose(grad_file.reshape(-1), want.numpy().reshape(-1), rtol=1e-5, atol=1e-6)
+    # a wrong grid is a one-line error naming the counts
+    r = runner.invoke(app, [*common, "--method", "gradcam", "--layer", layer, "--reshape", "tokens:1:3x3",
+                            "--out", str(tmp_path / "bad")])
+    assert r.exit_code != 0
+    assert "5 tokens" in r.output and "1 prefix + 3x3 = 10 tokens" in r.output
+
+
+# --- GAD with a CAM base and the metrics, on a ViT ------------------------------------
+
+
+def test_gad_with_a_cam_base_and_metrics_on_a_vit() -> None:
+    model, x = _model("vit_small_tv"), _x(32, n=12, seed=5)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    two = y[:2].tolist() if y[0] != y[1] else [int(y[0]), (int(y[0]) + 1) % 10]
+    snap = ModelSnapshot.take(model)
+    layer = "encoder.layers.encoder_layer_1.ln_1"
+    gad = cg.GAD(
+        model, base="gradcam", classes=two, n_support=2, epochs=1, lr=1e-3, batch_size=4, progress=False,
+        base_options={"layer": layer, "reshape": cg.TokenGrid(prefix=1, grid=(4, 4))},
+    ).fit((x, torch.tensor([two[i % 2] for i in range(12)])))
+    m = gad.attribute(x[:2], target=two)
+    assert m.shape[0] == 2 and m.shape[-2:] == (32, 32) and torch.isfinite(m).all()
+    snap.assert_same(model)
+    cam = cg.GradCAM(model, layer=layer).attribute(x[:2], target=two)
+    for metric in (cg.metrics.deletion, cg.metrics.insertion):
+        v = metric(model, x[:2], cam, target=two, step=64)
+        assert v.shape == (2,) and torch.isfinite(v).all()
+    snap.assert_same(model)

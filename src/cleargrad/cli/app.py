@@ -52,6 +52,14 @@ WeightsOpt = Annotated[
     ),
 ]
 LayerOpt = Annotated[str, typer.Option("--layer", help="Target layer of CAM methods: dotted name or 'auto'.")]
+ReshapeOpt = Annotated[
+    str,
+    typer.Option(
+        "--reshape",
+        help="How CAMs read a transformer layer: auto (detect tokens / channels-last), none, channels_last, "
+        "tokens, tokens:P (P prefix tokens) or tokens:P:HxW.",
+    ),
+]
 OptionOpt = Annotated[
     list[str] | None,
     typer.Option("--option", "-o", help="Method option METHOD.KEY=VALUE (or KEY=VALUE for all); repeatable."),
@@ -183,6 +191,7 @@ def explain_cmd(
     weights: WeightsOpt = None,
     target: Annotated[str, typer.Option("--target", help="Class index, or 'auto' (the prediction).")] = "auto",
     layer: LayerOpt = "auto",
+    reshape: ReshapeOpt = "auto",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("explanations"),
     option: OptionOpt = None,
     size: SizeOpt = None,
@@ -211,7 +220,9 @@ def explain_cmd(
         prep = default_preprocess(net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"))
         data = image_set(images, prep)
         refs = _references(data, prep)
-        explainers = [build_explainer(net, n, layer=layer, options=opts, references=refs) for n in names]
+        explainers = [
+            build_explainer(net, n, layer=layer, reshape=reshape, options=opts, references=refs) for n in names
+        ]
         written = explain_images(net, data, explainers, out, target=tgt, batch_size=batch_size, seed=seed, ui=ui)
         n_ok = len(data) - len(data.skipped)
         ui.out.print(f"{written} explanation(s) of {n_ok} image(s) written to {out}", markup=False)
@@ -250,6 +261,7 @@ def evaluate_cmd(
         str, typer.Option("--target", help="'auto' (prediction), 'label' (ground truth) or a class index.")
     ] = "auto",
     layer: LayerOpt = "auto",
+    reshape: ReshapeOpt = "auto",
     reference: Annotated[
         str | None, typer.Option("--reference", help="Method whose map region_complexity compares against.")
     ] = None,
@@ -309,13 +321,16 @@ def evaluate_cmd(
                 data.records = data.records[:limit]
             refs = _references(data, prep)
         assert prep is not None
-        explainers = [build_explainer(net, n, layer=layer, options=opts, references=refs) for n in method_names]
+        explainers = [
+            build_explainer(net, n, layer=layer, reshape=reshape, options=opts, references=refs)
+            for n in method_names
+        ]
         refs_needed = any("map_b" in _params(r.fn) for r in runners)
         ref_explainers = []
         if refs_needed:
             if reference is None:
                 raise ConfigError("a region-comparison metric needs --reference METHOD (the map it compares against)")
-            ref = build_explainer(net, reference, layer=layer, options=opts, references=refs)
+            ref = build_explainer(net, reference, layer=layer, reshape=reshape, options=opts, references=refs)
             ref_explainers.append(ref)
             for e in explainers:
                 e.reference = ref.name
@@ -329,6 +344,7 @@ def evaluate_cmd(
             "preprocess": prep.as_dict(),
             "target": tgt,
             "layer": layer,
+            **({"reshape": reshape} if reshape != "auto" else {}),  # absent by default: older stores resume
             "reference": reference,
             "method_options": {e.name: e.options for e in explainers},
             "metric_options": mopts,

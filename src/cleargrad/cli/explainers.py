@@ -18,6 +18,7 @@ from torch import nn
 
 from ..api import make_method
 from ..core.registry import get_method, list_methods
+from ..core.tokens import parse_reshape
 from ..errors import ConfigError
 
 __all__ = [
@@ -154,12 +155,14 @@ def build_explainer(
     name: str,
     *,
     layer: str = "auto",
+    reshape: str = "auto",
     options: Mapping[str, Mapping[str, Any]] | None = None,
     references: torch.Tensor | None = None,
 ) -> Explainer:
     """The registered method ``name`` bound to ``model``.
 
-    ``layer`` goes to methods that take one (the CAM family); ``references`` (a fixed set
+    ``layer`` goes to methods that take one (the CAM family), and so does ``reshape`` (the
+    command-line form of :func:`~cleargrad.core.tokens.parse_reshape`); ``references`` (a fixed set
     of images) to methods that declare them (Expected Gradients, Expected Grad-CAM), and so
     does a seeded ``generator`` on every call. Options given for this method
     (``METHOD.KEY``) are passed as they are (the method rejects the ones it does not take);
@@ -171,6 +174,8 @@ def build_explainer(
     specific = dict(options.get(info.name, {}))
     if _init_accepts(info.cls, "layer"):
         kw["layer"] = layer
+    if reshape != "auto" and _init_accepts(info.cls, "reshape") and "reshape" not in specific:
+        kw["reshape"] = parse_reshape(reshape)
     inst, rest = make_method(model, info.name, **{**kw, **specific})
     declared = _declared(inst)
     dropped = [k for k in rest if k in kw and k not in specific and k not in declared]
@@ -188,4 +193,6 @@ def build_explainer(
         return inst.attribute(x, target=targets, **rest, **extra)
 
     shown = {k: v for k, v in {**kw, **specific, **rest}.items() if k != "references" and k not in dropped}
+    if "reshape" in kw and "reshape" in shown:
+        shown["reshape"] = reshape  # the command-line text, not the spec object
     return Explainer(info.name, fn, info.family, info.summary, options=shown)
