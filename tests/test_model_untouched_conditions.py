@@ -6,6 +6,12 @@ same map as outside, never a blank one), a model created inside inference mode (
 clear error, model restored), three threads explaining one model at once, interrupts
 raised on the 2nd and 3rd forward pass (also ``KeyboardInterrupt``), real torchvision
 architectures at small inputs, and the global RNG when ``generator=`` is passed.
+
+Real architectures (densenet121, efficientnet_b0, mobilenet_v3_small, convnext_tiny,
+regnet_y_400mf; random init, 2 x 3 x 32 x 32 inputs): every registered method on the
+three small ones, all but the per-channel CAMs on densenet121, the six core methods
+on convnext_tiny (28M parameters); at 32 px the last block is 1 x 1, so CAM maps of a
+random model are often blank (all zero): the state of the model is what is checked.
 """
 
 from __future__ import annotations
@@ -139,6 +145,252 @@ def test_three_threads_mixing_methods_and_a_metric_on_one_model() -> None:
         lambda: cg.IntegratedGradients(model).attribute(x, target=TARGET, n_steps=4),
         lambda: cg.GradCAMPlusPlus(model).attribute(x, target=TARGET),
         lambda: M.deletion(model, x, maps, TARGET, step=24),
+    ]
+    refs = [c() for c in calls]
+    snap = ModelSnapshot.take(model)
+    results, errors = _in_threads(calls)
+    assert not errors, errors
+    for ref, outs in zip(refs, results):
+        for out in outs:
+            torch.testing.assert_close(out, ref)
+    snap.assert_same(model)
+
+
+# --- interrupts on the 2nd and 3rd forward pass, also KeyboardInterrupt ------------------
+
+
+def _interrupt_call(model: nn.Module, module: nn.Module, call, n: int, exc: BaseException) -> bool:
+    """Run ``call()`` with ``exc`` raised on the ``n``-th forward of ``module``; True if it completed.
+
+    Asserts that the call raised exactly when the forward ran ``n`` times, and that the
+    model (with the test's own hook still on it) is left as it was found.
+    """
+    calls = 0
+
+    def hook(_m: nn.Module, _inp: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise exc
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        snap = ModelSnapshot.take(model)
+        try:
+            call()
+            completed = True
+        except type(exc):
+            completed = False
+        assert completed == (calls < n), f"{calls} forward(s), interrupt on #{n}, completed={completed}"
+        snap.assert_same(model)
+    finally:
+        handle.remove()
+    return completed
+
+
+@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("exc", [RuntimeError("interrupted"), KeyboardInterrupt()], ids=["error", "keyboard"])
+@pytest.mark.parametrize("method", cg.methods())
+def test_interrupt_on_a_later_forward_leaves_the_model_untouched(method: str, exc: BaseException, n: int) -> None:
+    model = tiny_cnn()
+    _prime_grads(model)
+    x = torch.randn(2, 1, 12, 12)
+    inst, opts = make_method(model, method, **_opts(method))
+    inst.attribute(x, target=TARGET, **opts)  # the first call's one-off work (layer, class count) done
+    mid = model.features[1]  # a block in the middle of the network
+    _interrupt_call(model, mid, lambda: inst.attribute(x, target=TARGET, **opts), n, exc)
+    # a fresh instance, whose first call also does its one-off probes
+    inst, opts = make_method(model, method, **_opts(method))
+    _interrupt_call(model, mid, lambda: inst.attribute(x, target=TARGET, **opts), n, exc)
+
+
+def test_interrupts_do_hit_multi_pass_methods() -> None:
+    """The interrupt test is not vacuous: methods with several forwards are stopped."""
+    model = tiny_cnn()
+    x = torch.randn(2, 1, 12, 12)
+    ig = cg.IntegratedGradients(model)
+    assert not _interrupt_call(
+        model, model.features[1], lambda: ig.attribute(x, target=TARGET, n_steps=4, internal_batch_size=2), 3,
+        KeyboardInterrupt(),
+    )
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("interrupted"), KeyboardInterrupt()], ids=["error", "keyboard"])
+@pytest.mark.parametrize("metric", ["insertion", "infidelity", "max_sensitivity"])
+def test_interrupted_metric_leaves_the_model_untouched(metric: str, exc: BaseException) -> None:
+    model = tiny_cnn().train()  # metrics switch to eval mode for the call and must switch back
+    x = torch.randn(2, 1, 12, 12)
+    maps = torch.rand(2, 1, 12, 12)
+    calls = {
+        "insertion": lambda: M.insertion(model, x, maps, TARGET, step=12, batch_size=3),
+        "infidelity": lambda: M.infidelity(model, x, maps, TARGET, n_perturb=4, batch_size=2),
+        "max_sensitivity": lambda: M.max_sensitivity(
+            cg.Saliency(model, allow_train_mode=True).attribute, x, TARGET, n_samples=3, batch_size=2
+        ),
+    }
+    assert not _interrupt_call(model, model.features[1], calls[metric], 2, exc)
+
+
+# --- the global RNG when generator= is passed ----------------------------------------------
+
+
+def _takes_generator(method: str) -> bool:
+    """Whether the method accepts ``generator=`` (tried on one tiny image)."""
+    inst, opts = make_method(tiny_cnn(), method, **_opts(method))
+    try:
+        inst.attribute(torch.zeros(1, 1, 12, 12), target=0, generator=torch.Generator().manual_seed(0), **opts)
+    except (TypeError, cg.ExplanationError) as e:
+        if "generator" in str(e):
+            return False
+        raise
+    return True
+
+
+RANDOM_METHODS = [m for m in cg.methods() if _takes_generator(m)]
+
+
+def _global_rng() -> tuple:
+    import random
+
+    import numpy as np
+
+    return torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+
+
+def _same_rng(a: tuple, b: tuple) -> bool:
+    import numpy as np
+
+    return torch.equal(a[0], b[0]) and a[1] == b[1] and np.array_equal(a[2], b[2])
+
+
+def test_random_methods_are_found() -> None:
+    assert {"smoothgrad", "expected_gradients", "smooth_gradcam_pp", "expected_gradcam"} <= set(RANDOM_METHODS)
+
+
+@pytest.mark.parametrize("method", RANDOM_METHODS)
+def test_generator_leaves_the_global_rng_alone(method: str) -> None:
+    model = tiny_cnn()
+    x = torch.randn(2, 1, 12, 12)
+    inst, opts = make_method(model, method, **_opts(method))
+    before = _global_rng()
+    a = inst.attribute(x, target=TARGET, generator=torch.Generator().manual_seed(3), **opts)
+    assert _same_rng(before, _global_rng()), f"{method} drew from the global RNG although generator= was given"
+    b = inst.attribute(x, target=TARGET, generator=torch.Generator().manual_seed(3), **opts)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_metric_generators_leave_the_global_rng_alone() -> None:
+    model = tiny_cnn()
+    x = torch.randn(2, 1, 12, 12)
+    maps = torch.rand(2, 1, 12, 12)
+    before = _global_rng()
+    M.infidelity(model, x, maps, TARGET, n_perturb=3, generator=torch.Generator().manual_seed(0))
+    M.max_sensitivity(cg.Saliency(model).attribute, x, TARGET, n_samples=2, generator=torch.Generator().manual_seed(0))
+    M.max_sensitivity(
+        lambda xi, t: cg.SmoothGrad(model).attribute(xi, t, n_samples=2, generator=torch.Generator().manual_seed(1)),
+        x, TARGET, n_samples=2, generator=torch.Generator().manual_seed(0),
+    )
+    assert _same_rng(before, _global_rng())
+
+
+# --- real torchvision architectures, random init, small inputs ------------------------------
+
+tvm = pytest.importorskip("torchvision.models")
+
+ARCHS = ("densenet121", "efficientnet_b0", "mobilenet_v3_small", "convnext_tiny", "regnet_y_400mf")
+#: a shallow layer per architecture for the CAMs that run one forward pass per channel
+SHALLOW = {
+    "densenet121": "features.conv0",
+    "efficientnet_b0": "features.0",
+    "mobilenet_v3_small": "features.0",
+    "convnext_tiny": "features.0",
+    "regnet_y_400mf": "stem",
+}
+PER_CHANNEL_CAMS = ("scorecam", "ablationcam")
+#: methods that must give a map on every architecture (the others may refuse one with a
+#: clear ExplanationError, e.g. CAM needs global pooling right before a linear layer)
+MUST_WORK = ("saliency", "guided_backprop", "integrated_gradients", "gradcam", "gradcam_pp", "layercam")
+ARCH_EXTRA: dict[str, dict] = {
+    "integrated_gradients": {"n_steps": 2},
+    "smoothgrad": {"n_samples": 2},
+    "expected_gradients": {"n_samples": 2, "references": torch.zeros(1, 3, 32, 32)},
+    "smooth_gradcam_pp": {"n_samples": 2},
+    "integrated_gradcam": {"n_steps": 2},
+    "expected_gradcam": {"n_samples": 2, "references": torch.zeros(1, 3, 32, 32)},
+}
+#: the two slowest architectures (convnext_tiny: 28M parameters) run fewer methods
+FEWER = {"convnext_tiny": MUST_WORK, "densenet121": tuple(m for m in cg.methods() if m not in PER_CHANNEL_CAMS)}
+ARCH_CASES = [(a, m) for a in ARCHS for m in cg.methods() if a not in FEWER or m in FEWER[a]]
+_BUILT: dict[str, nn.Module] = {}
+
+
+def _arch(name: str) -> nn.Module:
+    """A randomly initialised torchvision model (built once per session, 4 classes)."""
+    if name not in _BUILT:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            _BUILT[name] = getattr(tvm, name)(num_classes=4).eval()
+    return _BUILT[name]
+
+
+def _arch_opts(arch: str, method: str) -> dict:
+    opts = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in ARCH_EXTRA.get(method, {}).items()}
+    if method in PER_CHANNEL_CAMS:
+        opts["layer"] = SHALLOW[arch]
+    return opts
+
+
+def test_every_method_runs_on_some_real_architecture() -> None:
+    assert {m for _, m in ARCH_CASES} == set(cg.methods())
+
+
+@pytest.mark.parametrize("arch,method", ARCH_CASES)
+def test_real_architecture_left_untouched(arch: str, method: str) -> None:
+    model = _arch(arch)
+    _prime_grads(model)
+    x = torch.randn(2, 3, 32, 32)
+    snap = ModelSnapshot.take(model)
+    inst, opts = make_method(model, method, **_arch_opts(arch, method))
+    try:
+        out = inst.attribute(x, target=TARGET, **opts)
+    except cg.ExplanationError:
+        assert method not in MUST_WORK
+        snap.assert_same(model)
+        return
+    assert out.shape[0] == 2 and out.shape[-2:] == (32, 32) and torch.isfinite(out).all()
+    snap.assert_same(model)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_real_architecture_interrupted_and_under_inference_mode(arch: str) -> None:
+    """Grad-CAM++ and IG interrupted on the 2nd forward (KeyboardInterrupt / an error), and
+    Grad-CAM under an ambient inference_mode equal to outside it."""
+    model = _arch(arch)
+    x = torch.randn(2, 3, 32, 32)
+    mid = next(m for name, m in model.named_modules() if name.count(".") == 1)  # an early block
+    cam = cg.GradCAMPlusPlus(model)
+    cam.attribute(x, target=TARGET)
+    _interrupt_call(model, mid, lambda: cam.attribute(x, target=TARGET), 2, KeyboardInterrupt())
+    ig = cg.IntegratedGradients(model)
+    assert not _interrupt_call(
+        model, mid, lambda: ig.attribute(x, target=TARGET, n_steps=2, internal_batch_size=2), 2, RuntimeError("x")
+    )
+    ref = cg.GradCAM(model).attribute(x, target=TARGET, relu=False)  # signed: never blank at random init
+    snap = ModelSnapshot.take(model)
+    with torch.inference_mode():
+        out = cg.GradCAM(model).attribute(x.clone(), target=TARGET, relu=False)
+    assert float(ref.abs().amax()) > 0
+    torch.testing.assert_close(out, ref)
+    snap.assert_same(model)
+
+
+def test_three_threads_on_a_real_architecture() -> None:
+    model = _arch("mobilenet_v3_small")
+    x = torch.randn(2, 3, 32, 32)
+    calls = [
+        lambda: cg.GradCAM(model).attribute(x, target=TARGET),
+        lambda: cg.IntegratedGradients(model).attribute(x, target=TARGET, n_steps=2),
+        lambda: cg.GuidedBackprop(model).attribute(x, target=TARGET),
     ]
     refs = [c() for c in calls]
     snap = ModelSnapshot.take(model)
