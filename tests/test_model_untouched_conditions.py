@@ -190,7 +190,7 @@ def _interrupt_call(model: nn.Module, module: nn.Module, call, n: int, exc: Base
 
 @pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize("exc", [RuntimeError("interrupted"), KeyboardInterrupt()], ids=["error", "keyboard"])
-@pytest.mark.parametrize("method", cg.methods())
+@pytest.mark.parametrize("method", CNN_METHODS)
 def test_interrupt_on_a_later_forward_leaves_the_model_untouched(method: str, exc: BaseException, n: int) -> None:
     model = tiny_cnn()
     _prime_grads(model)
@@ -246,7 +246,7 @@ def _takes_generator(method: str) -> bool:
     return True
 
 
-RANDOM_METHODS = [m for m in cg.methods() if _takes_generator(m)]
+RANDOM_METHODS = [m for m in CNN_METHODS if _takes_generator(m)]
 
 
 def _global_rng() -> tuple:
@@ -319,8 +319,8 @@ ARCH_EXTRA: dict[str, dict] = {
     "expected_gradcam": {"n_samples": 2, "references": torch.zeros(1, 3, 32, 32)},
 }
 #: the two slowest architectures (convnext_tiny: 28M parameters) run fewer methods
-FEWER = {"convnext_tiny": MUST_WORK, "densenet121": tuple(m for m in cg.methods() if m not in PER_CHANNEL_CAMS)}
-ARCH_CASES = [(a, m) for a in ARCHS for m in cg.methods() if a not in FEWER or m in FEWER[a]]
+FEWER = {"convnext_tiny": MUST_WORK, "densenet121": tuple(m for m in CNN_METHODS if m not in PER_CHANNEL_CAMS)}
+ARCH_CASES = [(a, m) for a in ARCHS for m in CNN_METHODS if a not in FEWER or m in FEWER[a]]
 _BUILT: dict[str, nn.Module] = {}
 
 
@@ -341,7 +341,7 @@ def _arch_opts(arch: str, method: str) -> dict:
 
 
 def test_every_method_runs_on_some_real_architecture() -> None:
-    assert {m for _, m in ARCH_CASES} == set(cg.methods())
+    assert {m for _, m in ARCH_CASES} == set(CNN_METHODS)
 
 
 @pytest.mark.parametrize("arch,method", ARCH_CASES)
