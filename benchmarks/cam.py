@@ -2,6 +2,18 @@
 
     python benchmarks/cam.py            # resnet18 (weights=None) batch 4 at 224x224, SmallCNN batch 64 at 28x28
     python benchmarks/cam.py --quick    # tiny sizes, checks the script end to end
+    python benchmarks/cam.py --transformers   # vit_b_16 and swin_t (weights=None) only
+
+Transformer rows (issue 14): torchvision vit_b_16 and swin_t at random init (heads
+re-initialised non-zero), batch 1. pytorch-grad-cam gets the layer's
+``reshape_transform`` (class token dropped and patches laid on the grid for ViT,
+channels-last to channels-first for Swin); cleargrad detects the layout itself. Same
+layer and targets for both: ViT ``encoder.layers.encoder_layer_11.ln_1`` (grad-cam's
+``blocks[-1].norm1`` convention, and cleargrad's ``layer="auto"``), Swin ``norm`` (the
+final norm, channels last). The gradient CAMs run at 224x224; Score-CAM (one forward per
+channel: 768 for both models) at a small input (ViT 32x32, Swin 64x64) so that a CPU run
+stays in minutes. Ablation-CAM and the sampling CAMs are not timed on transformers
+(grad-cam needs a ViT-specific ablation layer for the former, has no peer for the latter).
 
 For each configuration (model, batch):
 
@@ -58,6 +70,52 @@ class Config:
     x: torch.Tensor
     batch_sizes: tuple[int, ...]
     samples: int  # Expected Grad-CAM / Smooth Grad-CAM++ / Integrated Grad-CAM draws or steps
+    reshape_transform: Callable[[torch.Tensor], torch.Tensor] | None = None  # grad-cam's, for token layers
+    rows: tuple[str, ...] | None = None  # the methods timed (None: all)
+
+
+def _vit_reshape(t: torch.Tensor) -> torch.Tensor:
+    """grad-cam reshape_transform of a class-token ViT: drop the class token, patches on the grid."""
+    side = int(round((t.shape[1] - 1) ** 0.5))
+    return t[:, 1:, :].reshape(t.shape[0], side, side, t.shape[2]).permute(0, 3, 1, 2)
+
+
+def _nhwc_reshape(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 3, 1, 2)
+
+
+def _heads_nonzero(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("head") and p.dim() == 2:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.02)
+    return model.eval()
+
+
+GRADIENT_ROWS = ("GradCAM", "GradCAM++", "XGradCAM", "LayerCAM", "HiResCAM")
+
+
+def transformer_configs(quick: bool) -> list[Config]:
+    """vit_b_16 and swin_t rows (issue 14)."""
+    torch.manual_seed(0)
+    vit224 = _heads_nonzero(torchvision.models.vit_b_16())
+    vit32 = _heads_nonzero(torchvision.models.vit_b_16(image_size=32))
+    vit32.load_state_dict({k: v for k, v in vit224.state_dict().items() if "pos_embedding" not in k}, strict=False)
+    swin = _heads_nonzero(torchvision.models.swin_t())
+    vit_layer = "encoder.layers.encoder_layer_11.ln_1"
+    big = 64 if quick else 224
+    vit_big = vit224 if not quick else _heads_nonzero(torchvision.models.vit_b_16(image_size=64))
+    return [
+        Config(f"vit_b_16 b1 {big}px", vit_big, vit_layer, torch.randn(1, 3, big, big), (1, 2), 4, _vit_reshape,
+               GRADIENT_ROWS),
+        Config(f"swin_t b1 {big}px", swin, "norm", torch.randn(1, 3, big, big), (1, 2), 4, _nhwc_reshape,
+               GRADIENT_ROWS),
+        Config("vit_b_16 b1 32px", vit32, vit_layer, torch.randn(1, 3, 32, 32), (16, 64), 4, _vit_reshape,
+               ("ScoreCAM",)),
+        Config("swin_t b1 64px", swin, "norm", torch.randn(1, 3, 64, 64), (16, 64), 4, _nhwc_reshape,
+               ("ScoreCAM",)),
+    ]
 
 
 def configs(quick: bool) -> list[Config]:
@@ -147,7 +205,8 @@ def bench_config(cfg: Config, repeats: int, slow_repeats: int) -> None:
 
     def gc(cls: type, **attrs: object) -> Callable[[], np.ndarray]:
         def run() -> np.ndarray:
-            with cls(model, [module]) as cam:
+            kw = {"reshape_transform": cfg.reshape_transform} if cfg.reshape_transform is not None else {}
+            with cls(model, [module], **kw) as cam:
                 for a, v in attrs.items():
                     setattr(cam, a, v)
                 return cam(x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
@@ -176,6 +235,8 @@ def bench_config(cfg: Config, repeats: int, slow_repeats: int) -> None:
         (f"IntegratedGradCAM M={s}", ours(cg.IntegratedGradCAM, n_steps=s), None, s * n * fb, "-",
          slow_repeats),
     ]
+    if cfg.rows is not None:
+        rows_spec = [r for r in rows_spec if r[0] in cfg.rows]
     rows = []
     for name, mine, ref, bound, target, reps in rows_spec:
         runs = {"ours": mine} if ref is None else {"ours": mine, "grad-cam": ref}
@@ -202,6 +263,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: check the script end to end")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 5, quick 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; quick: 1)")
+    ap.add_argument("--transformers", action="store_true", help="only the vit_b_16 and swin_t rows (issue 14)")
     args = ap.parse_args()
     threads = args.threads or (1 if args.quick else None)
     if threads:
@@ -210,7 +272,7 @@ def main() -> None:
     slow_repeats = max(1, repeats // 2) if not args.quick else 1
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, grad-cam 1.5.x")
-    for cfg in configs(args.quick):
+    for cfg in transformer_configs(args.quick) if args.transformers else configs(args.quick):
         bench_config(cfg, repeats, slow_repeats)
 
 if __name__ == "__main__":
