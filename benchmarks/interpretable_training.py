@@ -118,7 +118,9 @@ def do_run(r: dict, train, test, x_eval, y_eval, args: argparse.Namespace) -> di
         "train_seconds_this_sitting": train_seconds,
         "train_seconds": sum(h["seconds"] for h in res.history),
         "step_ms": 1e3 * sum(h["step_seconds"] for h in res.history) / len(res.history),
-        "cams": {c: {k: float(v[k].mean()) for k in METRICS} for c, v in cams.items()},
+        # a blank (all-zero) CAM map is NaN for every metric: mean over the others, count them
+        "cams": {c: {k: float(v[k].nanmean()) for k in METRICS} for c, v in cams.items()},
+        "cam_blank_maps": {c: v["n_blank"] for c, v in cams.items()},
         "cam_ms_per_image": {c: 1e3 * v["seconds_per_image"] for c, v in cams.items()},
     }
 

@@ -96,3 +96,31 @@ def test_cli_results_table_counts_undefined_values(tmp_path, capsys) -> None:  #
     assert "gradcam insertion: 2 of 5" in out
     assert "saliency insertion" not in out
     assert "0.5" in out and "0.25" in out  # the means are over the defined values only
+
+
+def test_cam_protocol_counts_blank_maps_and_keeps_them_out_of_the_means() -> None:
+    """The interpretable-gradient CAM protocol (cleargrad train --evaluate, the benchmark):
+    an image whose CAM is all zero is NaN for every metric, AI included, and counted."""
+    from cleargrad.cli.train import _mean_se
+    from cleargrad.cli.train_eval import METRICS, cam_faithfulness
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    ).eval()
+    x = torch.randn(3, 1, 8, 8)
+    x[1] = 0  # no activation at all: every CAM of this image is blank
+    y = torch.tensor([0, 1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the protocol counts blank maps instead of warning per batch
+        out = cam_faithfulness(model, x, y, mean=(0.0,), std=(1.0,), cams={"Grad-CAM": "gradcam"})
+    r = out["Grad-CAM"]
+    assert r["n_blank"] == 1
+    for k in METRICS:
+        assert torch.isnan(r[k][1]) and torch.isfinite(r[k][[0, 2]]).all(), k
+    m, se = _mean_se(r["AI"])
+    assert m == float(r["AI"][[0, 2]].double().mean()) and se == se  # over the two defined images

@@ -250,7 +250,9 @@ def _load_baseline(s: TrainSettings, data: _Data) -> tuple[Any, dict[str, Any]]:
 
 
 def _mean_se(v: Any) -> tuple[float, float]:
+    """Mean and standard error of the defined (non-NaN) values: a blank CAM map is NaN."""
     v = v.double()
+    v = v[~v.isnan()]
     n = v.numel()
     m = float(v.mean())
     se = float(v.std(unbiased=True) / math.sqrt(n)) if n > 1 else float("nan")
@@ -302,10 +304,15 @@ def _comparison(s: TrainSettings, data: _Data, model: Any, run: dict, ui: UI) ->
             cells.append(cell)
         t.add_row(cam, *cells)
     ui.out.print(t)
+    blank = [f"{cam}: {v['n_blank']}" for cam, v in ours.items() if v["n_blank"]]
+    blank += [f"{cam} (baseline): {v['n_blank']}" for cam, v in (base or {}).items() if v["n_blank"]]
+    if blank:
+        ui.out.print("images with an all-zero map, left out of the means (and of the paired Δ): " + ", ".join(blank))
     if base is not None:
         ui.out.print("* better than the baseline by more than 2 s.e.; ! worse by more than 2 s.e.")
     summary = {
-        cam: {k: _mean_se(v[k])[0] for k in METRICS} | {"seconds_per_image": v["seconds_per_image"]}
+        cam: {k: _mean_se(v[k])[0] for k in METRICS}
+        | {"seconds_per_image": v["seconds_per_image"], "n_blank": v["n_blank"]}
         for cam, v in ours.items()
     }
     (s.out / "cam_metrics.json").write_text(json.dumps({"images": len(y), "cams": summary}, indent=1))

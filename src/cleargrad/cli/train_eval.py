@@ -5,7 +5,9 @@ For each CAM (Grad-CAM, Grad-CAM++, Score-CAM, Ablation-CAM, XGrad-CAM = Axiom-C
 model's ``layer="auto"`` and each image explained for its true class: min-max normalised
 maps; the masked image is ``normalise(denormalise(x) * map)``; AD, AG, AI from the target
 probability of the clean and the masked image; insertion from a 5x5 sigma-5 blur and
-deletion to zeros, ``8 * W`` pixels per step. Values in %, one per image.
+deletion to zeros, ``8 * W`` pixels per step. Values in %, one per image; an image
+whose map is all zero (a blank CAM) gets NaN for every metric and is counted in
+``n_blank`` (average with ``nanmean`` and report the count).
 
 Used by ``cleargrad train --evaluate`` and ``benchmarks/interpretable_training.py``.
 """
@@ -13,6 +15,7 @@ Used by ``cleargrad train --evaluate`` and ``benchmarks/interpretable_training.p
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,7 +49,8 @@ def cam_faithfulness(
 ) -> dict[str, dict[str, Any]]:
     """Per-image AD / AG / AI / INS / DEL (%) of each CAM on ``(x, y)`` (true-class targets).
 
-    Returns ``{cam display name: {"AD": tensor (N,), ..., "seconds_per_image": float}}``.
+    Returns ``{cam display name: {"AD": tensor (N,), ..., "seconds_per_image": float,
+    "n_blank": int}}``; the metrics are NaN for the ``n_blank`` images with an all-zero map.
     ``progress`` is an optional ``rich`` Progress to report on.
     """
     from ..cam import AblationCAM, GradCAM, GradCAMPlusPlus, ScoreCAM, XGradCAM
@@ -73,17 +77,21 @@ def cam_faithfulness(
             ]
         )
         seconds = (time.perf_counter() - t0) / max(len(y), 1)
-        yc, o = masked_confidence(model, x, maps, y, space="pixel", mean=mean, std=std)
+        with warnings.catch_warnings():  # blank maps are counted in n_blank instead
+            warnings.filterwarnings("ignore", message=r".* is undefined for ", category=RuntimeWarning)
+            yc, o = masked_confidence(model, x, maps, y, space="pixel", mean=mean, std=std)
+            ins = insertion(model, x, maps, y, step=8 * width, substrate="blur", klen=5, sigma=5.0)
+            dele = deletion(model, x, maps, y, step=8 * width, substrate="zero")
         eps = torch.finfo(yc.dtype).eps
-        ins = insertion(model, x, maps, y, step=8 * width, substrate="blur", klen=5, sigma=5.0)
-        dele = deletion(model, x, maps, y, step=8 * width, substrate="zero")
+        blank = o.isnan()
         out[display] = {
             "AD": 100 * (yc - o).clamp(min=0) / (yc + eps),
             "AG": 100 * (o - yc).clamp(min=0) / (1 - yc + eps),
-            "AI": 100 * (o > yc).double(),
+            "AI": torch.where(blank, float("nan"), 100 * (o > yc).double()),
             "INS": 100 * ins.double(),
             "DEL": 100 * dele.double(),
             "seconds_per_image": seconds,
+            "n_blank": int(blank.sum()),
         }
         if task is not None:
             progress.update(task, advance=1)
