@@ -160,7 +160,22 @@ def test_noise_smoothing_is_used_with_default_scale() -> None:
         )
 
 
-@pytest.mark.parametrize("references", ["noise", "uniform", 0.5, "zeros"])
+def test_blur_references_are_each_images_own_blur() -> None:
+    # GAP-linear, no noise: sum(G^) = y_c(x) - y_c(blur(x)) per image, with blur(x) a
+    # Gaussian of std side/8 (1.5 px at 12 px, radius 3), reflect padding, built here in 2-D
+    model, x = _gap_linear()
+    target = [2, 0]
+    ax = torch.arange(-3, 4, dtype=x.dtype)
+    k1 = torch.exp(-0.5 * (ax / 1.5) ** 2)
+    k2 = torch.outer(k1, k1) / k1.sum() ** 2
+    blurred = nn.functional.conv2d(nn.functional.pad(x, (3, 3, 3, 3), mode="reflect"), k2.view(1, 1, 7, 7))
+    ghat = cg.ExpectedGradCAM(model, layer="features").layer_gradient(
+        x, target=target, references="blur", stdevs=0.0, n_samples=6, generator=torch.Generator().manual_seed(0))
+    expected = _scores(model, x, target) - _scores(model, blurred, target)
+    torch.testing.assert_close(ghat.sum(dim=(1, 2, 3)), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("references", ["noise", "uniform", 0.5, "zeros", "blur"])
 @pytest.mark.parametrize("weighting", ["gradcam", "xgrad", "gradcam_pp"])
 def test_named_references_and_weightings_run(references, weighting: str) -> None:  # noqa: ANN001
     model = tiny_cnn(seed=27)

@@ -51,7 +51,7 @@ def test_infidelity_by_hand() -> None:
     assert got.item() == pytest.approx(1.6, rel=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["gaussian", "square"])
+@pytest.mark.parametrize("kind", ["gaussian", "square", "baseline"])
 def test_infidelity_of_exact_linear_gradient_is_zero(kind: str) -> None:
     g = torch.Generator().manual_seed(0)
     w = torch.randn(3, 8, 8, generator=g)
@@ -61,6 +61,38 @@ def test_infidelity_of_exact_linear_gradient_is_zero(kind: str) -> None:
     for normalize in (False, True):
         v = infidelity(m, x, phi, 0, perturbation=kind, n_perturb=20, normalize=normalize, generator=g)
         assert torch.allclose(v, torch.zeros(2), atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["square", "baseline"])
+def test_infidelity_closed_form_with_deterministic_named_perturbation(kind: str) -> None:
+    # a full-image square and a noise-free baseline both give I = x - b exactly, so for a
+    # linear model df = w.(x - b) and INFD(phi) = (phi.(x - b) - w.(x - b))^2 per image
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(1, 4, 4, generator=g)
+    m = Linear(w).eval()
+    x = torch.randn(2, 1, 4, 4, generator=g)
+    b = 0.5
+    opts = {"square_size": 4} if kind == "square" else {"noise_std": 0.0}
+    df = ((x - b) * w).flatten(1).sum(1)
+    for phi, expect in (
+        (w.expand(2, 1, 4, 4), torch.zeros(2)),
+        (2 * w.expand(2, 1, 4, 4), df**2),
+        (torch.ones(2, 1, 4, 4), ((x - b).flatten(1).sum(1) - df) ** 2),
+    ):
+        got = infidelity(m, x, phi, 0, perturbation=kind, baseline=b, n_perturb=3, normalize=False, **opts)
+        assert torch.allclose(got, expect, atol=1e-5), (kind, got, expect)
+    # the scale-invariant variant fits beta = 1/2 to phi = 2w: exact again
+    got = infidelity(m, x, 2 * w.expand(2, 1, 4, 4), 0, perturbation=kind, baseline=b, n_perturb=3, **opts)
+    assert torch.allclose(got, torch.zeros(2), atol=1e-5)
+
+
+def test_noisy_baseline_draws_are_x_minus_noisy_baseline() -> None:
+    from cleargrad.metrics import baseline_difference
+
+    x = torch.randn(4, 1, 5, 5)
+    i = baseline_difference(0.25, 0.2)(x, torch.Generator().manual_seed(0))
+    eps = torch.empty(x.shape).normal_(0.0, 0.2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(x - i, 0.25 + eps)
 
 
 def test_infidelity_by_hand_and_zero_map_is_undefined() -> None:

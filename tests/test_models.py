@@ -18,12 +18,15 @@ from cleargrad.data import write_idx
 from cleargrad.models import (
     FashionMNISTRecipe,
     SmallCNN,
+    SmallVGG,
     WeightsCache,
     build_model,
     cifar_mobilenet_v2,
     cifar_resnet18,
     config_key,
     evaluate_accuracy,
+    fashion_mnist_model,
+    fashion_mnist_model_record,
     model_names,
     small_cnn_fashion_mnist,
     small_cnn_fashion_mnist_record,
@@ -70,6 +73,25 @@ def test_auto_layer_is_last_conv_block(name: str, shape: tuple[int, int, int]) -
     h.remove()
     head = model.fc if name == "cifar-resnet18" else model.classifier
     torch.testing.assert_close(head(acts[-1].mean(dim=(2, 3))), out)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_small_vgg_auto_layer_and_nonlinear_head(shape: tuple[int, int, int]) -> None:
+    model = SmallVGG(in_channels=shape[0], num_classes=6, width=4, hidden=16).eval()
+    x = torch.randn(3, *shape)
+    layer = find_layer(model, "auto", example=x)
+    assert layer_name(model, layer) == "features"
+    acts = []
+    h = layer.register_forward_hook(lambda _m, _i, o: acts.append(o.clone()))
+    with torch.no_grad():
+        out = model(x)
+    h.remove()
+    a = acts[-1]
+    assert a.shape[1:] == (16, shape[1] // 4, shape[2] // 4) and out.shape == (3, 6)
+    # the head after the layer: 3x3 max-pool, flatten, Linear-ReLU-Dropout-Linear (not GAP-linear)
+    torch.testing.assert_close(model.classifier(nn.functional.adaptive_max_pool2d(a, 3)), out)
+    kinds = [type(m) for m in model.classifier]
+    assert kinds == [nn.Flatten, nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
 
 
 def test_mobilenet_auto_layer_is_the_1x1_head_conv() -> None:
@@ -157,7 +179,8 @@ def test_bad_width_is_config_error(builder, width) -> None:
 
 
 def test_build_model_names() -> None:
-    assert model_names() == ["cifar-mobilenet-v2", "cifar-resnet18", "small-cnn"]
+    assert model_names() == ["cifar-mobilenet-v2", "cifar-resnet18", "small-cnn", "small-vgg"]
+    assert isinstance(build_model("small_vgg", width=2), SmallVGG)
     m = build_model("cifar-resnet18", in_channels=1, num_classes=4, width=0.125)
     assert type(m).__name__ == "CifarResNet" and m.fc.out_features == 4 and m.conv1.in_channels == 1
     assert isinstance(build_model("SMALL_CNN", width=2), SmallCNN)
@@ -278,6 +301,31 @@ def test_cache_roundtrip(tmp_path, tiny_fmnist, monkeypatch) -> None:
     for k, v in second.state_dict().items():
         assert torch.equal(v, state[k]), k
     assert not second.training
+
+
+@pytest.mark.parametrize("arch", ["small-vgg", "cifar-resnet18"])
+def test_other_reference_models_train_once_and_load(tmp_path, tiny_fmnist, arch) -> None:
+    cache = tmp_path / "cache"
+    recipe = FashionMNISTRecipe(width=2 if arch == "small-vgg" else 0.125, epochs=1, batch_size=16, max_steps=2)
+    assert fashion_mnist_model_record(arch, cache, recipe) is None
+    first = fashion_mnist_model(arch, cache, recipe, data_root=tiny_fmnist, quiet=True, device="cpu")
+    rec = fashion_mnist_model_record(arch, cache, recipe)
+    assert rec is not None and rec["config"]["model"] == arch and rec["steps"] == 2
+    assert (cache / "weights" / f"{arch}-fashion-mnist-{config_key(recipe.config(arch))}.safetensors").is_file()
+    second = fashion_mnist_model(arch, cache, recipe, quiet=True, device="cpu")  # no data needed now
+    assert type(second) is type(first) and not second.training
+    for k, v in second.state_dict().items():
+        assert torch.equal(v, first.state_dict()[k]), k
+
+
+def test_fashion_mnist_model_small_cnn_is_the_reference_entry(tmp_path, tiny_fmnist) -> None:
+    cache = tmp_path / "cache"
+    a = small_cnn_fashion_mnist(cache, TINY, data_root=tiny_fmnist, quiet=True, device="cpu")
+    assert fashion_mnist_model_record("small-cnn", cache, TINY) == small_cnn_fashion_mnist_record(cache, TINY)
+    b = fashion_mnist_model("small-cnn", cache, TINY, quiet=True, device="cpu")
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    with pytest.raises(cg.ConfigError, match="unknown reference model"):
+        fashion_mnist_model("vgg16", cache)
 
 
 def test_cache_key_depends_on_recipe(tmp_path, tiny_fmnist) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core import (
@@ -38,13 +40,15 @@ __all__ = ["ExpectedGradCAM", "DEFAULT_NOISE_FRACTION"]
 
 #: default noise std as a fraction of each image's value range (SmoothGrad's 15 %)
 DEFAULT_NOISE_FRACTION = 0.15
-_NAMED = ("zeros", "noise", "uniform")
+_NAMED = ("zeros", "noise", "uniform", "blur")
+#: std of the "blur" reference as a fraction of the image side (3.5 px at 28 px, 28 px at 224 px)
+BLUR_FRACTION = 0.125
 _WEIGHTING = ("gradcam", "xgrad", "gradcam_pp")
 
 
 @dataclass
 class _References:
-    kind: str  # "set", "constant", "noise", "uniform"
+    kind: str  # "set", "constant", "noise", "uniform", "blur"
     images: torch.Tensor | None = None  # (R, C, H, W) for "set", (1, C, H, W) for "constant"
 
 
@@ -67,9 +71,24 @@ def _references(references: Any, x: torch.Tensor) -> _References:
         return _References("constant", torch.zeros_like(x[:1]))
     if references in ("noise", "uniform"):
         return _References(references)
+    if references == "blur":
+        return _References("blur", _blurred(x))
     raise ConfigError(
         f"references must be a tensor of reference images, a number, or one of {_NAMED}, got {references!r}"
     )
+
+
+def _blurred(x: torch.Tensor) -> torch.Tensor:
+    """Each image Gaussian-blurred (std ``BLUR_FRACTION`` of its longer side, reflect padding)."""
+    sigma = BLUR_FRACTION * max(x.shape[-2:])
+    half = max(1, min(int(math.ceil(2 * sigma)), min(x.shape[-2:]) - 1))
+    ax = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (ax / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    out = F.pad(x, (half, half, half, half), mode="reflect")
+    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
 
 
 @register("expected_gradcam", family="cam", aliases=("expected_grad_cam", "egcam"))
@@ -94,8 +113,9 @@ class ExpectedGradCAM(BaseCAM):
         references: ``(R, C, H, W)`` reference images (data-aware: e.g. 100 training
             images; each draw picks one uniformly), a number (constant image),
             ``"zeros"`` (default; the all-zero input, i.e. the mean image for normalised
-            inputs), ``"noise"`` (a fresh N(0, 1) image per draw) or ``"uniform"`` (a fresh
-            image uniform in ``[min(x), max(x)]`` of the explained image per draw).
+            inputs), ``"noise"`` (a fresh N(0, 1) image per draw), ``"uniform"`` (a fresh
+            image uniform in ``[min(x), max(x)]`` of the explained image per draw) or
+            ``"blur"`` (the explained image Gaussian-blurred with std 1/8 of its side).
         n_samples: draws per image ``S`` (50).
         stdevs: noise std ``sigma`` in input units; None (default) is
             ``0.15 * (max(x) - min(x))`` per image; 0 disables the smoothing.
@@ -187,7 +207,13 @@ class ExpectedGradCAM(BaseCAM):
             ts = draw_uniform(work, generator, x)
         else:
             ts = ((torch.arange(work, device=x.device) % n_samples).to(x.dtype) + 0.5) / n_samples
-        ref_idx = draw_indices(refs.images.shape[0], work, generator, x.device) if refs.kind == "set" else None
+        if refs.kind == "blur":  # one reference per image: the "set" path with fixed indices
+            refs = _References("set", refs.images)
+            ref_idx = torch.arange(work, device=x.device) // n_samples
+        elif refs.kind == "set":
+            ref_idx = draw_indices(refs.images.shape[0], work, generator, x.device)
+        else:
+            ref_idx = None
         noise_seeds = draw_seeds(work, generator) if noisy else None
         ref_seeds = draw_seeds(work, generator) if refs.kind in ("noise", "uniform") else None
 

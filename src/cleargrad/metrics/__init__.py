@@ -24,7 +24,7 @@ from .insertion_deletion import (
 )
 from .localisation import energy_pointing_game, pointing_game
 from .maps import MAP_REDUCTIONS, normalize_01, prepare_attributions, prepare_maps
-from .perturbations import gaussian_noise, square_removal, uniform_ball
+from .perturbations import baseline_difference, gaussian_noise, square_removal, uniform_ball
 from .region import RegionSensitivity, convex_hull_region, occlude, region_complexity, region_sensitivity
 from .scoring import mask_image
 from .sensitivity import max_sensitivity
@@ -42,6 +42,7 @@ __all__ = [
     "average_drop",
     "average_gain",
     "average_increase",
+    "baseline_difference",
     "blur",
     "blur_kernel",
     "complexity",

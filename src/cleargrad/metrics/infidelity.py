@@ -1,7 +1,10 @@
 """Infidelity (Yeh et al. 2019), spec 7.3.
 
 ``INFD = E_I[(I^T Phi - (f_c(x) - f_c(x - I)))^2]`` estimated with ``n_perturb``
-draws of ``I`` per image. A 1-channel map ``Phi`` is broadcast over the channels.
+draws of ``I`` per image (Yeh et al. 2019, Eq. 2). The perturbations of the paper are
+offered by name: ``"gaussian"`` (``I ~ N(0, sigma^2)`` around the input), ``"square"``
+(a random square removed, i.e. set to a baseline) and ``"baseline"`` (the noisy-baseline
+difference ``I = x - (x0 + eps)``). A 1-channel map ``Phi`` is broadcast over the channels.
 The normalised (scale-invariant) variant first fits the best scale
 ``beta = E[(I^T Phi) df] / E[(I^T Phi)^2]`` (0 when the denominator is 0) and reports
 ``E[(beta I^T Phi - df)^2]``, which is never larger than the plain one.
@@ -19,10 +22,13 @@ from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .base import metric
 from .maps import blank_rows, mark_undefined, prepare_attributions
-from .perturbations import Perturbation, gaussian_noise, square_removal
+from .perturbations import Perturbation, baseline_difference, gaussian_noise, square_removal
 from .scoring import chunked_scores, clean_scores, evaluating
 
-__all__ = ["infidelity"]
+__all__ = ["PERTURBATIONS", "infidelity"]
+
+#: named perturbations of :func:`infidelity`
+PERTURBATIONS = ("gaussian", "square", "baseline")
 
 
 def _perturbation(kind: str | Perturbation, noise_std: float, square_size: int | None, baseline: float, h: int):
@@ -32,7 +38,9 @@ def _perturbation(kind: str | Perturbation, noise_std: float, square_size: int |
         return gaussian_noise(noise_std)
     if kind == "square":
         return square_removal(square_size if square_size is not None else max(1, h // 8), baseline)
-    raise ConfigError(f"perturbation must be 'gaussian', 'square' or a callable, got {kind!r}")
+    if kind == "baseline":
+        return baseline_difference(baseline, noise_std)
+    raise ConfigError(f"perturbation must be one of {PERTURBATIONS} or a callable, got {kind!r}")
 
 
 @metric(direction="lower", category="faithfulness")
@@ -63,13 +71,18 @@ def infidelity(
             array; resized bilinearly if its resolution differs.
         target: class per image, or None for the class predicted on ``x``.
         perturbation: ``"gaussian"`` (``I ~ N(0, noise_std^2)``), ``"square"`` (a random
-            ``square_size`` square set to ``baseline``: ``I = x - x_masked``), or a
+            ``square_size`` square set to ``baseline``: ``I = x - x_masked``),
+            ``"baseline"`` (noisy baseline: ``I = x - (baseline + eps)``,
+            ``eps ~ N(0, noise_std^2)``, so ``f(x - I)`` is the score of a noisy
+            baseline image), or a
             callable ``(x_rep, generator) -> I`` shaped like ``x_rep`` (rows of
             ``x_rep`` are image-major: row ``i * n_perturb + j`` is draw ``j`` of image ``i``).
         n_perturb: draws per image (default 50; Captum's default is 10).
-        noise_std: standard deviation of the Gaussian perturbation (normalised units).
+        noise_std: standard deviation of the Gaussian perturbation, and of the noise
+            around the baseline for ``"baseline"`` (normalised units).
         square_size: side of the removed square (default ``H // 8``).
-        baseline: value the square is set to.
+        baseline: value the square is set to (``"square"``) or the baseline image
+            value (``"baseline"``); 0 is the data mean for normalised inputs.
         normalize: the scale-invariant variant (default True; needed for maps of
             arbitrary scale such as min-max normalised CAMs). Captum's default is False.
         score: ``"logit"`` (default) or ``"prob"``.

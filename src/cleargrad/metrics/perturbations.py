@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["Perturbation", "gaussian_noise", "square_removal", "uniform_ball"]
+__all__ = ["Perturbation", "baseline_difference", "gaussian_noise", "square_removal", "uniform_ball"]
 
 #: ``perturbation(x_rep, generator) -> tensor shaped like x_rep``
 Perturbation = Callable[[torch.Tensor, "torch.Generator | None"], torch.Tensor]
@@ -58,6 +58,23 @@ def square_removal(size: int, baseline: float = 0.0) -> Perturbation:
             & (cols >= left.view(-1, 1, 1)) & (cols < (left + size).view(-1, 1, 1))
         )
         return (x - baseline) * inside[:, None].to(x.dtype)
+
+    return draw
+
+
+def baseline_difference(baseline: float = 0.0, std: float = 0.1) -> Perturbation:
+    """``I = x - (x0 + eps)``, ``x0 = baseline``, ``eps ~ N(0, std^2)`` per element: Yeh et
+    al.'s "noisy baseline" perturbation (``x - I`` is a noisy baseline image, so the score
+    change is ``f(x) - f(x0 + eps)``; with ``std = 0`` it is the completeness gap of a
+    baseline attribution).
+    """
+    if std < 0:
+        raise ConfigError(f"noise std must be >= 0, got {std}")
+
+    def draw(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        z = torch.empty(x.shape, device=_device(x, generator), dtype=x.dtype)
+        eps = z.normal_(0.0, std, generator=generator).to(x.device) if std > 0 else z.zero_().to(x.device)
+        return x - baseline - eps
 
     return draw
 

@@ -1,11 +1,20 @@
-"""Small reference architectures (SmallCNN, CIFAR-style ResNet-18 and MobileNet-V2), a
+"""Small reference architectures (SmallCNN, SmallVGG, CIFAR-style ResNet-18 and MobileNet-V2), a
 name registry for them, a training loop, and locally trained reference weights."""
 
 from .mobilenet import CifarMobileNetV2, cifar_mobilenet_v2
-from .pretrained import FashionMNISTRecipe, small_cnn_fashion_mnist, small_cnn_fashion_mnist_record
+from .pretrained import (
+    RESNET_RECIPE,
+    VGG_RECIPE,
+    FashionMNISTRecipe,
+    fashion_mnist_model,
+    fashion_mnist_model_record,
+    small_cnn_fashion_mnist,
+    small_cnn_fashion_mnist_record,
+)
 from .registry import build_model, model_names
 from .resnet import BasicBlock, CifarResNet, cifar_resnet18
 from .small_cnn import SmallCNN
+from .vgg import SmallVGG
 from .training import TrainResult, evaluate_accuracy, train_classifier
 from .weights_cache import WeightsCache, cache_root, config_key
 
@@ -14,6 +23,9 @@ __all__ = [
     "CifarMobileNetV2",
     "CifarResNet",
     "FashionMNISTRecipe",
+    "RESNET_RECIPE",
+    "SmallVGG",
+    "VGG_RECIPE",
     "SmallCNN",
     "TrainResult",
     "WeightsCache",
@@ -23,6 +35,8 @@ __all__ = [
     "cifar_resnet18",
     "config_key",
     "evaluate_accuracy",
+    "fashion_mnist_model",
+    "fashion_mnist_model_record",
     "model_names",
     "small_cnn_fashion_mnist",
     "small_cnn_fashion_mnist_record",

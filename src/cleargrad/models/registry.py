@@ -12,11 +12,13 @@ from ..errors import ConfigError
 from .mobilenet import cifar_mobilenet_v2
 from .resnet import cifar_resnet18
 from .small_cnn import SmallCNN
+from .vgg import SmallVGG
 
 __all__ = ["build_model", "model_names"]
 
 _BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": SmallCNN,
+    "small-vgg": SmallVGG,
     "cifar-resnet18": cifar_resnet18,
     "cifar-mobilenet-v2": cifar_mobilenet_v2,
 }
@@ -30,7 +32,7 @@ def model_names() -> list[str]:
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a randomly initialised built-in model by name.
 
-    Names: ``"small-cnn"`` (:class:`SmallCNN`), ``"cifar-resnet18"``
+    Names: ``"small-cnn"`` (:class:`SmallCNN`), ``"small-vgg"`` (:class:`SmallVGG`), ``"cifar-resnet18"``
     (:func:`cifar_resnet18`), ``"cifar-mobilenet-v2"`` (:func:`cifar_mobilenet_v2`);
     underscores are accepted for hyphens and case is ignored. Keyword arguments go to
     the builder (``in_channels``, ``num_classes``, ``width``).
