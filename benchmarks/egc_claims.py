@@ -234,7 +234,8 @@ def tables(rows: list[dict], config: str, methods: list[str], metrics: dict, ref
         flags[k] = "; ".join(f) if f else f"informative ({beats[k]}/{len(real)} methods beat random)"
     lines += ["", "Metric check: " + "; ".join(f"**{k}**: {v}" for k, v in flags.items()), ""]
     if ref in methods:
-        lines += [f"Paired difference {LABELS.get(ref, ref)} − method (mark: + {LABELS.get(ref, ref)} better beyond 2 s.e., "
+        name = LABELS.get(ref, ref)
+        lines += [f"Paired difference {name} − method (mark: + {name} better beyond 2 s.e., "
                   "++ beyond 3; - / -- worse):", ""]
         lines += ["| vs | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
         for m in methods:
@@ -302,33 +303,34 @@ def run_claims(args) -> None:
 # ----------------------------------------------------------------------------- sweep
 
 
+DEFAULT_SETTING = "default (zeros, S=50, sigma=0.15 range, uniform t, delta, gradcam)"
+
+
 def sweep_settings() -> dict[str, dict]:
     """One-at-a-time variations around the estimator's defaults (spec § 5.2 options)."""
     base = {"references": "zeros", "n_samples": 50, "stdevs": None, "t_sampling": "uniform",
             "multiply_by_delta": True, "weighting": "gradcam"}
     var = {
-        "default (zeros, S=50, sigma=0.15 range, uniform t, delta, gradcam)": {},
+        DEFAULT_SETTING: {},
         "references=train (64 train images)": {"references": "train"},
         "references=blur": {"references": "blur"},
-        "references=uniform": {"references": "uniform"},
         "n_samples=16": {"n_samples": 16},
         "stdevs=0 (no smoothing)": {"stdevs": 0.0},
-        "stdevs=0.14 (0.05 range)": {"stdevs": 0.14},
         "t_sampling=grid": {"t_sampling": "grid"},
         "multiply_by_delta=False": {"multiply_by_delta": False},
         "weighting=xgrad": {"weighting": "xgrad"},
-        "weighting=gradcam_pp": {"weighting": "gradcam_pp"},
-        "stdevs=0 + weighting=xgrad": {"stdevs": 0.0, "weighting": "xgrad"},
     }
     return {k: {**base, **v} for k, v in var.items()}
 
 
 SWEEP_METRICS = {k: METRICS[k] for k in ("infid_square", "insertion", "deletion")}
 INSERTION_CHECK = {  # start canvas / blur kernel candidates for insertion on 28x28 images
-    "ins_blur_rise (klen 11, sigma 5)": ("higher", "insertion", {"step": 28, "substrate": "blur", "klen": 11, "sigma": 5.0}),
-    "ins_blur_scaled (klen 3, sigma 0.625 = RISE x 28/224)": (
+    "ins_blur_rise (klen 11, sigma 5)": (
+        "higher", "insertion", {"step": 28, "substrate": "blur", "klen": 11, "sigma": 5.0}),
+    "ins_blur_scaled (klen 3, sigma 0.625: RISE x 28/224)": (
         "higher", "insertion", {"step": 28, "substrate": "blur", "klen": 3, "sigma": 0.625}),
-    "ins_blur_strong (klen 27, sigma 7)": ("higher", "insertion", {"step": 28, "substrate": "blur", "klen": 27, "sigma": 7.0}),
+    "ins_blur_strong (klen 27, sigma 7)": (
+        "higher", "insertion", {"step": 28, "substrate": "blur", "klen": 27, "sigma": 7.0}),
     "ins_zero (mean-image canvas)": ("higher", "insertion", {"step": 28, "substrate": "zero"}),
     "infid_gauss 0.1": ("lower", "infidelity", {"perturbation": "gaussian", "noise_std": 0.1, **INFID}),
     "infid_gauss 0.25": METRICS["infid_gauss"],
@@ -468,8 +470,7 @@ def report(args) -> None:
     sweep = read_records(out / "sweep.jsonl")
     for c in sorted({r["config"] for r in sweep}):
         names = ["gradcam", "gradcam_pp", "smooth_gradcam_pp", "integrated_gradcam", "random", *sweep_settings()]
-        text, _ = tables(sweep, c, names, SWEEP_METRICS, ref="default (zeros, S=50, sigma=0.15 range, uniform t, "
-                                                              "delta, gradcam)")
+        text, _ = tables(sweep, c, names, SWEEP_METRICS, ref=DEFAULT_SETTING)
         parts += ["", f"## Sweep on {c}: validation TRAIN images from {VAL_START}", "", text]
         text, _ = tables(sweep, c, ["gradcam", "integrated_gradcam", "random"], INSERTION_CHECK, ref="none")
         parts += ["", f"## Metric settings check on {c} (validation images)", "", text]
@@ -488,7 +489,7 @@ def main() -> None:
     p.add_argument("--sweep", action="store_true", help="estimator sweep on validation train images")
     p.add_argument("--report", action="store_true", help="only build tables/figure from the records")
     p.add_argument("--images", type=int, default=1000, help="test images per configuration")
-    p.add_argument("--val-images", type=int, default=100, help="validation images of the sweep")
+    p.add_argument("--val-images", type=int, default=64, help="validation images of the sweep")
     p.add_argument("--block", type=int, default=16, help="images per configuration per round")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--methods", default=",".join(METHODS), help="methods to run (records of others are kept)")

@@ -14,8 +14,8 @@ from .pretrained import (
 from .registry import build_model, model_names
 from .resnet import BasicBlock, CifarResNet, cifar_resnet18
 from .small_cnn import SmallCNN
-from .vgg import SmallVGG
 from .training import TrainResult, evaluate_accuracy, train_classifier
+from .vgg import SmallVGG
 from .weights_cache import WeightsCache, cache_root, config_key
 
 __all__ = [

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError
 from ..data.fashion_mnist import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_fashion_mnist
+from ..errors import ConfigError
 from .resnet import cifar_resnet18
 from .small_cnn import SmallCNN
 from .training import evaluate_accuracy, train_classifier
