@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -143,9 +144,14 @@ def read_records(path: Path) -> list[dict]:
 
 
 def append(path: Path, rows: list[dict]) -> None:
-    with path.open("a") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    """Append rows with one ``write`` on an O_APPEND descriptor, so several runs (one per
+    configuration) can share the file without interleaving lines."""
+    data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
 
 
 # ----------------------------------------------------------------------------- statistics

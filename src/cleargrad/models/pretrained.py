@@ -116,9 +116,11 @@ def small_cnn_fashion_mnist(
     return _trained("small-cnn", recipe or FashionMNISTRecipe(), cache_dir, data_root, device, retrain, quiet)
 
 
-#: default recipe of the VGG-style reference model (2 epochs: ~91 % test accuracy)
+#: default recipe of the VGG-style reference model: 1 epoch on the first 20000 training images
+#: (84.3 % test accuracy; kept short for 2-core machines; images 55000.. stay unseen for validation)
 VGG_RECIPE = FashionMNISTRecipe(width=16, epochs=1, train_limit=20000)
-#: default recipe of the reference ResNet-18 (width 0.25, i.e. 16-32-64-128 channels; 1 epoch)
+#: default recipe of the reference ResNet-18: width 0.125 (8-16-32-64 channels), 1 epoch on the
+#: first 12000 training images (80.7 % test accuracy; short for 2-core machines)
 RESNET_RECIPE = FashionMNISTRecipe(width=0.125, epochs=1, train_limit=12000)
 
 _BUILD = {
