@@ -1,87 +1,122 @@
-"""cleargrad: sharper, more faithful gradient explanations of image classifiers."""
+"""cleargrad: sharper, more faithful gradient explanations of image classifiers.
 
-from . import metrics
-from .api import explain, make_method, methods
-from .attention import AttentionRelevance, AttentionRollout
-from .attribution import (
-    Deconvolution,
-    ExpectedGradients,
-    GuidedBackprop,
-    InputXGradient,
-    IntegratedGradients,
-    NoiseTunnel,
-    Saliency,
-    SmoothGrad,
-)
-from .cam import (
-    CAM,
-    AblationCAM,
-    AxiomCAM,
-    ExpectedGradCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    IntegratedGradCAM,
-    LayerCAM,
-    ScoreCAM,
-    SmoothGradCAMPlusPlus,
-    XGradCAM,
-    internal_saturation,
-)
-from .core.layout import get_memory_format, set_memory_format
-from .core.tokens import TokenGrid
-from .errors import (
-    ConfigError,
-    DataError,
-    ExplanationError,
-    InputError,
-    LayerError,
-    ModelStateError,
-    TargetError,
-)
-from .gad import GAD
-from .training import InterpretableGradientLoss
+The public names below are imported on first use (PEP 562), so ``import cleargrad`` and
+the command line's ``--help`` start without loading PyTorch; ``cg.Saliency``,
+``cg.explain``, ``cg.metrics`` and the rest behave as ordinary attributes.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "get_memory_format",
-    "set_memory_format",
-    "CAM",
-    "AblationCAM",
-    "AttentionRelevance",
-    "AttentionRollout",
-    "AxiomCAM",
-    "ExpectedGradCAM",
-    "GradCAM",
-    "GradCAMPlusPlus",
-    "HiResCAM",
-    "IntegratedGradCAM",
-    "LayerCAM",
-    "ScoreCAM",
-    "SmoothGradCAMPlusPlus",
-    "XGradCAM",
-    "internal_saturation",
-    "ConfigError",
-    "DataError",
-    "Deconvolution",
-    "ExpectedGradients",
-    "ExplanationError",
-    "GAD",
-    "GuidedBackprop",
-    "InputError",
-    "InputXGradient",
-    "IntegratedGradients",
-    "InterpretableGradientLoss",
-    "LayerError",
-    "ModelStateError",
-    "NoiseTunnel",
-    "Saliency",
-    "SmoothGrad",
-    "TargetError",
-    "TokenGrid",
-    "explain",
-    "make_method",
-    "methods",
-    "metrics",
-]
+#: public name -> submodule that defines it (relative to this package)
+_LAZY: dict[str, str] = {
+    "explain": ".api",
+    "make_method": ".api",
+    "methods": ".api",
+    "AttentionRelevance": ".attention",
+    "AttentionRollout": ".attention",
+    "Deconvolution": ".attribution",
+    "ExpectedGradients": ".attribution",
+    "GuidedBackprop": ".attribution",
+    "InputXGradient": ".attribution",
+    "IntegratedGradients": ".attribution",
+    "NoiseTunnel": ".attribution",
+    "Saliency": ".attribution",
+    "SmoothGrad": ".attribution",
+    "CAM": ".cam",
+    "AblationCAM": ".cam",
+    "AxiomCAM": ".cam",
+    "ExpectedGradCAM": ".cam",
+    "GradCAM": ".cam",
+    "GradCAMPlusPlus": ".cam",
+    "HiResCAM": ".cam",
+    "IntegratedGradCAM": ".cam",
+    "LayerCAM": ".cam",
+    "ScoreCAM": ".cam",
+    "SmoothGradCAMPlusPlus": ".cam",
+    "XGradCAM": ".cam",
+    "internal_saturation": ".cam",
+    "get_memory_format": ".core.layout",
+    "set_memory_format": ".core.layout",
+    "TokenGrid": ".core.tokens",
+    "ConfigError": ".errors",
+    "DataError": ".errors",
+    "ExplanationError": ".errors",
+    "InputError": ".errors",
+    "LayerError": ".errors",
+    "ModelStateError": ".errors",
+    "TargetError": ".errors",
+    "GAD": ".gad",
+    "InterpretableGradientLoss": ".training",
+}
+
+__all__ = sorted([*_LAZY, "metrics"])
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name (or a submodule such as ``cleargrad.data``) on first access."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif not name.startswith("__"):
+        try:
+            value = importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
+    from . import metrics
+    from .api import explain, make_method, methods
+    from .attention import AttentionRelevance, AttentionRollout
+    from .attribution import (
+        Deconvolution,
+        ExpectedGradients,
+        GuidedBackprop,
+        InputXGradient,
+        IntegratedGradients,
+        NoiseTunnel,
+        Saliency,
+        SmoothGrad,
+    )
+    from .cam import (
+        CAM,
+        AblationCAM,
+        AxiomCAM,
+        ExpectedGradCAM,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        IntegratedGradCAM,
+        LayerCAM,
+        ScoreCAM,
+        SmoothGradCAMPlusPlus,
+        XGradCAM,
+        internal_saturation,
+    )
+    from .core.layout import get_memory_format, set_memory_format
+    from .core.tokens import TokenGrid
+    from .errors import (
+        ConfigError,
+        DataError,
+        ExplanationError,
+        InputError,
+        LayerError,
+        ModelStateError,
+        TargetError,
+    )
+    from .gad import GAD
+    from .training import InterpretableGradientLoss

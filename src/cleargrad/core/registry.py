@@ -7,13 +7,14 @@ method up here, so adding a method never touches a dispatch ladder.
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
 
-__all__ = ["MethodInfo", "register", "get_method", "list_methods"]
+__all__ = ["FAMILY_PACKAGES", "MethodInfo", "get_method", "list_methods", "load_families", "register"]
 
 T = TypeVar("T")
 
@@ -31,6 +32,21 @@ class MethodInfo:
 
 _REGISTRY: dict[str, MethodInfo] = {}
 _ALIASES: dict[str, str] = {}
+
+#: packages whose import registers the built-in methods (imported on the first look-up,
+#: so that ``import cleargrad`` stays light); a new family adds its package here
+FAMILY_PACKAGES: tuple[str, ...] = ("cleargrad.attribution", "cleargrad.cam")
+_families_loaded = False
+
+
+def load_families() -> None:
+    """Import :data:`FAMILY_PACKAGES` once, so that every built-in method is registered."""
+    global _families_loaded
+    if _families_loaded:
+        return
+    _families_loaded = True  # first: a family's import may itself look a method up
+    for package in FAMILY_PACKAGES:
+        importlib.import_module(package)
 
 
 def _norm(name: str) -> str:
@@ -55,18 +71,42 @@ def register(name: str, *, family: str, aliases: tuple[str, ...] = ()) -> Callab
 
 
 def get_method(name: str) -> MethodInfo:
-    """Look a method up by name or alias (case and ``-``/``_`` insensitive)."""
+    """Look a method up by name or alias (case and ``-``/``_`` insensitive).
+
+    An unknown name raises :class:`~cleargrad.ConfigError` listing the valid names; its
+    "did you mean" suggestions are canonical method names (an alias that is close is
+    shown as the method it stands for).
+    """
+    load_families()
     key = _ALIASES.get(_norm(name))
     if key is None:
-        close = difflib.get_close_matches(_norm(name), list(_ALIASES), n=3, cutoff=0.5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise ConfigError(
-            f"unknown method {name!r}.{hint} Valid methods: {', '.join(sorted(_REGISTRY))}"
+            f"unknown method {name!r}.{_suggest(name)} Valid methods: {', '.join(sorted(_REGISTRY))}, "
+            "and gad:BASE for GAD over any of them."
         )
     return _REGISTRY[key]
 
 
+def _suggest(name: str) -> str:
+    """`` Did you mean: a, b?`` (canonical names only), or a GAD hint, or ``""``."""
+    norm = _norm(name)
+    if norm == "gad" or norm.startswith(("gad_", "gad:")):
+        return (
+            " GAD is run as gad:BASE with a fitted GAD, e.g. method 'gad:saliency' with gad=... "
+            "(command line: --method gad:saliency --gad DIR, after `cleargrad gad fit`)."
+        )
+    close = difflib.get_close_matches(norm, list(_ALIASES), n=6, cutoff=0.5)
+    shown: dict[str, str] = {}
+    for c in close:
+        canonical = _ALIASES[c]
+        if canonical not in shown:
+            shown[canonical] = canonical if c == canonical else f"{canonical} (alias {c!r})"
+    names = list(shown.values())[:3]
+    return f" Did you mean: {', '.join(names)}?" if names else ""
+
+
 def list_methods(family: str | None = None) -> list[MethodInfo]:
     """All registered methods (optionally of one family), sorted by family then name."""
+    load_families()
     infos = [i for i in _REGISTRY.values() if family is None or i.family == family]
     return sorted(infos, key=lambda i: (i.family, i.name))

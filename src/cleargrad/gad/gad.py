@@ -32,6 +32,9 @@ from .support import SupportStats, TrainSettings, model_outputs, train_support_m
 
 __all__ = ["GAD"]
 
+#: settings that only affect :meth:`GAD.attribute` (not the support models)
+_ATTRIBUTE_ONLY = ("base", "base_options", "tau", "combine", "reduction", "batch_models", "progress")
+
 
 class GAD:
     """Gradient Artificial Distancing (Rodrigues, Boutry, Najman 2024; spec § 3).
@@ -174,13 +177,18 @@ class GAD:
         return self.tasks_ is not None
 
     # fitting -------------------------------------------------------------------
-    def fit(self, data: Any) -> GAD:
+    def fit(self, data: Any, checkpoint: Any = None) -> GAD:
         """Train the support models on ``data``; returns ``self``.
 
         ``data`` is a torch ``Dataset`` or a ``DataLoader`` yielding ``(images,
         labels)``, or a pair of tensors ``(x, y)``; only images of the classes
         concerned are used. Cost: one inference pass plus ``S x epochs`` training
         passes per task.
+
+        ``checkpoint``: a folder (or a :class:`~cleargrad.gad.checkpoint.FitCheckpoint`)
+        where every support model is saved as soon as it is trained; rerunning the same
+        fit (same settings, model and data) with the same folder loads those models and
+        trains only the missing ones, with the same result as an uninterrupted fit.
         """
         check_eval_mode(self.model)
         start = time.perf_counter()
@@ -196,6 +204,7 @@ class GAD:
             keep = torch.isin(y, torch.tensor(classes))
             x, y, logits = x[keep], y[keep], logits[keep]
         tasks = make_tasks(self.strategy, classes, logits, y, self.groups)
+        ckpt = self._checkpoint(checkpoint, x, y)
         models, stats, alphas = [], [], []
         for t, (grouping, _) in enumerate(tasks):
             rows = torch.isin(y, torch.tensor(grouping.classes))
@@ -203,7 +212,7 @@ class GAD:
             desc = f"GAD {grouping.first} vs {grouping.second}" + (f" ({t + 1}/{len(tasks)})" if len(tasks) > 1 else "")
             ms, st = train_support_models(
                 self.model, x[rows], y[rows], logits[rows], grouping, a, self.train_settings,
-                output=self.output, progress=self.progress, description=desc,
+                output=self.output, progress=self.progress, description=desc, checkpoint=ckpt, task_index=t,
             )
             models.append(ms)
             stats.append(st)
@@ -212,6 +221,19 @@ class GAD:
         self.num_classes_ = num_classes
         self.fit_time_ = time.perf_counter() - start
         return self
+
+    def _checkpoint(self, checkpoint: Any, x: torch.Tensor, y: torch.Tensor) -> Any:
+        """The bound :class:`FitCheckpoint` of this fit (None without one)."""
+        if checkpoint is None:
+            return None
+        from .checkpoint import FitCheckpoint, fingerprint
+        from .persistence import _settings
+
+        ckpt = checkpoint if isinstance(checkpoint, FitCheckpoint) else FitCheckpoint(checkpoint)
+        training = {k: v for k, v in _settings(self).items() if k not in _ATTRIBUTE_ONLY}
+        training["output"] = self.output if isinstance(self.output, (str, int)) or self.output is None else "callable"
+        ckpt.bind(fingerprint(training, self.model, x, y))
+        return ckpt
 
     def with_base(self, base: str, base_options: dict[str, Any] | None = None, **settings: Any) -> GAD:
         """A GAD sharing this one's fitted support models, explaining with another base method.

@@ -11,6 +11,7 @@ import contextlib
 import copy
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -20,6 +21,9 @@ from ..core import chunk_slices, select_output
 from ..core.targets import OutputSelector
 from ..errors import ConfigError
 from .distancing import Grouping, distance_targets, group_margin
+
+if TYPE_CHECKING:
+    from .checkpoint import FitCheckpoint
 
 __all__ = ["TrainSettings", "SupportStats", "model_outputs", "train_support_models"]
 
@@ -178,6 +182,8 @@ def train_support_models(
     output: OutputSelector = None,
     progress: bool = True,
     description: str = "GAD",
+    checkpoint: FitCheckpoint | None = None,
+    task_index: int = 0,
 ) -> tuple[list[nn.Module], list[SupportStats]]:
     """Train one support model per row of ``alphas`` (``(S, 2)``); the original model is only copied.
 
@@ -185,6 +191,11 @@ def train_support_models(
     their labels and the original model's outputs (all on the CPU; batches go to the
     model's device). Returns the support models (eval mode, parameters frozen) and
     their :class:`SupportStats`.
+
+    With a bound ``checkpoint`` (:class:`~cleargrad.gad.checkpoint.FitCheckpoint`),
+    each trained model is saved with the random state after it, and models saved by an
+    earlier run (task ``task_index``) are loaded instead of trained: the result equals an
+    uninterrupted run.
     """
     device = _device(model)
     cols = list(range(logits.shape[1])) if settings.regress == "all" else list(grouping.classes)
@@ -201,6 +212,15 @@ def train_support_models(
         for s, alpha in enumerate(alphas.tolist()):
             targets = distance_targets(logits, labels, grouping, alpha)
             m = _fresh_copy(previous if settings.init == "warm" else model)
+            if checkpoint is not None and checkpoint.finished(task_index, s):
+                st = checkpoint.restore(task_index, s, m, shuffle, device)
+                _freeze(m)
+                stats.append(st)
+                models.append(m)
+                previous = m
+                if bar:
+                    bar.update(task, advance=settings.epochs * steps_per_epoch, info=f"model {s + 1} resumed")
+                continue
             m.train(settings.bn_mode == "train")
             opt = torch.optim.Adam(m.parameters(), lr=settings.lr)
             for epoch in range(settings.epochs):
@@ -215,11 +235,17 @@ def train_support_models(
                     if bar:
                         info = f"model {s + 1}/{len(alphas)} epoch {epoch + 1} loss {loss:.4g}"
                         bar.update(task, advance=1, info=info)
-            m.eval()
-            for p in m.parameters():
-                p.requires_grad_(False)
-                p.grad = None
+            _freeze(m)
             stats.append(_stats(m, x, labels, logits, targets, cols, grouping, tuple(alpha), settings, output))
             models.append(m)
             previous = m
+            if checkpoint is not None:
+                checkpoint.save(task_index, s, m, stats[-1], shuffle, device)
     return models, stats
+
+
+def _freeze(m: nn.Module) -> None:
+    m.eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+        p.grad = None
