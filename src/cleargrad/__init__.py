@@ -54,7 +54,45 @@ _LAZY: dict[str, str] = {
     "InterpretableGradientLoss": ".training",
 }
 
-__all__ = sorted([*_LAZY, "metrics"])
+__all__ = [
+    "AblationCAM",
+    "AxiomCAM",
+    "CAM",
+    "ConfigError",
+    "DataError",
+    "Deconvolution",
+    "ExpectedGradCAM",
+    "ExpectedGradients",
+    "ExplanationError",
+    "GAD",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "HiResCAM",
+    "InputError",
+    "InputXGradient",
+    "IntegratedGradCAM",
+    "IntegratedGradients",
+    "InterpretableGradientLoss",
+    "LayerCAM",
+    "LayerError",
+    "ModelStateError",
+    "NoiseTunnel",
+    "Saliency",
+    "ScoreCAM",
+    "SmoothGrad",
+    "SmoothGradCAMPlusPlus",
+    "TargetError",
+    "XGradCAM",
+    "__version__",
+    "explain",
+    "get_memory_format",
+    "internal_saturation",
+    "make_method",
+    "methods",
+    "metrics",
+    "set_memory_format",
+]
 
 
 def __getattr__(name: str) -> Any:
