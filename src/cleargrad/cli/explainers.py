@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..api import make_method
+from ..api import GAD_SETTINGS, make_method, split_gad
 from ..core.registry import get_method, list_methods
 from ..core.tokens import parse_reshape
 from ..errors import ConfigError
@@ -24,6 +24,9 @@ from ..errors import ConfigError
 __all__ = [
     "Explainer",
     "build_explainer",
+    "build_gad_explainer",
+    "is_gad",
+    "option_scope",
     "fast_defaults",
     "load_registries",
     "method_names",
@@ -58,6 +61,9 @@ class Explainer:
     summary: str = ""
     reference: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: classes the method can explain (GAD: those it was fitted for); ``--target auto``
+    #: then explains the model's top class among them. None: any class.
+    classes: tuple[int, ...] | None = None
 
 
 def load_registries() -> None:
@@ -112,9 +118,20 @@ def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
         if not sep or not key.strip():
             raise ConfigError(f"option {item!r} must look like METHOD.KEY=VALUE or KEY=VALUE")
         method, dot, name = key.strip().rpartition(".")
-        scope = get_method(method).name if dot else "*"
+        scope = option_scope(method) if dot else "*"
         out.setdefault(scope, {})[name] = _parse_value(value.strip())
     return out
+
+
+def option_scope(method: str) -> str:
+    """The canonical name options of ``method`` are filed under (``gad:BASE`` kept as such)."""
+    base = split_gad(method)
+    return f"gad:{get_method(base).name}" if base is not None else get_method(method).name
+
+
+def is_gad(name: str) -> bool:
+    """Whether ``name`` is ``gad:BASE``."""
+    return split_gad(name) is not None
 
 
 #: where a method's call options are declared, outermost first
@@ -196,3 +213,54 @@ def build_explainer(
     if "reshape" in kw and "reshape" in shown:
         shown["reshape"] = reshape  # the command-line text, not the spec object
     return Explainer(info.name, fn, info.family, info.summary, options=shown)
+
+
+def build_gad_explainer(
+    model: nn.Module,
+    name: str,
+    gad: Any,
+    *,
+    layer: str = "auto",
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    references: torch.Tensor | None = None,
+) -> Explainer:
+    """``gad:BASE`` as an explainer named ``gad_BASE``, over a fitted GAD on ``model``.
+
+    The base method gets the command line's fast defaults, ``layer`` (CAM bases), the
+    ``references`` (bases that declare them) and a seeded ``generator`` per call (bases
+    that declare one); options ``-o gad:BASE.KEY=VALUE`` go to the base method, except
+    GAD's ``tau``, ``combine``, ``reduction``, ``batch_models``. Region metrics compare it
+    with its base method (``reference``); ``--target auto`` explains the top class among
+    the GAD's classes.
+    """
+    base_name = split_gad(name)
+    if base_name is None:
+        raise ConfigError(f"{name!r} is not gad:BASE")
+    info = get_method(base_name)
+    specific = dict((options or {}).get(f"gad:{info.name}", {}))
+    settings = {k: specific.pop(k) for k in GAD_SETTINGS if k in specific}
+    kw: dict[str, Any] = dict(fast_defaults(info.name))
+    if _init_accepts(info.cls, "layer"):
+        kw["layer"] = layer
+    base_options = {**kw, **specific}
+    probe, _ = make_method(model, info.name, **base_options)
+    declared = _declared(probe)
+    for key in [k for k in kw if k not in specific and k not in declared and not _init_accepts(info.cls, k)]:
+        base_options.pop(key)  # a fast default this implementation does not take
+    if references is not None and "references" in declared:
+        base_options.setdefault("references", references)
+    fused = gad.with_base(info.name, base_options=base_options, **settings)
+    takes_generator = "generator" in declared
+
+    def fn(x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        g = fused
+        if takes_generator:
+            g = fused.with_base(info.name, base_options={**base_options, "generator": generator}, **settings)
+        return g.attribute(x, target=targets)
+
+    shown = {k: v for k, v in base_options.items() if k != "references"}
+    shown.update(settings)
+    shown.update({"n_support": gad.n_support, "strategy": gad.strategy})
+    classes = tuple(sorted(fused._explained()))
+    summary = f"GAD over {info.name}: the pixels {info.name} finds important in the model and all its support models"
+    return Explainer(f"gad_{info.name}", fn, "gad", summary, reference=info.name, options=shown, classes=classes)

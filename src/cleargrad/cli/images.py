@@ -20,17 +20,28 @@ __all__ = ["ImageRecord", "ImageSet", "Preprocess", "default_preprocess", "fashi
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: torchvision's ImageNet evaluation transform: shorter side 256, centre crop 224
+IMAGENET_CROP_FRACTION = 0.875
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """How image files become model inputs: resize to ``size``×``size`` (bilinear), scale to
-    [0, 1], convert to grayscale or RGB, then ``(x - mean) / std`` per channel."""
+    """How image files become model inputs: bring to ``size``×``size`` (bilinear; by
+    ``resize``), scale to [0, 1], convert to grayscale or RGB, then ``(x - mean) / std``
+    per channel.
+
+    ``resize="crop"`` (default) scales the shorter side to ``size / crop_fraction`` and
+    cuts the central ``size``×``size`` (torchvision's ``Resize`` + ``CenterCrop``; the
+    aspect ratio is kept); ``"squash"`` scales both sides to ``size`` (the aspect ratio
+    changes).
+    """
 
     size: int
     grayscale: bool
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resize: str = "crop"
+    crop_fraction: float = 1.0
 
     def __post_init__(self) -> None:
         channels = 1 if self.grayscale else 3
@@ -41,6 +52,10 @@ class Preprocess:
             raise ConfigError("--std values must be positive")
         if self.size <= 0:
             raise ConfigError("--size must be positive")
+        if self.resize not in ("crop", "squash"):
+            raise ConfigError(f"--resize must be crop or squash, got {self.resize!r}")
+        if not 0.0 < self.crop_fraction <= 1.0:
+            raise ConfigError(f"--crop-fraction must be in (0, 1], got {self.crop_fraction}")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form (part of the run settings)."""
@@ -75,12 +90,16 @@ def default_preprocess(
     grayscale: bool | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    resize: str = "crop",
+    crop_fraction: float | None = None,
 ) -> Preprocess:
     """Preprocessing with defaults read from the model.
 
     A model whose first convolution takes one channel gets grayscale 28×28 inputs with the
-    Fashion-MNIST mean/std; any other gets RGB 224×224 with the ImageNet mean/std. Every
-    value given explicitly wins.
+    Fashion-MNIST mean/std; any other gets RGB 224×224 with the ImageNet mean/std. RGB
+    inputs of 224 pixels get torchvision's ImageNet evaluation crop (shorter side 256,
+    centre 224: crop fraction 0.875); every other size a crop fraction of 1 (the shorter
+    side becomes ``size``). Every value given explicitly wins.
     """
     if grayscale is None:
         grayscale = model_in_channels(model) == 1
@@ -90,7 +109,12 @@ def default_preprocess(
         mean = (FASHION_MNIST_MEAN,) if grayscale else IMAGENET_MEAN
     if std is None:
         std = (FASHION_MNIST_STD,) if grayscale else IMAGENET_STD
-    return Preprocess(int(size), bool(grayscale), tuple(float(m) for m in mean), tuple(float(s) for s in std))
+    if crop_fraction is None:
+        crop_fraction = IMAGENET_CROP_FRACTION if not grayscale and int(size) == 224 else 1.0
+    return Preprocess(
+        int(size), bool(grayscale), tuple(float(m) for m in mean), tuple(float(s) for s in std),
+        resize, float(crop_fraction),
+    )
 
 
 @dataclass(frozen=True)
@@ -136,7 +160,8 @@ class ImageSet:
         p = self.preprocess
         try:
             folder = load_image_folder(
-                [r.source for r in recs], size=p.size, channels=1 if p.grayscale else 3, mean=p.mean, std=p.std
+                [r.source for r in recs], size=p.size, channels=1 if p.grayscale else 3, mean=p.mean, std=p.std,
+                resize=p.resize, crop_fraction=p.crop_fraction,
             )
         except DataError:  # none of them readable
             folder = None

@@ -16,7 +16,15 @@ from torch.utils.data import Dataset
 from .._progress import track
 from ..errors import ConfigError, DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageFolder", "SkippedFile", "load_image_folder", "list_images"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "RESIZE_MODES",
+    "ImageFolder",
+    "SkippedFile",
+    "crop_resize",
+    "load_image_folder",
+    "list_images",
+]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 """File suffixes (lower case) treated as images when a folder is scanned."""
@@ -100,12 +108,49 @@ def _stats(v: float | Sequence[float] | None, channels: int, name: str) -> torch
     return t.expand(channels).view(1, channels, 1, 1)
 
 
-def _read(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+RESIZE_MODES: tuple[str, ...] = ("crop", "squash")
+"""``crop``: scale (aspect ratio kept) so the image covers the target, then cut the centre
+(torchvision's ``Resize`` + ``CenterCrop``); ``squash``: scale each side to the target."""
+
+
+def crop_resize(im: Image.Image, size: tuple[int, int], crop_fraction: float = 1.0) -> Image.Image:
+    """Scale ``im`` (bilinear, aspect ratio kept) so that it covers ``size / crop_fraction``
+    (``(height, width)``), then cut the central ``size``.
+
+    For a square ``size`` this is torchvision's ``Resize(round(size / crop_fraction))``
+    followed by ``CenterCrop(size)`` (shorter side scaled, longer side truncated as
+    torchvision does); ``crop_fraction=0.875`` at 224 gives the usual ImageNet 256 -> 224.
+    """
+    h, w = size
+    W, H = im.size
+    if h == w:
+        short = int(round(h / crop_fraction))
+        if W <= H:
+            new_w, new_h = short, int(short * H / W)
+        else:
+            new_h, new_w = short, int(short * W / H)
+    else:
+        scale = max(h / H, w / W) / crop_fraction
+        new_w, new_h = max(w, int(round(W * scale))), max(h, int(round(H * scale)))
+    if (new_w, new_h) != (W, H):
+        im = im.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    top, left = int(round((new_h - h) / 2.0)), int(round((new_w - w) / 2.0))
+    return im.crop((left, top, left + w, top + h))
+
+
+def _read(
+    path: Path, mode: str, size: tuple[int, int] | None, resize: str = "crop", crop_fraction: float = 1.0
+) -> np.ndarray:
     with Image.open(path) as im:
         im.load()
         im = im.convert(mode)
         if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            if resize == "crop":
+                im = crop_resize(im, size, crop_fraction)
+            else:
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        elif size is not None and resize == "crop" and crop_fraction != 1.0:
+            im = crop_resize(im, size, crop_fraction)
         return np.asarray(im, dtype=np.uint8)
 
 
@@ -118,6 +163,8 @@ def load_image_folder(
     std: float | Sequence[float] | None = None,
     recursive: bool = True,
     quiet: bool = True,
+    resize: str = "crop",
+    crop_fraction: float = 1.0,
 ) -> ImageFolder:
     """Load images into one batch tensor.
 
@@ -125,13 +172,19 @@ def load_image_folder(
         source: a folder (scanned for image files, see :func:`list_images`) or a list of
             file paths. In a folder whose images all sit in first-level sub-folders, the
             sub-folder names are the classes and give ``labels``.
-        size: resize every image to ``size`` (int, or ``(height, width)``) with bilinear
-            filtering; None keeps the size of the first readable image and resizes the
-            others to it.
+        size: bring every image to ``size`` (int, or ``(height, width)``) with bilinear
+            filtering, as ``resize`` says; None keeps the size of the first readable image
+            and brings the others to it.
         channels: 3 (RGB) or 1 (grayscale).
         mean, std: per-channel (or scalar) normalisation applied after scaling to [0, 1].
         recursive: scan sub-folders.
         quiet: no progress bar or report of skipped files on the console.
+        resize: ``"crop"`` (default: scale keeping the aspect ratio so that the image
+            covers ``size / crop_fraction``, then cut the centre ``size``, torchvision's
+            resize-then-centre-crop) or ``"squash"`` (scale each side to ``size``; the
+            aspect ratio changes).
+        crop_fraction: with ``"crop"``, the share of the scaled image the crop keeps
+            (1.0: the shorter side is scaled to ``size``; ImageNet models: 0.875).
 
     Returns:
         An :class:`ImageFolder`; files that are missing, not images, or corrupt are left
@@ -143,6 +196,10 @@ def load_image_folder(
     """
     if channels not in _MODES:
         raise ConfigError(f"channels must be 1 or 3, got {channels}")
+    if resize not in RESIZE_MODES:
+        raise ConfigError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    if not 0.0 < crop_fraction <= 1.0:
+        raise ConfigError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
     target = _size(size)
     mean_t, std_t = _stats(mean, channels, "mean"), _stats(std, channels, "std")
     root: Path | None = None
@@ -159,7 +216,7 @@ def load_image_folder(
             skipped.append(SkippedFile(path, "missing"))
             continue
         try:
-            arr = _read(path, _MODES[channels], target)
+            arr = _read(path, _MODES[channels], target, resize, crop_fraction)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
             skipped.append(SkippedFile(path, f"unreadable: {type(e).__name__}: {e}"))
             continue
