@@ -1,8 +1,11 @@
-"""The ``cleargrad`` command (typer): demo, explain, evaluate, report, methods, train.
+"""The ``cleargrad`` command (typer): demo, explain, evaluate, gad fit, export, report, methods, train.
 
 Exit codes: 0 success; 2 usage error (bad option, unknown method or metric: the message
 lists the valid names); 1 run error, reported in one line (``--debug`` shows the
 traceback).
+
+Start-up: this module imports typer and rich only; every command imports what it needs
+when it runs, so ``--help`` does not load PyTorch.
 """
 
 from __future__ import annotations
@@ -65,7 +68,32 @@ OptionOpt = Annotated[
     typer.Option("--option", "-o", help="Method option METHOD.KEY=VALUE (or KEY=VALUE for all); repeatable."),
 ]
 SizeOpt = Annotated[
-    int | None, typer.Option("--size", help="Resize images to SIZE×SIZE (default: 28 for 1-channel models, else 224).")
+    int | None,
+    typer.Option("--size", help="Model input size SIZE×SIZE (default: 28 for 1-channel models, else 224)."),
+]
+ResizeOpt = Annotated[
+    str,
+    typer.Option(
+        "--resize",
+        help="'crop': scale the shorter side (aspect ratio kept), then cut the centre SIZE×SIZE, as torchvision "
+        "does; 'squash': scale both sides to SIZE (distorts non-square images).",
+    ),
+]
+CropOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--crop-fraction",
+        help="With --resize crop: share of the scaled image kept (default 0.875 for RGB at 224, i.e. "
+        "shorter side 256 then centre 224 as for torchvision's ImageNet weights; else 1).",
+    ),
+]
+GadOpt = Annotated[
+    Path | None,
+    typer.Option("--gad", help="Folder written by `cleargrad gad fit`, for methods gad:BASE (e.g. gad:saliency)."),
+]
+ClassNamesOpt = Annotated[
+    Path | None,
+    typer.Option("--class-names", help="Text file of class names, one per line (line i = class i)."),
 ]
 GrayOpt = Annotated[
     bool | None, typer.Option("--grayscale/--rgb", help="Colour mode (default: from the model's first convolution).")
@@ -78,7 +106,9 @@ BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per b
 SeedOpt = Annotated[
     int, typer.Option("--seed", help="Seed of every random draw (model init, sampling methods, metrics).")
 ]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device, e.g. cpu or cuda:0.")]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", help="Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...")
+]
 
 
 class RunError(RuntimeError):
@@ -146,7 +176,14 @@ def _file_digest(path: Path | None) -> str | None:
     return h.hexdigest()[:16]
 
 
-def _model(spec: str, weights: Path | None, seed: int, device: str, ui: UI) -> Any:
+def _device(text: str) -> Any:
+    """``--device`` as a torch device (``auto``: CUDA when available, else CPU)."""
+    from .devices import resolve_device
+
+    return resolve_device(text)
+
+
+def _model(spec: str, weights: Path | None, seed: int, device: Any, ui: UI) -> Any:
     import torch
 
     from .modelspec import load_model
@@ -187,28 +224,43 @@ def methods_cmd(quiet: Quiet = False, debug: Debug = False) -> None:
 def explain_cmd(
     model: ModelOpt,
     images: Annotated[list[Path], typer.Option("--images", "-i", help="Image file or folder; repeatable.")],
-    method: Annotated[list[str], typer.Option("--method", help="Method name(s), comma-separated or repeated.")],
+    method: Annotated[
+        list[str],
+        typer.Option("--method", help="Method name(s), comma-separated or repeated; gad:BASE needs --gad."),
+    ],
     weights: WeightsOpt = None,
     target: Annotated[str, typer.Option("--target", help="Class index, or 'auto' (the prediction).")] = "auto",
     layer: LayerOpt = "auto",
     reshape: ReshapeOpt = "auto",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("explanations"),
+    gad: GadOpt = None,
+    class_names: ClassNamesOpt = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Write bare overlays (no input panel, colour bar or caption).")
+    ] = False,
     option: OptionOpt = None,
     size: SizeOpt = None,
+    resize: ResizeOpt = "crop",
+    crop_fraction: CropOpt = None,
     grayscale: GrayOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
     batch_size: BatchOpt = 16,
     seed: SeedOpt = 0,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Explain images with one or more methods: an overlay PNG and a .npy per image and method."""
+    """Explain images with one or more methods.
+
+    Writes per image and method a figure (input, map with colour bar, caption naming the
+    method, class and probability) and the raw map as .npy, plus manifest.csv and
+    manifest.json listing every file with its input, explained class and probability.
+    """
 
     def body(ui: UI) -> None:
-        from .engine import explain_images
-        from .explainers import build_explainer, parse_options, split_names
+        from .explain_run import class_names_from, explain_images, read_class_names
+        from .explainers import parse_options, split_names
         from .images import default_preprocess, image_set
 
         names = [n for m in method for n in split_names(m)]
@@ -216,19 +268,79 @@ def explain_cmd(
             raise ConfigError("give at least one --method")
         opts = parse_options(option or [])
         tgt = _target(target, allow_label=False)
-        net = _model(model, weights, seed, device, ui)
-        prep = default_preprocess(net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"))
+        dev = _device(device)
+        net = _model(model, weights, seed, dev, ui)
+        prep = default_preprocess(
+            net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"), resize, crop_fraction
+        )
         data = image_set(images, prep)
         refs = _references(data, prep)
-        explainers = [
-            build_explainer(net, n, layer=layer, reshape=reshape, options=opts, references=refs) for n in names
-        ]
-        written = explain_images(net, data, explainers, out, target=tgt, batch_size=batch_size, seed=seed, ui=ui)
-        n_ok = len(data) - len(data.skipped)
-        ui.out.print(f"{written} explanation(s) of {n_ok} image(s) written to {out}", markup=False)
+        explainers = _explainers(net, names, gad, layer, reshape, opts, refs)
+        labels = read_class_names(class_names) if class_names else (class_names_from(data) or _builtin_names(model))
+        run = {
+            "command": "explain",
+            "model": model,
+            "weights": str(weights) if weights else None,
+            "weights_sha256": _file_digest(weights),
+            "gad": str(gad) if gad else None,
+            "images": [str(p) for p in images],
+            "preprocess": prep.as_dict(),
+            "target": tgt,
+            "layer": layer,
+            "class_names": str(class_names) if class_names else None,
+            "method_options": {e.name: e.options for e in explainers},
+            "seed": seed,
+            "device": str(dev),
+        }
+        rows = explain_images(
+            net, data, explainers, out, target=tgt, batch_size=batch_size, seed=seed, class_names=labels,
+            plain=plain, run=run, ui=ui,
+        )
+        n_ok = len({r.image_id for r in rows})
+        ui.out.print(
+            f"{len(rows)} explanation(s) of {n_ok} image(s) written to {out} (index: {out / 'manifest.csv'})",
+            markup=False,
+        )
         _print_skipped(ui, data.skipped)
 
     _guard(debug, quiet, body)
+
+
+def _builtin_names(spec: str) -> list[str] | None:
+    """Class names of a built-in model trained on Fashion-MNIST."""
+    if spec.strip().lower().replace("_", "-") == "small-cnn-fashion-mnist":
+        from ..data import FASHION_MNIST_CLASSES
+
+        return list(FASHION_MNIST_CLASSES)
+    return None
+
+
+def _explainers(
+    net: Any, names: list[str], gad_dir: Path | None, layer: str, reshape: str, opts: Any, refs: Any
+) -> list[Any]:
+    """The explainers of ``names``; ``gad:BASE`` ones share the GAD loaded from ``gad_dir``."""
+    from .explainers import build_explainer, build_gad_explainer, is_gad
+
+    fitted = None
+    if any(is_gad(n) for n in names):
+        if gad_dir is None:
+            raise ConfigError(
+                "methods gad:BASE need --gad DIR, a folder written by `cleargrad gad fit --out DIR`"
+            )
+        from .gad_cmd import load_fitted_gad
+
+        fitted = load_fitted_gad(gad_dir, net)
+    elif gad_dir is not None:
+        raise ConfigError("--gad is only used by methods gad:BASE (e.g. --method gad:saliency)")
+    out = []
+    for n in names:
+        if is_gad(n):
+            out.append(
+                build_gad_explainer(net, n, fitted, layer=layer, reshape=reshape, options=opts, references=refs)
+            )
+        else:
+            out.append(build_explainer(net, n, layer=layer, reshape=reshape, options=opts, references=refs))
+    return out
 
 
 def _references(data: Any, prep: Any, k: int = 16) -> Any:
@@ -273,13 +385,20 @@ def evaluate_cmd(
         int, typer.Option("--gallery", min=0, help="Images whose overlays are kept for the report.")
     ] = 8,
     overlays: Annotated[Path | None, typer.Option("--overlays", help="Also write every overlay PNG here.")] = None,
+    gad: GadOpt = None,
+    classes: Annotated[
+        str | None,
+        typer.Option("--classes", help="Use only images of these classes (comma-separated indices or names)."),
+    ] = None,
     size: SizeOpt = None,
+    resize: ResizeOpt = "crop",
+    crop_fraction: CropOpt = None,
     grayscale: GrayOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
     batch_size: BatchOpt = 16,
     seed: SeedOpt = 0,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -287,10 +406,11 @@ def evaluate_cmd(
 
     Rerunning the same command skips the rows already stored. Under
     `torchrun --nproc_per_node K -m cleargrad evaluate ...` each process takes a shard.
+    GAD runs as gad:BASE with --gad DIR; its region metrics compare it with BASE.
+    The terminal shows a summary; `cleargrad report STORE` shows every value.
     """
 
     def body(ui: UI) -> None:
-        import torch
 
         from ..report import versions
         from ..store import ResultStore
@@ -309,31 +429,42 @@ def evaluate_cmd(
         runners = [metric_runner(n, mopts.get(n.strip().lower().replace("-", "_"))) for n in metric_names]
         tgt = _target(target, allow_label=True)
         shard = shard_from_env()
-        net = _model(model, weights, seed, device, ui)
+        dev = _device(device)
+        net = _model(model, weights, seed, dev, ui)
         if dataset.strip().lower().replace("_", "-") == "fashion-mnist":
-            data = fashion_mnist_set(limit)
+            data = fashion_mnist_set(None if classes else limit)
             prep = data.preprocess
             refs = fashion_mnist_set(64, split="train").tensors
         else:
-            prep = default_preprocess(net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"))
+            prep = default_preprocess(
+                net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"), resize, crop_fraction
+            )
             data = image_set([dataset], prep)
-            if limit is not None:
-                data.records = data.records[:limit]
             refs = _references(data, prep)
+        if classes:
+            data = _only_classes(data, classes)
+        if limit is not None:
+            data = _first(data, limit)
         assert prep is not None
-        explainers = [
-            build_explainer(net, n, layer=layer, reshape=reshape, options=opts, references=refs)
-            for n in method_names
-        ]
+        explainers = _explainers(net, method_names, gad, layer, reshape, opts, refs)
         refs_needed = any("map_b" in _params(r.fn) for r in runners)
         ref_explainers = []
         if refs_needed:
-            if reference is None:
+            plain = [e for e in explainers if e.family != "gad"]
+            if reference is None and plain:
                 raise ConfigError("a region-comparison metric needs --reference METHOD (the map it compares against)")
-            ref = build_explainer(net, reference, layer=layer, reshape=reshape, options=opts, references=refs)
-            ref_explainers.append(ref)
-            for e in explainers:
-                e.reference = ref.name
+            if reference is not None:
+                ref = build_explainer(net, reference, layer=layer, reshape=reshape, options=opts, references=refs)
+                ref_explainers.append(ref)
+                for e in plain:
+                    e.reference = ref.name
+            have = {e.name for e in [*explainers, *ref_explainers]}
+            for e in explainers:  # GAD is compared with its base method
+                if e.family == "gad" and e.reference not in have:
+                    ref_explainers.append(
+                        build_explainer(net, e.reference, layer=layer, reshape=reshape, options=opts, references=refs)
+                    )
+                    have.add(e.reference)
         settings = {
             "command": "evaluate",
             "model": model,
@@ -343,6 +474,8 @@ def evaluate_cmd(
             "limit": limit,
             "preprocess": prep.as_dict(),
             "target": tgt,
+            "classes": classes,
+            "gad": str(gad) if gad else None,
             "layer": layer,
             **({"reshape": reshape} if reshape != "auto" else {}),  # absent by default: older stores resume
             "reference": reference,
@@ -370,7 +503,7 @@ def evaluate_cmd(
                 overlay_dir=overlays,
                 references=ref_explainers,
                 shard=shard,
-                device=torch.device(device),
+                device=dev,
             )
             written = run_evaluation(plan, ui)
             if data.skipped:
@@ -378,10 +511,37 @@ def evaluate_cmd(
             ui.info(f"{written} new row(s); {store} holds {st.count()} row(s)")
             barrier(shard)
             if shard.rank == 0:
-                print_results(ui, st, h)
+                print_results(ui, st, h, str(store))
         _print_skipped(ui, data.skipped)
 
     _guard(debug, quiet, body)
+
+
+def _only_classes(data: Any, text: str) -> Any:
+    """``data`` restricted to images whose label is one of ``text`` (indices or class names)."""
+    from .explain_run import class_names_from
+    from .gad_cmd import parse_classes
+
+    wanted = set(parse_classes(text, class_names_from(data)) or ())
+    keep = [i for i, r in enumerate(data.records) if r.label in wanted]
+    if not keep:
+        raise ConfigError(f"--classes {text}: no image of those classes in {data.description}")
+    return _subset(data, keep, f"{data.description}, classes {text}")
+
+
+def _first(data: Any, n: int) -> Any:
+    return _subset(data, list(range(min(n, len(data)))), data.description)
+
+
+def _subset(data: Any, keep: list[int], description: str) -> Any:
+    import dataclasses
+
+    import torch
+
+    tensors = None if data.tensors is None else data.tensors[torch.tensor(keep, dtype=torch.long)]
+    return dataclasses.replace(
+        data, records=[data.records[i] for i in keep], tensors=tensors, description=description
+    )
 
 
 def _params(fn: Callable[..., Any]) -> set[str]:
@@ -448,7 +608,7 @@ def train_cmd(
     ] = False,
     eval_images: Annotated[int, typer.Option("--eval-images", help="Test images for --evaluate.")] = 500,
     seed: SeedOpt = 0,
-    device: DeviceOpt = "cpu",
+    device: DeviceOpt = "auto",
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -480,13 +640,129 @@ def train_cmd(
                 size=size,
                 grayscale=grayscale,
                 seed=seed,
-                device=device,
+                device=str(_device(device)),
                 baseline=baseline,
                 evaluate=evaluate,
                 eval_images=eval_images,
             ),
             ui,
         )
+
+    _guard(debug, quiet, body)
+
+
+gad_app = typer.Typer(
+    name="gad",
+    help="GAD (Gradient Artificial Distancing): fit support models once, then explain with --method gad:BASE.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(gad_app, name="gad")
+
+
+@gad_app.command("fit")
+def gad_fit_cmd(
+    model: ModelOpt,
+    dataset: Annotated[
+        str,
+        typer.Option(
+            "--dataset", "-d", help="'fashion-mnist' (train split) or an image folder root/<class>/<image>."
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (gad.json, support.safetensors, fit.json).")],
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="Classes concerned, comma-separated indices or names (pairwise: exactly two; other strategies: "
+            "default every class).",
+        ),
+    ] = None,
+    strategy: Annotated[
+        str, typer.Option("--strategy", help="pairwise, one-vs-all or split (two groups of classes).")
+    ] = "pairwise",
+    groups: Annotated[
+        str | None,
+        typer.Option("--groups", help="For --strategy split: two groups, e.g. '0,2,4;1,3' (default: 2-means)."),
+    ] = None,
+    weights: WeightsOpt = None,
+    support: Annotated[int, typer.Option("--support", min=1, help="Support models per task (paper: 4).")] = 4,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs per support model.")] = 10,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate of the support models.")] = 1e-5,
+    alphas: Annotated[
+        str, typer.Option("--alphas", help="Distancing schedule: std (s × std of the logits) or margin.")
+    ] = "std",
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Use at most N training images of the classes.")
+    ] = None,
+    class_names: ClassNamesOpt = None,
+    size: SizeOpt = None,
+    resize: ResizeOpt = "crop",
+    crop_fraction: CropOpt = None,
+    grayscale: GrayOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Training batch size.")] = 32,
+    seed: SeedOpt = 0,
+    device: DeviceOpt = "auto",
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Fit GAD's support models for some classes and save them to --out.
+
+    Every support model is checkpointed as soon as it is trained: rerunning an
+    interrupted command resumes it, and rerunning a finished one does nothing.
+    """
+
+    def body(ui: UI) -> None:
+        from .explain_run import read_class_names
+        from .gad_cmd import run_gad_fit
+        from .images import default_preprocess
+
+        dev = _device(device)
+        net = _model(model, weights, seed, dev, ui)
+        fmnist = dataset.strip().lower().replace("_", "-") == "fashion-mnist"
+        prep = None if fmnist else default_preprocess(
+            net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"), resize, crop_fraction
+        )
+        record = run_gad_fit(
+            model=net,
+            model_spec={"model": model, "weights": str(weights) if weights else None,
+                        "weights_sha256": _file_digest(weights)},
+            dataset=dataset, prep=prep, classes_text=classes,
+            class_names=read_class_names(class_names) if class_names else None,
+            strategy=strategy, groups_text=groups, out=out, n_support=support, epochs=epochs, lr=lr,
+            batch_size=batch_size, alphas=alphas, limit=limit, seed=seed, ui=ui,
+        )
+        from .tables import print_gad_stats
+
+        print_gad_stats(ui, record)
+        ui.out.print(f"GAD saved to {out}; use it with --method gad:saliency --gad {out}", markup=False)
+
+    _guard(debug, quiet, body)
+
+
+@app.command("export")
+def export_cmd(
+    store: Annotated[Path, typer.Argument(help="SQLite results file written by evaluate or demo.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="csv, or parquet (needs pyarrow).")] = "csv",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output file (default: the store's name with .csv/.parquet).")
+    ] = None,
+    settings: Annotated[str | None, typer.Option("--settings", help="Only the run with this settings hash.")] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Export a results store as one flat table: one row per image, method and metric value.
+
+    The run settings behind each settings_hash go to <out>.runs.json beside it.
+    """
+
+    def body(ui: UI) -> None:
+        from .export import export_store
+
+        path = export_store(store, fmt, out, settings)
+        ui.out.print(str(path), markup=False)
 
     _guard(debug, quiet, body)
 

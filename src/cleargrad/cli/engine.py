@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +27,15 @@ from .console import UI
 from .explainers import Explainer
 from .images import ImageRecord, ImageSet, Preprocess
 from .metric_runner import BatchContext, MetricRunner
+from .outputs import output_stems
 from .render import overlay_png
+from .targets import targets_for
 
 __all__ = [
     "EvalPlan",
     "Shard",
     "barrier",
     "distributed",
-    "explain_images",
     "run_evaluation",
     "seed_for",
     "shard_from_env",
@@ -118,25 +119,14 @@ class EvalPlan:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
-def _targets(plan: EvalPlan, x: torch.Tensor, recs: Sequence[ImageRecord]) -> torch.Tensor:
+def _logits(plan: EvalPlan, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
-        pred = plan.model(x).argmax(1)
-    if plan.target == "auto":
-        return pred
-    if plan.target == "label":
-        labels = [r.label if r.label is not None else int(p) for r, p in zip(recs, pred.tolist())]
-        return torch.tensor(labels, dtype=torch.long, device=x.device)
-    return torch.full((x.shape[0],), int(plan.target), dtype=torch.long, device=x.device)
-
-
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+        return plan.model(x)
 
 
 def _overlay_path(plan: EvalPlan, rec: ImageRecord, method: str) -> Path:
     assert plan.overlay_dir is not None
-    stem = _safe_name(Path(rec.image_id).with_suffix("").as_posix())
-    return plan.overlay_dir / f"{stem}__{method}.png"
+    return plan.overlay_dir / f"{output_stems([rec.image_id])[rec.image_id]}__{method}.png"
 
 
 def _write_files(plan: EvalPlan, rec: ImageRecord, method: str, png: bytes, arr: np.ndarray) -> None:
@@ -184,23 +174,27 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                 continue
             x = x.to(plan.device)
             plan.store.add_images((r.image_id, r.label, r.class_name, r.source) for r in recs)
-            t = _targets(plan, x, recs)
-            cache: dict[str, torch.Tensor] = {}
+            logits = _logits(plan, x)
+            labels = [r.label for r in recs]
+            cache: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
 
             def explain(
-                name: str, b: int = b, x: torch.Tensor = x, t: torch.Tensor = t, cache: dict[str, torch.Tensor] = cache
+                name: str, t: torch.Tensor, b: int = b, x: torch.Tensor = x,
+                cache: dict[tuple[str, tuple[int, ...]], torch.Tensor] = cache,
             ) -> torch.Tensor:
-                if name not in cache:
+                key = (name, tuple(t.tolist()))
+                if key not in cache:
                     gen = torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, name))
-                    cache[name] = by_name[name].fn(x, t, gen).detach()
-                return cache[name]
+                    cache[key] = by_name[name].fn(x, t, gen).detach()
+                return cache[key]
 
             for m in names:
                 progress.update(task, description=f"batch {b + 1}/{len(batches)} {m}")
                 if not todo[m] and m not in need_overlay:
                     progress.advance(task)
                     continue
-                a = explain(m)
+                t = targets_for(by_name[m], plan.target, logits, labels)
+                a = explain(m, t)
                 if m in need_overlay:
                     items = []
                     for i, r in enumerate(recs):
@@ -224,7 +218,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                         generator=torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, m, mt.name)),
                         mean=plan.preprocess.mean,
                         std=plan.preprocess.std,
-                        reference=explain(ref_name) if ref_name and ref_name in by_name else None,
+                        reference=explain(ref_name, t) if ref_name and ref_name in by_name else None,
                     )
                     values = mt.run(ctx)
                     rows = [
@@ -235,56 +229,4 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                     plan.store.add_results(rows, plan.settings)
                     written += len(rows)
                 progress.advance(task)
-    return written
-
-
-def explain_images(
-    model: nn.Module,
-    images: ImageSet,
-    explainers: list[Explainer],
-    out: Path,
-    *,
-    target: str | int = "auto",
-    batch_size: int = 16,
-    seed: int = 0,
-    ui: UI,
-) -> int:
-    """Write ``<image>__<method>.png`` (overlay) and ``.npy`` (raw explanation) for every
-    readable image and method under ``out``; returns the number of pairs written."""
-    assert images.preprocess is not None
-    plan = EvalPlan(
-        model,
-        images,
-        explainers,
-        [],
-        store=None,
-        settings="",  # type: ignore[arg-type]
-        preprocess=images.preprocess,
-        batch_size=batch_size,
-        seed=seed,
-        target=target,
-        overlay_dir=out,
-        save_arrays=True,
-    )
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    n = len(images)
-    written = 0
-    with ui.progress() as progress:
-        task = progress.add_task("explaining", total=n * len(explainers))
-        for b, start in enumerate(range(0, n, batch_size)):
-            x, recs = images.load(list(range(start, min(start + batch_size, n))))
-            if x is None:
-                progress.advance(task, len(explainers) * min(batch_size, n - start))
-                continue
-            x = x.to(device)
-            t = _targets(plan, x, recs)
-            for e in explainers:
-                gen = torch.Generator(device=x.device).manual_seed(seed_for(seed, b, e.name))
-                a = e.fn(x, t, gen).detach().cpu()
-                for i, r in enumerate(recs):
-                    _write_files(
-                        plan, r, e.name, overlay_png(images.preprocess.denormalize(x[i].cpu()), a[i]), a[i].numpy()
-                    )
-                    written += 1
-                progress.advance(task, min(batch_size, n - start))
     return written

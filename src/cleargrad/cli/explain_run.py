@@ -17,8 +17,9 @@ from .engine import seed_for
 from .explainers import Explainer
 from .images import ImageSet
 from .outputs import ManifestRow, output_stems, write_manifest
+from .targets import target_rule, targets_for
 
-__all__ = ["class_names_from", "explain_images", "read_class_names", "target_rule", "targets_for"]
+__all__ = ["class_names_from", "explain_images", "read_class_names"]
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -43,36 +44,6 @@ def class_names_from(images: ImageSet) -> list[str] | None:
     if not named:
         return None
     return [named.get(i, "") for i in range(max(named) + 1)]
-
-
-def targets_for(explainer: Explainer, rule: str | int, logits: torch.Tensor, labels: Sequence[int | None]) -> torch.Tensor:
-    """The class each image is explained for, by ``rule``: ``"auto"`` (the prediction, among
-    ``explainer.classes`` when it is restricted), ``"label"`` (the image's class; the
-    prediction where it has none) or a class index."""
-    pred = logits.argmax(1)
-    if explainer.classes is not None:
-        cols = torch.tensor(explainer.classes, device=logits.device)
-        restricted = cols[logits[:, cols].argmax(1)]
-    else:
-        restricted = pred
-    if rule == "auto":
-        return restricted
-    if rule == "label":
-        return torch.tensor(
-            [int(p) if lab is None else int(lab) for lab, p in zip(labels, restricted.tolist())],
-            dtype=torch.long, device=logits.device,
-        )
-    return torch.full_like(pred, int(rule))
-
-
-def target_rule(explainer: Explainer, rule: str | int) -> str:
-    """``rule`` in words, for the manifest."""
-    among = f" among classes {','.join(map(str, explainer.classes))}" if explainer.classes is not None else ""
-    if rule == "auto":
-        return f"prediction{among}"
-    if rule == "label":
-        return f"label (prediction{among} where none)"
-    return f"class {int(rule)}"
 
 
 def _name(names: Sequence[str] | None, index: int | None) -> str:

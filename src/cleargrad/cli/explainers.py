@@ -221,12 +221,13 @@ def build_gad_explainer(
     gad: Any,
     *,
     layer: str = "auto",
+    reshape: str = "auto",
     options: Mapping[str, Mapping[str, Any]] | None = None,
     references: torch.Tensor | None = None,
 ) -> Explainer:
     """``gad:BASE`` as an explainer named ``gad_BASE``, over a fitted GAD on ``model``.
 
-    The base method gets the command line's fast defaults, ``layer`` (CAM bases), the
+    The base method gets the command line's fast defaults, ``layer`` and ``reshape`` (CAM bases), the
     ``references`` (bases that declare them) and a seeded ``generator`` per call (bases
     that declare one); options ``-o gad:BASE.KEY=VALUE`` go to the base method, except
     GAD's ``tau``, ``combine``, ``reduction``, ``batch_models``. Region metrics compare it
@@ -242,6 +243,8 @@ def build_gad_explainer(
     kw: dict[str, Any] = dict(fast_defaults(info.name))
     if _init_accepts(info.cls, "layer"):
         kw["layer"] = layer
+    if reshape != "auto" and _init_accepts(info.cls, "reshape") and "reshape" not in specific:
+        kw["reshape"] = parse_reshape(reshape)
     base_options = {**kw, **specific}
     probe, _ = make_method(model, info.name, **base_options)
     declared = _declared(probe)
@@ -259,6 +262,8 @@ def build_gad_explainer(
         return g.attribute(x, target=targets)
 
     shown = {k: v for k, v in base_options.items() if k != "references"}
+    if "reshape" in kw and "reshape" in shown:
+        shown["reshape"] = reshape  # the command-line text, not the spec object
     shown.update(settings)
     shown.update({"n_support": gad.n_support, "strategy": gad.strategy})
     classes = tuple(sorted(fused._explained()))

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from rich.table import Table as RichTable
+import io
+import math
+from typing import Any
 
-from ..report.summary import MetricColumn, summarise
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table as RichTable
+from rich.text import Text
+
 from ..store import ResultStore
 from .console import UI
 from .explainers import fast_defaults
 from .metric_runner import available_metrics
 
-__all__ = ["print_methods", "print_results"]
+__all__ = ["print_gad_stats", "print_methods", "print_results", "results_tables"]
 
 
 def _plain(text: str) -> str:
@@ -39,34 +45,123 @@ def print_methods(ui: UI) -> None:
     ui.out.print(m)
 
 
-def print_results(ui: UI, store: ResultStore, settings: str | None) -> None:
-    """The method × metric means of ``settings`` (stdout), best per column in bold."""
+def _means(store: ResultStore, settings: str | None) -> tuple[list[str], list[tuple[str, str]], dict, int, list[str]]:
+    """Methods, ``(metric, direction)`` columns, ``{(method, metric): mean or None}``, the
+    number of images, and ``"method metric: k of n"`` for every cell with undefined values."""
     rows = store.results(settings)
     info = store.metric_info()
-    columns = {n: MetricColumn(n, d, c, s) for n, (d, c, s) in info.items()}
-    table, _ = summarise(rows, columns, {})
-    used = sorted({r.metric for r in rows})
-    t = RichTable(title=f"mean over {len({r.image_id for r in rows})} image(s)", title_justify="left")
-    t.add_column("method", no_wrap=True)
-    cols = [c for c in table.metrics if c.name in used]
-    for c in cols:
-        t.add_column(f"{c.name} {c.arrow}", justify="right")
-    for m in table.methods:
-        cells = []
-        for c in cols:
-            cell = table.cell(m, c.name)
-            text = "n/a" if cell.mean is None else f"{cell.mean:.3g}"
-            cells.append(f"[bold green]{text}[/bold green]" if cell.best else text)
-        t.add_row(m, *cells)
-    ui.out.print(t)
+    acc: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        vals = acc.setdefault((r.method, r.metric), [])
+        if r.value is not None and math.isfinite(r.value):
+            vals.append(r.value)
+    means = {k: (sum(v) / len(v) if v else None) for k, v in acc.items()}
+    metrics = sorted({r.metric for r in rows})
+    columns = [(m, info.get(m, ("higher",))[0]) for m in metrics]
+    methods = sorted({r.method for r in rows})
+    counts: dict[tuple[str, str], int] = {}
+    for r in rows:
+        counts[(r.method, r.metric)] = counts.get((r.method, r.metric), 0) + 1
     undefined = [
-        f"{m} {c.name}: {table.cell(m, c.name).n_undefined} of {table.cell(m, c.name).n}"
-        for m in table.methods
-        for c in cols
-        if table.cell(m, c.name).n_undefined
+        f"{m} {k}: {counts[(m, k)] - len(acc[(m, k)])} of {counts[(m, k)]}"
+        for m in methods
+        for k in metrics
+        if (m, k) in acc and counts[(m, k)] > len(acc[(m, k)])
     ]
+    return methods, columns, means, len({r.image_id for r in rows}), undefined
+
+
+def _arrow(direction: str) -> str:
+    return "\u2191" if direction == "higher" else "\u2193"
+
+
+def _best(values: dict[str, float], direction: str) -> float | None:
+    if len(values) < 2:
+        return None
+    return max(values.values()) if direction == "higher" else min(values.values())
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3g}"
+
+
+def results_tables(store: ResultStore, settings: str | None, width: int, store_path: str | None = None) -> list[Any]:
+    """The terminal summary as rich renderables that fit ``width`` columns.
+
+    The full method × metric table of means (best per metric in bold green) when it
+    fits; otherwise one line per metric: the best method and its mean, and the range of
+    the other methods' means, with a pointer to the report for the full table. Cells
+    with undefined values (NaN: an all-zero map, an empty region) are listed after it.
+    """
+    methods, columns, means, n_images, undefined = _means(store, settings)
+    notes = []
     if undefined:
-        ui.out.print(
-            "undefined values left out of the means (all-zero map or empty region): " + "; ".join(undefined),
-            markup=False,
+        notes.append(
+            Text("undefined values left out of the means (all-zero map or empty region): " + "; ".join(undefined))
         )
+    full = RichTable(title=f"mean over {n_images} image(s)", title_justify="left")
+    full.add_column("method", no_wrap=True)
+    for name, direction in columns:
+        full.add_column(f"{name} {_arrow(direction)}", justify="right", no_wrap=True)
+    bests = {}
+    for name, direction in columns:
+        vals = {m: means[(m, name)] for m in methods if means.get((m, name)) is not None}
+        bests[name] = (_best(vals, direction), vals)
+    for m in methods:
+        cells = []
+        for name, _ in columns:
+            v = means.get((m, name))
+            text = _fmt(v)
+            cells.append(f"[bold green]{text}[/bold green]" if v is not None and v == bests[name][0] else text)
+        full.add_row(m, *cells)
+    probe = Console(width=10_000, file=io.StringIO())
+    if Measurement.get(probe, probe.options, full).maximum <= width:
+        return [full, *notes]
+    compact = RichTable(
+        title=f"best method per metric (mean over {n_images} image(s), {len(methods)} methods)",
+        title_justify="left",
+    )
+    compact.add_column("metric", no_wrap=True)
+    compact.add_column("best", no_wrap=True)
+    compact.add_column("mean", justify="right", no_wrap=True)
+    compact.add_column("others", justify="right", no_wrap=True)
+    for name, direction in columns:
+        best, vals = bests[name]
+        winners = [m for m, v in vals.items() if v == best] if best is not None else []
+        others = [v for m, v in vals.items() if m not in winners]
+        rng = f"{_fmt(min(others))}\u2013{_fmt(max(others))}" if others else ""
+        label = winners[0] + (f" +{len(winners) - 1}" if len(winners) > 1 else "") if winners else "-"
+        compact.add_row(f"{name} {_arrow(direction)}", label, _fmt(best if winners else None), rng)
+    where = f"cleargrad report {store_path}" if store_path else "cleargrad report STORE"
+    note = Text(f"all {len(methods)} methods \u00d7 {len(columns)} metrics: {where}", style="dim")
+    return [compact, note, *notes]
+
+
+def print_results(ui: UI, store: ResultStore, settings: str | None, store_path: str | None = None) -> None:
+    """The summary of ``settings`` on stdout, fitted to the terminal width (see :func:`results_tables`)."""
+    for r in results_tables(store, settings, ui.out.width, store_path):
+        ui.out.print(r)
+
+
+def print_gad_stats(ui: UI, record: dict[str, Any]) -> None:
+    """One line per support model of a ``gad fit`` record: alpha, MSE, agreement, margins."""
+    names = record.get("class_names") or []
+
+    def label(cs: list[int]) -> str:
+        return ",".join(names[c] if c < len(names) and names[c] else str(c) for c in cs)
+
+    t = RichTable(title=f"GAD support models ({record.get('seconds', '?')} s)", title_justify="left")
+    for col in ("task", "model", "alpha", "mse", "agree", "margin 1", "margin 2"):
+        t.add_column(col, justify="left" if col == "task" else "right", no_wrap=col != "task")
+    for task in record.get("stats", []):
+        for i, s in enumerate(task["models"]):
+            t.add_row(
+                f"{label(task['first'])} vs {label(task['second'])}" if i == 0 else "",
+                str(i + 1),
+                "/".join(f"{a:.3g}" for a in s["alpha"]),
+                f"{s['mse']:.3g}",
+                f"{s['agreement']:.3f}",
+                f"{s['margin_first']:.3g}",
+                f"{s['margin_second']:.3g}",
+            )
+    ui.out.print(t)

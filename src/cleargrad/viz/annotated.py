@@ -78,7 +78,7 @@ def explanation_figure(
     bar = fig.colorbar(_mappable(cm, norm), cax=ax_bar)
     bar.set_label(colorbar_label, fontsize=7)
     bar.ax.tick_params(labelsize=6)
-    fig.text(0.02, 0.985, "\n".join(lines), ha="left", va="top", fontsize=8, family="sans-serif")
+    fig.text(0.02, 0.985, "\n".join(lines), ha="left", va="top", fontsize=8, family="sans-serif", parse_math=False)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()

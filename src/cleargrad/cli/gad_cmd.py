@@ -1,0 +1,214 @@
+"""``cleargrad gad fit``: fit GAD's support models from the command line, resumably.
+
+The folder it writes (``--out``) holds what :meth:`cleargrad.GAD.save` writes
+(``gad.json``, ``support.safetensors``) plus ``fit.json``: the command's settings, the
+classifier's weights digest, the class names and the support models' statistics. While
+the fit runs, ``checkpoints/`` holds every finished support model: an interrupted fit
+rerun with the same command continues where it stopped (and gives the same models).
+``explain`` and ``evaluate`` use the folder with ``--method gad:BASE --gad DIR``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, DataError
+
+__all__ = ["FIT_RECORD", "load_fitted_gad", "parse_classes", "run_gad_fit", "state_digest"]
+
+FIT_RECORD = "fit.json"
+CHECKPOINTS = "checkpoints"
+
+
+def state_digest(model: Any) -> str:
+    """SHA-256 (16 hex digits) of a model's state dict: names, dtypes, shapes and values."""
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def parse_classes(text: str | None, names: list[str] | None) -> tuple[int, ...] | None:
+    """``"0,6"`` or ``"T-shirt/top,Shirt"`` (names from ``names``) -> class indices."""
+    if text is None or not text.strip():
+        return None
+    out = []
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        if item.lstrip("-").isdigit():
+            out.append(int(item))
+        elif names is not None and item in names:
+            out.append(names.index(item))
+        elif names is not None and item.lower() in [n.lower() for n in names]:
+            out.append([n.lower() for n in names].index(item.lower()))
+        else:
+            known = f"; known names: {', '.join(names)}" if names else " (give --class-names FILE to use names)"
+            raise ConfigError(f"--classes: {item!r} is neither a class index nor a class name{known}")
+    return tuple(out)
+
+
+def _groups(text: str | None, names: list[str] | None) -> list[list[int]] | None:
+    if text is None or not text.strip():
+        return None
+    parts = [p for p in text.split(";") if p.strip()]
+    if len(parts) != 2:
+        raise ConfigError(f"--groups needs two groups separated by ';', e.g. '0,2,4;1,3', got {text!r}")
+    return [list(parse_classes(p, names) or ()) for p in parts]
+
+
+def _training_data(dataset: str, prep: Any) -> tuple[Any, Any, list[str] | None, str]:
+    """``(x, y, class names, description)`` of every training image of ``dataset``."""
+    import torch
+
+    key = dataset.strip().lower().replace("_", "-")
+    if key == "fashion-mnist":
+        from ..data import FASHION_MNIST_CLASSES, load_fashion_mnist
+
+        ds = load_fashion_mnist("train", normalize=True)
+        x, y, names, desc = ds.images, ds.labels, list(FASHION_MNIST_CLASSES), "fashion-mnist train"
+    else:
+        from .explain_run import class_names_from
+        from .images import image_set
+
+        data = image_set([dataset], prep)
+        if all(r.label is None for r in data.records):
+            raise DataError(f"{dataset} has no class sub-folders: GAD needs labelled images (root/<class>/<image>)")
+        x, recs = data.load(list(range(len(data))))
+        if x is None:
+            raise DataError(f"no readable image in {dataset}")
+        y = torch.tensor([r.label for r in recs], dtype=torch.long)
+        names, desc = class_names_from(data), f"image folder {dataset}"
+    return x, y, names, desc
+
+
+def run_gad_fit(
+    *,
+    model: Any,
+    model_spec: dict[str, Any],
+    dataset: str,
+    prep: Any,
+    classes_text: str | None,
+    class_names: list[str] | None,
+    strategy: str,
+    groups_text: str | None,
+    out: Path,
+    n_support: int,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    alphas: str,
+    limit: int | None,
+    seed: int,
+    ui: Any,
+) -> dict[str, Any]:
+    """Fit (or resume, or find already fitted) a GAD into ``out``; returns the fit record."""
+    import torch
+
+    from ..gad import GAD
+    from ..gad.checkpoint import FitCheckpoint
+    from ..models import config_key
+
+    strategy = strategy.strip().lower().replace("-", "_")
+    digest = state_digest(model)
+    ui.info(f"loading the training images ({dataset})")
+    x, y, data_names, desc = _training_data(dataset, prep)
+    names = class_names or data_names
+    classes = parse_classes(classes_text, names)
+    groups = _groups(groups_text, names)
+    if classes is not None:
+        keep = torch.isin(y, torch.tensor(list(classes)))
+        x, y = x[keep], y[keep]
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    if len(y) == 0:
+        raise DataError(f"no training image of classes {classes} in {desc}")
+    settings = {
+        "model": model_spec,
+        "model_digest": digest,
+        "dataset": desc,
+        "limit": limit,
+        "preprocess": prep.as_dict() if prep is not None else "fashion-mnist (normalised)",
+        "classes": None if classes is None else list(classes),
+        "strategy": strategy,
+        "groups": groups,
+        "n_support": n_support,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "alphas": alphas,
+        "seed": seed,
+    }
+    key = config_key(settings)
+    record_path = out / FIT_RECORD
+    if (out / "gad.json").is_file() and record_path.is_file():
+        old = json.loads(record_path.read_text())
+        if old.get("key") == key:
+            ui.info(f"{out} already holds this fit: nothing to do")
+            return old
+        raise ConfigError(
+            f"{out} holds a GAD fitted with other settings (see {record_path}); choose another --out or delete it"
+        )
+    gad = GAD(
+        model, base="saliency", classes=classes, n_support=n_support, strategy=strategy, groups=groups,
+        alphas=alphas, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=not ui.quiet,
+    )
+    n_per = {int(c): int((y == c).sum()) for c in sorted(set(y.tolist()))}
+    ui.info(
+        f"fitting GAD ({strategy}, {n_support} support model(s) per task, {epochs} epoch(s), "
+        f"{len(y)} images: {', '.join(f'{c}: {k}' for c, k in n_per.items())})"
+    )
+    ckpt = FitCheckpoint(out / CHECKPOINTS, log=ui.info)
+    start = time.perf_counter()
+    gad.fit((x, y), checkpoint=ckpt)
+    gad.save(str(out))
+    stats = [
+        {
+            "task": t,
+            "first": list(g.first),
+            "second": list(g.second),
+            "models": [s.to_dict() for s in st],
+        }
+        for t, ((g, _), st) in enumerate(zip(gad.tasks_ or [], gad.stats_))
+    ]
+    record = {
+        "format": "cleargrad-gad-fit",
+        "key": key,
+        "settings": settings,
+        "class_names": names,
+        "images": len(y),
+        "images_per_class": n_per,
+        "seconds": round(time.perf_counter() - start, 2),
+        "stats": stats,
+    }
+    record_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+    return record
+
+
+def load_fitted_gad(directory: Path, model: Any) -> Any:
+    """The GAD saved in ``directory`` around ``model``; refuses one fitted on other weights
+    (when the folder's ``fit.json`` records them)."""
+    from ..gad import GAD
+
+    if not directory.is_dir():
+        raise DataError(f"--gad {directory}: no such folder (fit one with `cleargrad gad fit --out {directory}`)")
+    record = directory / FIT_RECORD
+    if record.is_file():
+        saved = json.loads(record.read_text()).get("settings", {}).get("model_digest")
+        if saved is not None and saved != state_digest(model):
+            raise ConfigError(
+                f"the GAD in {directory} was fitted on other model weights (digest {saved}, this model "
+                f"{state_digest(model)}): use the --model/--weights it was fitted with, or fit a new one"
+            )
+    return GAD.load(str(directory), model, progress=False)

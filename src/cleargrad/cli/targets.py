@@ -1,0 +1,43 @@
+"""Which class each image is explained for, per method (``--target``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .explainers import Explainer
+
+__all__ = ["target_rule", "targets_for"]
+
+
+def targets_for(
+    explainer: Explainer, rule: str | int, logits: torch.Tensor, labels: Sequence[int | None]
+) -> torch.Tensor:
+    """The class each image is explained for, by ``rule``: ``"auto"`` (the prediction, among
+    ``explainer.classes`` when it is restricted), ``"label"`` (the image's class; the
+    prediction where it has none) or a class index."""
+    pred = logits.argmax(1)
+    if explainer.classes is not None:
+        cols = torch.tensor(explainer.classes, device=logits.device)
+        restricted = cols[logits[:, cols].argmax(1)]
+    else:
+        restricted = pred
+    if rule == "auto":
+        return restricted
+    if rule == "label":
+        return torch.tensor(
+            [int(p) if lab is None else int(lab) for lab, p in zip(labels, restricted.tolist())],
+            dtype=torch.long, device=logits.device,
+        )
+    return torch.full_like(pred, int(rule))
+
+
+def target_rule(explainer: Explainer, rule: str | int) -> str:
+    """``rule`` in words, for the manifest."""
+    among = f" among classes {','.join(map(str, explainer.classes))}" if explainer.classes is not None else ""
+    if rule == "auto":
+        return f"prediction{among}"
+    if rule == "label":
+        return f"label (prediction{among} where none)"
+    return f"class {int(rule)}"
