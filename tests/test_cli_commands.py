@@ -70,8 +70,8 @@ def test_explain_writes_one_png_and_npy_per_image_and_method(workspace: dict[str
         "-q",
     )
     assert r.exit_code == 0, r.output
-    pngs = sorted(p.name for p in out.glob("*.png"))
-    npys = sorted(p.name for p in out.glob("*.npy"))
+    pngs = sorted(p.name for p in out.rglob("*.png"))
+    npys = sorted(p.name for p in out.rglob("*.npy"))
     assert len(pngs) == len(npys) == 6 * 2  # 6 readable images (bad.png skipped), 2 methods
     assert "skipped 1 unreadable" in r.stderr and "bad.png" in r.stderr
     # the saved saliency equals the library's for the same model, preprocessing and target
@@ -82,13 +82,13 @@ def test_explain_writes_one_png_and_npy_per_image_and_method(workspace: dict[str
     src = workspace["images"] / "boot" / "img0.png"
     x = prep.normalize(torch.from_numpy(np.asarray(Image.open(src), dtype=np.float32) / 255.0)[None])[None]
     expected = cleargrad.Saliency(model).attribute(x, target=1)[0].numpy()
-    saved = np.load(out / "boot_img0__saliency.npy")
+    saved = np.load(out / "boot" / "img0.png__saliency.npy")
     assert saved.shape == (1, 28, 28)
     np.testing.assert_allclose(saved, expected, rtol=1e-5, atol=1e-7)
-    assert np.load(out / "boot_img0__gradcam.npy").shape == (1, 28, 28)
+    assert np.load(out / "boot" / "img0.png__gradcam.npy").shape == (1, 28, 28)
     from PIL import Image as PILImage
 
-    with PILImage.open(out / "boot_img0__saliency.png") as im:
+    with PILImage.open(out / "boot" / "img0.png__saliency.png") as im:
         assert im.format == "PNG" and im.size[0] >= 112
 
 
@@ -292,7 +292,7 @@ def test_pickle_weights_are_refused_and_state_dicts_load(workspace: dict[str, Pa
             "-q",
         )
         assert r.exit_code == 0, r.output
-        outs.append(np.load(out / "img0__saliency.npy"))
+        outs.append(np.load(out / "img0.png__saliency.npy"))
     np.testing.assert_array_equal(outs[0], outs[1])
     base = tmp_path / "base"
     invoke(
@@ -307,7 +307,7 @@ def test_pickle_weights_are_refused_and_state_dicts_load(workspace: dict[str, Pa
         str(base),
         "-q",
     )
-    assert not np.allclose(np.load(base / "img0__saliency.npy"), outs[0])
+    assert not np.allclose(np.load(base / "img0.png__saliency.npy"), outs[0])
 
 
 def test_weights_of_another_architecture_are_a_one_line_error(workspace: dict[str, Path], tmp_path: Path) -> None:
@@ -350,7 +350,7 @@ def test_method_options_reach_the_method(workspace: dict[str, Path], tmp_path: P
             "-q",
         )
         assert r.exit_code == 0, r.output
-        outs[base] = np.load(out / "img0__integrated_gradients.npy")
+        outs[base] = np.load(out / "img0.png__integrated_gradients.npy")
     assert not np.allclose(outs["0.0"], outs["2.0"], rtol=1e-2, atol=0)
     r = invoke("explain", "--model", spec(workspace), "--images", img, "--method", "saliency", "-o", "nonsense")
     assert r.exit_code == 2
@@ -374,4 +374,4 @@ def test_missing_listed_file_is_skipped_not_fatal(workspace: dict[str, Path], tm
     )
     assert r.exit_code == 0, r.output
     assert "gone.png" in r.stderr
-    assert [p.name for p in (tmp_path / "o").glob("*.png")] == ["img0__saliency.png"]
+    assert [p.name for p in (tmp_path / "o").glob("*.png")] == ["img0.png__saliency.png"]

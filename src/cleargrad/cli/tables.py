@@ -124,7 +124,7 @@ def results_tables(store: ResultStore, settings: str | None, width: int, store_p
     compact.add_column("metric", no_wrap=True)
     compact.add_column("best", no_wrap=True)
     compact.add_column("mean", justify="right", no_wrap=True)
-    compact.add_column("others", justify="right", no_wrap=True)
+    compact.add_column("other methods", justify="right", no_wrap=True)
     for name, direction in columns:
         best, vals = bests[name]
         winners = [m for m, v in vals.items() if v == best] if best is not None else []
