@@ -34,6 +34,10 @@ def print_methods(ui: UI) -> None:
     for info in list_methods():
         fast = ", ".join(f"{k}={v}" for k, v in fast_defaults(info.name).items())
         t.add_row(info.name, info.family, _plain(info.summary), fast)
+    t.add_row(
+        "gad:BASE", "gad", "GAD over any method above (e.g. gad:saliency): the pixels BASE finds important in "
+        "the model and in every support model", "--gad DIR from `cleargrad gad fit`",
+    )
     ui.out.print(t)
     m = RichTable(title="metrics", title_justify="left")
     for col in ("name", "better", "category", "description"):
