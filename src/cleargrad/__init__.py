@@ -56,6 +56,8 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "AblationCAM",
+    "AttentionRelevance",
+    "AttentionRollout",
     "AxiomCAM",
     "CAM",
     "ConfigError",
@@ -83,6 +85,7 @@ __all__ = [
     "SmoothGrad",
     "SmoothGradCAMPlusPlus",
     "TargetError",
+    "TokenGrid",
     "XGradCAM",
     "__version__",
     "explain",
