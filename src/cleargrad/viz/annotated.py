@@ -58,7 +58,7 @@ def explanation_figure(
     if hi <= lo:  # a constant map: an honest flat bar around its value
         lo, hi = lo - 0.5, hi + 0.5
     norm = Normalize(vmin=lo, vmax=hi)
-    lines = [textwrap.fill(line, width=int(11 * panel_size * 2)) for line in caption.splitlines() or [""]]
+    lines = [textwrap.fill(line, width=int(16 * panel_size * 2)) for line in caption.splitlines() or [""]]
     n_lines = sum(line.count("\n") + 1 for line in lines)
     fig = Figure(figsize=(panel_size * 2 + 0.9, panel_size + 0.22 * n_lines + 0.2), dpi=dpi)
     FigureCanvasAgg(fig)
