@@ -120,14 +120,17 @@ def _one_line(e: BaseException) -> str:
     return text or type(e).__name__
 
 
-def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T]) -> T:
-    """Run a command body: map errors to exit codes and one-line messages."""
-    from .engine import shard_from_env
-    from .explainers import load_registries
+def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T], registries: bool = True) -> T:
+    """Run a command body: map errors to exit codes and one-line messages.
 
-    ui = UI(quiet=quiet, rank=shard_from_env().rank)
+    ``registries``: import the method and metric families first (commands that only read
+    a store, such as ``export``, skip it and never load PyTorch)."""
+    ui = UI(quiet=quiet, rank=int(os.environ.get("RANK", "0")))  # torchrun's rank (as engine.shard_from_env)
     try:
-        load_registries()
+        if registries:
+            from .explainers import load_registries
+
+            load_registries()
         return fn(ui)
     except typer.Exit:
         raise
@@ -282,7 +285,7 @@ def explain_cmd(
             "model": model,
             "weights": str(weights) if weights else None,
             "weights_sha256": _file_digest(weights),
-            "gad": str(gad) if gad else None,
+            "gad": _gad_identity(gad),
             "images": [str(p) for p in images],
             "preprocess": prep.as_dict(),
             "target": tgt,
@@ -304,6 +307,17 @@ def explain_cmd(
         _print_skipped(ui, data.skipped)
 
     _guard(debug, quiet, body)
+
+
+def _gad_identity(gad: Path | None) -> dict[str, Any] | None:
+    """The ``--gad`` folder and its fit's key (so a refit folder is a new run, not a resumed one)."""
+    if gad is None:
+        return None
+    import json
+
+    record = gad / "fit.json"
+    key = json.loads(record.read_text()).get("key") if record.is_file() else None
+    return {"path": str(gad), "fit_key": key or _file_digest(gad / "support.safetensors")}
 
 
 def _builtin_names(spec: str) -> list[str] | None:
@@ -475,7 +489,7 @@ def evaluate_cmd(
             "preprocess": prep.as_dict(),
             "target": tgt,
             "classes": classes,
-            "gad": str(gad) if gad else None,
+            "gad": _gad_identity(gad),
             "layer": layer,
             **({"reshape": reshape} if reshape != "auto" else {}),  # absent by default: older stores resume
             "reference": reference,
@@ -764,7 +778,7 @@ def export_cmd(
         path = export_store(store, fmt, out, settings)
         ui.out.print(str(path), markup=False)
 
-    _guard(debug, quiet, body)
+    _guard(debug, quiet, body, registries=False)
 
 
 @app.command("report")
