@@ -21,6 +21,13 @@ from ..core import (
     resolve_targets,
     select_output,
 )
+from ..core.options import (
+    check_common_options,
+    check_finite_result,
+    check_options,
+    diagnose_model_error,
+    signature_options,
+)
 from ..core.targets import OutputSelector, TargetLike
 
 __all__ = ["Attribution", "GradientAttribution", "conv_input_ndim"]
@@ -78,7 +85,20 @@ class Attribution:
     def attribute(self, x: torch.Tensor, target: TargetLike = None, **options: Any) -> torch.Tensor:
         """Explain ``x`` for ``target``; see the subclass for the options."""
         check_input(x, ndim=self.input_ndim or conv_input_ndim(self.model))
-        return fast_layout_call(self.model, self._guarded, x, target, options)
+        check_options(f"{type(self).__name__}.attribute", options, self.option_names())
+        check_common_options(options)
+        try:
+            out = fast_layout_call(self.model, self._guarded, x, target, options)
+        except RuntimeError as e:
+            diagnosed = diagnose_model_error(self.model, x, e)
+            if diagnosed is None:
+                raise
+            raise diagnosed from e
+        return check_finite_result(out, type(self).__name__)
+
+    def option_names(self) -> list[str]:
+        """The options :meth:`attribute` takes (besides ``x`` and ``target``)."""
+        return signature_options(self._attribute, skip=2)[0]
 
     def _guarded(self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> Any:
         with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):

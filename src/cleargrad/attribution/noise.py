@@ -70,6 +70,10 @@ class NoiseTunnel(Attribution):
         self.method = method
         self.input_ndim = method.input_ndim
 
+    def option_names(self) -> list[str]:
+        """The noise options plus the wrapped method's options."""
+        return super().option_names() + self.method.option_names()
+
     def _attribute(
         self,
         x: torch.Tensor,

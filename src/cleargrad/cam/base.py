@@ -34,6 +34,13 @@ from ..core import (
     preserved_state,
 )
 from ..core.layers import LayerSpec
+from ..core.options import (
+    check_common_options,
+    check_finite_result,
+    check_options,
+    diagnose_model_error,
+    signature_options,
+)
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .capture import (
@@ -193,7 +200,18 @@ class BaseCAM:
     ) -> CAMMaps:
         """Like :meth:`attribute`, returning every layer's map and the fused map."""
         check_input(x, ndim=4)
-        modules, raw = fast_layout_call(self.model, self._guarded_maps, x, target, options)
+        valid = [*self.option_names(), "upsample", "normalize", "relu"]
+        check_options(f"{type(self).__name__}.attribute", options, valid)
+        check_common_options(options)
+        try:
+            modules, raw = fast_layout_call(self.model, self._guarded_maps, x, target, options)
+        except RuntimeError as e:
+            diagnosed = diagnose_model_error(self.model, x, e)
+            if diagnosed is None:
+                raise
+            raise diagnosed from e
+        for r in raw:
+            check_finite_result(r, type(self).__name__)
         names = tuple(layer_name(self.model, m) for m in modules)
         maps = []
         for m in raw:
@@ -222,6 +240,11 @@ class BaseCAM:
             x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
             modules = self.resolve_layers(x)
             return modules, [m.contiguous() for m in self._raw_maps(x, target, modules, **options)]
+
+    def option_names(self) -> list[str]:
+        """The method's own options of :meth:`attribute` (besides ``upsample``,
+        ``normalize`` and ``relu``)."""
+        return signature_options(self._raw_maps, skip=3)[0]
 
     def resolve_layers(self, x: torch.Tensor) -> list[nn.Module]:
         """The target layer modules (``"auto"`` is looked up once per input shape)."""

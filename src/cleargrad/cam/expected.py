@@ -21,6 +21,7 @@ from ..core import (
     register,
     resolve_targets,
 )
+from ..core.options import check_common_options, check_options, signature_options
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
@@ -143,6 +144,8 @@ class ExpectedGradCAM(BaseCAM):
         Takes the sampling options of :meth:`attribute` (not ``weighting``).
         """
         check_input(x, ndim=4)
+        check_options(f"{type(self).__name__}.layer_gradient", options, signature_options(self._expected, skip=3)[0])
+        check_common_options(options)
 
         def run() -> torch.Tensor:
             with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
@@ -151,6 +154,10 @@ class ExpectedGradCAM(BaseCAM):
                 return self._expected(xn, tn, modules[:1], **opts)[1][0].contiguous()
 
         return fast_layout_call(self.model, run)
+
+    def option_names(self) -> list[str]:
+        """``weighting`` plus the sampling options."""
+        return super().option_names() + signature_options(self._expected, skip=3)[0]
 
     def _raw_maps(
         self,
