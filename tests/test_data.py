@@ -198,12 +198,14 @@ def test_image_folder_labels_values_and_skips(tmp_path) -> None:
     _png(tmp_path / "dogs" / "b.png", b)
     (tmp_path / "dogs" / "broken.png").write_bytes(b"\x89PNG not really")
     (tmp_path / "dogs" / "text.jpg").write_text("hello")
-    (tmp_path / "dogs" / "notes.txt").write_text("ignored: not an image suffix")
+    (tmp_path / "dogs" / "notes.txt").write_text("listed as skipped: not an image suffix")
     res = load_image_folder(tmp_path)
     assert [p.name for p in res.paths] == ["a.png", "b.png"]
     assert res.classes == ["cats", "dogs"] and res.labels.tolist() == [0, 1]
-    assert sorted(p.name for p in res.skipped_paths) == ["broken.png", "text.jpg"]
-    assert all("unreadable" in s.reason for s in res.skipped)
+    reasons = {s.path.name: s.reason for s in res.skipped}
+    assert sorted(reasons) == ["broken.png", "notes.txt", "text.jpg"]
+    assert "unreadable" in reasons["broken.png"] and "unreadable" in reasons["text.jpg"]
+    assert reasons["notes.txt"].startswith("not an image file (suffix '.txt'")
     assert res.images.shape == (2, 3, 6, 5)
     torch.testing.assert_close(res.images[0], torch.from_numpy(a).permute(2, 0, 1).float() / 255)
     x, y = res[1]
@@ -233,7 +235,7 @@ def test_image_list_with_missing_file(tmp_path) -> None:
 
 
 def test_image_folder_errors(tmp_path) -> None:
-    with pytest.raises(cg.DataError, match="not a directory"):
+    with pytest.raises(cg.DataError, match="nope does not exist"):
         load_image_folder(tmp_path / "nope")
     (tmp_path / "bad.png").write_bytes(b"junk")
     with pytest.raises(cg.DataError, match="no readable image"):

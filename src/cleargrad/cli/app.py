@@ -369,7 +369,7 @@ def _references(data: Any, prep: Any, k: int = 16) -> Any:
 
 def _print_skipped(ui: UI, skipped: dict[str, str]) -> None:
     if skipped:
-        ui.err.print(f"skipped {len(skipped)} unreadable file(s):", markup=False)
+        ui.err.print(f"skipped {len(skipped)} unreadable or non-image file(s):", markup=False)
         for src, reason in sorted(skipped.items()):
             ui.err.print(f"  {src}: {reason}", markup=False)
 

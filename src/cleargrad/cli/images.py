@@ -186,7 +186,7 @@ def image_set(paths: Sequence[str | Path], preprocess: Preprocess) -> ImageSet:
     class and its index in the sorted list of subfolders the label. A listed file that does
     not exist is skipped and recorded; a missing folder is an error.
     """
-    from ..data import list_images
+    from ..data.image_folder import list_images, non_image_files, not_image_reason
 
     records: list[ImageRecord] = []
     skipped: dict[str, str] = {}
@@ -194,6 +194,7 @@ def image_set(paths: Sequence[str | Path], preprocess: Preprocess) -> ImageSet:
         path = Path(p)
         if path.is_dir():
             files = list_images(path)
+            skipped.update({str(f): not_image_reason(f) for f in non_image_files(path)})
             rel = {f: f.relative_to(path) for f in files}
             classes = sorted({r.parts[0] for r in rel.values() if len(r.parts) > 1})
             index = {c: i for i, c in enumerate(classes)}

@@ -22,8 +22,11 @@ __all__ = [
     "ImageFolder",
     "SkippedFile",
     "crop_resize",
+    "UnsupportedImage",
     "load_image_folder",
     "list_images",
+    "non_image_files",
+    "not_image_reason",
 ]
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -82,10 +85,25 @@ def list_images(folder: str | os.PathLike, recursive: bool = True) -> list[Path]
         DataError: ``folder`` is not a directory.
     """
     root = Path(folder)
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist; give an existing folder or image file")
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a directory")
+        raise DataError(f"{root} is not a folder; pass a folder of images (load_image_folder also takes one file)")
     files = root.rglob("*") if recursive else root.iterdir()
     return sorted(p for p in files if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def non_image_files(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Files under ``folder`` that :func:`list_images` leaves out (suffix not in
+    :data:`IMAGE_EXTENSIONS`), sorted; they are reported as skipped, never read."""
+    root = Path(folder)
+    files = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in files if p.is_file() and p.suffix.lower() not in IMAGE_EXTENSIONS)
+
+
+def not_image_reason(path: Path) -> str:
+    """The skip reason of a file that is not an image by its suffix."""
+    return f"not an image file (suffix {path.suffix or 'none'!r}; read: {', '.join(IMAGE_EXTENSIONS)})"
 
 
 def _size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -138,20 +156,64 @@ def crop_resize(im: Image.Image, size: tuple[int, int], crop_fraction: float = 1
     return im.crop((left, top, left + w, top + h))
 
 
+#: PIL modes of one-channel images with more than 8 bits (read at full range)
+_WIDE_UINT16 = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+class UnsupportedImage(ValueError):
+    """An image that cannot be read without distorting it (skipped, with this reason)."""
+
+
+def _wide_values(im: Image.Image, path: Path) -> np.ndarray:
+    """A one-channel image of more than 8 bits as float32 in [0, 1], or UnsupportedImage."""
+    if im.mode in _WIDE_UINT16 or (im.mode == "I" and im.format == "PNG"):  # PNG is at most 16 bits
+        return np.asarray(im).astype(np.float32) / 65535.0
+    if im.mode == "F":
+        a = np.asarray(im, dtype=np.float32)
+        if not np.isfinite(a).all():
+            raise UnsupportedImage("32-bit float image with NaN/Inf pixels")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < 0.0 or hi > 1.0:
+            raise UnsupportedImage(
+                f"32-bit float image with values in [{lo:.4g}, {hi:.4g}], not [0, 1]; its intensity "
+                "scale is unknown, so rescale it to [0, 1] (or save it as 8/16-bit) first"
+            )
+        return a
+    raise UnsupportedImage(
+        f"{im.mode!r} image ({im.format or 'unknown format'}): 32-bit integer pixels have no known "
+        "intensity scale; save it as 8- or 16-bit first"
+    )
+
+
+def _fit(im: Image.Image, size: tuple[int, int] | None, resize: str, crop_fraction: float) -> Image.Image:
+    """``im`` brought to ``size`` (``(height, width)``) as ``resize`` says (any PIL mode, "F" too)."""
+    if size is not None and im.size != (size[1], size[0]):
+        if resize == "crop":
+            return crop_resize(im, size, crop_fraction)
+        return im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    if size is not None and resize == "crop" and crop_fraction != 1.0:
+        return crop_resize(im, size, crop_fraction)
+    return im
+
+
 def _read(
     path: Path, mode: str, size: tuple[int, int] | None, resize: str = "crop", crop_fraction: float = 1.0
 ) -> np.ndarray:
+    """``(H, W, C)`` float32 pixels in [0, 1] (C = 1 for ``"L"``, 3 for ``"RGB"``).
+
+    8-bit images of any PIL mode (L, RGB, RGBA, P palette, CMYK, YCbCr, 1-bit) are
+    converted by PIL; 16-bit integer and [0, 1] float images are read at full range
+    (not clipped to 8 bits); 32-bit integer images and floats outside [0, 1] raise
+    :class:`UnsupportedImage`."""
     with Image.open(path) as im:
         im.load()
-        im = im.convert(mode)
-        if size is not None and im.size != (size[1], size[0]):
-            if resize == "crop":
-                im = crop_resize(im, size, crop_fraction)
-            else:
-                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-        elif size is not None and resize == "crop" and crop_fraction != 1.0:
-            im = crop_resize(im, size, crop_fraction)
-        return np.asarray(im, dtype=np.uint8)
+        if im.mode in _WIDE_UINT16 or im.mode in ("I", "F"):
+            plane = Image.fromarray(np.ascontiguousarray(_wide_values(im, path), dtype=np.float32))  # mode "F"
+            plane = np.clip(np.asarray(_fit(plane, size, resize, crop_fraction), dtype=np.float32), 0.0, 1.0)
+            return plane[..., None] if mode == "L" else np.repeat(plane[..., None], 3, axis=2)
+        im = _fit(im.convert(mode), size, resize, crop_fraction)
+        arr = np.asarray(im, dtype=np.uint8).astype(np.float32) / 255.0
+        return arr[..., None] if arr.ndim == 2 else arr
 
 
 def load_image_folder(
@@ -169,9 +231,10 @@ def load_image_folder(
     """Load images into one batch tensor.
 
     Args:
-        source: a folder (scanned for image files, see :func:`list_images`) or a list of
-            file paths. In a folder whose images all sit in first-level sub-folders, the
-            sub-folder names are the classes and give ``labels``.
+        source: a folder (scanned for image files, see :func:`list_images`; other files
+            are listed in ``skipped``), one image file, or a list of file paths. In a
+            folder whose images all sit in first-level sub-folders, the sub-folder names
+            are the classes and give ``labels``.
         size: bring every image to ``size`` (int, or ``(height, width)``) with bilinear
             filtering, as ``resize`` says; None keeps the size of the first readable image
             and brings the others to it.
@@ -186,12 +249,19 @@ def load_image_folder(
         crop_fraction: with ``"crop"``, the share of the scaled image the crop keeps
             (1.0: the shorter side is scaled to ``size``; ImageNet models: 0.875).
 
+    Pixels are read at their full range: 8-bit images (grayscale, RGB, RGBA, palette,
+    CMYK, ...) are converted by PIL and divided by 255, 16-bit images (``I;16`` PNG/TIFF)
+    divided by 65535, 32-bit float images used as they are when their values lie in
+    [0, 1]. Images whose scale is unknown (32-bit integer, floats outside [0, 1]) are
+    skipped with the reason rather than clipped or rescaled.
+
     Returns:
-        An :class:`ImageFolder`; files that are missing, not images, or corrupt are left
-        out and listed in ``skipped`` (with the reason) instead of raising.
+        An :class:`ImageFolder`; files that are missing, not images, corrupt, or of an
+        unknown intensity scale are left out and listed in ``skipped`` (with the reason)
+        instead of raising.
 
     Raises:
-        DataError: the folder does not exist, or no image could be loaded.
+        DataError: ``source`` is neither a folder nor a file, or no image could be loaded.
         ConfigError: bad ``size``, ``channels``, ``mean`` or ``std``.
     """
     if channels not in _MODES:
@@ -203,20 +273,26 @@ def load_image_folder(
     target = _size(size)
     mean_t, std_t = _stats(mean, channels, "mean"), _stats(std, channels, "std")
     root: Path | None = None
-    if isinstance(source, (str, os.PathLike)):
+    skipped: list[SkippedFile] = []
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_file():
+        files = [Path(source)]  # one image file: a batch of one, no labels
+    elif isinstance(source, (str, os.PathLike)):
         root = Path(source)
         files = list_images(root, recursive)
+        skipped = [SkippedFile(p, not_image_reason(p)) for p in non_image_files(root, recursive)]
     else:
         files = [Path(p) for p in source]
     arrays: list[np.ndarray] = []
     kept: list[Path] = []
-    skipped: list[SkippedFile] = []
     for path in track(files, "loading images", quiet):
         if not path.is_file():
             skipped.append(SkippedFile(path, "missing"))
             continue
         try:
             arr = _read(path, _MODES[channels], target, resize, crop_fraction)
+        except UnsupportedImage as e:
+            skipped.append(SkippedFile(path, f"not read (would be distorted): {e}"))
+            continue
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
             skipped.append(SkippedFile(path, f"unreadable: {type(e).__name__}: {e}"))
             continue
@@ -233,8 +309,7 @@ def load_image_folder(
     if not arrays:
         where = root if root is not None else f"{len(files)} given paths"
         raise DataError(f"no readable image in {where} ({len(skipped)} skipped)")
-    batch = torch.from_numpy(np.stack(arrays)).float().div_(255.0)
-    batch = batch.unsqueeze(1) if channels == 1 else batch.permute(0, 3, 1, 2).contiguous()
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     if mean_t is not None:
         batch = batch - mean_t
     if std_t is not None:
