@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .errors import ConfigError, DataError
+
 __all__ = ["ResultRow", "ResultStore", "settings_hash"]
 
 T = TypeVar("T")
@@ -88,6 +90,25 @@ class ResultRow:
     target: int | None = None
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _check_store_path(path: Path) -> None:
+    """Refuse a folder, or an existing file that is not SQLite (never overwritten)."""
+    if path.is_dir():
+        raise ConfigError(
+            f"the results store {path} is a folder; give a file path such as {path / 'results.sqlite'}"
+        )
+    if path.is_file() and path.stat().st_size > 0:
+        with open(path, "rb") as f:
+            head = f.read(len(_SQLITE_HEADER))
+        if head != _SQLITE_HEADER:
+            raise DataError(
+                f"{path} is not a cleargrad results store (not an SQLite file); give the .sqlite file "
+                "written by `cleargrad evaluate --store` or `cleargrad demo`, or a new path to create one"
+            )
+
+
 class ResultStore:
     """A SQLite results file shared safely between processes.
 
@@ -98,6 +119,7 @@ class ResultStore:
 
     def __init__(self, path: str | Path, timeout: float = 120.0) -> None:
         self.path = Path(path)
+        _check_store_path(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.timeout = timeout
         self._conn = sqlite3.connect(str(self.path), timeout=min(timeout, 30.0), isolation_level=None)

@@ -27,6 +27,7 @@ from ..core.options import (
     check_options,
     diagnose_model_error,
     signature_options,
+    watch_scores,
 )
 from ..core.targets import OutputSelector, TargetLike
 
@@ -87,14 +88,15 @@ class Attribution:
         check_input(x, ndim=self.input_ndim or conv_input_ndim(self.model))
         check_options(f"{type(self).__name__}.attribute", options, self.option_names())
         check_common_options(options)
-        try:
-            out = fast_layout_call(self.model, self._guarded, x, target, options)
-        except RuntimeError as e:
-            diagnosed = diagnose_model_error(self.model, x, e)
-            if diagnosed is None:
-                raise
-            raise diagnosed from e
-        return check_finite_result(out, type(self).__name__)
+        with watch_scores() as flags:
+            try:
+                out = fast_layout_call(self.model, self._guarded, x, target, options)
+            except RuntimeError as e:
+                diagnosed = diagnose_model_error(self.model, x, e)
+                if diagnosed is None:
+                    raise
+                raise diagnosed from e
+        return check_finite_result(out, type(self).__name__, flags)
 
     def option_names(self) -> list[str]:
         """The options :meth:`attribute` takes (besides ``x`` and ``target``)."""

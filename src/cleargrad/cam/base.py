@@ -40,6 +40,7 @@ from ..core.options import (
     check_options,
     diagnose_model_error,
     signature_options,
+    watch_scores,
 )
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
@@ -203,15 +204,16 @@ class BaseCAM:
         valid = [*self.option_names(), "upsample", "normalize", "relu"]
         check_options(f"{type(self).__name__}.attribute", options, valid)
         check_common_options(options)
-        try:
-            modules, raw = fast_layout_call(self.model, self._guarded_maps, x, target, options)
-        except RuntimeError as e:
-            diagnosed = diagnose_model_error(self.model, x, e)
-            if diagnosed is None:
-                raise
-            raise diagnosed from e
+        with watch_scores() as flags:
+            try:
+                modules, raw = fast_layout_call(self.model, self._guarded_maps, x, target, options)
+            except RuntimeError as e:
+                diagnosed = diagnose_model_error(self.model, x, e)
+                if diagnosed is None:
+                    raise
+                raise diagnosed from e
         for r in raw:
-            check_finite_result(r, type(self).__name__)
+            check_finite_result(r, type(self).__name__, flags)
         names = tuple(layer_name(self.model, m) for m in modules)
         maps = []
         for m in raw:

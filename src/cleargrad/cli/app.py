@@ -263,8 +263,8 @@ def explain_cmd(
 
     def body(ui: UI) -> None:
         from .explain_run import class_names_from, explain_images, read_class_names
-        from .explainers import parse_options, split_names
-        from .images import default_preprocess, image_set
+        from .explainers import check_global_options, parse_options, split_names
+        from .images import check_model_takes, default_preprocess, image_set
 
         names = [n for m in method for n in split_names(m)]
         if not names:
@@ -278,7 +278,9 @@ def explain_cmd(
         )
         data = image_set(images, prep)
         refs = _references(data, prep)
+        check_model_takes(net, refs)
         explainers = _explainers(net, names, gad, layer, reshape, opts, refs)
+        check_global_options(opts, explainers)
         labels = read_class_names(class_names) if class_names else (class_names_from(data) or _builtin_names(model))
         run = {
             "command": "explain",
@@ -429,8 +431,8 @@ def evaluate_cmd(
         from ..report import versions
         from ..store import ResultStore
         from .engine import EvalPlan, barrier, distributed, run_evaluation, shard_from_env
-        from .explainers import build_explainer, parse_options, split_names
-        from .images import default_preprocess, fashion_mnist_set, image_set
+        from .explainers import build_explainer, check_global_options, parse_options, split_names
+        from .images import check_model_takes, default_preprocess, fashion_mnist_set, image_set
         from .metric_runner import metric_runner
         from .tables import print_results
 
@@ -459,8 +461,12 @@ def evaluate_cmd(
             data = _only_classes(data, classes)
         if limit is not None:
             data = _first(data, limit)
+        if tgt == "label":
+            data.check_labels()
+        check_model_takes(net, refs)
         assert prep is not None
         explainers = _explainers(net, method_names, gad, layer, reshape, opts, refs)
+        check_global_options(opts, explainers)
         refs_needed = any("map_b" in _params(r.fn) for r in runners)
         ref_explainers = []
         if refs_needed:

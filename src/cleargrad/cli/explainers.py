@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..api import GAD_SETTINGS, make_method, split_gad
+from ..core.options import check_options
 from ..core.registry import get_method, list_methods
 from ..core.tokens import parse_reshape
 from ..errors import ConfigError
@@ -27,6 +28,7 @@ __all__ = [
     "build_gad_explainer",
     "is_gad",
     "option_scope",
+    "check_global_options",
     "fast_defaults",
     "load_registries",
     "method_names",
@@ -64,6 +66,8 @@ class Explainer:
     #: classes the method can explain (GAD: those it was fitted for); ``--target auto``
     #: then explains the model's top class among them. None: any class.
     classes: tuple[int, ...] | None = None
+    #: option names the method takes (None: not known)
+    accepts: frozenset[str] | None = None
 
 
 def load_registries() -> None:
@@ -195,6 +199,13 @@ def build_explainer(
         kw["reshape"] = parse_reshape(reshape)
     inst, rest = make_method(model, info.name, **{**kw, **specific})
     declared = _declared(inst)
+    if hasattr(inst, "option_names"):
+        declared |= set(inst.option_names())
+        check_options(
+            f"method {info.name!r} (-o {info.name}.KEY=VALUE)",
+            [k for k in specific if k in rest],
+            declared | set(_init_names(info.cls)),
+        )
     dropped = [k for k in rest if k in kw and k not in specific and k not in declared]
     for key in dropped:
         rest.pop(key)  # a fast default this implementation does not take
@@ -212,7 +223,7 @@ def build_explainer(
     shown = {k: v for k, v in {**kw, **specific, **rest}.items() if k != "references" and k not in dropped}
     if "reshape" in kw and "reshape" in shown:
         shown["reshape"] = reshape  # the command-line text, not the spec object
-    return Explainer(info.name, fn, info.family, info.summary, options=shown)
+    return Explainer(info.name, fn, info.family, info.summary, options=shown, accepts=frozenset(declared))
 
 
 def build_gad_explainer(
@@ -269,3 +280,29 @@ def build_gad_explainer(
     classes = tuple(sorted(fused._explained()))
     summary = f"GAD over {info.name}: the pixels {info.name} finds important in the model and all its support models"
     return Explainer(f"gad_{info.name}", fn, "gad", summary, reference=info.name, options=shown, classes=classes)
+
+
+def check_global_options(options: Mapping[str, Mapping[str, Any]], explainers: Sequence[Explainer]) -> None:
+    """Refuse a ``-o KEY=VALUE`` (for all methods) that none of ``explainers`` takes.
+
+    Raises:
+        ConfigError: the unknown key, with the options the chosen methods take.
+    """
+    if any(e.accepts is None for e in explainers):
+        return
+    valid = set().union(*(e.accepts for e in explainers if e.accepts is not None))
+    names = ", ".join(e.name for e in explainers)
+    check_options(f"-o KEY=VALUE: the chosen methods ({names})", list(options.get("*", {})), valid)
+
+
+def _init_names(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        params = inspect.signature(init).parameters.values()
+        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    return names - {"self", "model"}

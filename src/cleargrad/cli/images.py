@@ -16,7 +16,15 @@ from torch import nn
 from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 from ..errors import ConfigError, DataError
 
-__all__ = ["ImageRecord", "ImageSet", "Preprocess", "default_preprocess", "fashion_mnist_set", "image_set"]
+__all__ = [
+    "ImageRecord",
+    "ImageSet",
+    "Preprocess",
+    "check_model_takes",
+    "default_preprocess",
+    "fashion_mnist_set",
+    "image_set",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -117,6 +125,24 @@ def default_preprocess(
     )
 
 
+def check_model_takes(model: nn.Module, x: torch.Tensor) -> None:
+    """One no-grad forward of ``x[:1]``: a model that cannot take the preprocessed images
+    (channel count, dtype) fails here with an :class:`~cleargrad.InputError` saying why,
+    before any work starts."""
+    from ..core.options import diagnose_model_error
+
+    p = next(model.parameters(), None)
+    xi = x[:1].to(p.device if p is not None else x.device)
+    try:
+        with torch.no_grad():
+            model(xi)
+    except RuntimeError as e:
+        diagnosed = diagnose_model_error(model, xi, e)
+        if diagnosed is None:
+            raise
+        raise diagnosed from e
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """One input image: a stable id, where it comes from, and its class if known."""
@@ -145,6 +171,21 @@ class ImageSet:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def check_labels(self) -> None:
+        """Refuse ``--target label`` when some image has no class (no class sub-folder).
+
+        Raises:
+            ConfigError: naming how many images lack a class and an example.
+        """
+        missing = [r for r in self.records if r.label is None]
+        if missing:
+            raise ConfigError(
+                f"--target label needs a class for every image, from class sub-folders "
+                f"(FOLDER/<class>/<image>); {len(missing)} of {len(self.records)} image(s) in "
+                f"{self.description} have none (e.g. {missing[0].source}). Arrange them in class "
+                "sub-folders, or use --target auto (the prediction) or a class index"
+            )
 
     def load(self, indices: Sequence[int]) -> tuple[torch.Tensor | None, list[ImageRecord]]:
         """Images ``indices`` as one batch; unreadable ones are dropped and recorded."""

@@ -14,12 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..core.safe_load import pickle_refusal
+from ..errors import ConfigError, DataError
 
 __all__ = ["ModelLoadError", "builtin_models", "load_model", "load_weights"]
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(DataError):
     """The model spec or the weights file could not be loaded (the message is one line)."""
 
 
@@ -129,9 +130,8 @@ def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ModelLoadError(
-            f"refusing to load {path}: it is not a plain state dict (weights_only=True rejected it: "
-            f"{_one_line(e).splitlines()[0][:160]}). Save weights with safetensors or torch.save(model.state_dict())"
+        raise pickle_refusal(
+            path, e, "--weights takes a state dict: re-save it with torch.save(model.state_dict(), path) or safetensors"
         ) from e
     except Exception as e:
         raise ModelLoadError(f"cannot read weights file {path}: {_one_line(e)[:200]}") from e

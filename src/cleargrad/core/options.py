@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError, ModelStateError
+from .targets import _score_watch
 
 __all__ = [
     "signature_options",
@@ -25,6 +27,7 @@ __all__ = [
     "check_common_options",
     "diagnose_model_error",
     "check_finite_result",
+    "watch_scores",
 ]
 
 #: options that give a chunk size (``None`` = automatic, else a positive int)
@@ -51,7 +54,7 @@ def check_options(owner: str, given: Iterable[str], valid: Iterable[str]) -> Non
         return
     hints = []
     for k in unknown:
-        close = difflib.get_close_matches(k, valid, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(k, valid, n=1, cutoff=0.5)
         hints.append(f"{k!r} (did you mean {close[0]!r}?)" if close else repr(k))
     listed = ", ".join(valid) if valid else "none"
     raise ConfigError(f"{owner} got unknown option(s) {', '.join(hints)}; valid options: {listed}")
@@ -135,15 +138,41 @@ def diagnose_model_error(model: nn.Module, x: torch.Tensor, error: BaseException
     return None
 
 
-def check_finite_result(out: Any, owner: str) -> Any:
-    """Refuse a result with NaN/Inf values (the input was checked finite, so the model's
-    scores or gradients were not)."""
+@contextmanager
+def watch_scores() -> Iterator[list[torch.Tensor]]:
+    """Collect, without synchronising, whether every class-score tensor selected by
+    :func:`~cleargrad.core.select_output` inside the block was finite."""
+    flags: list[torch.Tensor] = []
+    token = _score_watch.set(flags)
+    try:
+        yield flags
+    finally:
+        _score_watch.reset(token)
+
+
+def check_finite_result(out: Any, owner: str, score_flags: Sequence[torch.Tensor] = ()) -> Any:
+    """Refuse a result with NaN/Inf values, or computed from NaN/Inf class scores (the
+    input was checked finite, so the model's scores or gradients were not).
+
+    Raises:
+        ModelStateError: naming the images whose result is not finite.
+    """
     t = out[0] if isinstance(out, (tuple, list)) else out
-    if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
-        bad = (~torch.isfinite(t.reshape(t.shape[0], -1))).any(dim=1).nonzero().flatten().tolist()
+    bad_set: set[int] = set()
+    n = t.shape[0] if isinstance(t, torch.Tensor) and t.dim() >= 1 else -1
+    if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and t.dim() >= 1:
+        bad_set |= set((~torch.isfinite(t.reshape(n, -1))).any(dim=1).nonzero().flatten().tolist())
+    flags = [f.to("cpu") for f in score_flags]
+    scores_ok = bool(torch.cat(flags).all()) if flags else True
+    for f in flags:  # a forward of the batch itself (rows = images) names the images
+        if f.numel() == n:
+            bad_set |= set((~f).nonzero().flatten().tolist())
+    bad = sorted(bad_set)
+    if bad or not scores_ok:
+        where = f" for image(s) {bad[:10]} of the batch" if bad else ""
         raise ModelStateError(
-            f"{owner}: the model produced NaN or Inf scores or gradients for image(s) {bad[:10]} of the batch "
-            "(the input is finite); check the model's weights and its output for these images, e.g. "
+            f"{owner}: the model produced NaN or Inf scores or gradients{where} (the input is finite); the "
+            "explanation would be meaningless. Check the model's weights and its output, e.g. "
             "torch.isfinite(model(x)).all()"
         )
     return out

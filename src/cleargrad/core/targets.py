@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Union
 
 import numpy as np
@@ -14,6 +15,9 @@ __all__ = ["TargetLike", "OutputSelector", "select_output", "resolve_targets", "
 
 TargetLike = Union[int, Sequence[int], torch.Tensor, None]
 OutputSelector = Union[Callable[[Any], torch.Tensor], str, int, None]
+
+#: inside a public call: one "all scores finite" flag per forward pass (see core.options)
+_score_watch: ContextVar[list[torch.Tensor] | None] = ContextVar("cleargrad_score_watch", default=None)
 
 
 def select_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
@@ -50,6 +54,9 @@ def select_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
             f"the model's class scores must have shape (N, C), got {tuple(out.shape)}; pass "
             "output=<callable> to reduce them to one score per class"
         )
+    watch = _score_watch.get()
+    if watch is not None:  # inside a public call: note non-finite scores (checked once at its end)
+        watch.append(torch.isfinite(out.detach()).all(dim=1))
     return out
 
 

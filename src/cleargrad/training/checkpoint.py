@@ -23,6 +23,7 @@ import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
 
+from ..core.safe_load import load_plain
 from ..errors import DataError
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "MANIFEST"]
@@ -148,7 +149,7 @@ def load_checkpoint(
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
     load_model(model, str(weights), strict=True, device=str(device))
-    payload = torch.load(state, map_location="cpu", weights_only=True)
+    payload = load_plain(state, fix="Delete the checkpoint folder (or pass resume=False) if you did not write it.")
     if optimizer is not None:
         optimizer.load_state_dict(payload["optimizer"])
     if scheduler is not None and payload.get("scheduler") is not None:
