@@ -268,6 +268,29 @@ def test_cli_bad_input_gives_one_line_and_exit_code(case: tuple, ws: dict[str, P
     assert "\x1b" not in r.stderr
 
 
+DEVICES = [
+    ("device_cuda_without_gpu", "cuda", r"usage error: --device cuda: PyTorch sees no CUDA GPU here.*--device cpu"),
+    ("device_cuda_index_without_gpu", "cuda:1", r"usage error: --device cuda:1: PyTorch sees no CUDA GPU"),
+    ("device_bogus", "bogus", r"usage error: --device 'bogus' is not a torch device \(auto, cpu, cuda"),
+]
+
+
+@pytest.mark.parametrize("case", DEVICES, ids=[c[0] for c in DEVICES])
+@pytest.mark.parametrize("command", ["explain", "evaluate"])
+def test_cli_unusable_device_is_a_usage_error(
+    case: tuple, command: str, ws: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, device, msg = case
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a machine with a GPU
+    args = _explain(ws, "--method", "saliency") if command == "explain" else _evaluate(ws)
+    r = runner.invoke(app, [*args, "--device", device])
+    assert r.exit_code == 2, r.output
+    import re
+
+    assert re.search(msg, r.stderr), r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, r.stderr
+
+
 def test_report_on_a_text_file_leaves_it_alone(ws: dict[str, Path]) -> None:
     before = ws["text"].read_bytes()
     runner.invoke(app, ["report", str(ws["text"])])
