@@ -25,6 +25,7 @@ from .insertion_deletion import (
 from .localisation import energy_pointing_game, pointing_game
 from .maps import MAP_REDUCTIONS, normalize_01, prepare_attributions, prepare_maps
 from .perturbations import baseline_difference, gaussian_noise, square_removal, uniform_ball
+from .protocol import SHARED_METRICS, SharedBatch
 from .region import RegionSensitivity, convex_hull_region, occlude, region_complexity, region_sensitivity
 from .scoring import mask_image
 from .sensitivity import max_sensitivity
@@ -38,6 +39,8 @@ __all__ = [
     "CurveResult",
     "MetricInfo",
     "RegionSensitivity",
+    "SHARED_METRICS",
+    "SharedBatch",
     "Summary",
     "average_drop",
     "average_gain",

@@ -26,7 +26,15 @@ from .base import metric
 from .maps import blank_rows, mark_undefined, normalize_01, prepare_maps
 from .scoring import NormStat, chunked_scores, clean_scores, evaluating, mask_image
 
-__all__ = ["average_drop", "average_gain", "average_increase", "masked_confidence", "unit_map"]
+__all__ = [
+    "average_drop",
+    "average_gain",
+    "average_increase",
+    "average_values",
+    "masked_confidence",
+    "masked_scores",
+    "unit_map",
+]
 
 UNIT_SCALINGS = ("max", "minmax", None)
 
@@ -79,17 +87,35 @@ def masked_confidence(
     s = unit_map(prepare_maps(explanation, x, reduction=reduction), normalize)
     with evaluating(model):
         t, y = clean_scores(model, x, target, score="prob", output=output, batch_size=batch_size)
-        o = chunked_scores(
-            model,
-            lambda sl: mask_image(x[sl], s[sl], space=space, mean=mean, std=std),
-            t,
-            sample_shape=x.shape[1:],
-            score="prob",
-            output=output,
-            batch_size=batch_size,
-        )
-    o = o.to(y.dtype)
-    return y, torch.where(blank_rows(s).to(o.device), torch.full_like(o, float("nan")), o)
+        o = masked_scores(model, x, s, t, space=space, mean=mean, std=std, output=output, batch_size=batch_size)
+    return y, o.to(y.dtype)
+
+
+def masked_scores(
+    model: nn.Module,
+    x: torch.Tensor,
+    s: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    space: str = "pixel",
+    mean: NormStat = None,
+    std: NormStat = None,
+    output: OutputSelector = None,
+    batch_size: int | None = None,
+) -> torch.Tensor:
+    """``O``: probability of class ``t`` on ``x`` masked by the unit maps ``s`` (NaN where
+    ``s`` is all zero), one pass of ``N`` images. Call inside
+    :func:`~cleargrad.metrics.scoring.evaluating`."""
+    o = chunked_scores(
+        model,
+        lambda sl: mask_image(x[sl], s[sl], space=space, mean=mean, std=std),
+        t,
+        sample_shape=x.shape[1:],
+        score="prob",
+        output=output,
+        batch_size=batch_size,
+    )
+    return torch.where(blank_rows(s).to(o.device), torch.full_like(o, float("nan")), o)
 
 
 _ARGS_DOC = """
@@ -123,6 +149,23 @@ def _eps(t: torch.Tensor) -> float:
     return torch.finfo(t.dtype).eps
 
 
+def average_values(name: str, y: torch.Tensor, o: torch.Tensor, ag_denominator: str = "1-y") -> torch.Tensor:
+    """AD, AG or AI (``name``) per image from ``(Y, O)`` of :func:`masked_confidence`
+    (NaN where ``O`` is, with a warning)."""
+    if name == "average_drop":
+        v = 100 * (y - o).clamp(min=0) / (y + _eps(y))
+    elif name == "average_gain":
+        if ag_denominator not in ("1-y", "y"):
+            raise ConfigError(f"ag_denominator must be '1-y' or 'y', got {ag_denominator!r}")
+        den = 1 - y if ag_denominator == "1-y" else y
+        v = 100 * (o - y).clamp(min=0) / (den + _eps(y))
+    elif name == "average_increase":
+        v = 100 * (o > y).to(y.dtype)
+    else:
+        raise ConfigError(f"unknown average metric {name!r}")
+    return mark_undefined(v, o.isnan(), name, stacklevel=4)
+
+
 @metric(direction="lower", category="faithfulness")
 def average_drop(model: nn.Module, x: torch.Tensor, explanation: Any, target: TargetLike = None, **kw: Any):
     """Average Drop (%): relative confidence lost when only the explained pixels are kept.
@@ -130,7 +173,7 @@ def average_drop(model: nn.Module, x: torch.Tensor, explanation: Any, target: Ta
     ``AD_i = 100 max(0, Y_i - O_i) / (Y_i + eps)``.
     """
     y, o = masked_confidence(model, x, explanation, target, **kw)
-    return mark_undefined(100 * (y - o).clamp(min=0) / (y + _eps(y)), o.isnan(), "average_drop")
+    return average_values("average_drop", y, o)
 
 
 @metric(direction="higher", category="faithfulness")
@@ -151,8 +194,7 @@ def average_gain(
     if ag_denominator not in ("1-y", "y"):
         raise ConfigError(f"ag_denominator must be '1-y' or 'y', got {ag_denominator!r}")
     y, o = masked_confidence(model, x, explanation, target, **kw)
-    den = 1 - y if ag_denominator == "1-y" else y
-    return mark_undefined(100 * (o - y).clamp(min=0) / (den + _eps(y)), o.isnan(), "average_gain")
+    return average_values("average_gain", y, o, ag_denominator)
 
 
 @metric(direction="higher", category="faithfulness")
@@ -162,7 +204,7 @@ def average_increase(model: nn.Module, x: torch.Tensor, explanation: Any, target
     ``AI_i = 100 * 1[O_i > Y_i]``.
     """
     y, o = masked_confidence(model, x, explanation, target, **kw)
-    return mark_undefined(100 * (o > y).to(y.dtype), o.isnan(), "average_increase")
+    return average_values("average_increase", y, o)
 
 
 for _f in (average_drop, average_gain, average_increase):

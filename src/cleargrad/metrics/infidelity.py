@@ -12,6 +12,7 @@ The normalised (scale-invariant) variant first fits the best scale
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -25,13 +26,14 @@ from .maps import blank_rows, mark_undefined, prepare_attributions
 from .perturbations import Perturbation, baseline_difference, gaussian_noise, square_removal
 from .scoring import chunked_scores, clean_scores, evaluating
 
-__all__ = ["PERTURBATIONS", "infidelity"]
+__all__ = ["PERTURBATIONS", "infidelity", "infidelity_many", "perturbation_fn"]
 
 #: named perturbations of :func:`infidelity`
 PERTURBATIONS = ("gaussian", "square", "baseline")
 
 
-def _perturbation(kind: str | Perturbation, noise_std: float, square_size: int | None, baseline: float, h: int):
+def perturbation_fn(kind: str | Perturbation, noise_std: float, square_size: int | None, baseline: float, h: int):
+    """The draw function of infidelity's ``perturbation`` option for ``h``-pixel-high images."""
     if callable(kind):
         return kind
     if kind == "gaussian":
@@ -101,28 +103,64 @@ def infidelity(
     if n_perturb < 1:
         raise ConfigError(f"n_perturb must be >= 1, got {n_perturb}")
     phi = prepare_attributions(explanation, x)
-    blank = blank_rows(phi)
-    draw = _perturbation(perturbation, noise_std, square_size, baseline, x.shape[-2])
+    draw = perturbation_fn(perturbation, noise_std, square_size, baseline, x.shape[-2])
+    with evaluating(model):
+        t, fx = clean_scores(model, x, target, score=score, output=output, batch_size=batch_size)
+        (value,) = infidelity_many(
+            model, x, [phi], t, fx, draw=draw, n_perturb=n_perturb, normalize=normalize, score=score,
+            generator=generator, output=output, batch_size=batch_size,
+        )
+    return value
+
+
+def infidelity_many(
+    model: nn.Module,
+    x: torch.Tensor,
+    phis: Sequence[torch.Tensor],
+    t: torch.Tensor,
+    fx: torch.Tensor,
+    *,
+    draw: Perturbation,
+    n_perturb: int,
+    normalize: bool,
+    score: str,
+    generator: torch.Generator | None,
+    output: OutputSelector = None,
+    batch_size: int | None = None,
+) -> list[torch.Tensor]:
+    """Infidelity of several explanations of the same images from one set of draws.
+
+    ``f_c(x - I)`` does not depend on the explanation, so the ``N n_perturb`` perturbed
+    images are forwarded once and each ``I^T Phi`` is taken from the same draws: the
+    value for each ``phis[j]`` equals ``infidelity(..., explanation=phis[j])`` with a
+    generator in the same state. ``phis``: prepared attributions
+    (:func:`~cleargrad.metrics.maps.prepare_attributions`); ``t``, ``fx``: targets and
+    their clean scores of kind ``score``. Call inside
+    :func:`~cleargrad.metrics.scoring.evaluating`.
+    """
     n = x.shape[0]
     img = torch.arange(n, device=x.device).repeat_interleave(n_perturb)
-    dot = torch.empty(n * n_perturb, dtype=x.dtype, device=x.device)
+    dots = [torch.empty(n * n_perturb, dtype=x.dtype, device=x.device) for _ in phis]
 
     def build(sl: slice) -> torch.Tensor:
         xi = x[img[sl]]
         pert = draw(xi, generator)
-        dot[sl] = (pert * phi[img[sl]]).flatten(1).sum(1)
+        for dot, phi in zip(dots, phis):
+            dot[sl] = (pert * phi[img[sl]]).flatten(1).sum(1)
         return xi - pert
 
-    with evaluating(model):
-        t, fx = clean_scores(model, x, target, score=score, output=output, batch_size=batch_size)
-        f_pert = chunked_scores(
-            model, build, t[img], sample_shape=x.shape[1:], score=score, output=output, batch_size=batch_size
-        )
+    f_pert = chunked_scores(
+        model, build, t[img], sample_shape=x.shape[1:], score=score, output=output, batch_size=batch_size
+    )
     df = (fx[img] - f_pert.to(fx.dtype)).view(n, n_perturb)
-    dot = dot.view(n, n_perturb).to(df.dtype)
-    if normalize:
-        num = (dot * df).mean(1, keepdim=True)
-        den = (dot * dot).mean(1, keepdim=True)
-        beta = torch.where(den > 0, num / den.clamp(min=torch.finfo(den.dtype).tiny), torch.zeros_like(den))
-        dot = beta * dot
-    return mark_undefined(((dot - df) ** 2).mean(1), blank, "infidelity", "an all-zero explanation")
+    out = []
+    for dot, phi in zip(dots, phis):
+        d = dot.view(n, n_perturb).to(df.dtype)
+        if normalize:
+            num = (d * df).mean(1, keepdim=True)
+            den = (d * d).mean(1, keepdim=True)
+            beta = torch.where(den > 0, num / den.clamp(min=torch.finfo(den.dtype).tiny), torch.zeros_like(den))
+            d = beta * d
+        err = ((d - df) ** 2).mean(1)
+        out.append(mark_undefined(err, blank_rows(phi), "infidelity", "an all-zero explanation", stacklevel=4))
+    return out

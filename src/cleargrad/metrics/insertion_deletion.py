@@ -39,6 +39,7 @@ __all__ = [
     "deletion",
     "insertion",
     "perturbation_curve",
+    "pixel_rank",
     "trapezoid_auc",
 ]
 
@@ -74,7 +75,8 @@ def blur(x: torch.Tensor, klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
     return F.conv2d(x, weight, padding=klen // 2, groups=c)
 
 
-def _substrate(x: torch.Tensor, substrate: Any, klen: int, sigma: float) -> torch.Tensor:
+def substrate_for(x: torch.Tensor, substrate: Any, klen: int, sigma: float) -> torch.Tensor:
+    """The canvas of a curve: ``"blur"``, ``"zero"``, ``"mean"`` or a tensor broadcast to ``x``."""
     if isinstance(substrate, torch.Tensor):
         try:
             return torch.broadcast_to(substrate.to(device=x.device, dtype=x.dtype), x.shape)
@@ -103,19 +105,18 @@ def perturbation_curve(
     score: str = "prob",
     output: OutputSelector = None,
     batch_size: int | None = None,
+    rank: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scores ``(N, n_steps + 1)`` while pixels move from ``start`` to ``finish`` by decreasing saliency.
 
     Point ``k`` is ``start`` with its ``k * step`` most important pixels (all channels)
     taken from ``finish``. Call inside :func:`~cleargrad.metrics.scoring.evaluating`.
+    ``rank``: :func:`pixel_rank` of ``saliency`` when the caller already has it
+    (insertion and deletion of one map share it).
     """
     n, _, h, w = x.shape
-    hw = h * w
-    n_steps = math.ceil(hw / step)
-    order = torch.argsort(saliency.reshape(n, hw), dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(hw, device=x.device).expand(n, hw))
-    rank = rank.view(n, 1, h, w)
+    n_steps = math.ceil(h * w / step)
+    rank = pixel_rank(saliency) if rank is None else rank
     total = n * (n_steps + 1)
     chunk = batch_size or default_chunk_size(x.shape[1:], total, x.device)
     buf = torch.empty((min(chunk, total), *x.shape[1:]), dtype=x.dtype, device=x.device)
@@ -133,6 +134,64 @@ def perturbation_curve(
         model, build, targets[img], sample_shape=x.shape[1:], score=score, output=output, batch_size=chunk
     )
     return scores.view(n, n_steps + 1)
+
+
+def pixel_rank(saliency: torch.Tensor) -> torch.Tensor:
+    """``(N, 1, H, W)`` position of each pixel in the order of decreasing saliency
+    (0 = most important; stable sort, ties by raster index)."""
+    n, _, h, w = saliency.shape
+    hw = h * w
+    order = torch.argsort(saliency.reshape(n, hw), dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(hw, device=saliency.device).expand(n, hw))
+    return rank.view(n, 1, h, w)
+
+
+def curves_for(
+    model: nn.Module,
+    x: torch.Tensor,
+    s: torch.Tensor,
+    start: torch.Tensor,
+    finish: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    step: int,
+    score: str,
+    output: OutputSelector,
+    batch_size: int | None,
+    rank: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(curves, blank)``: the ``(N, n_steps + 1)`` curves of the 2-D maps ``s`` (NaN rows
+    for all-zero maps, which cost no pass) and the ``(N,)`` mask of those maps.
+
+    ``t`` are resolved targets, ``rank`` optionally :func:`pixel_rank` of ``s``. Call inside
+    :func:`~cleargrad.metrics.scoring.evaluating`.
+    """
+    blank = blank_rows(s)
+    keep = torch.nonzero(~blank).flatten()
+    n_steps = math.ceil(x.shape[-2] * x.shape[-1] / step)
+    curves = torch.full((x.shape[0], n_steps + 1), float("nan"), dtype=x.dtype, device=x.device)
+    if len(keep):  # an all-zero map ranks no pixel: no curve, no forward pass
+
+        def rows(a: torch.Tensor | None) -> torch.Tensor | None:
+            return a if a is None or len(keep) == len(a) else a[keep]
+
+        done = perturbation_curve(
+            model, rows(x), rows(s), rows(start), rows(finish), rows(t), step=step, score=score,
+            output=output, batch_size=batch_size, rank=rows(rank),
+        )
+        curves[keep] = done.to(curves.dtype)
+    return curves, blank
+
+
+def check_step(x: torch.Tensor, step: int | None, batch_size: int | None) -> int:
+    """Pixels per step (default: the image width), validated with ``batch_size``."""
+    step = x.shape[-1] if step is None else int(step)
+    if step < 1:
+        raise ConfigError(f"step (pixels per step) must be >= 1, got {step}")
+    if batch_size is not None and batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+    return step
 
 
 def trapezoid_auc(curves: torch.Tensor) -> torch.Tensor:
@@ -162,29 +221,15 @@ def _run(
     check_input(x, ndim=4)
     if which_class not in CLASS_CHOICES:
         raise ConfigError(f"which_class must be one of {CLASS_CHOICES}, got {which_class!r}")
-    step = x.shape[-1] if step is None else int(step)
-    if step < 1:
-        raise ConfigError(f"step (pixels per step) must be >= 1, got {step}")
-    if batch_size is not None and batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+    step = check_step(x, step, batch_size)
     s = prepare_maps(explanation, x, reduction=reduction)
-    sub = _substrate(x, substrate, klen, sigma)
+    sub = substrate_for(x, substrate, klen, sigma)
     start, finish = (x, sub) if kind == "deletion" else (sub, x)
-    blank = blank_rows(s)
-    keep = torch.nonzero(~blank).flatten()
-    n_steps = math.ceil(x.shape[-2] * x.shape[-1] / step)
-    curves = torch.full((x.shape[0], n_steps + 1), float("nan"), dtype=x.dtype, device=x.device)
     with evaluating(model):
         t = targets_for(model, x, None if which_class == "predicted" else target, output=output, batch_size=batch_size)
-        if len(keep):  # an all-zero map ranks no pixel: no curve, no forward pass
-            def rows(a: torch.Tensor) -> torch.Tensor:
-                return a if len(keep) == len(a) else a[keep]
-
-            done = perturbation_curve(
-                model, rows(x), rows(s), rows(start), rows(finish), rows(t), step=step, score=score,
-                output=output, batch_size=batch_size,
-            )
-            curves[keep] = done.to(curves.dtype)
+        curves, blank = curves_for(
+            model, x, s, start, finish, t, step=step, score=score, output=output, batch_size=batch_size
+        )
     auc = mark_undefined(trapezoid_auc(curves), blank, kind, stacklevel=4)
     return CurveResult(auc, curves) if return_curves else auc
 

@@ -1,0 +1,277 @@
+"""One batch of an evaluation protocol: what several methods' metrics share, computed once.
+
+A protocol scores several explanations of the same images with several metrics. Much
+of that work does not depend on the explanation, or is common to several metrics of
+one explanation; :class:`SharedBatch` does it once per batch of images:
+
+- the clean forward pass over the images (targets, ``Y`` of AD/AG/AI, ``f_c(x)`` of
+  infidelity) and the target resolution: **one pass of N images per batch**;
+- the canvases of insertion/deletion (the blurred image), per substrate;
+- the pixel ranking of a map, shared by insertion and deletion of that map;
+- the masked pass ``O`` of a map, shared by average drop, gain and increase;
+- the infidelity draws ``I`` and their passes ``f_c(x - I)``, shared by every method
+  (they do not depend on the explanation; ``I^T Phi`` is taken per map from the same
+  draws).
+
+Each value equals the standalone metric's (``cleargrad.metrics.insertion`` etc.) to
+float tolerance; for infidelity, with a generator in the same state. Images forwarded
+for a batch of ``N`` images, ``M`` methods (``n_steps = ceil(H W / step)``):
+
+============================  ===========================================
+clean pass (all metrics)      ``N``
+insertion, per method         ``N (n_steps + 1)`` (no pass for an all-zero map)
+deletion, per method          ``N (n_steps + 1)``
+AD + AG + AI, per method      ``N`` (together)
+infidelity, all methods       ``N n_perturb`` (once, not per method)
+sparseness / complexity       0
+============================  ===========================================
+
+A standalone call costs, per method, one more clean pass for AD, AG, AI and
+infidelity each, a one-image class-count pass for insertion and deletion each, three
+masked passes instead of one for AD/AG/AI, and ``N n_perturb`` infidelity passes per
+method instead of once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core import chunk_slices, default_chunk_size, gather_scores, resolve_targets, run_model, select_output
+from ..core.targets import OutputSelector, TargetLike
+from ..errors import ConfigError
+from .average import average_values, masked_scores, unit_map
+from .complexity import complexity, sparseness
+from .infidelity import infidelity_many, perturbation_fn
+from .insertion_deletion import (
+    CLASS_CHOICES,
+    check_step,
+    curves_for,
+    pixel_rank,
+    substrate_for,
+    trapezoid_auc,
+)
+from .maps import mark_undefined, prepare_attributions, prepare_maps
+from .scoring import NormStat, evaluating
+
+__all__ = ["SHARED_METRICS", "SharedBatch"]
+
+_CURVE_OPTS = {"step", "substrate", "klen", "sigma", "which_class", "score", "reduction", "batch_size"}
+_AVERAGE_OPTS = {"normalize", "space", "mean", "std", "reduction", "batch_size"}
+_INFIDELITY_OPTS = {
+    "perturbation", "n_perturb", "noise_std", "square_size", "baseline", "normalize", "score", "batch_size",
+}
+_CURVE_DEFAULTS = {
+    "insertion": {"substrate": "blur"},
+    "deletion": {"substrate": "zero"},
+}
+#: metrics :meth:`SharedBatch.score` computes with shared work, and the options it takes for each
+SHARED_METRICS: dict[str, set[str]] = {
+    "insertion": _CURVE_OPTS,
+    "deletion": _CURVE_OPTS,
+    "average_drop": _AVERAGE_OPTS,
+    "average_gain": _AVERAGE_OPTS | {"ag_denominator"},
+    "average_increase": _AVERAGE_OPTS,
+    "infidelity": _INFIDELITY_OPTS,
+    "sparseness": {"reduction"},
+    "complexity": {"reduction"},
+}
+
+
+def _key(v: Any) -> Any:
+    return ("tensor", id(v)) if isinstance(v, torch.Tensor) else v
+
+
+class SharedBatch:
+    """The metric work of one batch of images that several explanations share.
+
+    Args:
+        model: the classifier (left exactly as found; evaluated in eval mode).
+        x: the normalised batch ``(N, C, H, W)``.
+        mean, std: its normalisation (for the masked images of AD/AG/AI).
+        output: selector of the class scores for models returning tuples/dicts.
+        batch_size: default images per forward pass of every metric (a metric's own
+            ``batch_size`` option wins).
+        scorer: the module that runs the metric passes (default ``model``), e.g. a
+            compiled copy from :func:`cleargrad.core.compiled_forward`; it must compute
+            the same function as ``model``.
+
+    The clean pass runs on construction; :attr:`logits` holds it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        *,
+        mean: NormStat = None,
+        std: NormStat = None,
+        output: OutputSelector = None,
+        batch_size: int | None = None,
+        scorer: nn.Module | None = None,
+    ) -> None:
+        self.model = model
+        self.scorer = scorer if scorer is not None else model
+        self.x = x
+        self.mean, self.std, self.output, self.batch_size = mean, std, output, batch_size
+        chunk = batch_size or default_chunk_size(tuple(x.shape[1:]), x.shape[0], x.device)
+        with evaluating(self.scorer), torch.inference_mode():
+            parts = [select_output(run_model(self.scorer, x[sl]), output) for sl in chunk_slices(x.shape[0], chunk)]
+        self.logits = torch.cat(parts).clone()
+        self._canvas: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._maps: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._rank: dict[tuple[Any, ...], torch.Tensor] = {}
+        self._masked: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    # -- what every metric shares -------------------------------------------------------
+    def targets(self, target: TargetLike = None) -> torch.Tensor:
+        """``target`` resolved for the batch (None: the predicted class), range-checked."""
+        return resolve_targets(target, self.x.shape[0], scores=self.logits, device=self.x.device)
+
+    def probabilities(self, t: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` clean softmax probability of class ``t``."""
+        return gather_scores(self.logits.softmax(dim=1), t)
+
+    def canvas(self, substrate: Any, klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
+        """The substrate of insertion/deletion (the blurred batch is computed once)."""
+        key = (_key(substrate), klen, sigma)
+        if key not in self._canvas:
+            self._canvas[key] = substrate_for(self.x, substrate, klen, sigma)
+        return self._canvas[key]
+
+    def map2d(self, method: str, explanation: torch.Tensor, reduction: str = "abs_sum") -> torch.Tensor:
+        """The ``(N, 1, H, W)`` map of ``method``'s explanation (cached per reduction)."""
+        key = (method, reduction)
+        if key not in self._maps:
+            self._maps[key] = prepare_maps(explanation, self.x, reduction=reduction)
+        return self._maps[key]
+
+    def rank(self, method: str, explanation: torch.Tensor, reduction: str = "abs_sum") -> torch.Tensor:
+        """The per-image pixel ranking of ``method``'s map, shared by insertion and deletion."""
+        key = (method, reduction)
+        if key not in self._rank:
+            self._rank[key] = pixel_rank(self.map2d(method, explanation, reduction))
+        return self._rank[key]
+
+    # -- metrics -----------------------------------------------------------------------
+    def score(
+        self,
+        metric: str,
+        explanations: Mapping[str, torch.Tensor],
+        target: torch.Tensor,
+        options: Mapping[str, Any] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor] | None:
+        """``{method: (N,) values}`` of ``metric`` for each explanation, or None when this
+        metric (or one of its ``options``) has no shared implementation (score it alone).
+
+        ``target``: resolved targets (:meth:`targets`). ``generator``: the draws of a random
+        metric (infidelity: one set for every method).
+        """
+        opts = dict(options or {})
+        allowed = SHARED_METRICS.get(metric)
+        if allowed is None or not set(opts) <= allowed:
+            return None
+        if metric == "infidelity" and callable(opts.get("perturbation")):
+            return None
+        if "batch_size" in allowed and opts.get("batch_size") is None:
+            opts["batch_size"] = self.batch_size
+        if metric in ("insertion", "deletion"):
+            return {m: self._curve(metric, m, a, target, **opts) for m, a in explanations.items()}
+        if metric.startswith("average_"):
+            return {m: self._average(metric, m, a, target, **opts) for m, a in explanations.items()}
+        if metric == "infidelity":
+            return self._infidelity(explanations, target, generator, **opts)
+        fn = sparseness if metric == "sparseness" else complexity
+        return {m: fn(a, **opts) for m, a in explanations.items()}
+
+    def _curve(
+        self,
+        kind: str,
+        method: str,
+        explanation: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        step: int | None = None,
+        substrate: Any = None,
+        klen: int = 11,
+        sigma: float = 5.0,
+        which_class: str = "target",
+        score: str = "prob",
+        reduction: str = "abs_sum",
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        if which_class not in CLASS_CHOICES:
+            raise ConfigError(f"which_class must be one of {CLASS_CHOICES}, got {which_class!r}")
+        step = check_step(self.x, step, batch_size)
+        sub = self.canvas(_CURVE_DEFAULTS[kind]["substrate"] if substrate is None else substrate, klen, sigma)
+        start, finish = (self.x, sub) if kind == "deletion" else (sub, self.x)
+        t = self.targets(None) if which_class == "predicted" else target
+        s = self.map2d(method, explanation, reduction)
+        with evaluating(self.scorer):
+            curves, blank = curves_for(
+                self.scorer, self.x, s, start, finish, t, step=step, score=score, output=self.output,
+                batch_size=batch_size, rank=self.rank(method, explanation, reduction),
+            )
+        return mark_undefined(trapezoid_auc(curves), blank, kind, stacklevel=4)
+
+    def _average(
+        self,
+        name: str,
+        method: str,
+        explanation: torch.Tensor,
+        target: torch.Tensor,
+        *,
+        normalize: str | None = "max",
+        space: str = "pixel",
+        mean: NormStat = None,
+        std: NormStat = None,
+        reduction: str = "abs_sum",
+        batch_size: int | None = None,
+        ag_denominator: str = "1-y",
+    ) -> torch.Tensor:
+        mean = self.mean if mean is None else mean
+        std = self.std if std is None else std
+        key = (method, _key(target), normalize, space, _key(mean), _key(std), reduction)
+        if key not in self._masked:  # one masked pass feeds AD, AG and AI
+            s = unit_map(self.map2d(method, explanation, reduction), normalize)
+            with evaluating(self.scorer):
+                self._masked[key] = masked_scores(
+                    self.scorer, self.x, s, target, space=space, mean=mean, std=std, output=self.output,
+                    batch_size=batch_size,
+                )
+        y = self.probabilities(target)
+        return average_values(name, y, self._masked[key].to(y.dtype), ag_denominator)
+
+    def _infidelity(
+        self,
+        explanations: Mapping[str, torch.Tensor],
+        target: torch.Tensor,
+        generator: torch.Generator | None,
+        *,
+        perturbation: str = "gaussian",
+        n_perturb: int = 50,
+        noise_std: float = 0.1,
+        square_size: int | None = None,
+        baseline: float = 0.0,
+        normalize: bool = True,
+        score: str = "logit",
+        batch_size: int | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if n_perturb < 1:
+            raise ConfigError(f"n_perturb must be >= 1, got {n_perturb}")
+        if score not in ("logit", "prob"):
+            raise ConfigError(f"score must be one of ('prob', 'logit'), got {score!r}")
+        draw = perturbation_fn(perturbation, noise_std, square_size, baseline, self.x.shape[-2])
+        names = list(explanations)
+        phis = [prepare_attributions(explanations[m], self.x) for m in names]
+        fx = gather_scores(self.logits.softmax(dim=1) if score == "prob" else self.logits, target)
+        with evaluating(self.scorer):
+            values = infidelity_many(
+                self.scorer, self.x, phis, target, fx, draw=draw, n_perturb=n_perturb, normalize=normalize,
+                score=score, generator=generator, output=self.output, batch_size=batch_size,
+            )
+        return dict(zip(names, values))
