@@ -14,6 +14,7 @@ __all__ = [
     "ModelStateError",
     "ConfigError",
     "DataError",
+    "ResourceError",
 ]
 
 
@@ -43,3 +44,8 @@ class ConfigError(ExplanationError, ValueError):
 
 class DataError(ExplanationError, RuntimeError):
     """A dataset, weights file or image cannot be found or read."""
+
+
+class ResourceError(ExplanationError, MemoryError):
+    """A chunk of work does not fit in the device's memory; the message names the
+    ``batch_size`` setting to lower."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core.compiled import compiled_forward
+from ..metrics.protocol import SharedBatch
 from ..store import ResultRow, ResultStore
 from .console import UI
 from .explainers import Explainer
@@ -99,6 +102,10 @@ class EvalPlan:
         gallery: how many images (the first by id) get overlays stored for the report.
         overlay_dir: if set, every overlay is also written there as a PNG, and every
             explanation as ``.npy`` when ``save_arrays``.
+        compile: run the metrics' forward passes through ``torch.compile`` (True, or a
+            backend name); eager with a one-line warning when compilation fails.
+        metric_batch_size: images per forward pass of the metrics (None: their default
+            chunk); bounds the metrics' peak memory.
     """
 
     model: nn.Module
@@ -117,11 +124,53 @@ class EvalPlan:
     references: list[Explainer] = field(default_factory=list)
     shard: Shard = field(default_factory=Shard)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    compile: bool | str = False
+    metric_batch_size: int | None = None
 
 
-def _logits(plan: EvalPlan, x: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return plan.model(x)
+def _score_metric(
+    plan: EvalPlan,
+    shared: SharedBatch,
+    mt: MetricRunner,
+    wanted: dict[str, torch.Tensor],
+    explain: Callable[[str, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    b: int,
+    by_name: dict[str, Explainer],
+) -> dict[str, torch.Tensor]:
+    """``{method: (N,) values}`` of one metric for the methods ``wanted`` (name -> targets):
+    shared work where the metric has it (:class:`~cleargrad.metrics.SharedBatch`; methods
+    explained for the same classes are scored together), else each method alone."""
+    out: dict[str, torch.Tensor] = {}
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for m, t in wanted.items():
+        groups.setdefault(tuple(t.tolist()), []).append(m)
+    for members in groups.values():
+        t = wanted[members[0]]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".* is undefined for ", category=RuntimeWarning)
+            gen = torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, mt.name))
+            values = shared.score(mt.name, {m: explain(m, t) for m in members}, t, dict(mt.options), gen)
+        if values is not None:
+            out.update({m: v.detach().to("cpu", torch.float64).reshape(-1) for m, v in values.items()})
+            continue
+        for m in members:
+            ref_name = by_name[m].reference
+            ctx = BatchContext(
+                model=plan.model,
+                x=x,
+                targets=t,
+                attribution=explain(m, t),
+                explain_fn=lambda xx, tt, m=m: by_name[m].fn(
+                    xx, tt, torch.Generator(device=xx.device).manual_seed(seed_for(plan.seed, "sens", m))
+                ),
+                generator=torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, m, mt.name)),
+                mean=plan.preprocess.mean,
+                std=plan.preprocess.std,
+                reference=explain(ref_name, t) if ref_name and ref_name in by_name else None,
+            )
+            out[m] = mt.run(ctx)
+    return out
 
 
 def _overlay_path(plan: EvalPlan, rec: ImageRecord, method: str) -> Path:
@@ -148,8 +197,12 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
     names = [e.name for e in plan.explainers]
     by_name = {e.name: e for e in [*plan.references, *plan.explainers]}
     written = 0
+    scorer = compiled_forward(
+        plan.model, plan.compile, on_fallback=lambda why: ui.warn(f"torch.compile failed, running eagerly: {why}")
+    )
+    steps = len(names) + len(plan.metrics)
     with ui.progress() as progress:
-        task = progress.add_task("evaluating", total=len(mine) * len(plan.explainers))
+        task = progress.add_task("evaluating", total=len(mine) * steps)
         for b, idx in mine:
             recs_all = [plan.images.records[i] for i in idx]
             todo = {
@@ -164,17 +217,21 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                 or (plan.overlay_dir is not None and not _overlay_path(plan, r, m).exists())
             }
             if not any(todo.values()) and not need_overlay:
-                progress.advance(task, len(names))
+                progress.advance(task, steps)
                 continue
             x, recs = plan.images.load(idx)
             if plan.images.skipped:
                 plan.store.add_skipped(plan.images.skipped.items())
             if x is None:
-                progress.advance(task, len(names))
+                progress.advance(task, steps)
                 continue
             x = x.to(plan.device)
             plan.store.add_images((r.image_id, r.label, r.class_name, r.source) for r in recs)
-            logits = _logits(plan, x)
+            shared = SharedBatch(
+                plan.model, x, mean=plan.preprocess.mean, std=plan.preprocess.std,
+                batch_size=plan.metric_batch_size, scorer=scorer,
+            )
+            logits = shared.logits  # the batch's one clean pass: targets and every metric
             labels = [r.label for r in recs]
             cache: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
 
@@ -188,13 +245,11 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                     cache[key] = by_name[name].fn(x, t, gen).detach()
                 return cache[key]
 
+            targets = {m: targets_for(by_name[m], plan.target, logits, labels) for m in names}
             for m in names:
                 progress.update(task, description=f"batch {b + 1}/{len(batches)} {m}")
-                if not todo[m] and m not in need_overlay:
-                    progress.advance(task)
-                    continue
-                t = targets_for(by_name[m], plan.target, logits, labels)
-                a = explain(m, t)
+                if todo[m] or m in need_overlay:
+                    a = explain(m, targets[m])
                 if m in need_overlay:
                     items = []
                     for i, r in enumerate(recs):
@@ -205,25 +260,15 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                             _write_files(plan, r, m, png, a[i].cpu().numpy())
                     if items:
                         plan.store.add_overlays(items, plan.settings)
-                for mt in todo[m]:
-                    ref_name = by_name[m].reference
-                    ctx = BatchContext(
-                        model=plan.model,
-                        x=x,
-                        targets=t,
-                        attribution=a,
-                        explain_fn=lambda xx, tt, m=m: by_name[m].fn(
-                            xx, tt, torch.Generator(device=xx.device).manual_seed(seed_for(plan.seed, "sens", m))
-                        ),
-                        generator=torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, m, mt.name)),
-                        mean=plan.preprocess.mean,
-                        std=plan.preprocess.std,
-                        reference=explain(ref_name, t) if ref_name and ref_name in by_name else None,
-                    )
-                    values = mt.run(ctx)
+                progress.advance(task)
+            for mt in plan.metrics:
+                progress.update(task, description=f"batch {b + 1}/{len(batches)} {mt.name}")
+                wanted = {m: targets[m] for m in names if mt in todo[m]}
+                values = _score_metric(plan, shared, mt, wanted, explain, x, b, by_name) if wanted else {}
+                for m, v in values.items():
                     rows = [
-                        ResultRow(r.image_id, m, mt.name, float(v), int(tt))
-                        for r, v, tt in zip(recs, values.tolist(), t.tolist())
+                        ResultRow(r.image_id, m, mt.name, float(val), int(tt))
+                        for r, val, tt in zip(recs, v.tolist(), targets[m].tolist())
                         if (r.image_id, m, mt.name) not in done
                     ]
                     plan.store.add_results(rows, plan.settings)

@@ -1,7 +1,8 @@
 """Method-agnostic machinery: inputs, targets, layers, hooks, model state, ReLU rules,
 chunked batching, 2-D reduction and the method registry."""
 
-from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size
+from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size, memory_guard
+from .compiled import CompiledForward, compiled_forward
 from .gradmode import gradient_call, normal_options, normal_tensor
 from .hooks import capture_activations, forward_hooks
 from .inputs import check_input
@@ -27,11 +28,13 @@ __all__ = [
     "DEFAULT_CHUNK_ELEMENTS",
     "MEMORY_FORMATS",
     "REDUCTIONS",
+    "CompiledForward",
     "auto_layer",
     "capture_activations",
     "check_eval_mode",
     "check_input",
     "chunk_slices",
+    "compiled_forward",
     "contiguous_result",
     "default_chunk_size",
     "fast_layout",
@@ -44,6 +47,7 @@ __all__ = [
     "get_method",
     "layer_name",
     "list_methods",
+    "memory_guard",
     "model_input",
     "normal_options",
     "normal_tensor",

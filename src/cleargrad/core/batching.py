@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
-__all__ = ["DEFAULT_CHUNK_ELEMENTS", "CPU_MAX_CHUNK", "default_chunk_size", "chunk_slices"]
+from ..errors import ResourceError
+
+__all__ = ["DEFAULT_CHUNK_ELEMENTS", "CPU_MAX_CHUNK", "chunk_slices", "default_chunk_size", "memory_guard"]
 
 #: Default memory budget of one chunk, in input elements (about 2.4 million floats,
 #: e.g. 16 images of 3x224x224). Moderate chunks are faster than one huge batch on
@@ -43,3 +46,32 @@ def chunk_slices(total: int, chunk: int | None) -> Iterator[slice]:
         return
     for start in range(0, total, chunk):
         yield slice(start, min(start + chunk, total))
+
+
+_OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+def _is_oom(e: BaseException) -> bool:
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)) and not isinstance(e, ResourceError):
+        return True
+    return isinstance(e, RuntimeError) and any(t in str(e).lower() for t in _OOM_TEXT)
+
+
+@contextmanager
+def memory_guard(chunk: int, sample_shape: tuple[int, ...] | torch.Size, device: torch.device | str) -> Iterator[None]:
+    """Turn an allocation failure inside the block into a :class:`~cleargrad.errors.ResourceError`
+    that names the chunk and the ``batch_size`` setting to lower (instead of a bare
+    allocator error). The kernel's out-of-memory killer cannot be caught: keep chunks
+    bounded with ``batch_size`` (see the README's memory section)."""
+    try:
+        yield
+    except Exception as e:
+        if not _is_oom(e):
+            raise
+        shape = "x".join(str(int(s)) for s in sample_shape)
+        gib = chunk * max(1, torch.Size(sample_shape).numel()) * 4 / 2**30
+        raise ResourceError(
+            f"a chunk of {chunk} inputs of shape {shape} ({gib:.2f} GiB of input alone) does not fit in the "
+            f"memory of {device}: set a smaller batch_size (e.g. {max(1, chunk // 4)}; on the command line "
+            "--metric-option METRIC.batch_size=K or -o METHOD.batch_size=K, or evaluate --metric-batch-size K)"
+        ) from e

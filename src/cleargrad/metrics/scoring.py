@@ -20,6 +20,7 @@ from ..core import (
     default_chunk_size,
     fast_layout,
     gather_scores,
+    memory_guard,
     preserved_state,
     resolve_targets,
     run_model,
@@ -94,7 +95,8 @@ def chunked_scores(
     out: torch.Tensor | None = None
     with torch.inference_mode():
         for sl in chunk_slices(total, chunk):
-            s = gather_scores(class_scores(model, build(sl), score=score, output=output), targets[sl])
+            with memory_guard(sl.stop - sl.start, sample_shape, targets.device):
+                s = gather_scores(class_scores(model, build(sl), score=score, output=output), targets[sl])
             if out is None:  # the model's output dtype, on the targets' device
                 out = torch.empty(total, dtype=s.dtype, device=targets.device)
             out[sl] = s
@@ -117,7 +119,8 @@ def clean_scores(
     parts = []
     with torch.inference_mode():
         for sl in chunk_slices(x.shape[0], chunk):
-            parts.append(select_output(run_model(model, x[sl]), output))
+            with memory_guard(sl.stop - sl.start, x.shape[1:], x.device):
+                parts.append(select_output(run_model(model, x[sl]), output))
         logits = torch.cat(parts)
     logits = logits.clone()
     t = resolve_targets(target, x.shape[0], scores=logits, device=x.device)

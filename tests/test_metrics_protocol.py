@@ -1,0 +1,166 @@
+"""SharedBatch: shared protocol work gives the standalone metrics' values with the
+documented number of model passes (a counting wrapper around the model), and the
+evaluation engine adds nothing beyond the methods' own passes and that table."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+from torch import nn
+
+import cleargrad as cg
+from cleargrad.cli.console import UI
+from cleargrad.cli.engine import EvalPlan, run_evaluation
+from cleargrad.cli.explainers import build_explainer, load_registries
+from cleargrad.cli.images import ImageRecord, ImageSet, Preprocess
+from cleargrad.cli.metric_runner import metric_runner
+from cleargrad.metrics import SharedBatch
+from cleargrad.models import SmallCNN
+from cleargrad.store import ResultStore
+
+MEAN, STD = (0.3,), (0.4,)
+
+
+class Counting(nn.Module):
+    """Counts the images sent through the wrapped model."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.images = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.images += x.shape[0]
+        return self.inner(x)
+
+
+def _setup(n: int = 3, size: int = 12):
+    torch.manual_seed(0)
+    model = Counting(SmallCNN(in_channels=1, num_classes=5, width=4)).eval()
+    x = torch.randn(n, 1, size, size)
+    maps = {
+        "saliency": cg.explain(model, x, method="saliency", target=[0, 1, 2][:n]),
+        "gradcam": cg.explain(model, x, method="gradcam", target=[0, 1, 2][:n]),
+    }
+    maps["zero"] = torch.zeros_like(maps["saliency"])
+    maps["zero"][1:] = maps["saliency"][1:]  # image 0: an all-zero map (NaN, no curve pass)
+    return model, x, maps
+
+
+def _gen(seed: int = 5) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_shared_values_equal_the_standalone_metrics():
+    model, x, maps = _setup()
+    shared = SharedBatch(model, x, mean=MEAN, std=STD)
+    t = shared.targets([4, 0, 2])
+    opts = {"infidelity": {"n_perturb": 7}, "insertion": {"step": 10}, "deletion": {"step": 10, "substrate": "blur"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name in ("insertion", "deletion", "average_drop", "average_gain", "average_increase", "infidelity",
+                     "sparseness"):
+            o = opts.get(name, {})
+            got = shared.score(name, maps, t, o, _gen())
+            assert got is not None and set(got) == set(maps)
+            fn = cg.metrics.get_metric(name).fn
+            for m, a in maps.items():
+                if name == "sparseness":
+                    want = fn(a, **o)
+                elif name == "infidelity":  # the same draws for every method: a generator in the same state
+                    want = fn(model, x, a, t, generator=_gen(), **o)
+                elif name.startswith("average"):
+                    want = fn(model, x, a, t, mean=MEAN, std=STD, **o)
+                else:
+                    want = fn(model, x, a, t, **o)
+                torch.testing.assert_close(got[m], want, equal_nan=True, msg=f"{name} {m}")
+    assert shared.score("insertion", maps, t, {"return_curves": True}) is None  # not shared: scored alone
+    assert shared.score("max_sensitivity", maps, t) is None
+
+
+def test_shared_pass_counts_equal_the_documented_numbers():
+    n, size, step, n_perturb = 3, 12, 10, 7
+    model, x, maps = _setup(n, size)
+    points = math.ceil(size * size / step) + 1
+    model.images = 0
+    shared = SharedBatch(model, x, mean=MEAN, std=STD)
+    assert model.images == n  # the clean pass: once per batch
+    t = shared.targets(None)
+    assert model.images == n  # target resolution reads the clean pass
+    m_full = 2  # saliency, gradcam; "zero" has one all-zero map (image 0: no curve)
+    expected = {
+        "insertion": (m_full * n + (n - 1)) * points,
+        "deletion": (m_full * n + (n - 1)) * points,  # the ranking and canvas are reused, passes are not
+        "average_drop": 3 * n,  # one masked pass per method feeds AD, AG and AI
+        "average_gain": 0,
+        "average_increase": 0,
+        "infidelity": n * n_perturb,  # once for every method
+        "sparseness": 0,
+    }
+    opts = {"infidelity": {"n_perturb": n_perturb}, "insertion": {"step": step}, "deletion": {"step": step}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, count in expected.items():
+            before = model.images
+            shared.score(name, maps, t, opts.get(name), _gen())
+            assert model.images - before == count, name
+
+
+def _plan(model, x, methods, metrics, store, settings, **kw):
+    recs = [ImageRecord(f"img{i}", f"mem/{i}", None, None) for i in range(x.shape[0])]
+    data = ImageSet(recs, Preprocess(x.shape[-1], True, MEAN, STD), tensors=x, description="mem")
+    explainers = [build_explainer(model, m, options={"integrated_gradients": {"n_steps": 4}}) for m in methods]
+    runners = [metric_runner(m, o) for m, o in metrics]
+    return EvalPlan(
+        model=model, images=data, explainers=explainers, metrics=runners, store=store, settings=settings,
+        preprocess=data.preprocess, batch_size=4, gallery=0, **kw,
+    )
+
+
+def test_engine_protocol_costs_the_methods_plus_the_documented_metric_passes(tmp_path):
+    load_registries()
+    n, size, step, n_perturb = 6, 12, 16, 5
+    torch.manual_seed(0)
+    model = Counting(SmallCNN(in_channels=1, num_classes=5, width=4)).eval()
+    x = torch.randn(n, 1, size, size)
+    methods = ["saliency", "integrated_gradients", "gradcam"]
+    metrics = [
+        ("insertion", {"step": step}), ("deletion", {"step": step}), ("average_drop", None),
+        ("average_gain", None), ("average_increase", None), ("infidelity", {"n_perturb": n_perturb}),
+        ("sparseness", None),
+    ]
+    with ResultStore(tmp_path / "r.sqlite") as st:
+        h = st.record_run({"x": 1}, {})
+        plan = _plan(model, x, methods, metrics, st, h)
+        # each method alone (fresh instances: a method caches its class count), batch by batch as the engine calls it
+        method_cost = 0
+        for e in _plan(model, x, methods, metrics, st, h).explainers:
+            for sl in (slice(0, 4), slice(4, 6)):
+                before = model.images
+                e.fn(x[sl], model(x[sl]).argmax(1), torch.Generator().manual_seed(0))
+                method_cost += model.images - before - (sl.stop - sl.start)
+        model.images = 0
+        written = run_evaluation(plan, UI(quiet=True))
+        assert written == n * len(methods) * len(metrics)
+    points = math.ceil(size * size / step) + 1
+    m = len(methods)
+    metric_cost = n + m * (2 * n * points + n) + n * n_perturb  # clean; ins+del, AD/AG/AI per method; infidelity once
+    assert model.images == method_cost + metric_cost
+
+
+def test_engine_resumes_infidelity_rows_with_the_same_values(tmp_path):
+    """Shared draws: a value does not depend on which other methods were scored with it."""
+    load_registries()
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=1, num_classes=5, width=4).eval()
+    x = torch.randn(4, 1, 12, 12)
+    metrics = [("infidelity", {"n_perturb": 5})]
+    values = {}
+    for methods in (["saliency", "gradcam"], ["gradcam"]):
+        with ResultStore(tmp_path / f"{len(methods)}.sqlite") as st:
+            h = st.record_run({"x": 1}, {})
+            run_evaluation(_plan(model, x, methods, metrics, st, h), UI(quiet=True))
+            values[len(methods)] = {(r.image_id, r.method): r.value for r in st.results(h) if r.method == "gradcam"}
+    assert len(values[1]) == 4 and values[2] == values[1]
