@@ -83,7 +83,7 @@ def test_shared_values_equal_the_standalone_metrics():
 def test_shared_pass_counts_equal_the_documented_numbers():
     n, size, step, n_perturb = 3, 12, 10, 7
     model, x, maps = _setup(n, size)
-    points = math.ceil(size * size / step) + 1
+    inner = math.ceil(size * size / step) - 1  # curve points other than the clean image and the canvas
     model.images = 0
     shared = SharedBatch(model, x, mean=MEAN, std=STD)
     assert model.images == n  # the clean pass: once per batch
@@ -91,8 +91,8 @@ def test_shared_pass_counts_equal_the_documented_numbers():
     assert model.images == n  # target resolution reads the clean pass
     m_full = 2  # saliency, gradcam; "zero" has one all-zero map (image 0: no curve)
     expected = {
-        "insertion": (m_full * n + (n - 1)) * points,
-        "deletion": (m_full * n + (n - 1)) * points,  # the ranking and canvas are reused, passes are not
+        "insertion": (m_full * n + (n - 1)) * inner + n,  # + the blurred canvas, once for every method
+        "deletion": (m_full * n + (n - 1)) * inner + n,  # + the zero canvas
         "average_drop": 3 * n,  # one masked pass per method feeds AD, AG and AI
         "average_gain": 0,
         "average_increase": 0,
@@ -144,9 +144,10 @@ def test_engine_protocol_costs_the_methods_plus_the_documented_metric_passes(tmp
         model.images = 0
         written = run_evaluation(plan, UI(quiet=True))
         assert written == n * len(methods) * len(metrics)
-    points = math.ceil(size * size / step) + 1
+    inner = math.ceil(size * size / step) - 1
     m = len(methods)
-    metric_cost = n + m * (2 * n * points + n) + n * n_perturb  # clean; ins+del, AD/AG/AI per method; infidelity once
+    # clean + 2 canvases per batch; ins+del inner points and AD/AG/AI per method; infidelity once
+    metric_cost = 3 * n + m * (2 * n * inner + n) + n * n_perturb
     assert model.images == method_cost + metric_cost
 
 

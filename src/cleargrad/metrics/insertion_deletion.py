@@ -106,22 +106,36 @@ def perturbation_curve(
     output: OutputSelector = None,
     batch_size: int | None = None,
     rank: torch.Tensor | None = None,
+    first: torch.Tensor | None = None,
+    last: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Scores ``(N, n_steps + 1)`` while pixels move from ``start`` to ``finish`` by decreasing saliency.
 
     Point ``k`` is ``start`` with its ``k * step`` most important pixels (all channels)
     taken from ``finish``. Call inside :func:`~cleargrad.metrics.scoring.evaluating`.
     ``rank``: :func:`pixel_rank` of ``saliency`` when the caller already has it
-    (insertion and deletion of one map share it).
+    (insertion and deletion of one map share it). ``first`` / ``last``: the ``(N,)``
+    scores of ``start`` and ``finish`` themselves when the caller already has them (the
+    clean image, a canvas shared by several maps): those points cost no pass.
     """
     n, _, h, w = x.shape
     n_steps = math.ceil(h * w / step)
     rank = pixel_rank(saliency) if rank is None else rank
-    total = n * (n_steps + 1)
+    k0 = 0 if first is None else 1
+    k1 = n_steps if last is None else n_steps - 1
+    per = max(0, k1 - k0 + 1)
+    total = n * per
+    out = torch.empty((n, n_steps + 1), dtype=x.dtype, device=x.device)
+    if first is not None:
+        out[:, 0] = first
+    if last is not None:
+        out[:, n_steps] = last
+    if total == 0:
+        return out
     chunk = batch_size or default_chunk_size(x.shape[1:], total, x.device)
     buf = torch.empty((min(chunk, total), *x.shape[1:]), dtype=x.dtype, device=x.device)
-    img = torch.arange(n, device=x.device).repeat_interleave(n_steps + 1)
-    k = torch.arange(n_steps + 1, device=x.device).repeat(n)
+    img = torch.arange(n, device=x.device).repeat_interleave(per)
+    k = torch.arange(k0, k1 + 1, device=x.device).repeat(n)
 
     def build(sl: slice) -> torch.Tensor:
         i = img[sl]
@@ -133,7 +147,11 @@ def perturbation_curve(
     scores = chunked_scores(
         model, build, targets[img], sample_shape=x.shape[1:], score=score, output=output, batch_size=chunk
     )
-    return scores.view(n, n_steps + 1)
+    if first is None and last is None:
+        return scores.view(n, n_steps + 1)
+    out = out.to(scores.dtype)
+    out[:, k0 : k1 + 1] = scores.view(n, per)
+    return out
 
 
 def pixel_rank(saliency: torch.Tensor) -> torch.Tensor:
@@ -160,11 +178,14 @@ def curves_for(
     output: OutputSelector,
     batch_size: int | None,
     rank: torch.Tensor | None = None,
+    first: torch.Tensor | None = None,
+    last: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(curves, blank)``: the ``(N, n_steps + 1)`` curves of the 2-D maps ``s`` (NaN rows
     for all-zero maps, which cost no pass) and the ``(N,)`` mask of those maps.
 
-    ``t`` are resolved targets, ``rank`` optionally :func:`pixel_rank` of ``s``. Call inside
+    ``t`` are resolved targets, ``rank`` optionally :func:`pixel_rank` of ``s``, ``first`` /
+    ``last`` optionally the ``(N,)`` scores of ``start`` / ``finish``. Call inside
     :func:`~cleargrad.metrics.scoring.evaluating`.
     """
     blank = blank_rows(s)
@@ -178,7 +199,7 @@ def curves_for(
 
         done = perturbation_curve(
             model, rows(x), rows(s), rows(start), rows(finish), rows(t), step=step, score=score,
-            output=output, batch_size=batch_size, rank=rows(rank),
+            output=output, batch_size=batch_size, rank=rows(rank), first=rows(first), last=rows(last),
         )
         curves[keep] = done.to(curves.dtype)
     return curves, blank

@@ -6,7 +6,10 @@ one explanation; :class:`SharedBatch` does it once per batch of images:
 
 - the clean forward pass over the images (targets, ``Y`` of AD/AG/AI, ``f_c(x)`` of
   infidelity) and the target resolution: **one pass of N images per batch**;
-- the canvases of insertion/deletion (the blurred image), per substrate;
+- the canvases of insertion/deletion (the blurred image), per substrate, and their
+  scores: the first point of every insertion curve and the last of every deletion curve;
+- the end points that are the clean image (the first point of a deletion curve, the
+  last of an insertion curve) come from the clean pass;
 - the pixel ranking of a map, shared by insertion and deletion of that map;
 - the masked pass ``O`` of a map, shared by average drop, gain and increase;
 - the infidelity draws ``I`` and their passes ``f_c(x - I)``, shared by every method
@@ -19,15 +22,17 @@ for a batch of ``N`` images, ``M`` methods (``n_steps = ceil(H W / step)``):
 
 ============================  ===========================================
 clean pass (all metrics)      ``N``
-insertion, per method         ``N (n_steps + 1)`` (no pass for an all-zero map)
-deletion, per method          ``N (n_steps + 1)``
+canvas of a curve             ``N`` per substrate used (blur, zero, ...)
+insertion, per method         ``N (n_steps - 1)`` (no pass for an all-zero map)
+deletion, per method          ``N (n_steps - 1)``
 AD + AG + AI, per method      ``N`` (together)
 infidelity, all methods       ``N n_perturb`` (once, not per method)
 sparseness / complexity       0
 ============================  ===========================================
 
 A standalone call costs, per method, one more clean pass for AD, AG, AI and
-infidelity each, a one-image class-count pass for insertion and deletion each, three
+infidelity each, ``N (n_steps + 1)`` passes for insertion and deletion each (plus a
+one-image class-count pass), three
 masked passes instead of one for AD/AG/AI, and ``N n_perturb`` infidelity passes per
 method instead of once.
 """
@@ -211,12 +216,34 @@ class SharedBatch:
         start, finish = (self.x, sub) if kind == "deletion" else (sub, self.x)
         t = self.targets(None) if which_class == "predicted" else target
         s = self.map2d(method, explanation, reduction)
+        clean = self._kind(self.logits, score, t)
+        canvas = self._kind(self._canvas_logits(sub, batch_size), score, t)
+        first, last = (clean, canvas) if kind == "deletion" else (canvas, clean)
         with evaluating(self.scorer):
             curves, blank = curves_for(
                 self.scorer, self.x, s, start, finish, t, step=step, score=score, output=self.output,
-                batch_size=batch_size, rank=self.rank(method, explanation, reduction),
+                batch_size=batch_size, rank=self.rank(method, explanation, reduction), first=first, last=last,
             )
         return mark_undefined(trapezoid_auc(curves), blank, kind, stacklevel=4)
+
+    @staticmethod
+    def _kind(logits: torch.Tensor, score: str, t: torch.Tensor) -> torch.Tensor:
+        if score not in ("prob", "logit"):
+            raise ConfigError(f"score must be one of ('prob', 'logit'), got {score!r}")
+        return gather_scores(logits.softmax(dim=1) if score == "prob" else logits, t)
+
+    def _canvas_logits(self, canvas: torch.Tensor, batch_size: int | None) -> torch.Tensor:
+        """Class scores of a canvas: one pass, shared by every map's curve that starts or ends there."""
+        k = ("logits", id(canvas))
+        if k not in self._canvas:
+            chunk = batch_size or default_chunk_size(tuple(self.x.shape[1:]), self.x.shape[0], self.x.device)
+            with evaluating(self.scorer), torch.inference_mode():
+                parts = [
+                    select_output(run_model(self.scorer, canvas[sl]), self.output)
+                    for sl in chunk_slices(canvas.shape[0], chunk)
+                ]
+            self._canvas[k] = torch.cat(parts).clone()
+        return self._canvas[k]
 
     def _average(
         self,

@@ -1,0 +1,500 @@
+"""A whole evaluation protocol, two ways, in one sitting on the same images.
+
+    python benchmarks/evaluate_pipeline.py                     # both parts (Fashion-MNIST 64, resnet18 224² 16)
+    python benchmarks/evaluate_pipeline.py --part fmnist --compile
+    python benchmarks/evaluate_pipeline.py --part memory       # peak memory of ours at 224², per batch setting
+    python benchmarks/evaluate_pipeline.py --quick             # tiny sizes, checks the script end to end
+
+Protocol: methods {saliency, integrated_gradients (32 steps), gradcam, scorecam,
+expected_gradcam (16 samples)} x metrics {insertion, deletion, average_drop,
+average_gain, average_increase, infidelity, sparseness}, targets = the predicted class.
+
+- **ours**: cleargrad's evaluation engine (``cleargrad.cli.engine.run_evaluation``, what
+  ``cleargrad evaluate`` runs), results written to a SQLite store as the command does.
+- **peer**: the script a careful user writes with the peer libraries: Captum
+  ``Saliency``/``IntegratedGradients``, pytorch-grad-cam ``GradCAM``/``ScoreCAM``
+  (batch_size raised to 64), an Expected Grad-CAM written with Captum's
+  ``LayerGradientShap`` (same number of samples; a cost-equivalent stand-in, not the same
+  map: no peer has the method), Captum ``infidelity`` (same draws count, Gaussian sigma
+  0.1, normalised), Quantus ``Sparseness``, pytorch-grad-cam's
+  ``CamMultImageConfidenceChange`` for the masked confidence of AD/AG/AI (one clean pass
+  per batch computed once by the script), and insertion/deletion written by hand
+  (batched: every step of an image in chunks of 64 images; no peer library scores an
+  arbitrary map with insertion).
+
+Both use the same settings: ``step`` pixels per insertion/deletion step (Fashion-MNIST:
+28 = RISE's default of one row; 224²: 8 rows = 1792, the interpretable-gradient
+protocol, so that the run fits in a loaded session), zero substrate for deletion, blur
+(11, 5) for insertion, ``n_perturb`` infidelity draws (50 at 28², 10 at 224²), masks in
+the normalised space (as pytorch-grad-cam).
+
+Timing: batches of images alternate ours / peer (A B, B A, ...); each pipeline's time is
+the sum over batches; images/s = images / time. **Pass bound**: the images ours sends
+through the model, counted by a forward pre-hook and split into forward-only and
+forward-with-gradient passes, x the measured per-image time of one batched pass (the
+faster input layout): what the protocol costs if nothing but its passes took time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+METHODS = ["saliency", "integrated_gradients", "gradcam", "scorecam", "expected_gradcam"]
+METRICS = ["insertion", "deletion", "average_drop", "average_gain", "average_increase", "infidelity", "sparseness"]
+CHUNK = 64
+
+
+# --------------------------------------------------------------------------- setup
+def fmnist_setup(n: int):
+    from cleargrad.cli.images import fashion_mnist_set
+    from cleargrad.models import small_cnn_fashion_mnist
+
+    model = small_cnn_fashion_mnist(device="cpu", quiet=True).eval()
+    data = fashion_mnist_set(n)
+    refs = fashion_mnist_set(16, split="train").tensors
+    layer = model.features[-1]
+    return model, data, refs, layer, {"step": 28, "n_perturb": 50}
+
+
+def resnet_setup(n: int, size: int = 224):
+    import torchvision
+
+    from cleargrad.cli.images import ImageRecord, ImageSet, Preprocess
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    g = torch.Generator().manual_seed(1)
+    # smooth random "photos": low-resolution noise upsampled, ImageNet-normalised
+    x = F.interpolate(torch.rand(n, 3, 14, 14, generator=g), size=size, mode="bilinear", align_corners=False)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    recs = [ImageRecord(f"img{i:03d}", f"mem/{i}", None, None) for i in range(n)]
+    data = ImageSet(recs, Preprocess(size, False, mean, std), tensors=x, description="random 224")
+    refs = x[: min(8, n)].clone()
+    return model, data, refs, model.layer4[-1], {"step": 8 * size, "n_perturb": 10}
+
+
+# --------------------------------------------------------------------------- ours
+def ours_plan(model, data, refs, cfg, store, compile_=False):
+    from cleargrad.cli.engine import EvalPlan
+    from cleargrad.cli.explainers import build_explainer, load_registries
+    from cleargrad.cli.metric_runner import metric_runner
+
+    load_registries()
+    opts = {"integrated_gradients": {"n_steps": 32}, "expected_gradcam": {"n_samples": 16}}
+    explainers = [build_explainer(model, m, options=opts, references=refs) for m in METHODS]
+    mopts = {
+        "insertion": {"step": cfg["step"]},
+        "deletion": {"step": cfg["step"]},
+        "infidelity": {"n_perturb": cfg["n_perturb"]},
+        "average_drop": {"space": "normalized"},
+        "average_gain": {"space": "normalized"},
+        "average_increase": {"space": "normalized"},
+    }
+    runners = [metric_runner(m, mopts.get(m)) for m in METRICS]
+    h = store.record_run({"benchmark": "evaluate_pipeline", "compile": str(compile_)}, {})
+    return EvalPlan(
+        model=model, images=data, explainers=explainers, metrics=runners, store=store, settings=h,
+        preprocess=data.preprocess, batch_size=len(data), gallery=0, compile=compile_,
+    )
+
+
+def run_ours(plan, idx):
+    import dataclasses
+
+    from cleargrad.cli.console import UI
+    from cleargrad.cli.images import ImageSet
+
+    sub = ImageSet([plan.images.records[i] for i in idx], plan.images.preprocess,
+                   tensors=plan.images.tensors[idx], description="batch")
+    from cleargrad.cli.engine import run_evaluation
+
+    return run_evaluation(dataclasses.replace(plan, images=sub, batch_size=len(idx)), UI(quiet=True))
+
+
+# --------------------------------------------------------------------------- peer
+def _unit(m: torch.Tensor) -> torch.Tensor:
+    m = m.clamp(min=0)
+    peak = m.flatten(1).amax(1).view(-1, 1, 1, 1)
+    return torch.where(peak > 0, m / peak.clamp(min=1e-30), m)
+
+
+def _blur(x):
+    from torchvision.transforms.functional import gaussian_blur
+
+    return gaussian_blur(x, kernel_size=11, sigma=5.0)
+
+
+def peer_curve(model, x, m2d, t, start, finish, step):
+    """Hand-written insertion/deletion AUC of one batch (prob of class t)."""
+    n, _, h, w = x.shape
+    n_steps = math.ceil(h * w / step)
+    aucs = []
+    for i in range(n):
+        order = m2d[i].flatten().argsort(descending=True)
+        probs = []
+        imgs = []
+        for k in range(n_steps + 1):
+            mask = torch.zeros(h * w, dtype=torch.bool)
+            mask[order[: k * step]] = True
+            mask = mask.view(1, h, w)
+            imgs.append(torch.where(mask, finish[i], start[i]))
+            if len(imgs) == CHUNK or k == n_steps:
+                with torch.no_grad():
+                    probs.append(model(torch.stack(imgs)).softmax(1)[:, t[i]])
+                imgs = []
+        p = torch.cat(probs)
+        aucs.append(((p.sum() - p[0] / 2 - p[-1] / 2) / n_steps).item())
+    return torch.tensor(aucs)
+
+
+def peer_pipeline(model, layer, refs, cfg):
+    import quantus
+    from captum.attr import IntegratedGradients, LayerGradientShap, Saliency
+    from captum.metrics import infidelity
+    from pytorch_grad_cam import GradCAM, ScoreCAM
+    from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, ClassifierOutputTarget
+
+    def egc(x, t):
+        lgs = LayerGradientShap(model, layer)
+        g = torch.Generator().manual_seed(0)
+        base = refs[torch.randint(0, len(refs), (16,), generator=g)]
+        attr = torch.cat([lgs.attribute(x[i : i + 1], baselines=base, n_samples=16, stdevs=0.0, target=int(t[i]))
+                          for i in range(len(x))])
+        w = attr.mean(dim=(2, 3), keepdim=True)
+        with torch.no_grad():
+            acts = []
+            hook = layer.register_forward_hook(lambda mod, i, o: acts.append(o))
+            model(x)
+            hook.remove()
+        cam = F.relu((w * acts[0]).sum(1, keepdim=True))
+        return F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def cam_method(cls, x, t, **kw):
+        with cls(model=model, target_layers=[layer]) as cam:
+            for k, v in kw.items():
+                setattr(cam, k, v)
+            out = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in t])
+        return torch.from_numpy(out).unsqueeze(1)
+
+    def run(x: torch.Tensor) -> dict:
+        with torch.no_grad():
+            t = model(x).argmax(1)  # target resolution
+        maps = {
+            "saliency": Saliency(model).attribute(x, target=t, abs=True),
+            "integrated_gradients": IntegratedGradients(model).attribute(
+                x, baselines=0.0, target=t, n_steps=32, internal_batch_size=CHUNK
+            ),
+            "gradcam": cam_method(GradCAM, x, t),
+            "scorecam": cam_method(ScoreCAM, x, t, batch_size=CHUNK),
+            "expected_gradcam": egc(x, t),
+        }
+        with torch.no_grad():
+            y = model(x).softmax(1).gather(1, t[:, None])[:, 0]
+        out = {}
+        for name, a in maps.items():
+            a = a.detach()
+            m2d = a.sum(1, keepdim=True).abs()
+            res = {}
+            res["insertion"] = peer_curve(model, x, m2d, t, _blur(x), x, cfg["step"])
+            res["deletion"] = peer_curve(model, x, m2d, t, x, torch.zeros_like(x), cfg["step"])
+            u = _unit(m2d)[:, 0].numpy()
+            o = torch.from_numpy(
+                CamMultImageConfidenceChange()(
+                    x, u, [ClassifierOutputSoftmaxTarget(int(c)) for c in t], model, return_diff=False
+                )
+            ).reshape(-1)
+            res["average_drop"] = 100 * (y - o).clamp(min=0) / y
+            res["average_gain"] = 100 * (o - y).clamp(min=0) / (1 - y)
+            res["average_increase"] = 100 * (o > y).float()
+            phi = a if a.shape[1] == x.shape[1] else a.expand_as(x)
+
+            def perturb(inputs):
+                noise = torch.randn_like(inputs) * 0.1
+                return noise, inputs - noise
+
+            res["infidelity"] = infidelity(
+                model, perturb, x, phi, target=t, n_perturb_samples=cfg["n_perturb"],
+                max_examples_per_batch=CHUNK, normalize=True,
+            )
+            res["sparseness"] = torch.tensor(
+                quantus.Sparseness(disable_warnings=True, display_progressbar=False)(
+                    model=None, x_batch=x.numpy(), y_batch=t.numpy(), a_batch=m2d.numpy(), channel_first=True
+                )
+            )
+            out[name] = res
+        return out
+
+    return run
+
+
+# --------------------------------------------------------------------------- bound
+class PassCounter:
+    """Forward pre-hook: images forwarded, with and without autograd."""
+
+    def __init__(self, model):
+        self.fwd = 0
+        self.grad = 0
+        self.handle = model.register_forward_pre_hook(self)
+
+    def __call__(self, module, args):
+        n = args[0].shape[0]
+        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
+            self.grad += n
+        else:
+            self.fwd += n
+
+    def close(self):
+        self.handle.remove()
+
+
+def per_image(model, x, backward: bool, repeats: int = 3) -> float:
+    def once(cl):
+        xl = x.contiguous(memory_format=torch.channels_last) if cl else x
+        if backward:
+            xi = xl.detach().requires_grad_(True)
+            torch.autograd.grad(model(xi)[:, 0].sum(), xi)
+        else:
+            with torch.inference_mode():
+                model(xl)
+
+    best = math.inf
+    for cl in (False, True):
+        once(cl)
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            once(cl)
+            ts.append(time.perf_counter() - t0)
+        best = min(best, statistics.median(ts))
+    return best / x.shape[0]
+
+
+# --------------------------------------------------------------------------- parts
+def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines):
+    from cleargrad.store import ResultStore
+
+    n = len(data)
+    batches = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
+    tmp = Path(tempfile.mkdtemp(prefix="evalpipe-"))
+    peer = peer_pipeline(model, layer, refs, cfg)
+    times = {"ours": [], "peer": []}
+    if compile_:
+        times["ours compiled"] = []
+    counter = PassCounter(model)
+    counts = {"fwd": 0, "grad": 0}
+    peer_counts = {"fwd": 0, "grad": 0}
+    peer_vals, ours_vals = {}, {}
+    with ResultStore(tmp / "ours.sqlite") as st, ResultStore(tmp / "compiled.sqlite") as stc:
+        plan = ours_plan(model, data, refs, cfg, st)
+        cplan = ours_plan(model, data, refs, cfg, stc, compile_=True) if compile_ else None
+        for b, idx in enumerate(batches):
+            order = ["ours", "peer"] if b % 2 == 0 else ["peer", "ours"]
+            if cplan is not None:
+                order.append("ours compiled")
+            for who in order:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t0 = time.perf_counter()
+                    if who == "ours":
+                        f0, g0 = counter.fwd, counter.grad
+                        run_ours(plan, idx)
+                        counts["fwd"] += counter.fwd - f0
+                        counts["grad"] += counter.grad - g0
+                    elif who == "peer":
+                        f0, g0 = counter.fwd, counter.grad
+                        res = peer(data.tensors[idx])
+                        peer_counts["fwd"] += counter.fwd - f0
+                        peer_counts["grad"] += counter.grad - g0
+                    else:
+                        run_ours(cplan, idx)
+                    dt = time.perf_counter() - t0
+                times[who].append(dt)
+                if who == "peer":
+                    for m, r in res.items():
+                        for k, v in r.items():
+                            peer_vals.setdefault((m, k), []).extend(torch.as_tensor(v).reshape(-1).tolist())
+            print(f"[{name}] batch {b + 1}/{len(batches)}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()),
+                  flush=True)
+        for r in st.results(plan.settings):
+            ours_vals.setdefault((r.method, r.metric), []).append(r.value)
+        compiled_equal = None
+        if cplan is not None:
+            c_vals = {}
+            for r in stc.results(cplan.settings):
+                c_vals[(r.image_id, r.method, r.metric)] = r.value
+            e_vals = {(r.image_id, r.method, r.metric): r.value for r in st.results(plan.settings)}
+            diffs = [abs((c_vals[k] or 0) - (v or 0)) / max(1e-6, abs(v or 0)) for k, v in e_vals.items()]
+            compiled_equal = max(diffs) if diffs else float("nan")
+    counter.close()
+    x0 = data.tensors[batches[0]]
+    pf = per_image(model, data.tensors[: min(CHUNK, n)].repeat(max(1, CHUNK // n + 1), 1, 1, 1)[:CHUNK], False)
+    pg = per_image(model, x0, True)
+    bound = counts["fwd"] * pf + counts["grad"] * pg
+    t_ours, t_peer = sum(times["ours"]), sum(times["peer"])
+    out_lines += [
+        f"### {name}: {n} images, batches of {batch}",
+        "",
+        "| pipeline | time (s) | images/s | vs peer | vs pass bound |",
+        "|---|---:|---:|---:|---:|",
+        f"| peer (Captum + pytorch-grad-cam + Quantus + hand-written) | {t_peer:.1f} | {n / t_peer:.3f} | 1.00x | "
+        f"{t_peer / bound:.2f}x |",
+        f"| cleargrad engine | {t_ours:.1f} | {n / t_ours:.3f} | **{t_peer / t_ours:.2f}x faster** | "
+        f"{t_ours / bound:.2f}x |",
+    ]
+    if compile_:
+        tc = times["ours compiled"]
+        steady = statistics.median(tc[1:]) if len(tc) > 1 else float("nan")
+        eager = statistics.median(times["ours"][1:]) if len(times["ours"]) > 1 else float("nan")
+        first_extra = tc[0] - times["ours"][0]
+        gain = eager - steady
+        pays = f"after {math.ceil(first_extra / gain)} batches of {batch}" if gain > 0 else "never (no steady gain)"
+        out_lines += [
+            f"| cleargrad engine, compile=True | {sum(tc):.1f} | {n / sum(tc):.3f} | {t_peer / sum(tc):.2f}x | "
+            f"{sum(tc) / bound:.2f}x |",
+            "",
+            "| compile | first batch (s) | later batches, median (s) | eager later, median (s) | pays for itself | "
+            "max rel. diff vs eager |",
+            "|---|---:|---:|---:|---|---:|",
+            f"| inductor, dynamic shapes | {tc[0]:.1f} | {steady:.2f} | {eager:.2f} | {pays} | {compiled_equal:.1e} |",
+        ]
+    out_lines += [
+        "",
+        f"Pass bound: {counts['fwd']} images forward-only x {pf * 1e3:.2f} ms + {counts['grad']} images with "
+        f"gradient x {pg * 1e3:.2f} ms = {bound:.1f} s (the peer sent {peer_counts['fwd']} forward-only and "
+        f"{peer_counts['grad']} with gradient). Per-batch times (s): ours "
+        f"{', '.join(f'{v:.1f}' for v in times['ours'])}; peer {', '.join(f'{v:.1f}' for v in times['peer'])}.",
+        "",
+        "Mean value per method and metric (ours / peer; the peer's Expected Grad-CAM is a different map, "
+        "insertion/deletion blur kernels and draws differ):",
+        "",
+        "| method | " + " | ".join(METRICS) + " |",
+        "|---|" + "---:|" * len(METRICS),
+    ]
+    for m in METHODS:
+        cells = []
+        for k in METRICS:
+            a = [v for v in ours_vals.get((m, k), []) if v is not None and not math.isnan(v)]
+            p = [v for v in peer_vals.get((m, k), []) if not math.isnan(v)]
+            cells.append(f"{np.mean(a):.3g} / {np.mean(p):.3g}" if a and p else "n/a")
+        out_lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    out_lines.append("")
+    return {"ours": t_ours, "peer": t_peer, "bound": bound, "n": n}
+
+
+def memory_part(args, out_lines):
+    """Peak RSS of ours at 224² in a fresh process per batch setting."""
+    out_lines += [
+        f"### peak memory, resnet18 224², {args.mem_images} images, ours only (fresh process per row)",
+        "",
+        "| metric batch_size (images per pass) | Score-CAM batch_size | peak RSS (GiB) | RSS before the run (GiB) |",
+        "|---|---|---:|---:|",
+    ]
+    for mb, sb in [(None, None), (16, 16), (4, 4)]:
+        cmd = [sys.executable, __file__, "--part", "memchild", "--images", str(args.mem_images),
+               "--metric-batch", str(mb or 0), "--scorecam-batch", str(sb or 0)]
+        res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.environ.get(
+            "PYTHONPATH", "")})
+        line = [ln for ln in res.stdout.splitlines() if ln.startswith("MEM ")]
+        if not line:
+            out_lines.append(f"| {mb or 'default'} | {sb or 'default'} | failed: {res.stderr[-300:]!r} | |")
+            continue
+        d = json.loads(line[-1][4:])
+        out_lines.append(f"| {mb or 'default (~2.4M input elements, <= 64)'} | {sb or 'default'} | "
+                         f"{d['peak']:.2f} | {d['before']:.2f} |")
+    out_lines.append("")
+
+
+def memchild(args):
+    from cleargrad.store import ResultStore
+
+    model, data, refs, layer, cfg = resnet_setup(args.images, args.size)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    with ResultStore(Path(tempfile.mkdtemp()) / "m.sqlite") as st:
+        plan = ours_plan(model, data, refs, cfg, st)
+        if args.metric_batch:
+            plan.metric_batch_size = args.metric_batch
+        if args.scorecam_batch:
+            from cleargrad.cli.explainers import build_explainer
+
+            plan.explainers = [
+                build_explainer(model, e.name, options={"scorecam": {"batch_size": args.scorecam_batch},
+                                                        "integrated_gradients": {"n_steps": 32,
+                                                                                 "internal_batch_size":
+                                                                                     args.scorecam_batch},
+                                                        "expected_gradcam": {"n_samples": 16}},
+                                references=refs)
+                for e in plan.explainers
+            ]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            run_ours(plan, list(range(len(data))))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print("MEM " + json.dumps({"peak": peak, "before": before}))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--part", default="both", choices=["both", "fmnist", "resnet", "memory", "memchild"])
+    ap.add_argument("--images", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--compile", action="store_true", help="also time ours with compile=True (Fashion-MNIST)")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mem-images", type=int, default=4)
+    ap.add_argument("--metric-batch", type=int, default=0)
+    ap.add_argument("--scorecam-batch", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="append the markdown tables to this file")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.part == "memchild":
+        memchild(args)
+        return
+    lines = [
+        f"## evaluate_pipeline ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
+        f"{args.threads} thread(s); the machine was shared with other jobs: ratios from interleaved batches)",
+        "",
+        "Command: `python benchmarks/evaluate_pipeline.py " + " ".join(sys.argv[1:]) + "`",
+        "",
+    ]
+    if args.part in ("both", "fmnist"):
+        n = args.images or (8 if args.quick else 64)
+        model, data, refs, layer, cfg = fmnist_setup(n)
+        part("SmallCNN, Fashion-MNIST 28²", model, data, refs, layer, cfg, args.batch or (4 if args.quick else 16),
+             args.compile, lines)
+    if args.part in ("both", "resnet"):
+        n = args.images or (2 if args.quick else 16)
+        size = 64 if args.quick else args.size
+        model, data, refs, layer, cfg = resnet_setup(n, size)
+        part(f"resnet18 (random init), {size}²", model, data, refs, layer, cfg, args.batch or (2 if args.quick else 4),
+             False, lines)
+    if args.part == "memory":
+        memory_part(args, lines)
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
