@@ -171,14 +171,21 @@ def test_result_store_refuses_a_folder_and_a_non_sqlite_file(tmp_path: Path) -> 
 
 
 def test_malicious_checkpoint_state_is_a_data_error_and_never_runs(tmp_path: Path, monkeypatch) -> None:
-    from cleargrad.training.checkpoint import load_checkpoint, save_checkpoint
+    import json
+
+    from safetensors.torch import save_model
+
+    from cleargrad.training.checkpoint import MANIFEST, load_checkpoint
 
     monkeypatch.chdir(tmp_path)
     model = tiny_cnn(num_classes=5)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    save_checkpoint(tmp_path / "run", model=model, optimizer=opt, scheduler=None, epoch=1, config={}, history=[])
-    (state,) = (tmp_path / "run").glob("*.state.pt")
-    torch.save({"optimizer": _Evil(), "scheduler": None, "rng": None}, state)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_model(model, str(run / "epoch_0001.safetensors"))
+    torch.save({"optimizer": _Evil(), "scheduler": None, "rng": None}, run / "epoch_0001.state.pt")
+    manifest = {"epoch": 1, "weights": "epoch_0001.safetensors", "state": "epoch_0001.state.pt", "config": {},
+                "history": []}
+    (run / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(cg.DataError, match=r"refusing to load .*\.state\.pt: it needs posix\.system; "
                                            r"torch\.load\(weights_only=True\) refused it.*resume=False"):
         load_checkpoint(tmp_path / "run", model=model)
