@@ -355,6 +355,7 @@ UNTOUCHED_MODELS = {
     "tv_swin": ("swin_small_tv", 64),
     "timm_vit": ("timm_vit", 32),
     "timm_deit": ("timm_deit", 32),
+    "timm_swin": ("timm_swin", 64),
 }
 FAST = {"n_samples": 2, "n_steps": 2}
 
