@@ -415,6 +415,18 @@ def evaluate_cmd(
     batch_size: BatchOpt = 16,
     seed: SeedOpt = 0,
     device: DeviceOpt = "auto",
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Run the metrics' forward passes through torch.compile (pays on long runs; eager with a "
+            "warning if compilation fails).",
+        ),
+    ] = False,
+    metric_batch_size: Annotated[
+        int | None,
+        typer.Option("--metric-batch-size", min=1, help="Images per forward pass of the metrics (bounds memory)."),
+    ] = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -427,112 +439,19 @@ def evaluate_cmd(
     """
 
     def body(ui: UI) -> None:
+        from .evaluate_run import EvaluateSettings, run_evaluate
 
-        from ..report import versions
-        from ..store import ResultStore
-        from .engine import EvalPlan, barrier, distributed, run_evaluation, shard_from_env
-        from .explainers import build_explainer, check_global_options, parse_options, split_names
-        from .images import check_model_takes, default_preprocess, fashion_mnist_set, image_set
-        from .metric_runner import metric_runner
-        from .tables import print_results
-
-        method_names = split_names(methods)
-        metric_names = split_names(metrics)
-        if not method_names or not metric_names:
-            raise ConfigError("give at least one method (--methods) and one metric (--metrics)")
-        opts = parse_options(option or [])
-        mopts = _metric_options(metric_option or [])
-        runners = [metric_runner(n, mopts.get(n.strip().lower().replace("-", "_"))) for n in metric_names]
-        tgt = _target(target, allow_label=True)
-        shard = shard_from_env()
-        dev = _device(device)
-        net = _model(model, weights, seed, dev, ui)
-        if dataset.strip().lower().replace("_", "-") == "fashion-mnist":
-            data = fashion_mnist_set(None if classes else limit)
-            prep = data.preprocess
-            refs = fashion_mnist_set(64, split="train").tensors
-        else:
-            prep = default_preprocess(
-                net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"), resize, crop_fraction
-            )
-            data = image_set([dataset], prep)
-            refs = _references(data, prep)
-        if classes:
-            data = _only_classes(data, classes)
-        if limit is not None:
-            data = _first(data, limit)
-        if tgt == "label":
-            data.check_labels()
-        check_model_takes(net, refs)
-        assert prep is not None
-        explainers = _explainers(net, method_names, gad, layer, reshape, opts, refs)
-        check_global_options(opts, explainers)
-        refs_needed = any("map_b" in _params(r.fn) for r in runners)
-        ref_explainers = []
-        if refs_needed:
-            plain = [e for e in explainers if e.family != "gad"]
-            if reference is None and plain:
-                raise ConfigError("a region-comparison metric needs --reference METHOD (the map it compares against)")
-            if reference is not None:
-                ref = build_explainer(net, reference, layer=layer, reshape=reshape, options=opts, references=refs)
-                ref_explainers.append(ref)
-                for e in plain:
-                    e.reference = ref.name
-            have = {e.name for e in [*explainers, *ref_explainers]}
-            for e in explainers:  # GAD is compared with its base method
-                if e.family == "gad" and e.reference not in have:
-                    ref_explainers.append(
-                        build_explainer(net, e.reference, layer=layer, reshape=reshape, options=opts, references=refs)
-                    )
-                    have.add(e.reference)
-        settings = {
-            "command": "evaluate",
-            "model": model,
-            "weights": str(weights) if weights else None,
-            "weights_sha256": _file_digest(weights),
-            "dataset": data.description,
-            "limit": limit,
-            "preprocess": prep.as_dict(),
-            "target": tgt,
-            "classes": classes,
-            "gad": _gad_identity(gad),
-            "layer": layer,
-            **({"reshape": reshape} if reshape != "auto" else {}),  # absent by default: older stores resume
-            "reference": reference,
-            "method_options": {e.name: e.options for e in explainers},
-            "metric_options": mopts,
-            "batch_size": batch_size,
-            "seed": seed,
-        }
-        with distributed(shard), ResultStore(store) as st:
-            h = st.record_run(settings, versions())
-            st.add_metric_info((r.name, r.direction, r.category, r.summary) for r in runners)
-            st.add_images((r.image_id, r.label, r.class_name, r.source) for r in data.records)
-            plan = EvalPlan(
-                model=net,
-                images=data,
-                explainers=explainers,
-                metrics=runners,
-                store=st,
-                settings=h,
-                preprocess=prep,
-                batch_size=batch_size,
-                seed=seed,
-                target=tgt,
-                gallery=gallery,
-                overlay_dir=overlays,
-                references=ref_explainers,
-                shard=shard,
-                device=dev,
-            )
-            written = run_evaluation(plan, ui)
-            if data.skipped:
-                st.add_skipped(data.skipped.items())
-            ui.info(f"{written} new row(s); {store} holds {st.count()} row(s)")
-            barrier(shard)
-            if shard.rank == 0:
-                print_results(ui, st, h, str(store))
-        _print_skipped(ui, data.skipped)
+        run_evaluate(
+            EvaluateSettings(
+                model=model, dataset=dataset, methods=methods, metrics=metrics, store=store, weights=weights,
+                limit=limit, target=target, layer=layer, reshape=reshape, reference=reference,
+                option=list(option or []), metric_option=list(metric_option or []), gallery=gallery,
+                overlays=overlays, gad=gad, classes=classes, size=size, resize=resize, crop_fraction=crop_fraction,
+                grayscale=grayscale, mean=mean, std=std, batch_size=batch_size, seed=seed, device=device,
+                compile=compile_, metric_batch_size=metric_batch_size,
+            ),
+            ui,
+        )
 
     _guard(debug, quiet, body)
 
