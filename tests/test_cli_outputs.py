@@ -78,6 +78,7 @@ def test_gad_fit_writes_a_loadable_gad_and_a_record(ws: dict[str, Path], gad_dir
                "--support", "2", "--epochs", "1", "--lr", "1e-3", "--batch-size", "4", "--out", str(gad_dir),
                "--device", "cpu")
     assert r.exit_code == 0 and "nothing to do" in r.stderr
+    assert "skipped 1 unreadable" in r.stderr and "bad.png" in r.stderr  # the corrupt file is named
     # other settings into the same folder are refused, the folder is left alone
     r = invoke("gad", "fit", "--model", spec(ws), "--dataset", str(ws["images"]), "--classes", "0,1",
                "--support", "3", "--epochs", "1", "--out", str(gad_dir), "--device", "cpu", "-q")

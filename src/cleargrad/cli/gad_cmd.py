@@ -67,8 +67,9 @@ def _groups(text: str | None, names: list[str] | None) -> list[list[int]] | None
     return [list(parse_classes(p, names) or ()) for p in parts]
 
 
-def _training_data(dataset: str, prep: Any) -> tuple[Any, Any, list[str] | None, str]:
-    """``(x, y, class names, description)`` of every training image of ``dataset``."""
+def _training_data(dataset: str, prep: Any, ui: Any = None) -> tuple[Any, Any, list[str] | None, str]:
+    """``(x, y, class names, description)`` of every training image of ``dataset``; unreadable
+    files of a folder are skipped and listed on ``ui``."""
     import torch
 
     key = dataset.strip().lower().replace("_", "-")
@@ -89,6 +90,8 @@ def _training_data(dataset: str, prep: Any) -> tuple[Any, Any, list[str] | None,
             raise DataError(f"no readable image in {dataset}")
         y = torch.tensor([r.label for r in recs], dtype=torch.long)
         names, desc = class_names_from(data), f"image folder {dataset}"
+        if data.skipped and ui is not None:
+            ui.warn(f"skipped {len(data.skipped)} unreadable file(s): " + ", ".join(sorted(data.skipped)))
     return x, y, names, desc
 
 
@@ -122,7 +125,7 @@ def run_gad_fit(
     strategy = strategy.strip().lower().replace("-", "_")
     digest = state_digest(model)
     ui.info(f"loading the training images ({dataset})")
-    x, y, data_names, desc = _training_data(dataset, prep)
+    x, y, data_names, desc = _training_data(dataset, prep, ui)
     names = class_names or data_names
     classes = parse_classes(classes_text, names)
     groups = _groups(groups_text, names)
