@@ -162,11 +162,16 @@ def check_finite_result(out: Any, owner: str, score_flags: Sequence[torch.Tensor
     n = t.shape[0] if isinstance(t, torch.Tensor) and t.dim() >= 1 else -1
     if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and t.dim() >= 1:
         bad_set |= set((~torch.isfinite(t.reshape(n, -1))).any(dim=1).nonzero().flatten().tolist())
-    flags = [f.to("cpu") for f in score_flags]
-    scores_ok = bool(torch.cat(flags).all()) if flags else True
-    for f in flags:  # a forward of the batch itself (rows = images) names the images
-        if f.numel() == n:
-            bad_set |= set((~f).nonzero().flatten().tolist())
+    scores_ok = True
+    if score_flags:  # one device-to-host copy for all the call's forward passes
+        sizes = [int(f.numel()) for f in score_flags]
+        dev = score_flags[0].device
+        flat = torch.cat([f.reshape(-1).to(dev) for f in score_flags]).cpu()
+        scores_ok = bool(flat.all())
+        if not scores_ok:
+            for f in flat.split(sizes):  # a forward of the batch itself (rows = images) names the images
+                if f.numel() == n:
+                    bad_set |= set((~f).nonzero().flatten().tolist())
     bad = sorted(bad_set)
     if bad or not scores_ok:
         where = f" for image(s) {bad[:10]} of the batch" if bad else ""
