@@ -53,9 +53,12 @@ def plan(args: argparse.Namespace) -> list[dict]:
     """The runs, most informative first (so a partial run already answers the main question)."""
     runs = []
     seeds = range(args.seeds)
-    for seed in seeds:  # ResNet-18: baseline and the paper's cosine loss at two lambdas, per seed
+    # ResNet-18: baseline and the paper's cosine loss, the first lambda for every seed before the next lambda
+    for seed in seeds:
         runs.append({"arch": "resnet18", "error": None, "lam": 0.0, "seed": seed})
-        for lam in args.lams:
+        runs.append({"arch": "resnet18", "error": "cosine", "lam": args.lams[0], "seed": seed})
+    for lam in args.lams[1:]:
+        for seed in seeds:
             runs.append({"arch": "resnet18", "error": "cosine", "lam": lam, "seed": seed})
     for error in ("hi", "mae", "mse"):  # Table 3: the other error functions at the best lambda, one seed
         runs.append({"arch": "resnet18", "error": error, "lam": args.ablation_lam, "seed": 0})
