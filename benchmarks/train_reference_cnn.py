@@ -3,6 +3,8 @@
     .venv/bin/python benchmarks/train_reference_cnn.py              # default recipe, default cache
     .venv/bin/python benchmarks/train_reference_cnn.py --retrain     # train again even if cached
     .venv/bin/python benchmarks/train_reference_cnn.py --quick       # tiny recipe into a temporary cache
+    .venv/bin/python benchmarks/train_reference_cnn.py --retrain --ship  # retrain, then copy the weights
+                                                                         # into the package (models/reference/)
 
 Runs with ``--threads`` torch threads (default 2, the CI machine). The second part
 times a cached load.
@@ -17,6 +19,7 @@ import time
 import torch
 
 from cleargrad.models import FashionMNISTRecipe, small_cnn_fashion_mnist, small_cnn_fashion_mnist_record
+from cleargrad.models.pretrained import write_shipped
 
 
 def main() -> None:
@@ -26,6 +29,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--ship", action="store_true",
+                    help="copy the trained weights and their record into src/cleargrad/models/reference/")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     recipe = FashionMNISTRecipe()
@@ -40,6 +45,9 @@ def main() -> None:
     small_cnn_fashion_mnist(cache, recipe, quiet=True, device="cpu")
     second = time.perf_counter() - t0
     rec = small_cnn_fashion_mnist_record(cache, recipe) or {}
+    if args.ship and not args.quick:
+        shipped = write_shipped(cache)
+        print(f"shipped weights: sha256 {shipped['sha256'][:16]}..., key {shipped['key']}")
     print("| recipe | threads | first call s | train s (recorded) | test accuracy | cached load s |")
     print("|---|---|---|---|---|---|")
     print(

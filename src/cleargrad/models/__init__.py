@@ -8,6 +8,7 @@ from .pretrained import (
     FashionMNISTRecipe,
     fashion_mnist_model,
     fashion_mnist_model_record,
+    shipped_record,
     small_cnn_fashion_mnist,
     small_cnn_fashion_mnist_record,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "fashion_mnist_model",
     "fashion_mnist_model_record",
     "model_names",
+    "shipped_record",
     "small_cnn_fashion_mnist",
     "small_cnn_fashion_mnist_record",
     "train_classifier",
