@@ -12,9 +12,8 @@ import pytest
 import torch
 
 import cleargrad as cg
-from cleargrad.models import FashionMNISTRecipe, SmallCNN, config_key, evaluate_accuracy, shipped_record
 from cleargrad.data import load_fashion_mnist
-from cleargrad.models import pretrained
+from cleargrad.models import FashionMNISTRecipe, SmallCNN, config_key, evaluate_accuracy, pretrained, shipped_record
 from cleargrad.models.pretrained import CHECK_IMAGES, SHIPPED_DIR, small_cnn_fashion_mnist
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,10 @@ duplicated. The database is in WAL mode and every write retries while another pr
 holds the lock, so several processes (``torchrun`` ranks) can share one file.
 
 Besides the values the store keeps what a report needs: the images (label, class name),
-overlay PNGs, files that were skipped as unreadable, the run settings and the versions.
+overlay PNGs, files that were skipped as unreadable, the run settings and the versions;
+for the gallery images the input (PNG) and each method's 2-D map (float16), and the
+per-image curves of curve metrics (insertion, deletion), so the report can draw maps on
+one colour scale, region hulls and mean curves.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import random
 import sqlite3
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +69,29 @@ CREATE TABLE IF NOT EXISTS overlays (
     settings_hash TEXT NOT NULL,
     png BLOB NOT NULL,
     UNIQUE (image_id, method, settings_hash)
+);
+CREATE TABLE IF NOT EXISTS inputs (
+    image_id TEXT NOT NULL,
+    settings_hash TEXT NOT NULL,
+    png BLOB NOT NULL,
+    UNIQUE (image_id, settings_hash)
+);
+CREATE TABLE IF NOT EXISTS maps (
+    image_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    settings_hash TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    UNIQUE (image_id, method, settings_hash)
+);
+CREATE TABLE IF NOT EXISTS curves (
+    image_id TEXT NOT NULL,
+    method TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    settings_hash TEXT NOT NULL,
+    data BLOB NOT NULL,
+    UNIQUE (image_id, method, metric, settings_hash)
 );
 CREATE TABLE IF NOT EXISTS skipped (
     source TEXT PRIMARY KEY,
@@ -197,9 +224,22 @@ class ResultStore:
         """Record ``(source, reason)`` of input files that could not be read."""
         self._transaction([("INSERT OR REPLACE INTO skipped VALUES (?, ?)", items)])
 
-    def add_results(self, rows: Iterable[ResultRow], settings: str) -> None:
-        """Insert rows in one transaction; rows already stored are left as they are."""
+    def add_results(
+        self,
+        rows: Iterable[ResultRow],
+        settings: str,
+        curves: Iterable[tuple[str, str, str, Sequence[float]]] = (),
+    ) -> None:
+        """Insert rows in one transaction; rows already stored are left as they are.
+
+        ``curves``: ``(image_id, method, metric, values)`` per-image curves of the same
+        rows (insertion/deletion), written in the same transaction.
+        """
         now = time.time()
+        curve_rows = [
+            (i, m, mt, settings, sqlite3.Binary(array("d", [float(v) for v in c]).tobytes()))
+            for i, m, mt, c in curves
+        ]
         data = [
             (
                 r.image_id,
@@ -212,12 +252,35 @@ class ResultStore:
             )
             for r in rows
         ]
-        self._transaction([("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", data)])
+        self._transaction(
+            [
+                ("INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?, ?)", data),
+                ("INSERT OR IGNORE INTO curves VALUES (?, ?, ?, ?, ?)", curve_rows),
+            ]
+        )
 
     def add_overlays(self, items: Iterable[tuple[str, str, bytes]], settings: str) -> None:
         """Store ``(image_id, method, png_bytes)`` overlays for the report gallery."""
         data = [(i, m, settings, sqlite3.Binary(png)) for i, m, png in items]
         self._transaction([("INSERT OR IGNORE INTO overlays VALUES (?, ?, ?, ?)", data)])
+
+    def add_inputs(self, items: Iterable[tuple[str, bytes]], settings: str) -> None:
+        """Store ``(image_id, png_bytes)`` of the model inputs shown in the report gallery."""
+        data = [(i, settings, sqlite3.Binary(png)) for i, png in items]
+        self._transaction([("INSERT OR IGNORE INTO inputs VALUES (?, ?, ?)", data)])
+
+    def add_maps(self, items: Iterable[tuple[str, str, Any]], settings: str) -> None:
+        """Store ``(image_id, method, map)`` 2-D maps (anything numpy reads as ``(H, W)``),
+        as float16, for the report gallery."""
+        import numpy as np
+
+        data = []
+        for i, m, a in items:
+            arr = np.asarray(a, dtype=np.float16)
+            if arr.ndim != 2:
+                raise ValueError(f"a stored map must be 2-D, got shape {arr.shape}")
+            data.append((i, m, settings, arr.shape[0], arr.shape[1], sqlite3.Binary(arr.tobytes())))
+        self._transaction([("INSERT OR IGNORE INTO maps VALUES (?, ?, ?, ?, ?, ?)", data)])
 
     # reading -------------------------------------------------------------------------
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -274,6 +337,32 @@ class ResultStore:
             keep = sorted({r[0] for r in rows})[:limit_images]
             rows = [r for r in rows if r[0] in set(keep)]
         return [(a, b, bytes(c)) for a, b, c in rows]
+
+    def inputs(self, settings: str) -> dict[str, bytes]:
+        """``image_id -> png`` of the stored gallery inputs of ``settings``."""
+        rows = self._query("SELECT image_id, png FROM inputs WHERE settings_hash = ?", [settings])
+        return {a: bytes(b) for a, b in rows}
+
+    def maps(self, settings: str) -> dict[tuple[str, str], Any]:
+        """``(image_id, method) -> (H, W) float32 array`` of the stored maps of ``settings``."""
+        import numpy as np
+
+        rows = self._query(
+            "SELECT image_id, method, height, width, data FROM maps WHERE settings_hash = ?", [settings]
+        )
+        return {
+            (i, m): np.frombuffer(bytes(d), dtype=np.float16).reshape(h, w).astype(np.float32)
+            for i, m, h, w, d in rows
+        }
+
+    def curves(self, settings: str, metric: str | None = None) -> dict[tuple[str, str, str], list[float]]:
+        """``(image_id, method, metric) -> curve`` of ``settings`` (optionally one metric)."""
+        sql = "SELECT image_id, method, metric, data FROM curves WHERE settings_hash = ?"
+        args: list[Any] = [settings]
+        if metric is not None:
+            sql += " AND metric = ?"
+            args.append(metric)
+        return {(i, m, mt): array("d", bytes(d)).tolist() for i, m, mt, d in self._query(sql, args)}
 
     def runs(self) -> list[tuple[str, dict[str, Any], dict[str, str], float]]:
         """``(settings_hash, settings, versions, created)`` of every recorded run."""

@@ -735,15 +735,18 @@ def report_cmd(
 def demo_cmd(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("demo-out"),
     n_images: Annotated[int, typer.Option("--images", min=1, help="Fashion-MNIST test images to explain.")] = 16,
+    retrain: Annotated[
+        bool, typer.Option("--retrain", help="Train the SmallCNN again (minutes) instead of using the shipped weights.")
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Train (or load the cached) SmallCNN on Fashion-MNIST, explain and evaluate test images, write a report."""
+    """Load the shipped SmallCNN on Fashion-MNIST, explain and score test images with every method, write a report."""
 
     def body(ui: UI) -> None:
-        from ..demo import run_demo
+        from .demo import run_demo
 
-        run_demo(out, ui=ui, n_images=n_images)
+        run_demo(out, ui=ui, n_images=n_images, retrain=retrain)
 
     _guard(debug, quiet, body)
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..core import to_2d
 from ..core.compiled import compiled_forward
 from ..metrics.protocol import SharedBatch
 from ..store import ResultRow, ResultStore
@@ -31,7 +32,7 @@ from .explainers import Explainer
 from .images import ImageRecord, ImageSet, Preprocess
 from .metric_runner import BatchContext, MetricRunner
 from .outputs import output_stems
-from .render import overlay_png
+from .render import input_png, overlay_png
 from .targets import targets_for
 
 __all__ = [
@@ -137,11 +138,13 @@ def _score_metric(
     x: torch.Tensor,
     b: int,
     by_name: dict[str, Explainer],
-) -> dict[str, torch.Tensor]:
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
     """``{method: (N,) values}`` of one metric for the methods ``wanted`` (name -> targets):
     shared work where the metric has it (:class:`~cleargrad.metrics.SharedBatch`; methods
-    explained for the same classes are scored together), else each method alone."""
+    explained for the same classes are scored together), else each method alone. Also
+    ``{method: (N, K) curves}`` of curve metrics (insertion, deletion) for the report."""
     out: dict[str, torch.Tensor] = {}
+    curves: dict[str, torch.Tensor | None] = {}
     groups: dict[tuple[int, ...], list[str]] = {}
     for m, t in wanted.items():
         groups.setdefault(tuple(t.tolist()), []).append(m)
@@ -153,6 +156,9 @@ def _score_metric(
             values = shared.score(mt.name, {m: explain(m, t) for m in members}, t, dict(mt.options), gen)
         if values is not None:
             out.update({m: v.detach().to("cpu", torch.float64).reshape(-1) for m, v in values.items()})
+            for m in values:
+                c = shared.last_curves.pop((mt.name, m), None)
+                curves[m] = None if c is None else c.detach().to("cpu", torch.float64)
             continue
         for m in members:
             ref_name = by_name[m].reference
@@ -169,8 +175,8 @@ def _score_metric(
                 std=plan.preprocess.std,
                 reference=explain(ref_name, t) if ref_name and ref_name in by_name else None,
             )
-            out[m] = mt.run(ctx)
-    return out
+            out[m], curves[m] = mt.run_with_curves(ctx)
+    return out, curves
 
 
 def _overlay_path(plan: EvalPlan, rec: ImageRecord, method: str) -> Path:
@@ -251,27 +257,41 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                 if todo[m] or m in need_overlay:
                     a = explain(m, targets[m])
                 if m in need_overlay:
-                    items = []
+                    items, maps = [], []
                     for i, r in enumerate(recs):
                         png = overlay_png(plan.preprocess.denormalize(x[i].cpu()), a[i].cpu())
                         if r.image_id in gallery_ids:
                             items.append((r.image_id, m, png))
+                            maps.append((r.image_id, m, to_2d(a[i : i + 1].float().cpu())[0, 0].numpy()))
                         if plan.overlay_dir is not None:
                             _write_files(plan, r, m, png, a[i].cpu().numpy())
                     if items:
+                        plan.store.add_maps(maps, plan.settings)
                         plan.store.add_overlays(items, plan.settings)
+                        plan.store.add_inputs(
+                            ((r.image_id, input_png(plan.preprocess.denormalize(x[i].cpu())))
+                             for i, r in enumerate(recs) if r.image_id in gallery_ids),
+                            plan.settings,
+                        )
                 progress.advance(task)
             for mt in plan.metrics:
                 progress.update(task, description=f"batch {b + 1}/{len(batches)} {mt.name}")
                 wanted = {m: targets[m] for m in names if mt in todo[m]}
-                values = _score_metric(plan, shared, mt, wanted, explain, x, b, by_name) if wanted else {}
+                values, curves = (
+                    _score_metric(plan, shared, mt, wanted, explain, x, b, by_name) if wanted else ({}, {})
+                )
                 for m, v in values.items():
                     rows = [
                         ResultRow(r.image_id, m, mt.name, float(val), int(tt))
                         for r, val, tt in zip(recs, v.tolist(), targets[m].tolist())
                         if (r.image_id, m, mt.name) not in done
                     ]
-                    plan.store.add_results(rows, plan.settings)
+                    curve_rows = (
+                        [(r.image_id, m, mt.name, c) for r, c in zip(recs, curves[m].tolist())
+                         if (r.image_id, m, mt.name) not in done]
+                        if curves.get(m) is not None else []
+                    )
+                    plan.store.add_results(rows, plan.settings, curve_rows)
                     written += len(rows)
                 progress.advance(task)
     return written

@@ -58,6 +58,11 @@ class MetricRunner:
 
     def run(self, ctx: BatchContext) -> torch.Tensor:
         """Score ``ctx.attribution`` for each image of ``ctx.x``."""
+        return self.run_with_curves(ctx)[0]
+
+    def run_with_curves(self, ctx: BatchContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`run`, plus the per-image curves ``(N, K)`` of a metric that can return
+        them (a ``return_curves`` parameter, e.g. insertion and deletion); else None."""
         kwargs: dict[str, Any] = {}
         params = inspect.signature(self.fn).parameters
         open_kw = any(p.kind == p.VAR_KEYWORD for p in params.values())
@@ -75,17 +80,25 @@ class MetricRunner:
         if unknown:
             raise ConfigError(f"metric {self.name!r} does not take option(s) {', '.join(unknown)}")
         kwargs.update(opts)
+        wants_curves = "return_curves" in params and "return_curves" not in opts
+        if wants_curves:
+            kwargs["return_curves"] = True
         with warnings.catch_warnings():
             # an undefined value (all-zero map, empty region) is stored as such and counted
             # under the results table; the metric's per-batch warning would only repeat it
             warnings.filterwarnings("ignore", message=r".* is undefined for ", category=RuntimeWarning)
             out = self.fn(**kwargs)
+        curves = None
+        if wants_curves and isinstance(out, tuple) and hasattr(out, "curves"):
+            curves = torch.as_tensor(out.curves).detach().to("cpu", torch.float64)
         if isinstance(out, tuple):  # NamedTuple results: the first field is the per-image value
             out = out[0]
         out = torch.as_tensor(out).detach().to("cpu", torch.float64).reshape(-1)
         if out.numel() != ctx.x.shape[0]:
             raise RuntimeError(f"metric {self.name!r} returned {out.numel()} values for {ctx.x.shape[0]} images")
-        return out
+        if curves is not None and (curves.dim() != 2 or curves.shape[0] != out.numel()):
+            curves = None
+        return out, curves
 
 
 _MISSING = object()

@@ -10,7 +10,7 @@ import torch
 
 from ..core import to_2d
 
-__all__ = ["overlay_png"]
+__all__ = ["input_png", "overlay_png"]
 
 #: overlays of small images are enlarged (nearest neighbour) to at least this many pixels
 MIN_SIDE = 112
@@ -31,4 +31,15 @@ def overlay_png(image: torch.Tensor, attribution: torch.Tensor) -> bytes:
         im = im.resize((im.size[0] * k, im.size[1] * k), Image.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def input_png(image: torch.Tensor) -> bytes:
+    """PNG bytes of a model input ``(C, H, W)`` in [0, 1] (1 or 3 channels) at its own size."""
+    from PIL import Image
+
+    arr = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    arr = arr[0] if arr.shape[0] == 1 else arr[:3].permute(1, 2, 0)
+    buf = io.BytesIO()
+    Image.fromarray(arr.numpy()).save(buf, format="PNG")
     return buf.getvalue()

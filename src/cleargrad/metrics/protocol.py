@@ -130,6 +130,9 @@ class SharedBatch:
         self._maps: dict[tuple[Any, ...], torch.Tensor] = {}
         self._rank: dict[tuple[Any, ...], torch.Tensor] = {}
         self._masked: dict[tuple[Any, ...], torch.Tensor] = {}
+        #: ``(metric, method) -> (N, n_steps + 1)`` curves of the last insertion/deletion
+        #: scores (the command stores them for the report's mean curves)
+        self.last_curves: dict[tuple[str, str], torch.Tensor] = {}
 
     # -- what every metric shares -------------------------------------------------------
     def targets(self, target: TargetLike = None) -> torch.Tensor:
@@ -224,6 +227,7 @@ class SharedBatch:
                 self.scorer, self.x, s, start, finish, t, step=step, score=score, output=self.output,
                 batch_size=batch_size, rank=self.rank(method, explanation, reduction), first=first, last=last,
             )
+        self.last_curves[(kind, method)] = curves
         return mark_undefined(trapezoid_auc(curves), blank, kind, stacklevel=4)
 
     @staticmethod

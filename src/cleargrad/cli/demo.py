@@ -1,7 +1,7 @@
 """The demo pipeline behind ``cleargrad demo`` (and ``make demo``).
 
-On a fresh machine: train and cache the reference SmallCNN on Fashion-MNIST (a few
-minutes on two cores; later runs load it), fit GAD for one class pair with small
+Load the reference SmallCNN on Fashion-MNIST (its weights ship with the package; it is
+trained only when they are missing or when asked with ``retrain``), fit GAD for one class pair with small
 settings (cached on disk too), explain a fixed sample of test images of that pair with
 every registered pixel and CAM method (Expected Grad-CAM included) and with GAD, score
 them with faithfulness, complexity and region metrics, and write PNG overlays,
@@ -12,6 +12,7 @@ store as ``cleargrad evaluate``: rerunning the demo only computes what is missin
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cli.console import UI
-from .cli.engine import EvalPlan, run_evaluation
-from .cli.explainers import Explainer, build_explainer, fast_defaults, load_registries
-from .cli.images import ImageSet, fashion_mnist_set
-from .cli.metric_runner import MetricRunner, metric_runner
-from .cli.tables import print_results
-from .report import build_report, versions
-from .store import ResultStore
+from ..report import build_report, versions
+from ..store import ResultStore
+from .console import UI
+from .engine import EvalPlan, run_evaluation
+from .explainers import Explainer, build_explainer, fast_defaults, load_registries
+from .images import ImageSet, fashion_mnist_set
+from .metric_runner import MetricRunner, metric_runner
+from .tables import print_results
 
 __all__ = ["DemoSettings", "fit_or_load_gad", "run_demo"]
 
@@ -94,9 +95,9 @@ def _pair_sample(settings: DemoSettings) -> ImageSet:
 def fit_or_load_gad(model: nn.Module, settings: DemoSettings, ui: UI) -> Any:
     """GAD for ``settings.pair`` with the demo's small fit settings, cached under
     ``<cache>/gad/<key>`` (keyed by the settings and the model's weights)."""
-    from .data import load_fashion_mnist
-    from .gad import GAD
-    from .models import cache_root, config_key
+    from ..data import load_fashion_mnist
+    from ..gad import GAD
+    from ..models import cache_root, config_key
 
     digest = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
@@ -147,11 +148,25 @@ def _gad_explainer(gad: Any, base: str) -> Explainer:
                      reference=base, options={"n_support": gad.n_support})
 
 
-def run_demo(out: str | Path, ui: UI | None = None, n_images: int = 16, settings: DemoSettings | None = None) -> Path:
-    """Run the whole demo into ``out``; returns the path of ``report.html``."""
-    from .cli.explainers import method_names
-    from .core.registry import get_method
-    from .models import small_cnn_fashion_mnist, small_cnn_fashion_mnist_record
+def run_demo(
+    out: str | Path,
+    ui: UI | None = None,
+    n_images: int = 16,
+    settings: DemoSettings | None = None,
+    retrain: bool = False,
+) -> Path:
+    """Run the whole demo into ``out``; returns the path of ``report.html``.
+
+    Args:
+        out: output folder (overlays, ``results.sqlite``, ``report.html``).
+        ui: terminal output (default: messages and progress on stderr).
+        n_images: test images explained (ignored when ``settings`` is given).
+        settings: what the demo runs (default :class:`DemoSettings`).
+        retrain: train the SmallCNN again instead of loading the shipped or cached weights.
+    """
+    from ..core.registry import get_method
+    from ..models import small_cnn_fashion_mnist, small_cnn_fashion_mnist_record
+    from .explainers import method_names
 
     ui = ui or UI()
     settings = settings or DemoSettings(n_images=n_images)
@@ -160,12 +175,20 @@ def run_demo(out: str | Path, ui: UI | None = None, n_images: int = 16, settings
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(settings.seed)
 
-    ui.info("[1/4] model: SmallCNN on Fashion-MNIST (trained on first use, then cached)")
-    model = small_cnn_fashion_mnist(recipe=settings.recipe, device="cpu", quiet=ui.quiet).eval()
+    start = time.perf_counter()
+
+    def took() -> str:
+        return f"({time.perf_counter() - start:.1f} s since start)"
+
+    ui.info("[1/4] model: SmallCNN on Fashion-MNIST (shipped weights; trained only when missing or --retrain)")
+    model = small_cnn_fashion_mnist(recipe=settings.recipe, device="cpu", quiet=ui.quiet, retrain=retrain).eval()
     record = small_cnn_fashion_mnist_record(recipe=settings.recipe) or {}
+    source = "shipped with the package" if record.get("source") == "shipped" else "trained here, cached"
+    ui.info(f"      weights {source}, test accuracy {record.get('test_accuracy', float('nan')):.4f} {took()}")
 
     ui.info("[2/4] GAD support models")
     gad = fit_or_load_gad(model, settings, ui)
+    ui.info(f"      GAD ready {took()}")
 
     data = _pair_sample(settings)
     assert data.preprocess is not None
@@ -191,6 +214,7 @@ def run_demo(out: str | Path, ui: UI | None = None, n_images: int = 16, settings
         "dataset": data.description,
         "preprocess": data.preprocess.as_dict(),
         "target": "label",
+        "reference": settings.gad_base,
         "method_options": {e.name: e.options for e in explainers},
         "fast_defaults": {n: fast_defaults(n) for n in names if fast_defaults(n)},
     }
@@ -206,9 +230,10 @@ def run_demo(out: str | Path, ui: UI | None = None, n_images: int = 16, settings
             gallery=8, overlay_dir=out / "overlays", references=refs,
         )
         run_evaluation(plan, ui)
-        ui.info("[4/4] report")
+        ui.info(f"[4/4] report {took()}")
         report = build_report(store_path, out / "report.html", title="cleargrad demo: Fashion-MNIST",
                               settings=h, gallery=8)
         print_results(ui, store, h)
+    ui.info(f"done {took()}")
     ui.out.print(f"report: {report.resolve()}", markup=False)
     return report
