@@ -63,8 +63,12 @@ def test_demo_writes_overlays_store_and_report_and_reuses_the_cache(tiny_demo: P
     assert rc == [1.0] * 4
     assert len(list((out / "overlays").glob("*.png"))) == 4 * len(names)
     html = report.read_text()
-    assert html.count('class="method-row"') == len(names)
+    assert html.count('<tr class="method-row') == len(names)
     assert "data:image/png;base64," in html
+    # the redesigned report: GAD beside its base, the region-complexity reference named, an input column
+    assert '<tr class="method-row gad-row">' in html and "GAD of saliency" in html
+    assert "reference method saliency" in html
+    assert html.count('<img class="input"') == 4
     # second run: model and GAD come from the cache, nothing is recomputed
     weights = list((tiny_demo / "cache").rglob("*.safetensors"))
     mtimes = {p: p.stat().st_mtime_ns for p in weights}
