@@ -73,3 +73,26 @@ def test_tampered_shipped_weights_are_refused(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(pretrained, "SHIPPED_DIR", fake)
     with pytest.raises(cg.DataError, match="SHA-256"):
         small_cnn_fashion_mnist(tmp_path / "empty-cache", quiet=True, device="cpu")
+
+
+def test_the_shipped_demo_gad_is_the_default_demo_fit_of_the_shipped_model(tmp_path, monkeypatch) -> None:
+    from cleargrad.cli import demo
+    from cleargrad.cli.console import UI
+    from cleargrad.gad import GAD
+
+    model = small_cnn_fashion_mnist(tmp_path / "empty-cache", quiet=True, device="cpu")
+    settings = demo.DemoSettings()
+    key = demo.gad_key(model, settings)
+    assert json.loads((demo.SHIPPED_GAD / "record.json").read_text())["key"] == key
+    assert demo._shipped_gad(key) == demo.SHIPPED_GAD  # files match their SHA-256
+    saved = json.loads((demo.SHIPPED_GAD / "gad.json").read_text())["settings"]
+    assert (saved["base"], saved["classes"], saved["n_support"], saved["epochs"], saved["lr"], saved["seed"]) == (
+        settings.gad_base, list(settings.pair), settings.gad_support, settings.gad_epochs, settings.gad_lr,
+        settings.seed,
+    )
+    monkeypatch.setenv("CLEARGRAD_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(GAD, "fit", lambda *a, **k: (_ for _ in ()).throw(AssertionError("fitted")))
+    gad = demo.fit_or_load_gad(model, settings, UI(quiet=True))
+    assert gad.is_fitted and gad.n_support == settings.gad_support
+    # another model (or other settings) does not get the shipped fit
+    assert demo._shipped_gad(demo.gad_key(model, demo.DemoSettings(seed=1))) is None

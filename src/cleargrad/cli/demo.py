@@ -29,7 +29,7 @@ from .images import ImageSet, fashion_mnist_set
 from .metric_runner import MetricRunner, metric_runner
 from .tables import print_results
 
-__all__ = ["DemoSettings", "fit_or_load_gad", "run_demo"]
+__all__ = ["DemoSettings", "fit_or_load_gad", "gad_key", "run_demo"]
 
 
 @dataclass(frozen=True)
@@ -92,12 +92,9 @@ def _pair_sample(settings: DemoSettings) -> ImageSet:
                     description=f"fashion-mnist test, classes {settings.pair}")
 
 
-def fit_or_load_gad(model: nn.Module, settings: DemoSettings, ui: UI) -> Any:
-    """GAD for ``settings.pair`` with the demo's small fit settings, cached under
-    ``<cache>/gad/<key>`` (keyed by the settings and the model's weights)."""
-    from ..data import load_fashion_mnist
-    from ..gad import GAD
-    from ..models import cache_root, config_key
+def gad_key(model: nn.Module, settings: DemoSettings) -> str:
+    """The cache key of the demo's GAD fit: its settings and a digest of the model's weights."""
+    from ..models import config_key
 
     digest = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
@@ -115,11 +112,49 @@ def fit_or_load_gad(model: nn.Module, settings: DemoSettings, ui: UI) -> Any:
             "model": digest.hexdigest()[:16],
         }
     )
+    return key
+
+
+#: the GAD fit of the default demo on the shipped SmallCNN, shipped beside this module
+SHIPPED_GAD = Path(__file__).with_name("demo_gad")
+
+
+def _shipped_gad(key: str) -> Path | None:
+    """The shipped GAD folder when it was fitted for ``key`` and its files match their
+    SHA-256 in ``record.json``; else None."""
+    import json
+
+    rec_path = SHIPPED_GAD / "record.json"
+    if not rec_path.is_file():
+        return None
+    rec = json.loads(rec_path.read_text())
+    if rec.get("key") != key:
+        return None
+    for name, digest in rec.get("sha256", {}).items():
+        if hashlib.sha256((SHIPPED_GAD / name).read_bytes()).hexdigest() != digest:
+            return None
+    return SHIPPED_GAD
+
+
+def fit_or_load_gad(model: nn.Module, settings: DemoSettings, ui: UI) -> Any:
+    """GAD for ``settings.pair`` with the demo's small fit settings: from the cache
+    ``<cache>/gad/<key>`` (keyed by the settings and the model's weights), else the fit
+    shipped with the package when the key matches (the default demo on the shipped
+    SmallCNN), else fitted here and cached."""
+    from ..data import load_fashion_mnist
+    from ..gad import GAD
+    from ..models import cache_root
+
+    key = gad_key(model, settings)
     folder = cache_root() / "gad" / key
     options = {"n_steps": 32} if settings.gad_base == "integrated_gradients" else {}
     if (folder / "gad.json").exists():
         ui.info(f"loading cached GAD support models from {folder}")
         return GAD.load(str(folder), model, progress=not ui.quiet)
+    shipped = _shipped_gad(key)
+    if shipped is not None:
+        ui.info("loading the GAD support models shipped with the package (the default demo's fit)")
+        return GAD.load(str(shipped), model, progress=not ui.quiet)
     # the pair is 1/5 of the balanced training set: the first 10 N images hold about 2 N of it
     train = load_fashion_mnist("train", normalize=True, limit=10 * settings.gad_train_images)
     keep = torch.isin(train.labels, torch.tensor(settings.pair)).nonzero().squeeze(1)[: settings.gad_train_images]
