@@ -171,8 +171,10 @@ def test_coinciding_methods_from_maps_and_from_values() -> None:
 
     rng = np.random.default_rng(0)
     m1, m2 = rng.random((4, 4)), rng.random((4, 4))
-    maps = {("i0", "cam"): m1, ("i0", "gradcam"): m1 * (1 + 1e-4), ("i0", "saliency"): m2}
-    assert coinciding_methods(["cam", "gradcam", "saliency"], maps, []) == [(["cam", "gradcam"], "maps")]
+    # CAM and Grad-CAM on a GAP-linear head: the same map up to the factor 1 / (H W)
+    maps = {("i0", "cam"): m1, ("i0", "gradcam"): m1 / 49 * (1 + 1e-4), ("i0", "saliency"): m2,
+            ("i0", "neg"): -m1}
+    assert coinciding_methods(["cam", "gradcam", "saliency", "neg"], maps, []) == [(["cam", "gradcam"], "maps")]
     rows = [ResultRow("i0", "x", "k", 0.5), ResultRow("i0", "y", "k", 0.5), ResultRow("i0", "z", "k", 0.4)]
     assert coinciding_methods(["x", "y", "z"], {}, rows) == [(["x", "y"], "values")]
 

@@ -122,6 +122,8 @@ def build_gallery(
             side = max(side, firsts[i].width)
     side = side or MIN_SIDE
     per_table = max(1, (TABLE_WIDTH - 120) // (side + 12) - 1)  # minus the image-name and input columns
+    n_tables = max(1, math.ceil(len(methods) / per_table))
+    per_table = math.ceil(len(methods) / n_tables) if methods else 1  # balanced: no table of one method
     tables = []
     for start in range(0, len(methods), per_table):
         chunk = list(methods[start : start + per_table])

@@ -170,7 +170,7 @@ def _notes(
     notes: list[dict[str, Any]] = []
     for members, evidence in groups:
         why = (
-            "identical maps on every gallery image" if evidence == "maps"
+            "identical maps, up to a positive scale factor, on every gallery image" if evidence == "maps"
             else "identical values of every metric on every image"
         )
         known = {m.lower() for m in members} <= GAP_LINEAR_CAMS

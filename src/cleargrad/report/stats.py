@@ -117,10 +117,14 @@ def separated_pairs(rows: Sequence[ResultRow], metric: str, methods: Sequence[st
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to a positive scale factor (each map divided by its largest magnitude), to
+    float16 precision: CAM and Grad-CAM on a GAP-linear head differ by the factor 1/(H W)."""
     if a.shape != b.shape:
         return False
-    scale = max(float(np.abs(a).max()), float(np.abs(b).max()), 1e-12)
-    return bool(np.abs(a - b).max() <= 2e-3 * scale)  # maps are stored as float16
+    sa, sb = float(np.abs(a).max()), float(np.abs(b).max())
+    if sa == 0 or sb == 0:
+        return sa == sb
+    return bool(np.abs(a / sa - b / sb).max() <= 2e-3)
 
 
 def coinciding_methods(
@@ -130,8 +134,8 @@ def coinciding_methods(
 ) -> list[tuple[list[str], str]]:
     """Groups of methods that gave the same explanations, with the evidence.
 
-    With stored maps: methods whose maps agree on every stored image (to float16
-    precision, after scaling by the larger maximum). Without maps: methods whose every
+    With stored maps: methods whose maps agree on every stored image up to a positive
+    scale factor (each map divided by its largest magnitude; float16 precision). Without maps: methods whose every
     metric value on every image is the same (to 1e-9 relative). Returns
     ``[(methods, "maps" | "values"), ...]`` for groups of two or more.
     """
