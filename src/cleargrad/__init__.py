@@ -49,6 +49,7 @@ _LAZY: dict[str, str] = {
     "InputError": ".errors",
     "LayerError": ".errors",
     "ModelStateError": ".errors",
+    "ResourceError": ".errors",
     "TargetError": ".errors",
     "GAD": ".gad",
     "InterpretableGradientLoss": ".training",
@@ -80,6 +81,7 @@ __all__ = [
     "LayerError",
     "ModelStateError",
     "NoiseTunnel",
+    "ResourceError",
     "Saliency",
     "ScoreCAM",
     "SmoothGrad",
@@ -157,6 +159,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
         InputError,
         LayerError,
         ModelStateError,
+        ResourceError,
         TargetError,
     )
     from .gad import GAD

@@ -8,7 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import chunk_slices, gather_scores, model_input, register, resolve_targets, select_output
+from ..core import (
+    chunk_slices,
+    gather_scores,
+    memory_guard,
+    model_input,
+    register,
+    resolve_targets,
+    select_output,
+)
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
@@ -131,7 +139,8 @@ class ScoreCAM(BaseCAM):
                     lo = up.amin(dim=(2, 3), keepdim=True)
                     hi = up.amax(dim=(2, 3), keepdim=True)
                     m = (up - lo) / (hi - lo + _MASK_EPS)
-                    s = select_output(self.model(model_input(self.model, masked(x[img], m))), self.output)
+                    with memory_guard(len(idx), x.shape[1:], x.device):
+                        s = select_output(self.model(model_input(self.model, masked(x[img], m))), self.output)
                     w[idx] = score(s, t[img])
                 w = w.view(n, k)
                 if shift is not None:
