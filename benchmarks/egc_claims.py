@@ -64,11 +64,15 @@ LABELS = {
     "random": "random map (control)",
 }
 # metric: (direction, keyword arguments); chosen on validation images (see --sweep)
+BLACK = -FASHION_MNIST_MEAN / FASHION_MNIST_STD  # pixel value 0 in normalised units
 INFID = {"n_perturb": 16, "normalize": True, "score": "logit"}
 METRICS = {
     "infid_gauss": ("lower", "infidelity", {"perturbation": "gaussian", "noise_std": 0.25, **INFID}),
     "infid_square": ("lower", "infidelity", {"perturbation": "square", "square_size": 7, "baseline": 0.0, **INFID}),
     "infid_baseline": ("lower", "infidelity", {"perturbation": "baseline", "noise_std": 0.5, "baseline": 0.0, **INFID}),
+    # square removal in the data's sense: the square is set to black (pixel 0), not the mean
+    "infid_square_black": ("lower", "infidelity", {"perturbation": "square", "square_size": 7, "baseline": BLACK,
+                                                    **INFID}),
     "insertion": ("higher", "insertion", {"step": 28, "substrate": "zero"}),
     "deletion": ("lower", "deletion", {"step": 28, "substrate": "zero"}),
     "complexity": ("lower", "complexity", {}),
@@ -346,6 +350,50 @@ INSERTION_CHECK = {  # start canvas / blur kernel candidates for insertion on 28
 }
 
 
+METRIC_CHECK = {  # more infidelity/deletion settings, judged by real-vs-random separation only
+    **{f"infid_square {k} {b}": ("lower", "infidelity", {"perturbation": "square", "square_size": k,
+                                                          "baseline": v, **INFID})
+       for k in (4, 7, 10) for b, v in (("mean", 0.0), ("black", BLACK))},
+    **{f"infid_gauss {s}": ("lower", "infidelity", {"perturbation": "gaussian", "noise_std": s, **INFID})
+       for s in (0.1, 0.5, 1.0)},
+    "infid_baseline black 0.1": ("lower", "infidelity", {"perturbation": "baseline", "noise_std": 0.1,
+                                                          "baseline": BLACK, **INFID}),
+    "deletion zero (mean)": ("lower", "deletion", {"step": 28, "substrate": "zero"}),
+    "deletion black": ("lower", "deletion", {"step": 28, "substrate": torch.full((1, 1, 1, 1), BLACK)}),
+}
+CHECK_METHODS = ["gradcam", "gradcam_pp", "scorecam", "random"]
+
+
+def run_metric_check(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "metric_check.jsonl"
+    done = {(r["config"], r["image"], r["method"]) for r in read_records(path)}
+    train = load_fashion_mnist("train", normalize=True)
+    val = list(range(VAL_START, VAL_START + args.val_images))
+    for c in args.sweep_configs.split(","):
+        arch, layer = CONFIGS[c]
+        model = load_model(arch)
+        exps = explainers(model, layer)
+        for b in range(0, len(val), args.batch):
+            ids = [i for i in val[b : b + args.batch] if any((c, i, m) not in done for m in CHECK_METHODS)]
+            if not ids:
+                continue
+            x = train.images[ids]
+            with torch.no_grad():
+                t = model(x).argmax(1)
+            rows = []
+            for m in CHECK_METHODS:
+                g = torch.Generator().manual_seed(1000003 * ids[0] + METHODS.index(m))
+                maps = make_maps(m, exps, model, layer, x, t, g, {})
+                scores = score_maps(model, x, t, maps, g, METRIC_CHECK)
+                for j, i in enumerate(ids):
+                    rows.append({"config": c, "image": i, "method": m, **{k: float(v[j]) for k, v in scores.items()}})
+            append(path, rows)
+            done.update((c, i, m) for i in ids for m in CHECK_METHODS)
+            print(f"{time.strftime('%H:%M:%S')} metric check {c}: {b + len(ids)} images", flush=True)
+
+
 def run_sweep(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -480,6 +528,10 @@ def report(args) -> None:
         parts += ["", f"## Sweep on {c}: validation TRAIN images from {VAL_START}", "", text]
         text, _ = tables(sweep, c, ["gradcam", "integrated_gradcam", "random"], INSERTION_CHECK, ref="none")
         parts += ["", f"## Metric settings check on {c} (validation images)", "", text]
+    check = read_records(out / "metric_check.jsonl")
+    for c in sorted({r["config"] for r in check}):
+        text, _ = tables(check, c, CHECK_METHODS, METRIC_CHECK, ref="none")
+        parts += ["", f"## Metric settings check 2 on {c} (validation images)", "", text]
     if not args.no_saturation:
         parts += ["", "## Internal saturation", "", saturation_table(configs, args.saturation_images)]
     md = "\n".join(parts) + "\n"
@@ -494,6 +546,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="smoke run: 4 images, sweep on 4, report")
     p.add_argument("--sweep", action="store_true", help="estimator sweep on validation train images")
     p.add_argument("--report", action="store_true", help="only build tables/figure from the records")
+    p.add_argument("--metric-check", action="store_true", help="metric settings vs random on validation images")
     p.add_argument("--images", type=int, default=1000, help="test images per configuration")
     p.add_argument("--val-images", type=int, default=64, help="validation images of the sweep")
     p.add_argument("--block", type=int, default=16, help="images per configuration per round")
@@ -520,6 +573,8 @@ def main() -> None:
         return
     if args.sweep:
         run_sweep(args)
+    elif args.metric_check:
+        run_metric_check(args)
     elif args.report:
         report(args)
     else:

@@ -253,3 +253,18 @@ def test_bad_inputs() -> None:
         average_gain(model, x, torch.rand(2, 12, 12), ag_denominator="2")
     with pytest.raises(cg.TargetError):
         deletion(model, x, torch.rand(2, 12, 12), target=[0, 99])
+
+
+def test_insertion_auto_canvas_is_zero_below_64_px_and_rise_blur_above() -> None:
+    for side, kind in ((28, "zero"), (63, "zero"), (64, "blur")):
+        g = torch.Generator().manual_seed(side)
+        model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                              nn.Linear(16, 3)).eval()
+        x = torch.randn(2, 1, side, side, generator=g)
+        s = torch.rand(2, side, side, generator=g)
+        auto = insertion(model, x, s, [0, 2], step=4 * side, return_curves=True)
+        named = insertion(model, x, s, [0, 2], step=4 * side, substrate=kind, return_curves=True)
+        other = insertion(model, x, s, [0, 2], step=4 * side, substrate="blur" if kind == "zero" else "zero",
+                          return_curves=True)
+        torch.testing.assert_close(auto.curves, named.curves)
+        assert not torch.allclose(auto.curves[:, 0], other.curves[:, 0])
