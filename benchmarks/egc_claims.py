@@ -518,9 +518,24 @@ def report(args) -> None:
         parts.append(f"| {arch} | width {cfg.get('width')}, {cfg.get('epochs')} epoch(s), "
                      f"train images {rec.get('train_images')} | {rec.get('test_accuracy', float('nan')):.4f} |")
     rows = read_records(out / "records.jsonl")
+    body, summary = [], []
     for c in configs:
         text, info = tables(rows, c, METHODS, METRICS)
-        parts += ["", f"## {c} ({CONFIGS[c][1]})", "", text]
+        body += ["", f"## {c} ({CONFIGS[c][1]})", "", text]
+        cells = []
+        for m in METHODS[1:-1]:
+            marks = []
+            for k in ("insertion", "deletion", "infid_square", "complexity"):
+                mk = info["verdict"].get((m, k), "")
+                word = {"+": "better", "++": "better", "-": "worse", "--": "worse"}.get(mk, "n.s.")
+                if not info["flags"][k].startswith("informative") and k != "complexity":
+                    word += " (uninformative)"
+                marks.append(f"{k[:5]} {word}")
+            cells.append("; ".join(marks))
+        summary.append(f"| {c} | {info['n']} | " + " | ".join(cells) + " |")
+    parts += ["", "## Verdict: Expected Grad-CAM vs each method (paired, 2 s.e.)", "",
+              "| configuration | images | " + " | ".join(LABELS[m] for m in METHODS[1:-1]) + " |",
+              "|" + "---|" * (len(METHODS) - 2 + 2), *summary, *body]
     sweep = read_records(out / "sweep.jsonl")
     for c in sorted({r["config"] for r in sweep}):
         names = ["gradcam", "gradcam_pp", "smooth_gradcam_pp", "integrated_gradcam", "random", *sweep_settings()]
@@ -532,11 +547,15 @@ def report(args) -> None:
     for c in sorted({r["config"] for r in check}):
         text, _ = tables(check, c, CHECK_METHODS, METRIC_CHECK, ref="none")
         parts += ["", f"## Metric settings check 2 on {c} (validation images)", "", text]
+    sat_file = out / "saturation.md"
     if not args.no_saturation:
-        parts += ["", "## Internal saturation", "", saturation_table(configs, args.saturation_images)]
+        sat_file.write_text(saturation_table(configs, args.saturation_images) + "\n")
+    if sat_file.exists():
+        parts += ["", "## Internal saturation", "", sat_file.read_text()]
     md = "\n".join(parts) + "\n"
-    (out / "tables.md").write_text(md)
-    print(md)
+    if not args.figure_only:
+        (out / "tables.md").write_text(md)
+        print(md)
     if args.figure:
         figure(configs, out / "egc_claims.png", args.figure_images, json.loads(args.egc_options))
 
@@ -558,6 +577,7 @@ def main() -> None:
     p.add_argument("--out", default="benchmarks/results/egc_claims")
     p.add_argument("--figure", action="store_true")
     p.add_argument("--figure-images", type=int, default=4)
+    p.add_argument("--figure-only", action="store_true", help="with --report: write only the figure (and saturation)")
     p.add_argument("--saturation-images", type=int, default=200)
     p.add_argument("--no-saturation", action="store_true")
     p.add_argument("--threads", type=int, default=1)
