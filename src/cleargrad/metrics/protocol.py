@@ -70,7 +70,7 @@ _INFIDELITY_OPTS = {
     "perturbation", "n_perturb", "noise_std", "square_size", "baseline", "normalize", "score", "batch_size",
 }
 _CURVE_DEFAULTS = {
-    "insertion": {"substrate": "blur"},
+    "insertion": {"substrate": "auto"},  # as insertion(): RISE blur from 64 px, the zero canvas below
     "deletion": {"substrate": "zero"},
 }
 #: metrics :meth:`SharedBatch.score` computes with shared work, and the options it takes for each
