@@ -11,7 +11,7 @@ channels-last to channels-first for Swin); cleargrad detects the layout itself. 
 layer and targets for both: ViT ``encoder.layers.encoder_layer_11.ln_1`` (grad-cam's
 ``blocks[-1].norm1`` convention, and cleargrad's ``layer="auto"``), Swin ``norm`` (the
 final norm, channels last). The gradient CAMs run at 224x224; Score-CAM (one forward per
-channel: 768 for both models) at a small input (32x32) so that a CPU run
+channel: 768 for both models) at a small input (ViT 32x32, Swin 64x64: 2x2 grids) so that a CPU run
 stays in minutes. Ablation-CAM and the sampling CAMs are not timed on transformers
 (grad-cam needs a ViT-specific ablation layer for the former, has no peer for the latter).
 
@@ -114,8 +114,9 @@ def transformer_configs(quick: bool) -> list[Config]:
                GRADIENT_ROWS),
         Config("vit_b_16 b1 32px", vit32, vit_layer, torch.randn(1, 3, 32, 32), (16, 64), 4, _vit_reshape,
                ("ScoreCAM",)),
+        # 64px: at 32px Swin's last grid is 1x1 (every channel constant: one pass for cleargrad).
         # 64 masked images per pass for both: Swin's padded windows make a default-size chunk take GBs
-        Config("swin_t b1 32px", swin, "norm", torch.randn(1, 3, 32, 32), (16, 64), 4, _nhwc_reshape,
+        Config("swin_t b1 64px", swin, "norm", torch.randn(1, 3, 64, 64), (16, 64), 4, _nhwc_reshape,
                ("ScoreCAM",), score_batch=64),
     ]
 
