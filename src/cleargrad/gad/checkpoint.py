@@ -101,7 +101,7 @@ class FitCheckpoint:
             torch.cuda.set_rng_state(torch.tensor(entry["cuda_rng"], dtype=torch.uint8), device)
         s = entry["stats"]
         self.log(f"task {task + 1} support model {model + 1}: resumed from {self.directory}")
-        return SupportStats(tuple(s["alpha"]), s["mse"], s["agreement"], s["margin_first"], s["margin_second"])
+        return SupportStats.from_dict(s)
 
     def save(
         self, task: int, model: int, trained: nn.Module, stats: SupportStats, shuffle: torch.Generator,

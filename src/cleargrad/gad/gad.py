@@ -26,6 +26,7 @@ from ..errors import ConfigError, ModelStateError, TargetError
 from .data import collect_training_data
 from .distancing import AlphaRule, Grouping, alpha_schedule, check_alphas
 from .fusion import COMBINES, Threshold, _check_tau, fuse
+from .persistence import load_gad, save_gad
 from .stacked import STACKABLE, StackedModels
 from .strategies import STRATEGIES, make_tasks
 from .support import SupportStats, TrainSettings, model_outputs, train_support_models
@@ -63,7 +64,7 @@ class GAD:
             other group's logits [spec PROPOSAL]), ``"margin"`` (``s ·`` mean margin),
             or an explicit list of ``S`` entries ``(α_1, α_2)`` / numbers, non-decreasing, ``>= 0``.
         alpha_scale: multiplies the rule's step ``Δ`` (not an explicit list).
-        epochs, lr, batch_size, init, bn_mode, regress, seed, deterministic: training of the
+        epochs, lr, batch_size, init, bn_mode, regress, schedule, seed, deterministic: training of the
             support models, see :class:`~cleargrad.gad.support.TrainSettings`
             (defaults: 10 epochs [paper], Adam lr 1e-5, batch 32, warm start [spec PROPOSAL]).
         tau: importance threshold of the fusion: a number (default 0.1 [spec PROPOSAL]),
@@ -102,6 +103,7 @@ class GAD:
         init: str = "warm",
         bn_mode: str = "eval",
         regress: str = "all",
+        schedule: str = "constant",
         seed: int = 0,
         deterministic: bool = True,
         tau: Threshold = 0.1,
@@ -148,7 +150,7 @@ class GAD:
         self.alpha_scale = float(alpha_scale)
         self.train_settings = TrainSettings(
             epochs=epochs, lr=lr, batch_size=batch_size, init=init, bn_mode=bn_mode, regress=regress,
-            seed=seed, deterministic=deterministic,
+            schedule=schedule, seed=seed, deterministic=deterministic,
         )
         self.tau = tau
         self.combine = combine
@@ -345,8 +347,6 @@ class GAD:
     # persistence ----------------------------------------------------------------
     def save(self, directory: str) -> None:
         """Save the settings (``gad.json``) and the support models (``support.safetensors``)."""
-        from .persistence import save_gad
-
         save_gad(self, directory)
 
     @classmethod
@@ -358,6 +358,4 @@ class GAD:
         ``progress``). Raises :class:`~cleargrad.DataError` when the saved weights do
         not match ``model``'s architecture.
         """
-        from .persistence import load_gad
-
         return load_gad(cls, directory, model, **overrides)

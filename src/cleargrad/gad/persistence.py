@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -15,9 +15,6 @@ from torch import nn
 from ..errors import ConfigError, DataError
 from .distancing import Grouping
 from .support import SupportStats
-
-if TYPE_CHECKING:
-    from .gad import GAD
 
 __all__ = ["save_gad", "load_gad", "SETTINGS_FILE", "WEIGHTS_FILE"]
 
@@ -28,7 +25,7 @@ VERSION = 1
 ATTRIBUTE_SETTINGS = ("tau", "combine", "reduction", "base_options", "batch_models", "progress")
 
 
-def _settings(gad: GAD) -> dict[str, Any]:
+def _settings(gad: Any) -> dict[str, Any]:
     ts = gad.train_settings
     return {
         "base": gad.base,
@@ -44,6 +41,7 @@ def _settings(gad: GAD) -> dict[str, Any]:
         "init": ts.init,
         "bn_mode": ts.bn_mode,
         "regress": ts.regress,
+        "schedule": ts.schedule,
         "seed": ts.seed,
         "deterministic": ts.deterministic,
         "tau": gad.tau,
@@ -59,7 +57,7 @@ def _shapes(model: nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
 
 
-def save_gad(gad: GAD, directory: str | Path) -> None:
+def save_gad(gad: Any, directory: str | Path) -> None:
     """Write ``gad.json`` and ``support.safetensors`` into ``directory`` (created if needed)."""
     if not gad.is_fitted:
         raise ConfigError("only a fitted GAD can be saved: call fit() first")
@@ -113,8 +111,12 @@ def _architecture_mismatch(saved: dict[str, list[int]], model: nn.Module) -> str
     return "; ".join(parts) or None
 
 
-def load_gad(cls: type[GAD], directory: str | Path, model: nn.Module, **overrides: Any) -> GAD:
-    """Rebuild a fitted GAD from ``directory`` around ``model``; see :meth:`GAD.load`."""
+def load_gad(cls: type, directory: str | Path, model: nn.Module, **overrides: Any) -> Any:
+    """Rebuild a fitted GAD of class ``cls`` from ``directory`` around ``model``; see :meth:`GAD.load`.
+
+    The class is passed in (not imported) so that this module does not depend on
+    :mod:`cleargrad.gad.gad`, which imports it.
+    """
     d = Path(directory)
     if not (d / SETTINGS_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
         raise DataError(f"{d} does not hold a saved GAD ({SETTINGS_FILE} and {WEIGHTS_FILE} expected)")
@@ -130,7 +132,8 @@ def load_gad(cls: type[GAD], directory: str | Path, model: nn.Module, **override
             f"the saved GAD was fitted on a {meta['model_class']} whose architecture does not match this "
             f"{type(model).__name__}: {mismatch}. Load it with the classifier it was fitted on."
         )
-    settings = {**meta["settings"], **{k: v for k, v in overrides.items() if k != "output"}}
+    # files written before the schedule option existed were fitted at a constant rate
+    settings = {"schedule": "constant", **meta["settings"], **{k: v for k, v in overrides.items() if k != "output"}}
     gad = cls(model, output=overrides.get("output", meta.get("output")), **settings)
     device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
     weights = load_file(str(d / WEIGHTS_FILE), device=str(device))
@@ -158,7 +161,7 @@ def load_gad(cls: type[GAD], directory: str | Path, model: nn.Module, **override
     gad.support_models_ = support
     gad.alphas_ = [torch.tensor(a, dtype=torch.float64).reshape(-1, 2) for a in meta["alphas"]]
     gad.stats_ = [
-        [SupportStats(tuple(s["alpha"]), s["mse"], s["agreement"], s["margin_first"], s["margin_second"]) for s in st]
+        [SupportStats.from_dict(s) for s in st]
         for st in meta["stats"]
     ]
     gad.num_classes_ = meta["num_classes"]

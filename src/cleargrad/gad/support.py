@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
@@ -30,6 +31,7 @@ __all__ = ["TrainSettings", "SupportStats", "model_outputs", "train_support_mode
 INITS = ("warm", "original")
 BN_MODES = ("eval", "train")
 REGRESS = ("all", "groups")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class TrainSettings:
         regress: ``"all"`` (default): the MSE covers every output (outputs of classes
             not concerned keep their original values as targets); ``"groups"``: only
             the outputs of the classes concerned.
+        schedule: learning-rate schedule over the ``epochs`` of one support model:
+            ``"constant"`` or ``"cosine"`` (cosine decay from ``lr`` to 0 over the steps, so
+            that the final weights are not the noisy last steps of a constant-rate run).
         seed: seeds the shuffling generator and, during training, the global RNG
             (Dropout in ``bn_mode="train"``); the caller's RNG state is restored.
         deterministic: on CUDA, use deterministic cuDNN kernels during training
@@ -62,6 +67,7 @@ class TrainSettings:
     init: str = "warm"
     bn_mode: str = "eval"
     regress: str = "all"
+    schedule: str = "constant"
     seed: int = 0
     deterministic: bool = True
     eval_batch_size: int = 256
@@ -75,7 +81,7 @@ class TrainSettings:
             v = getattr(self, name)
             if not (isinstance(v, int) and v >= 1):
                 raise ConfigError(f"{name} must be an int >= 1, got {v!r}")
-        for name, valid in (("init", INITS), ("bn_mode", BN_MODES), ("regress", REGRESS)):
+        for name, valid in (("init", INITS), ("bn_mode", BN_MODES), ("regress", REGRESS), ("schedule", SCHEDULES)):
             if getattr(self, name) not in valid:
                 raise ConfigError(f"{name} must be one of {', '.join(valid)}, got {getattr(self, name)!r}")
 
@@ -86,14 +92,29 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class SupportStats:
-    """What one trained support model achieved on the training set.
+    """What one trained support model achieved on the training images of its task.
+
+    The *margin* of an image is :func:`~cleargrad.gad.distancing.group_margin`: how far
+    its own group's output leads the other group's. Algorithm 1 asks support model
+    ``s`` to raise the mean margin of the ``G1`` images by ``α_1`` and that of the ``G2``
+    images by ``α_2`` (the *intended gain*); ``gain_*`` is what it achieved, measured
+    against the original model on the same images, and ``fidelity_* = gain_* / α_*``
+    (1 = the distancing is fully realised; NaN when ``α = 0``).
 
     Attributes:
         alpha: the distancing constants ``(α_1, α_2)`` of this step.
         mse: final MSE to the distanced targets (over the regressed outputs).
-        agreement: fraction of images whose argmax equals the original model's.
-        margin_first: mean :func:`group_margin` of the ``G1`` images.
-        margin_second: mean :func:`group_margin` of the ``G2`` images.
+        agreement: fraction of images whose argmax equals the *original model's* argmax.
+            It is expected to fall below 1 on images the original model misclassifies:
+            the targets push every image towards its own label's group.
+        margin_first: mean margin of the ``G1`` images under the support model.
+        margin_second: mean margin of the ``G2`` images under the support model.
+        margin_first_orig: mean margin of the ``G1`` images under the original model.
+        margin_second_orig: mean margin of the ``G2`` images under the original model.
+        accuracy: fraction of images whose argmax (over all outputs) equals the label,
+            under the support model.
+        accuracy_orig: the same under the original model (the support model should not
+            fall below it).
     """
 
     alpha: tuple[float, float]
@@ -101,12 +122,46 @@ class SupportStats:
     agreement: float
     margin_first: float
     margin_second: float
+    margin_first_orig: float = math.nan
+    margin_second_orig: float = math.nan
+    accuracy: float = math.nan
+    accuracy_orig: float = math.nan
+
+    @property
+    def gain_first(self) -> float:
+        """Realised mean margin gain of the ``G1`` images (support minus original)."""
+        return self.margin_first - self.margin_first_orig
+
+    @property
+    def gain_second(self) -> float:
+        """Realised mean margin gain of the ``G2`` images (support minus original)."""
+        return self.margin_second - self.margin_second_orig
+
+    @property
+    def fidelity_first(self) -> float:
+        """``gain_first / α_1`` (NaN when ``α_1 = 0``)."""
+        return self.gain_first / self.alpha[0] if self.alpha[0] > 0 else math.nan
+
+    @property
+    def fidelity_second(self) -> float:
+        """``gain_second / α_2`` (NaN when ``α_2 = 0``)."""
+        return self.gain_second / self.alpha[1] if self.alpha[1] > 0 else math.nan
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-friendly form."""
+        """JSON-friendly form (with the derived gains and fidelities)."""
         d = asdict(self)
         d["alpha"] = list(self.alpha)
+        for k in ("gain_first", "gain_second", "fidelity_first", "fidelity_second"):
+            d[k] = getattr(self, k)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> SupportStats:
+        """Inverse of :meth:`to_dict` (derived values are recomputed; missing new fields are NaN)."""
+        names = [f.name for f in fields(cls)]
+        kw = {k: (math.nan if d.get(k) is None else d[k]) for k in names if k in d}
+        kw["alpha"] = tuple(float(v) for v in d["alpha"])  # type: ignore[union-attr]
+        return cls(**kw)  # type: ignore[arg-type]
 
 
 def model_outputs(
@@ -166,9 +221,14 @@ def _stats(
     out = model_outputs(m, x, output, settings.eval_batch_size)
     mse = float(((out[:, cols] - targets[:, cols]) ** 2).mean())
     agree = float((out.argmax(1) == logits.argmax(1)).double().mean())
-    margin = group_margin(out, labels, grouping)
+    acc = float((out.argmax(1) == labels).double().mean())
+    acc0 = float((logits.argmax(1) == labels).double().mean())
+    margin, margin0 = group_margin(out, labels, grouping), group_margin(logits, labels, grouping)
     first = grouping.in_first(labels)
-    return SupportStats(alpha, mse, agree, float(margin[first].mean()), float(margin[~first].mean()))
+    return SupportStats(
+        alpha, mse, agree, float(margin[first].mean()), float(margin[~first].mean()),
+        float(margin0[first].mean()), float(margin0[~first].mean()), acc, acc0,
+    )
 
 
 def train_support_models(
@@ -223,9 +283,14 @@ def train_support_models(
                 continue
             m.train(settings.bn_mode == "train")
             opt = torch.optim.Adam(m.parameters(), lr=settings.lr)
+            total, step = settings.epochs * steps_per_epoch, 0
             for epoch in range(settings.epochs):
                 order = torch.randperm(n, generator=shuffle)
                 for sl in chunk_slices(n, settings.batch_size):
+                    if settings.schedule == "cosine":
+                        for g in opt.param_groups:
+                            g["lr"] = settings.lr * 0.5 * (1.0 + math.cos(math.pi * step / total))
+                    step += 1
                     idx = order[sl]
                     out = select_output(m(x[idx].to(device)), output)
                     loss = torch.nn.functional.mse_loss(out[:, cols], targets[idx][:, cols].to(out))
