@@ -240,11 +240,13 @@ def test_bad_inputs_clear_errors(fitted: GAD) -> None:
 
 def test_n_support_zero_is_masked_original(fitted: GAD) -> None:
     model = trained_model()
-    gad = GAD(model, base="saliency", classes=(0, 1), n_support=0, progress=False).fit(pair_data())
     x, _ = pair_data(3, seed=4)
     s0 = make_method(model, "saliency")[0].attribute(x, target=1).sum(1, keepdim=True).abs()
     s0 = s0 / s0.flatten(1).amax(1).view(-1, 1, 1, 1)
-    torch.testing.assert_close(gad.attribute(x, target=1), s0 * (s0 >= 0.1))
+    for tau, thr in ((None, 0.3), ("paper", 0.1), (0.2, 0.2)):
+        kw = {} if tau is None else {"tau": tau}
+        gad = GAD(model, base="saliency", classes=(0, 1), n_support=0, progress=False, **kw).fit(pair_data())
+        torch.testing.assert_close(gad.attribute(x, target=1), s0 * (s0 >= thr))
 
 
 @pytest.mark.parametrize("base", ["gradcam", "layercam"])

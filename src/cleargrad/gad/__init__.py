@@ -3,12 +3,13 @@ multi-class strategies, and the :class:`GAD` explainer that ties them together."
 
 from .distancing import Grouping, alpha_schedule, check_alphas, distance_targets, group_margin
 from .fusion import fuse, important_mask, normalized_importance
-from .gad import GAD
+from .gad import GAD, SPEC_SETTINGS
 from .strategies import STRATEGIES, make_tasks, two_means
 from .support import SupportStats, TrainSettings, train_support_models
 
 __all__ = [
     "GAD",
+    "SPEC_SETTINGS",
     "STRATEGIES",
     "Grouping",
     "SupportStats",

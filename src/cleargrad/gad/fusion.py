@@ -11,7 +11,7 @@ import torch
 from ..core import to_2d
 from ..errors import ConfigError, InputError
 
-__all__ = ["COMBINES", "Threshold", "normalized_importance", "important_mask", "fuse"]
+__all__ = ["COMBINES", "PAPER_TAU", "Threshold", "normalized_importance", "important_mask", "fuse"]
 
 COMBINES = ("mask", "min")
 Threshold = Union[float, str]
@@ -29,23 +29,31 @@ def normalized_importance(a: torch.Tensor, reduction: str = "abs_sum") -> torch.
     return s / torch.where(m > 0, m, torch.ones_like(m))
 
 
+#: ``tau="paper"``: the paper's notion of important pixels (>= 10 % of the map's maximum)
+PAPER_TAU = 0.1
+
+
 def _check_tau(tau: Threshold) -> None:
     if isinstance(tau, str):
-        if tau != "positive" and not _QUANTILE.match(tau):
-            raise ConfigError(f"tau must be a number in [0, 1], 'qNN' (e.g. 'q90') or 'positive', got {tau!r}")
+        if tau not in ("positive", "paper") and not _QUANTILE.match(tau):
+            raise ConfigError(
+                f"tau must be a number in [0, 1], 'paper', 'qNN' (e.g. 'q90') or 'positive', got {tau!r}"
+            )
     elif not (isinstance(tau, (int, float)) and 0 <= float(tau) <= 1):
-        raise ConfigError(f"tau must be a number in [0, 1], 'qNN' (e.g. 'q90') or 'positive', got {tau!r}")
+        raise ConfigError(f"tau must be a number in [0, 1], 'paper', 'qNN' (e.g. 'q90') or 'positive', got {tau!r}")
 
 
 def important_mask(s_hat: torch.Tensor, tau: Threshold = 0.1, signed: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean mask ``B`` of the important pixels of one normalised map ``Ŝ`` (N, 1, H, W).
 
-    ``tau`` is a number (``Ŝ >= tau``, default 0.1 [spec PROPOSAL]), a quantile
+    ``tau`` is a number (``Ŝ >= tau``, default 0.1 [spec PROPOSAL]), ``"paper"`` (0.1), a quantile
     ``"qNN"`` (``Ŝ >=`` the image's NN-th percentile) or ``"positive"`` (the signed
     channel sum ``signed > 0``; for signed base methods). A pixel of importance 0 is
     never important.
     """
     _check_tau(tau)
+    if tau == "paper":
+        tau = PAPER_TAU
     if tau == "positive":
         if signed is None:
             raise ConfigError("tau='positive' needs the signed attribution")

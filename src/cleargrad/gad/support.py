@@ -40,7 +40,8 @@ class TrainSettings:
 
     Attributes:
         epochs: passes over the training set per support model (10 [paper]).
-        lr: Adam learning rate (1e-5 [spec PROPOSAL]).
+        lr: Adam learning rate: 1e-3 (issue 11; the spec's proposal 1e-5 moves the
+            margins by about 10-50 % of alpha on Fashion-MNIST, see README "GAD").
         batch_size: 32 [spec PROPOSAL].
         init: ``"warm"`` (``M_s`` starts from ``M_{s-1}``, default [spec PROPOSAL]) or
             ``"original"`` (every ``M_s`` starts from ``M_0``).
@@ -52,8 +53,8 @@ class TrainSettings:
             not concerned keep their original values as targets); ``"groups"``: only
             the outputs of the classes concerned.
         schedule: learning-rate schedule over the ``epochs`` of one support model:
-            ``"constant"`` or ``"cosine"`` (cosine decay from ``lr`` to 0 over the steps, so
-            that the final weights are not the noisy last steps of a constant-rate run).
+            ``"cosine"`` (default: decay from ``lr`` to 0 over the steps, so that the final
+            weights are not the noisy last steps of a constant-rate run) or ``"constant"``.
         seed: seeds the shuffling generator and, during training, the global RNG
             (Dropout in ``bn_mode="train"``); the caller's RNG state is restored.
         deterministic: on CUDA, use deterministic cuDNN kernels during training
@@ -62,12 +63,12 @@ class TrainSettings:
     """
 
     epochs: int = 10
-    lr: float = 1e-5
+    lr: float = 1e-3
     batch_size: int = 32
     init: str = "warm"
     bn_mode: str = "eval"
     regress: str = "all"
-    schedule: str = "constant"
+    schedule: str = "cosine"
     seed: int = 0
     deterministic: bool = True
     eval_batch_size: int = 256
