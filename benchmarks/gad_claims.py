@@ -221,21 +221,22 @@ def _sweep_table(results: dict, args, fit_times: dict[str, list[float]]) -> None
     lines = [
         f"GAD fusion/region sweep on a validation split (held-out training images; n_eval={args.n_eval} per pair, "
         f"fit on {args.train_limit} other training images, S={args.n_support}, epochs={args.epochs}, "
-        f"seeds {args.seeds}). Per row: 3 pairs x 5 bases; 'ctrl' = n_support=0 with the same fusion settings. "
-        "RC and RS win rate are means over the 15 pair x base cells; ΔRC = RC(GAD) - RC(ctrl) paired per image "
-        "(mean ± s.e. over all images of all cells); 'bases ok' = bases whose RC (mean over pairs) <= 0.80 AND "
+        f"seeds {args.seeds}). Per row: the pair x base cells listed in 'cells'; 'ctrl' = n_support=0 with the "
+        "same fusion settings. RC and RS win rate are means over the cells; ΔRC = RC(GAD) - RC(ctrl) paired per "
+        "image (mean ± s.e. over all images of all cells); 'bases ok' = bases whose RC (mean over pairs) <= 0.80 AND "
         "below the control's AND whose RS win rate >= 0.80 and >= the control's.",
         "",
         "| train | τ | combine | grouping | RC GAD | RC ctrl | ΔRC (GAD-ctrl) | RS win GAD | RS win ctrl | "
-        "bases RC<=0.8 (GAD/ctrl) | bases ok | fit s/pair |",
-        "|" + "---|" * 12,
+        "bases RC<=0.8 (GAD/ctrl) | bases ok | fit s/pair | cells |",
+        "|" + "---|" * 13,
     ]
     by_setting: dict[tuple[str, str], dict[str, list]] = {}
     for key, v in results.items():
-        train_tag, _, _, base = key.split("|")
+        train_tag, _, pair, base = key.split("|")
         for setting, per in v["rows"].items():
-            d = by_setting.setdefault((train_tag, setting), {"cells": []})
+            d = by_setting.setdefault((train_tag, setting), {"cells": [], "pairs": set()})
             d["cells"].append((base, per))
+            d["pairs"].add(pair)
     for (train_tag, setting), d in sorted(by_setting.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         tau, combine, grouping = setting.split("|")
         rc_g, rc_c, win_g, win_c, deltas = [], [], [], [], []
@@ -267,7 +268,7 @@ def _sweep_table(results: dict, args, fit_times: dict[str, list[float]]) -> None
         lines.append(
             f"| {train_tag} | {tau} | {combine} | {grouping} | {mean(rc_g):.3f} | {mean(rc_c):.3f} | "
             f"{_paired(torch.cat(deltas))} | {mean(win_g):.2f} | {mean(win_c):.2f} | {n_rc_g}/{n_rc_c} | {ok} | "
-            f"{mean(ft):.0f} |"
+            f"{mean(ft):.0f} | {len(d['cells'])} ({', '.join(sorted(d['pairs']))}) |"
         )
     md = "\n".join(lines)
     print("\n" + md)

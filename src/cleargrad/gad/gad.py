@@ -74,7 +74,7 @@ class GAD:
             issue 11 because the spec's proposal, lr 1e-5 at a constant rate, leaves the
             margins nearly where they were: see README "GAD").
         tau: importance threshold of the fusion: a number (a fraction of each map's maximum;
-            default 0.3, chosen on a validation split in issue 11), ``"paper"`` (0.1, the
+            default 0.2, chosen on a validation split in issue 11), ``"paper"`` (0.1, the
             paper's 10 % rule, the spec's proposal), a quantile ``"q90"``, or ``"positive"``
             (signed methods). :data:`SPEC_SETTINGS` restores the spec's proposals.
         combine: ``"mask"`` (default: original importance on the common support) or ``"min"``.
@@ -114,7 +114,7 @@ class GAD:
         schedule: str = "cosine",
         seed: int = 0,
         deterministic: bool = True,
-        tau: Threshold = 0.3,
+        tau: Threshold = 0.2,
         combine: str = "mask",
         reduction: str = "abs_sum",
         base_options: dict[str, Any] | None = None,
