@@ -627,7 +627,9 @@ def gad_fit_cmd(
     weights: WeightsOpt = None,
     support: Annotated[int, typer.Option("--support", min=1, help="Support models per task (paper: 4).")] = 4,
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs per support model.")] = 10,
-    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Adam learning rate of the support models.")] = 1e-5,
+    lr: Annotated[
+        float, typer.Option("--lr", min=0.0, help="Adam learning rate of the support models (cosine decay).")
+    ] = 1e-3,
     alphas: Annotated[
         str, typer.Option("--alphas", help="Distancing schedule: std (s × std of the logits) or margin.")
     ] = "std",
