@@ -301,6 +301,11 @@ def final(args) -> None:
                 cell["win"].append(w)
                 cell["n"].append(n)
                 cell["dRC"].append(g["rc"] - c["rc"])
+                # paired per image: GAD's RS win (1/0) minus the control's, where both are defined
+                ok = ~(torch.isnan(g["rs_gad"]) | torch.isnan(g["rs_rest"]) | torch.isnan(c["rs_gad"])
+                       | torch.isnan(c["rs_rest"]))
+                wg, wc = (g["rs_gad"] > g["rs_rest"]).double(), (c["rs_gad"] > c["rs_rest"]).double()
+                cell.setdefault("dwin", []).append(torch.where(ok, wg - wc, torch.nan))
                 cell["ms"].append(ms)
                 cell["fit"].append(fit_s)
                 cell["rc_ctrl"] = _nanmean(c["rc"])
@@ -328,14 +333,17 @@ def final(args) -> None:
             f"{_mse(c['win'])} | {c['win_ctrl']:.2f} | {min(c['n'])}-{max(c['n'])} | {_mse(c['ms'])} |"
         )
         per_base.setdefault(base, []).append(
-            (sum(c["rc"]) / len(c["rc"]), c["rc_ctrl"], sum(c["win"]) / len(c["win"]), c["win_ctrl"])
+            (sum(c["rc"]) / len(c["rc"]), c["rc_ctrl"], sum(c["win"]) / len(c["win"]), c["win_ctrl"],
+             torch.cat(c["dwin"]))
         )
-    lines += ["", "| base | mean RC GAD (over pairs) | mean RC ctrl | RS win GAD | RS win ctrl | RC <= 0.80 | "
-              "GAD beats ctrl |", "|---|---|---|---|---|---|---|"]
+    lines += ["", "| base | mean RC GAD (over pairs) | mean RC ctrl | RS win GAD | RS win ctrl | "
+              "Δ RS win GAD-ctrl (paired per image, all pairs and seeds) | RC <= 0.80 | GAD beats ctrl on RC |",
+              "|---|---|---|---|---|---|---|---|"]
     for base, v in per_base.items():
         m = [sum(t[i] for t in v) / len(v) for i in range(4)]
-        lines.append(f"| {base} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.2f} | {m[3]:.2f} | "
-                     f"{'yes' if m[0] <= 0.8 else 'no'} | {'yes' if m[0] < m[1] and m[2] >= m[3] else 'no'} |")
+        lines.append(f"| {base} | {m[0]:.3f} | {m[1]:.3f} | {m[2]:.3f} | {m[3]:.3f} | "
+                     f"{_paired(torch.cat([t[4] for t in v]))} | {'yes' if m[0] <= 0.8 else 'no'} | "
+                     f"{'yes' if m[0] < m[1] else 'no'} |")
     fit_lines = ["", "| pair | fit seconds (mean ± s.e. over seeds) | min fidelity G1 / G2 (over support models, "
                  "seeds) | accuracy support (min) / original |", "|---|---|---|---|"]
     for pair in args.pairs:
