@@ -206,9 +206,10 @@ def tables(rows: list[dict], config: str, methods: list[str], metrics: dict, ref
         secs[r["method"]].append(r.get("seconds", float("nan")))
     n_img = max(len(by[(m, next(iter(metrics)))]) for m in methods)
     lines = [f"Images: {n_img}. Mean ± s.e. per image; direction: infidelity, deletion, complexity lower is "
-             "better, insertion higher.", ""]
-    head = "| method | " + " | ".join(metrics) + " | s / image |"
-    lines += [head, "|" + "---|" * (len(metrics) + 2)]
+             "better, insertion higher. An all-zero map has no ranking: its metrics are NaN (counted in the last "
+             "column) and left out of means and paired differences.", ""]
+    head = "| method | " + " | ".join(metrics) + " | s / image | all-zero maps |"
+    lines += [head, "|" + "---|" * (len(metrics) + 3)]
     verdict = {}
     means = {}
     for m in methods:
@@ -218,7 +219,10 @@ def tables(rows: list[dict], config: str, methods: list[str], metrics: dict, ref
             means[(m, k)] = mu
             cells.append(fmt(mu, se))
         s_mu = mean_se(secs[m])[0]
-        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + f" | {s_mu:.3f} |")
+        k0 = next(iter(metrics))
+        vals = list(by[(m, k0)].values())
+        undefined = sum(1 for v in vals if v is None or not math.isfinite(v))
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + f" | {s_mu:.3f} | {undefined}/{len(vals)} |")
     # informativeness: how many real methods beat the random map significantly; spread of means
     lines += ["", "Real map − random map (paired; mark: + better than random beyond 2 s.e., ++ beyond 3):", ""]
     lines += ["| method | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
@@ -525,12 +529,12 @@ def report(args) -> None:
         cells = []
         for m in METHODS[1:-1]:
             marks = []
-            for k in ("insertion", "deletion", "infid_square", "complexity"):
+            for k in ("insertion", "deletion", "infid_square_black", "complexity"):
                 mk = info["verdict"].get((m, k), "")
                 word = {"+": "better", "++": "better", "-": "worse", "--": "worse"}.get(mk, "n.s.")
                 if not info["flags"][k].startswith("informative") and k != "complexity":
                     word += " (uninformative)"
-                marks.append(f"{k[:5]} {word}")
+                marks.append(f"{ {'infid_square_black': 'infid(sq. black)'}.get(k, k[:5])} {word}")
             cells.append("; ".join(marks))
         summary.append(f"| {c} | {info['n']} | " + " | ".join(cells) + " |")
     parts += ["", "## Verdict: Expected Grad-CAM vs each method (paired, 2 s.e.)", "",
