@@ -41,10 +41,11 @@ class DemoSettings:
             of the test split).
         pair: the GAD class pair (default T-shirt/top vs Shirt, the most confused pair).
         gad_base: GAD's base method; also the reference map of region complexity.
-        gad_support / gad_epochs / gad_lr / gad_train_images: small GAD fit settings, so
-            that the fit takes about a minute on two cores (the paper uses 4 support
-            models and 10 epochs on the full pair); the training images of the pair are
-            taken from the first ``10 * gad_train_images`` training images.
+        gad_support / gad_epochs / gad_lr / gad_train_images: small GAD fit settings (the
+            paper uses 4 support models and 10 epochs on the full pair; ``gad_lr=None`` is
+            the library's default); the training images of the pair are taken from the first
+            ``10 * gad_train_images`` training images. Every other GAD setting is the
+            library default (see :class:`cleargrad.GAD`).
         metrics: the metrics computed for every method.
         methods: registered methods to run (None: every pixel and CAM method); GAD is always run.
         recipe: training recipe of the SmallCNN (None: the reference recipe,
@@ -58,7 +59,7 @@ class DemoSettings:
     gad_base: str = "saliency"
     gad_support: int = 3
     gad_epochs: int = 2
-    gad_lr: float = 1e-4
+    gad_lr: float | None = None
     gad_train_images: int = 2000
     metrics: tuple[str, ...] = (
         "insertion",
@@ -92,27 +93,38 @@ def _pair_sample(settings: DemoSettings) -> ImageSet:
                     description=f"fashion-mnist test, classes {settings.pair}")
 
 
+def _unfitted_gad(model: nn.Module, settings: DemoSettings) -> Any:
+    """The demo's GAD object before fitting (library defaults for everything not in ``settings``)."""
+    from ..gad import GAD
+
+    options = {"n_steps": 32} if settings.gad_base == "integrated_gradients" else {}
+    extra = {"lr": settings.gad_lr} if settings.gad_lr is not None else {}
+    return GAD(
+        model,
+        base=settings.gad_base,
+        classes=settings.pair,
+        n_support=settings.gad_support,
+        epochs=settings.gad_epochs,
+        seed=settings.seed,
+        base_options=options,
+        **extra,
+    )
+
+
 def gad_key(model: nn.Module, settings: DemoSettings) -> str:
-    """The cache key of the demo's GAD fit: its settings and a digest of the model's weights."""
+    """The cache key of the demo's GAD fit: every GAD setting (so a change of a library
+    default, e.g. the learning-rate schedule or tau, is a new key), the training images
+    and a digest of the model's weights."""
+    from ..gad.persistence import gad_settings
     from ..models import config_key
 
     digest = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(t.detach().cpu().contiguous().numpy().tobytes())
-    key = config_key(
-        {
-            "pair": list(settings.pair),
-            "base": settings.gad_base,
-            "support": settings.gad_support,
-            "epochs": settings.gad_epochs,
-            "lr": settings.gad_lr,
-            "train_images": settings.gad_train_images,
-            "seed": settings.seed,
-            "model": digest.hexdigest()[:16],
-        }
-    )
-    return key
+    gs = gad_settings(_unfitted_gad(model, settings))
+    gs.pop("progress", None)
+    return config_key({"gad": gs, "train_images": settings.gad_train_images, "model": digest.hexdigest()[:16]})
 
 
 #: the GAD fit of the default demo on the shipped SmallCNN, shipped beside this module
@@ -147,7 +159,6 @@ def fit_or_load_gad(model: nn.Module, settings: DemoSettings, ui: UI) -> Any:
 
     key = gad_key(model, settings)
     folder = cache_root() / "gad" / key
-    options = {"n_steps": 32} if settings.gad_base == "integrated_gradients" else {}
     if (folder / "gad.json").exists():
         ui.info(f"loading cached GAD support models from {folder}")
         return GAD.load(str(folder), model, progress=not ui.quiet)
@@ -158,18 +169,9 @@ def fit_or_load_gad(model: nn.Module, settings: DemoSettings, ui: UI) -> Any:
     # the pair is 1/5 of the balanced training set: the first 10 N images hold about 2 N of it
     train = load_fashion_mnist("train", normalize=True, limit=10 * settings.gad_train_images)
     keep = torch.isin(train.labels, torch.tensor(settings.pair)).nonzero().squeeze(1)[: settings.gad_train_images]
+    gad = _unfitted_gad(model, settings)
+    gad.progress = not ui.quiet
     ui.info(f"fitting GAD ({settings.gad_support} support models, {settings.gad_epochs} epochs, {len(keep)} images)")
-    gad = GAD(
-        model,
-        base=settings.gad_base,
-        classes=settings.pair,
-        n_support=settings.gad_support,
-        epochs=settings.gad_epochs,
-        lr=settings.gad_lr,
-        seed=settings.seed,
-        base_options=options,
-        progress=not ui.quiet,
-    )
     gad.fit((train.images[keep], train.labels[keep]))
     gad.save(str(folder))
     return gad

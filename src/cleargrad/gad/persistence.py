@@ -25,6 +25,12 @@ VERSION = 1
 ATTRIBUTE_SETTINGS = ("tau", "combine", "reduction", "base_options", "batch_models", "progress")
 
 
+def gad_settings(gad: Any) -> dict[str, Any]:
+    """Every setting of a GAD object as saved in ``gad.json`` (training and fusion); two GAD
+    objects with equal settings, model and data fit the same support models."""
+    return _settings(gad)
+
+
 def _settings(gad: Any) -> dict[str, Any]:
     ts = gad.train_settings
     return {
