@@ -47,6 +47,8 @@ from cleargrad.models import cifar_mobilenet_v2, cifar_resnet18  # noqa: E402
 from cleargrad.training import InterpretableGradientLoss, fit  # noqa: E402
 
 ARROW = {"lower": "↓", "higher": "↑"}
+#: a standard error from 2 seeds has one degree of freedom: differences are marked from 3 seeds on
+MIN_SEEDS_FOR_MARKS = 3
 
 
 def plan(args: argparse.Namespace) -> list[dict]:
@@ -148,8 +150,9 @@ def report(done: list[dict], args: argparse.Namespace, elapsed: float) -> str:
         f"images; CAM metrics (%) on the first {args.n_test} test images for their true class (authors' protocol, "
         "`cleargrad.cli.train_eval`). Cells: mean ± standard error across seeds; Δ: mean of the per-seed "
         "differences from the baseline of the same seed (same initialisation and data order) ± its s.e.; "
-        "**bold** Δ: better than the baseline by more than 2 s.e., _italic_: worse by more than 2 s.e. "
-        f"{len(done)} run(s) finished; this sitting took {elapsed / 60:.1f} min.*\n"
+        "**bold** Δ: better than the baseline by more than 2 s.e., _italic_: worse by more than 2 s.e. (marked only "
+        f"with at least {MIN_SEEDS_FOR_MARKS} seeds: a s.e. from 2 seeds has one degree of freedom). "
+        f"{len(done)} run(s) finished" + (f"; this sitting took {elapsed / 60:.1f} min.*\n" if elapsed else ".*\n")
     )
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in done:
@@ -202,7 +205,7 @@ def report(done: list[dict], args: argparse.Namespace, elapsed: float) -> str:
                 better = worse = 0
                 for cam in CAMS:
                     d = delta(rs, base, lambda r, k=k, cam=cam: r["cams"][cam][k])
-                    if d is None or math.isnan(d[1]):
+                    if d is None or math.isnan(d[1]) or d[2] < MIN_SEEDS_FOR_MARKS:
                         continue
                     if abs(d[0]) > 2 * d[1]:
                         good = d[0] > 0 if direction == "higher" else d[0] < 0
@@ -229,6 +232,8 @@ def fmt_delta(d: tuple[float, float, int] | None, direction: str, scale: float =
     if math.isnan(se):
         return f"{scale * m:+.2f} (1 seed)"
     text = f"{scale * m:+.2f} ± {scale * se:.2f}"
+    if n < MIN_SEEDS_FOR_MARKS:
+        return f"{text} ({n} seeds)"
     if abs(m) > 2 * se:
         good = m > 0 if direction == "higher" else m < 0
         return f"**{text}**" if good else f"_{text}_"
@@ -255,6 +260,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/interpretable_training"))
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--report-only", action="store_true", help="rewrite results.md from the finished runs")
     args = ap.parse_args()
     if args.quick:
         args.train_limit, args.epochs, args.n_test, args.eval_batch = 64, 1, 4, 4
@@ -263,6 +269,12 @@ def main() -> None:
         args.out = args.out.with_name(args.out.name + "_quick")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    if args.report_only:
+        done = [json.loads(p.read_text())["run"] for p in sorted((args.out / "runs").glob("*.json"))]
+        text = report(done, args, 0.0)
+        (args.out / "results.md").write_text(text + "\n")
+        print(text)
+        return
     train = load_fashion_mnist("train", normalize=True, limit=args.train_limit)
     test = load_fashion_mnist("test", normalize=True, limit=200 if args.quick else None)
     x_eval, y_eval = test.images[: args.n_test], test.labels[: args.n_test]
