@@ -5,7 +5,9 @@ Times, interleaved on one batch (no data loading), on the CIFAR-style ResNet-18
 
 - a cross-entropy step (forward, backward, SGD step): the unit;
 - the interpretable-gradient step as it is now (one forward shared by the guided and the
-  standard gradient, see ``InterpretableGradientLoss.__call__``);
+  standard gradient, see ``InterpretableGradientLoss.__call__``, and the closed-form
+  BatchNorm double backward of ``cleargrad.training.batchnorm``);
+- the same one-forward step with PyTorch's own BatchNorm double backward (before);
 - the two-pass step the spec describes (a separate guided forward/backward pass first),
   which is what the loss ran before;
 - the phases of the step: forward; guided input gradient; standard input gradient with
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -28,10 +31,12 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import interleaved  # noqa: E402
 
+import cleargrad.training.loss as loss_module  # noqa: E402
 from cleargrad.core.relu_rules import relu_rule_switch  # noqa: E402
 from cleargrad.data import load_fashion_mnist  # noqa: E402
 from cleargrad.models import cifar_resnet18  # noqa: E402
 from cleargrad.training import ClassificationLoss, InterpretableGradientLoss  # noqa: E402
+from cleargrad.training.batchnorm import batchnorm_double_backward  # noqa: E402
 
 
 def main() -> None:
@@ -58,6 +63,13 @@ def main() -> None:
         loss_of().backward()
         opt.step()
 
+    def native_bn_step() -> None:
+        loss_module.batchnorm_double_backward = nullcontext
+        try:
+            step(lambda: ig(model, x, y).loss)
+        finally:
+            loss_module.batchnorm_double_backward = batchnorm_double_backward
+
     def two_pass():
         guided = ig.guided_gradient(model, x, y).detach()
         gradient, logits = ig.standard_gradient(model, x, y, create_graph=True)
@@ -68,7 +80,7 @@ def main() -> None:
 
     def forward() -> None:
         state["x"] = xi = x.detach().requires_grad_(True)
-        with relu_rule_switch() as sw:
+        with relu_rule_switch() as sw, batchnorm_double_backward():
             state["logits"] = model(xi)
         state["sw"], state["score"] = sw, ig.target_scores(state["logits"], y).sum()
 
@@ -96,8 +108,10 @@ def main() -> None:
 
     runs = {
         "cross-entropy step": lambda: step(lambda: ce(model, x, y).loss),
-        "interpretable step (one forward)": lambda: step(lambda: ig(model, x, y).loss),
-        "interpretable step (two passes, before)": lambda: step(two_pass),
+        "interpretable step (one forward, closed-form BatchNorm double backward)": lambda: step(
+            lambda: ig(model, x, y).loss),
+        "interpretable step (one forward, PyTorch's BatchNorm double backward)": native_bn_step,
+        "interpretable step (two passes, PyTorch's BatchNorm double backward)": lambda: step(two_pass),
         "phase: forward": phase(1),
         "phases: + guided gradient": phase(2),
         "phases: + standard gradient (create_graph)": phase(3),

@@ -22,6 +22,7 @@ from ..core import relu_rule, select_output
 from ..core.relu_rules import relu_rule_switch
 from ..core.targets import OutputSelector
 from ..errors import ConfigError, InputError
+from .batchnorm import batchnorm_double_backward
 from .gradient_errors import gradient_error
 from .passes import frozen_running_stats, same_randomness
 
@@ -199,15 +200,18 @@ class InterpretableGradientLoss:
         with the ordinary one. A second forward pass under the guided rule, as
         :meth:`guided_gradient` runs, computes the same activations (same weights, same
         batch statistics, same Dropout masks), so the result equals the two-pass
-        computation (tested) at the cost of one forward pass less. With
-        ``detach_guided=False`` the two passes are kept (see the comment in the code).
+        computation (tested) at the cost of one forward pass less. Training-mode BatchNorm
+        layers of that forward use a closed-form double backward
+        (:mod:`cleargrad.training.batchnorm`): same values, fewer operations; it supports
+        second derivatives, not third. With ``detach_guided=False`` the two passes are kept
+        (see the comment in the code), with PyTorch's own BatchNorm double backward.
         """
         _check_batch(x, y)
         y = y.long()
         if self.detach_guided:
             xi = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                with relu_rule_switch() as switch:
+                with relu_rule_switch() as switch, batchnorm_double_backward():
                     logits = select_output(model(xi), self.output)
                 score = self.target_scores(logits, y).sum()
                 switch.rule = "guided"

@@ -1,0 +1,114 @@
+"""The closed-form BatchNorm double backward (cleargrad.training.batchnorm) equals autograd's.
+
+Checked in float64 against PyTorch's own double backward, for every output of the first
+backward (dx, dγ, dβ), for BatchNorm1d/2d/3d, with and without running statistics; plus the
+running statistics, the cases routed around it, and the one-value-per-channel error.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cleargrad.training.batchnorm import _BatchNormTrain, batchnorm_double_backward
+
+
+def _bn_net(kind: str, track: bool) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    if kind == "2d":
+        net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4, track_running_stats=track), nn.ReLU(),
+                            nn.Conv2d(4, 3, 3), nn.BatchNorm2d(3, track_running_stats=track), nn.Tanh(),
+                            nn.Flatten(), nn.Linear(3 * 6 * 6, 3))
+        x = torch.randn(5, 2, 8, 8)
+    elif kind == "1d_ncl":
+        net = nn.Sequential(nn.Conv1d(2, 4, 3), nn.BatchNorm1d(4, track_running_stats=track), nn.Tanh(),
+                            nn.Flatten(), nn.Linear(4 * 6, 3))
+        x = torch.randn(5, 2, 8)
+    elif kind == "1d_nc":
+        net = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4, track_running_stats=track), nn.Tanh(), nn.Linear(4, 3))
+        x = torch.randn(7, 6)
+    else:  # 3d
+        net = nn.Sequential(nn.Conv3d(1, 3, 2), nn.BatchNorm3d(3, track_running_stats=track), nn.Tanh(),
+                            nn.Flatten(), nn.Linear(3 * 27, 3))
+        x = torch.randn(4, 1, 4, 4, 4)
+    with torch.no_grad():  # non-trivial affine parameters
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    return net.double().train(), x.double()
+
+
+def _second_order(kind: str, track: bool, fast: bool, through_params: bool):
+    """Gradient of a loss on the first-order gradients (dx, and dγ/dβ when asked) with
+    respect to every parameter, plus the buffers afterwards."""
+    net, x = _bn_net(kind, track)
+    xi = x.clone().requires_grad_(True)
+    if fast:
+        with batchnorm_double_backward():
+            out = net(xi)
+    else:
+        out = net(xi)
+    score = (out[:, 0] ** 2).sum() + out[:, 1].sum()
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    wrt = [xi] + ([p for m in bns for p in (m.weight, m.bias)] if through_params else [])
+    grads = torch.autograd.grad(score, wrt, create_graph=True)
+    gen = torch.Generator().manual_seed(1)
+    loss = sum((g * torch.randn(g.shape, generator=gen, dtype=g.dtype)).sum() + (g**2).sum() for g in grads)
+    loss.backward()
+    return [p.grad.clone() for p in net.parameters()], [b.clone() for b in net.buffers()]
+
+
+@pytest.mark.parametrize("kind", ["2d", "1d_ncl", "1d_nc", "3d"])
+@pytest.mark.parametrize("track", [True, False])
+@pytest.mark.parametrize("through_params", [False, True], ids=["loss_on_dx", "loss_on_dx_dgamma_dbeta"])
+def test_double_backward_equals_autograds(kind: str, track: bool, through_params: bool) -> None:
+    ref, ref_buffers = _second_order(kind, track, fast=False, through_params=through_params)
+    got, buffers = _second_order(kind, track, fast=True, through_params=through_params)
+    scale = max(float(g.abs().max()) for g in ref)
+    assert scale > 1e-3
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 * scale)
+    for a, b in zip(buffers, ref_buffers):
+        assert torch.equal(a, b)
+
+
+def test_first_order_values_and_running_stats_are_native() -> None:
+    net, x = _bn_net("2d", True)
+    twin, _ = _bn_net("2d", True)
+    with batchnorm_double_backward():
+        out = net(x)
+    ref = twin(x)
+    assert torch.equal(out, ref)
+    for a, b in zip(net.buffers(), twin.buffers()):
+        assert torch.equal(a, b)
+
+
+def test_routes_only_training_mode_affine_batchnorm() -> None:
+    x = torch.randn(4, 3, 5, 5, requires_grad=True)
+    seen = []
+
+    def record(_m, _i, out):
+        seen.append(type(out.grad_fn).__name__)
+
+    cases = [nn.BatchNorm2d(3).train(), nn.BatchNorm2d(3).eval(), nn.BatchNorm2d(3, affine=False).train(),
+             nn.BatchNorm2d(3, track_running_stats=False).eval()]
+    for bn in cases:
+        bn.register_forward_hook(record)
+        with batchnorm_double_backward():
+            bn(x)
+    fast = _BatchNormTrain.__name__ + "Backward"
+    # batch statistics with affine weights: routed (also in eval mode without running stats)
+    assert seen[0] == fast and seen[3] == fast
+    # running statistics, or no affine weights: PyTorch's own function
+    assert seen[1] != fast and seen[2] != fast
+
+
+def test_one_value_per_channel_is_refused_as_by_torch() -> None:
+    bn = nn.BatchNorm1d(3).train()
+    x = torch.randn(1, 3, requires_grad=True)
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        bn(x)
+    with pytest.raises(ValueError, match="more than 1 value per channel"), batchnorm_double_backward():
+        bn(x)
