@@ -5,9 +5,9 @@ Times, interleaved on one batch (no data loading), on the CIFAR-style ResNet-18
 
 - a cross-entropy step (forward, backward, SGD step): the unit;
 - the interpretable-gradient step as it is now (one forward shared by the guided and the
-  standard gradient, see ``InterpretableGradientLoss.__call__``, and the closed-form
-  BatchNorm double backward of ``cleargrad.training.batchnorm``);
-- the same one-forward step with PyTorch's own BatchNorm double backward (before);
+  standard gradient, see ``InterpretableGradientLoss.__call__``, recorded with the lean
+  BatchNorm and convolution kernels of ``cleargrad.training.double_backward``);
+- the same one-forward step with PyTorch's own kernels (before);
 - the two-pass step the spec describes (a separate guided forward/backward pass first),
   which is what the loss ran before;
 - the phases of the step: forward; guided input gradient; standard input gradient with
@@ -36,7 +36,7 @@ from cleargrad.core.relu_rules import relu_rule_switch  # noqa: E402
 from cleargrad.data import load_fashion_mnist  # noqa: E402
 from cleargrad.models import cifar_resnet18  # noqa: E402
 from cleargrad.training import ClassificationLoss, InterpretableGradientLoss  # noqa: E402
-from cleargrad.training.batchnorm import batchnorm_double_backward  # noqa: E402
+from cleargrad.training.double_backward import BackwardPhase, double_backward_kernels  # noqa: E402
 
 
 def main() -> None:
@@ -64,11 +64,11 @@ def main() -> None:
         opt.step()
 
     def native_bn_step() -> None:
-        loss_module.batchnorm_double_backward = nullcontext
+        loss_module.double_backward_kernels = lambda: nullcontext(BackwardPhase())
         try:
             step(lambda: ig(model, x, y).loss)
         finally:
-            loss_module.batchnorm_double_backward = batchnorm_double_backward
+            loss_module.double_backward_kernels = double_backward_kernels
 
     def two_pass():
         guided = ig.guided_gradient(model, x, y).detach()
@@ -80,9 +80,10 @@ def main() -> None:
 
     def forward() -> None:
         state["x"] = xi = x.detach().requires_grad_(True)
-        with relu_rule_switch() as sw, batchnorm_double_backward():
+        with relu_rule_switch() as sw, double_backward_kernels() as phase:
             state["logits"] = model(xi)
-        state["sw"], state["score"] = sw, ig.target_scores(state["logits"], y).sum()
+        state["sw"], state["score"], state["phase"] = sw, ig.target_scores(state["logits"], y).sum(), phase
+        phase.input_only = True
 
     def guided_grad() -> None:
         state["sw"].rule = "guided"
@@ -93,6 +94,7 @@ def main() -> None:
         (state["grad"],) = torch.autograd.grad(state["score"], state["x"], create_graph=True)
 
     def second_order() -> None:
+        state["phase"].input_only = False
         loss = F.cross_entropy(state["logits"], y) + ig.lam * ig.regulariser(state["grad"], state["guided"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -108,10 +110,10 @@ def main() -> None:
 
     runs = {
         "cross-entropy step": lambda: step(lambda: ce(model, x, y).loss),
-        "interpretable step (one forward, closed-form BatchNorm double backward)": lambda: step(
+        "interpretable step (one forward, lean double-backward kernels)": lambda: step(
             lambda: ig(model, x, y).loss),
-        "interpretable step (one forward, PyTorch's BatchNorm double backward)": native_bn_step,
-        "interpretable step (two passes, PyTorch's BatchNorm double backward)": lambda: step(two_pass),
+        "interpretable step (one forward, PyTorch's kernels: before)": native_bn_step,
+        "interpretable step (two passes, PyTorch's kernels: the spec's step)": lambda: step(two_pass),
         "phase: forward": phase(1),
         "phases: + guided gradient": phase(2),
         "phases: + standard gradient (create_graph)": phase(3),

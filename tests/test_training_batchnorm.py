@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from cleargrad.training.batchnorm import _BatchNormTrain, batchnorm_double_backward
+from cleargrad.training.batchnorm import BatchNormTrain
+from cleargrad.training.double_backward import double_backward_kernels
 
 
 def _bn_net(kind: str, track: bool) -> tuple[nn.Module, torch.Tensor]:
@@ -46,7 +47,7 @@ def _second_order(kind: str, track: bool, fast: bool, through_params: bool):
     net, x = _bn_net(kind, track)
     xi = x.clone().requires_grad_(True)
     if fast:
-        with batchnorm_double_backward():
+        with double_backward_kernels():
             out = net(xi)
     else:
         out = net(xi)
@@ -77,7 +78,7 @@ def test_double_backward_equals_autograds(kind: str, track: bool, through_params
 def test_first_order_values_and_running_stats_are_native() -> None:
     net, x = _bn_net("2d", True)
     twin, _ = _bn_net("2d", True)
-    with batchnorm_double_backward():
+    with double_backward_kernels():
         out = net(x)
     ref = twin(x)
     assert torch.equal(out, ref)
@@ -96,9 +97,9 @@ def test_routes_only_training_mode_affine_batchnorm() -> None:
              nn.BatchNorm2d(3, track_running_stats=False).eval()]
     for bn in cases:
         bn.register_forward_hook(record)
-        with batchnorm_double_backward():
+        with double_backward_kernels():
             bn(x)
-    fast = _BatchNormTrain.__name__ + "Backward"
+    fast = BatchNormTrain.__name__ + "Backward"
     # batch statistics with affine weights: routed (also in eval mode without running stats)
     assert seen[0] == fast and seen[3] == fast
     # running statistics, or no affine weights: PyTorch's own function
@@ -110,5 +111,65 @@ def test_one_value_per_channel_is_refused_as_by_torch() -> None:
     x = torch.randn(1, 3, requires_grad=True)
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         bn(x)
-    with pytest.raises(ValueError, match="more than 1 value per channel"), batchnorm_double_backward():
+    with pytest.raises(ValueError, match="more than 1 value per channel"), double_backward_kernels():
         bn(x)
+
+
+# --- 2-D convolutions (cleargrad.training.conv) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [dict(stride=1, padding=1), dict(stride=2, padding=1), dict(stride=1, padding=2, dilation=2),
+     dict(stride=2, padding=0, groups=2), dict(stride=1, padding=1, groups=4, bias=False),
+     dict(stride=1, padding="same"), dict(stride=(2, 1), padding=(0, 1), padding_mode="reflect")],
+    ids=["plain", "stride2", "dilated", "grouped", "depthwise_nobias", "same", "reflect_asym"],
+)
+def test_conv_input_gradient_double_backward_equals_autograds(conv: dict) -> None:
+    """Loss on dL/dx of a conv net, then every parameter gradient: equal to PyTorch's own."""
+
+    def run(fast: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(4, 4, 3, **conv), nn.Tanh(), nn.Conv2d(4, 2, 2), nn.Flatten(), nn.LazyLinear(3))
+        x = torch.randn(3, 4, 9, 9).requires_grad_(True)
+        net(x)  # materialise the lazy layer
+        net = net.double()
+        xi = x.detach().double().requires_grad_(True)
+        if fast:
+            with double_backward_kernels() as phase:
+                out = net(xi)
+            phase.input_only = True
+        else:
+            out = net(xi)
+        (g,) = torch.autograd.grad((out[:, 0] ** 2).sum() + out[:, 1].sum(), xi, create_graph=True)
+        if fast:
+            phase.input_only = False
+        gen = torch.Generator().manual_seed(1)
+        ((g * torch.randn(g.shape, generator=gen, dtype=g.dtype)).sum() + (out**2).sum()).backward()
+        return [p.grad.clone() for p in net.parameters()]
+
+    ref, got = run(False), run(True)
+    scale = max(float(g.abs().max()) for g in ref)
+    assert scale > 1e-3
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12 * scale)
+
+
+def test_input_only_phase_skips_parameter_gradients_and_clearing_it_restores_them() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 2)).train()
+    x = torch.randn(4, 1, 8, 8, requires_grad=True)
+    with double_backward_kernels() as phase:
+        out = net(x)
+    phase.input_only = True
+    conv_w, bn_w = net[0].weight, net[1].weight
+    g_conv, g_bn = torch.autograd.grad(out.sum(), [conv_w, bn_w], retain_graph=True, allow_unused=True)
+    assert g_conv is None and g_bn is None  # not computed, as documented
+    phase.input_only = False
+    out.sum().backward()
+    twin = nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 36, 2)).train()
+    twin.load_state_dict(net.state_dict())
+    # (the twin's BatchNorm running statistics advanced once less; the output uses batch statistics)
+    twin(x).sum().backward()
+    for p, q in zip(net.parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad)

@@ -3,8 +3,9 @@
 The interpretable-gradient loss differentiates an input gradient, so every BatchNorm
 layer's backward is itself differentiated ("double backward"). PyTorch builds that second
 derivative from about thirty generic element-wise ops per layer; on the CIFAR ResNet-18 it
-was about 29 % of a training step. Inside :func:`batchnorm_double_backward` a
-training-mode ``F.batch_norm`` call is routed through :class:`_BatchNormTrain`, whose
+was about 29 % of a training step. Inside
+:func:`cleargrad.training.double_backward.double_backward_kernels` a training-mode
+``F.batch_norm`` call is routed through :class:`BatchNormTrain`, whose
 forward and first backward are PyTorch's native kernels (same values, same running
 statistics update) and whose backward's backward is the closed form below, with five
 per-channel reductions.
@@ -25,16 +26,12 @@ double backward to float tolerance (tested in float64).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
-from torch.overrides import TorchFunctionMode
 
-__all__ = ["batchnorm_double_backward", "BatchNormDoubleBackwardMode"]
+__all__ = ["BatchNormTrain"]
 
 
 def _stat_shape(x: torch.Tensor) -> tuple[list[int], tuple[int, ...]]:
@@ -110,63 +107,33 @@ def _combine(terms: tuple, const: torch.Tensor | None, like: torch.Tensor) -> to
     return out if const is None else out.add_(const)
 
 
-class _BatchNormTrain(torch.autograd.Function):
-    """Training-mode ``batch_norm`` via the native kernel, backward via :class:`_BatchNormTrainBackward`."""
+class BatchNormTrain(torch.autograd.Function):
+    """Training-mode ``batch_norm`` via the native kernel; its backward is recorded as
+    :class:`_BatchNormTrainBackward` when it runs with ``create_graph``.
+
+    ``apply(x, weight, bias, running_mean, running_var, momentum, eps, phase)``; ``phase``
+    (a :class:`~cleargrad.training.double_backward.BackwardPhase`) says whether a backward
+    needs only ``dx`` (then ``dγ``, ``dβ`` are not computed and come back as None).
+    """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float, eps: float):
+                running_mean: torch.Tensor | None, running_var: torch.Tensor | None, momentum: float, eps: float,
+                phase: Any):
         out, mean, invstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
-        ctx.eps = eps
+        ctx.eps, ctx.phase = eps, phase
         return out
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor):
         x, weight, mean, invstd = ctx.saved_tensors
-        dx, dw, db = _BatchNormTrainBackward.apply(g, x, weight, mean, invstd, ctx.eps)
-        return dx, dw, db, None, None, None, None
-
-
-def _arg(args: tuple, kwargs: dict, name: str, pos: int, default: Any) -> Any:
-    if name in kwargs:
-        return kwargs[name]
-    return args[pos] if len(args) > pos else default
-
-
-class BatchNormDoubleBackwardMode(TorchFunctionMode):
-    """Routes training-mode ``F.batch_norm`` calls (with affine weights) through :class:`_BatchNormTrain`.
-
-    Everything else, including eval-mode BatchNorm (whose backward is linear and cheap to
-    differentiate), runs unchanged.
-    """
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        kwargs = kwargs or {}
-        if func is not F.batch_norm or not torch.is_grad_enabled():
-            return func(*args, **kwargs)
-        x = args[0]
-        running_mean = _arg(args, kwargs, "running_mean", 1, None)
-        running_var = _arg(args, kwargs, "running_var", 2, None)
-        weight = _arg(args, kwargs, "weight", 3, None)
-        bias = _arg(args, kwargs, "bias", 4, None)
-        training = _arg(args, kwargs, "training", 5, False)
-        momentum = _arg(args, kwargs, "momentum", 6, 0.1)
-        eps = _arg(args, kwargs, "eps", 7, 1e-5)
-        uses_batch_stats = training or running_mean is None
-        if not uses_batch_stats or weight is None or bias is None or x.dim() < 2:
-            return func(*args, **kwargs)
-        if training:
-            F._verify_batch_size(x.size())  # the error F.batch_norm raises for one value per channel
-        return _BatchNormTrain.apply(x, weight, bias, running_mean, running_var, momentum, eps)
-
-
-@contextmanager
-def batchnorm_double_backward() -> Iterator[None]:
-    """Record training-mode BatchNorm layers with the cheaper double backward inside the block.
-
-    Values, first derivatives and running statistics are those of ``F.batch_norm``; only
-    how the second derivative is computed changes. Only the forward needs the block.
-    """
-    with BatchNormDoubleBackwardMode():
-        yield
+        if torch.is_grad_enabled():  # create_graph: record the closed-form double backward
+            dx, dw, db = _BatchNormTrainBackward.apply(g, x, weight, mean, invstd, ctx.eps)
+            if ctx.phase.input_only:
+                dw = db = None
+        else:
+            mask = [True, not ctx.phase.input_only, not ctx.phase.input_only]
+            dx, dw, db = torch.ops.aten.native_batch_norm_backward(
+                g, x, weight, None, None, mean, invstd, True, ctx.eps, mask)
+        return dx, dw, db, None, None, None, None, None

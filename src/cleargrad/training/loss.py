@@ -22,7 +22,7 @@ from ..core import relu_rule, select_output
 from ..core.relu_rules import relu_rule_switch
 from ..core.targets import OutputSelector
 from ..errors import ConfigError, InputError
-from .batchnorm import batchnorm_double_backward
+from .double_backward import double_backward_kernels
 from .gradient_errors import gradient_error
 from .passes import frozen_running_stats, same_randomness
 
@@ -200,24 +200,29 @@ class InterpretableGradientLoss:
         with the ordinary one. A second forward pass under the guided rule, as
         :meth:`guided_gradient` runs, computes the same activations (same weights, same
         batch statistics, same Dropout masks), so the result equals the two-pass
-        computation (tested) at the cost of one forward pass less. Training-mode BatchNorm
-        layers of that forward use a closed-form double backward
-        (:mod:`cleargrad.training.batchnorm`): same values, fewer operations; it supports
-        second derivatives, not third. With ``detach_guided=False`` the two passes are kept
-        (see the comment in the code), with PyTorch's own BatchNorm double backward.
+        computation (tested) at the cost of one forward pass less. That forward records
+        training-mode BatchNorm and 2-D convolutions with leaner double-backward kernels
+        (:mod:`cleargrad.training.double_backward`): same values, fewer operations; they
+        support second derivatives, not third through BatchNorm. With
+        ``detach_guided=False`` the two passes are kept (see the comment in the code), with
+        PyTorch's own kernels.
         """
         _check_batch(x, y)
         y = y.long()
         if self.detach_guided:
             xi = x.detach().requires_grad_(True)
             with torch.enable_grad():
-                with relu_rule_switch() as switch, batchnorm_double_backward():
+                with relu_rule_switch() as switch, double_backward_kernels() as phase:
                     logits = select_output(model(xi), self.output)
                 score = self.target_scores(logits, y).sum()
-                switch.rule = "guided"
-                (guided,) = torch.autograd.grad(score, xi, retain_graph=True)
-                switch.rule = None
-                (gradient,) = torch.autograd.grad(score, xi, create_graph=True)
+                phase.input_only = True  # the two input gradients need no weight gradients
+                try:
+                    switch.rule = "guided"
+                    (guided,) = torch.autograd.grad(score, xi, retain_graph=True)
+                    switch.rule = None
+                    (gradient,) = torch.autograd.grad(score, xi, create_graph=True)
+                finally:
+                    phase.input_only = False  # the caller's loss.backward() needs them all
         else:
             # differentiating through delta' needs its own forward graph: in a shared one the
             # second-order terms through the forward activations would use the ordinary ReLU
