@@ -243,7 +243,7 @@ def test_n_support_zero_is_masked_original(fitted: GAD) -> None:
     x, _ = pair_data(3, seed=4)
     s0 = make_method(model, "saliency")[0].attribute(x, target=1).sum(1, keepdim=True).abs()
     s0 = s0 / s0.flatten(1).amax(1).view(-1, 1, 1, 1)
-    for tau, thr in ((None, 0.2), ("paper", 0.1), (0.3, 0.3)):
+    for tau, thr in ((None, 0.3), ("paper", 0.1), (0.2, 0.2)):  # None: the default, 0.3
         kw = {} if tau is None else {"tau": tau}
         gad = GAD(model, base="saliency", classes=(0, 1), n_support=0, progress=False, **kw).fit(pair_data())
         torch.testing.assert_close(gad.attribute(x, target=1), s0 * (s0 >= thr))
@@ -259,3 +259,19 @@ def test_cam_base_methods(fitted: GAD, base: str) -> None:
               for m in [fitted.model, *fitted.support_models_[0]]]
     assert direct[0].shape == (3, 1, 8, 8)
     torch.testing.assert_close(fused, fuse(direct, tau=gad.tau))
+
+
+def test_command_line_fit_defaults_are_the_library_defaults() -> None:
+    """`cleargrad gad fit` states its defaults itself (the CLI does not import torch to show
+    --help); they must stay those of GAD, and SPEC_SETTINGS must restore the spec's proposals."""
+    import inspect
+
+    from cleargrad.cli.app import gad_fit_cmd
+    from cleargrad.gad import SPEC_SETTINGS
+
+    lib = inspect.signature(GAD).parameters
+    cli = inspect.signature(gad_fit_cmd).parameters
+    for cli_name, lib_name in (("epochs", "epochs"), ("lr", "lr"), ("bn_mode", "bn_mode"), ("support", "n_support"),
+                               ("batch_size", "batch_size"), ("alphas", "alphas"), ("seed", "seed")):
+        assert cli[cli_name].default == lib[lib_name].default, cli_name
+    assert SPEC_SETTINGS == {"tau": "paper", "lr": 1e-5, "schedule": "constant", "epochs": 10, "bn_mode": "eval"}

@@ -75,7 +75,7 @@ def fitted_patch() -> GAD:
 @pytest.fixture(scope="module")
 def fitted_strong() -> GAD:
     """GAD whose support models move further (Adam lr 1e-2, which this tiny model tolerates:
-    the distancing stays faithful); fusion settings are the library's defaults."""
+    the distancing stays faithful); other settings are the library's defaults."""
     return GAD(patch_model(), base="saliency", classes=(0, 1), batch_size=16, lr=1e-2,
                progress=False).fit(patch_pair(64, 2))
 
@@ -94,10 +94,23 @@ def _inside_fraction(region: torch.Tensor) -> torch.Tensor:
     return (region & neighbourhood()).flatten(1).sum(1) / region.flatten(1).sum(1).clamp(min=1)
 
 
-def test_gad_region_inside_patch_and_smaller_than_base_and_control(fitted_strong: GAD) -> None:
-    gad = fitted_strong
+def _control(gad: GAD) -> GAD:
+    """The same fusion without support models (the threshold-only control)."""
+    control = gad.with_base("saliency")
+    control.support_models_ = [[]]
+    control.n_support = 0
+    return control
+
+
+def _patch_images() -> tuple[torch.Tensor, torch.Tensor]:
     x, y = patch_pair(16, seed=5)
-    x, y = x[y == 1], y[y == 1]  # images that show the patch, explained for their class
+    return x[y == 1], y[y == 1]  # images that show the patch, explained for their class
+
+
+def test_gad_region_inside_patch_and_smaller_than_base_and_control(fitted_strong: GAD) -> None:
+    """At tau 0.2, where the threshold alone does not reach the patch, the support models do."""
+    gad = fitted_strong.with_base("saliency", tau=0.2)
+    x, y = _patch_images()
     r_base, r_gad = _regions(gad, x, y)
     # the base map's region spans the noise: most of it lies outside the patch's neighbourhood
     assert _inside_fraction(r_base).mean() < 0.5 and _outside(r_base).double().mean() > 20
@@ -107,19 +120,30 @@ def test_gad_region_inside_patch_and_smaller_than_base_and_control(fitted_strong
     assert (r_gad & neighbourhood()).flatten(1).any(1).all()
     rc = region_complexity(r_gad, r_base)
     assert float(rc.max()) < 1 and float(rc.mean()) < 0.5
-    # the same fusion without support models (the threshold-only control) does not get there
-    control = gad.with_base("saliency")
-    control.support_models_ = [[]]
-    control.n_support = 0
-    _, r_ctrl = _regions(control, x, y)
+    # the threshold-only control does not get there
+    _, r_ctrl = _regions(_control(gad), x, y)
     assert _inside_fraction(r_ctrl).mean() < 0.85, _inside_fraction(r_ctrl).tolist()
     out_ctrl, out_gad = _outside(r_ctrl).double(), _outside(r_gad).double()
     assert out_ctrl.mean() > out_gad.mean() + 5, (out_ctrl.tolist(), out_gad.tolist())
     # nor does a no-op GAD, whose support models are copies of the original: it is the control
-    noop = gad.with_base("saliency")
+    noop = gad.with_base("saliency", tau=0.2)
     noop.support_models_ = [[copy.deepcopy(gad.model) for _ in range(gad.n_support)]]
     _, r_noop = _regions(noop, x, y)
     assert torch.equal(r_noop, r_ctrl)
+
+
+def test_gad_region_at_the_default_threshold(fitted_strong: GAD) -> None:
+    """At the default tau (0.3) the threshold alone already removes most of the noise on this
+    easy synthetic pair; GAD's region is inside the patch and never larger than the control's."""
+    gad = fitted_strong
+    assert gad.tau == 0.3
+    x, y = _patch_images()
+    _, r_gad = _regions(gad, x, y)
+    _, r_ctrl = _regions(_control(gad), x, y)
+    assert _inside_fraction(r_gad).mean() >= 0.95, _inside_fraction(r_gad).tolist()
+    assert int(_outside(r_gad).max()) <= 1, _outside(r_gad).tolist()
+    assert bool((r_gad.flatten(1).sum(1) <= r_ctrl.flatten(1).sum(1)).all())
+    assert _outside(r_ctrl).double().mean() > _outside(r_gad).double().mean()
 
 
 def test_support_models_realise_the_distancing(fitted_patch: GAD) -> None:

@@ -626,10 +626,18 @@ def gad_fit_cmd(
     ] = None,
     weights: WeightsOpt = None,
     support: Annotated[int, typer.Option("--support", min=1, help="Support models per task (paper: 4).")] = 4,
-    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs per support model.")] = 10,
+    epochs: Annotated[
+        int, typer.Option("--epochs", min=1, help="Training epochs per support model (paper: 10).")
+    ] = 30,
     lr: Annotated[
         float, typer.Option("--lr", min=0.0, help="Adam learning rate of the support models (cosine decay).")
-    ] = 1e-3,
+    ] = 3e-3,
+    bn_mode: Annotated[
+        str,
+        typer.Option(
+            "--bn-mode", help="train: BatchNorm uses batch statistics while fitting (default); eval: frozen."
+        ),
+    ] = "train",
     alphas: Annotated[
         str, typer.Option("--alphas", help="Distancing schedule: std (s × std of the logits) or margin.")
     ] = "std",
@@ -673,7 +681,7 @@ def gad_fit_cmd(
             dataset=dataset, prep=prep, classes_text=classes,
             class_names=read_class_names(class_names) if class_names else None,
             strategy=strategy, groups_text=groups, out=out, n_support=support, epochs=epochs, lr=lr,
-            batch_size=batch_size, alphas=alphas, limit=limit, seed=seed, ui=ui,
+            bn_mode=bn_mode, batch_size=batch_size, alphas=alphas, limit=limit, seed=seed, ui=ui,
         )
         from .tables import print_gad_stats
 

@@ -114,6 +114,7 @@ def run_gad_fit(
     limit: int | None,
     seed: int,
     ui: Any,
+    bn_mode: str = "train",
 ) -> dict[str, Any]:
     """Fit (or resume, or find already fitted) a GAD into ``out``; returns the fit record."""
     import torch
@@ -148,6 +149,7 @@ def run_gad_fit(
         "n_support": n_support,
         "epochs": epochs,
         "lr": lr,
+        "bn_mode": bn_mode,
         "batch_size": batch_size,
         "alphas": alphas,
         "seed": seed,
@@ -164,7 +166,8 @@ def run_gad_fit(
         )
     gad = GAD(
         model, base="saliency", classes=classes, n_support=n_support, strategy=strategy, groups=groups,
-        alphas=alphas, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, progress=not ui.quiet,
+        alphas=alphas, epochs=epochs, lr=lr, bn_mode=bn_mode, batch_size=batch_size, seed=seed,
+        progress=not ui.quiet,
     )
     n_per = {int(c): int((y == c).sum()) for c in sorted(set(y.tolist()))}
     ui.info(
