@@ -69,6 +69,8 @@ def plan(args: argparse.Namespace) -> list[dict]:
         runs.append({"arch": "mobilenet_v2", "error": "cosine", "lam": args.mobilenet_lam, "seed": seed})
     if args.only:
         runs = [r for r in runs if r["arch"] in args.only]
+    if args.runs:  # e.g. a second process on another core takes other runs of the plan
+        runs = [r for r in runs if run_name(r) in args.runs]
     return runs
 
 
@@ -244,6 +246,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
     ap.add_argument("--only", nargs="+", choices=["resnet18", "mobilenet_v2"], default=None)
+    ap.add_argument("--runs", nargs="+", default=None,
+                    help="only these runs of the plan, by name (e.g. mobilenet_v2_baseline_s1)")
     ap.add_argument("--seeds", type=int, default=3, help="ResNet-18 seeds")
     ap.add_argument("--lams", type=float, nargs="+", default=[0.025, 0.0075], help="ResNet-18 cosine lambdas")
     ap.add_argument("--mobilenet-seeds", type=int, default=2)
