@@ -10,17 +10,21 @@ FMNIST_FILE := $(FMNIST_DIR)/t10k-labels-idx1-ubyte.gz
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: demo test venv data browser lint bench clean
+.PHONY: demo test test-cuda venv data browser lint bench clean
 
 demo: venv data
 	$(PY) -m cleargrad demo --out $(DEMO_OUT)
 
 test: venv data browser
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests tests_cuda benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# checks that need a CUDA device (not part of `make test`: CI has no GPU)
+test-cuda: venv
+	$(PY) -m pytest tests_cuda
+
 lint: venv
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests tests_cuda benchmarks
 
 venv: $(STAMP)
 

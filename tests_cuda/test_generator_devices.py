@@ -2,8 +2,8 @@
 
 ``check_generator`` accepts a ``torch.Generator`` of any device: every sampler draws on the
 generator's device and moves the draws to the input's device. These tests need a CUDA
-device (a second device is the point), so they run only where one exists; on a CPU-only
-machine they are reported as skipped, never as passed. A CPU generator must give the same
+device (a second device is the point): they live in ``tests_cuda`` (``make test-cuda``), not in
+the CPU suite, and fail without one. A CPU generator must give the same
 maps for a CPU and a CUDA input (float tolerance), and a CUDA generator must work for a
 CPU input as well as a CUDA one, reproducibly.
 """
@@ -15,8 +15,6 @@ import torch
 from helpers import tiny_cnn
 
 import cleargrad as cg
-
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 X = torch.randn(2, 1, 12, 12, generator=torch.Generator().manual_seed(1))
 REFS = torch.randn(3, 1, 12, 12, generator=torch.Generator().manual_seed(2))
