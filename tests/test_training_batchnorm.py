@@ -173,3 +173,49 @@ def test_input_only_phase_skips_parameter_gradients_and_clearing_it_restores_the
     twin(x).sum().backward()
     for p, q in zip(net.parameters(), twin.parameters()):
         torch.testing.assert_close(p.grad, q.grad)
+
+
+# --- the loss that records with these kernels leaves the model as it found it ----------------
+
+
+def _resnet() -> nn.Module:
+    from cleargrad.models import cifar_resnet18
+
+    torch.manual_seed(0)
+    return cifar_resnet18(in_channels=1, num_classes=5, width=0.125)
+
+
+def test_loss_leaves_an_eval_mode_model_untouched() -> None:
+    from helpers import ModelSnapshot
+
+    from cleargrad.training import InterpretableGradientLoss
+
+    model = _resnet().eval()
+    snap = ModelSnapshot.take(model)
+    x, y = torch.randn(3, 1, 12, 12), torch.tensor([0, 1, 2])
+    InterpretableGradientLoss("cosine", lam=0.5)(model, x, y)
+    snap.assert_same(model)  # state too: eval-mode BatchNorm keeps its statistics
+
+
+def test_loss_interrupted_mid_forward_leaves_no_mode_and_no_routing() -> None:
+    from helpers import ModelSnapshot
+
+    from cleargrad.training import InterpretableGradientLoss
+
+    model = _resnet().train()
+    snap = ModelSnapshot.take(model)
+
+    def boom(*_):
+        raise KeyboardInterrupt
+
+    handle = model.layer2.register_forward_hook(boom)
+    x, y = torch.randn(3, 1, 12, 12), torch.tensor([0, 1, 2])
+    with pytest.raises(KeyboardInterrupt):
+        InterpretableGradientLoss("cosine", lam=0.5)(model, x, y)
+    handle.remove()
+    # (the running statistics of the layers before the interrupt advanced, as in any
+    # interrupted training forward; everything else is as it was)
+    snap.state = {k: v for k, v in model.state_dict().items()}
+    snap.assert_same(model)
+    out = nn.BatchNorm2d(3).train()(torch.randn(4, 3, 5, 5, requires_grad=True))
+    assert type(out.grad_fn).__name__ != BatchNormTrain.__name__ + "Backward"

@@ -20,6 +20,7 @@ from ..errors import ConfigError, InputError, ModelStateError
 from .targets import _score_watch
 
 __all__ = [
+    "call_arg",
     "signature_options",
     "check_options",
     "check_generator",
@@ -32,6 +33,13 @@ __all__ = [
 
 #: options that give a chunk size (``None`` = automatic, else a positive int)
 _CHUNK_OPTIONS = ("internal_batch_size", "batch_size")
+
+
+def call_arg(args: tuple, kwargs: dict, name: str, pos: int, default: Any) -> Any:
+    """Argument ``name`` of an intercepted torch call: by keyword, else at position ``pos``, else ``default``."""
+    if name in kwargs:
+        return kwargs[name]
+    return args[pos] if len(args) > pos else default
 
 
 def signature_options(fn: Callable[..., Any], skip: int) -> tuple[list[str], bool]:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError
+from .options import call_arg
 
 __all__ = ["relu_rule", "relu_rule_switch", "RULES", "ReluRuleMode", "RuleSwitch"]
 
@@ -111,15 +112,8 @@ class _SwitchClamp(torch.autograd.Function):
         return g_in, None, None, None, None
 
 
-def _flag(args: tuple, kwargs: dict, name: str, pos: int, default: Any) -> Any:
-    """Argument ``name`` given by keyword or at position ``pos`` (else ``default``)."""
-    if name in kwargs:
-        return kwargs[name]
-    return args[pos] if len(args) > pos else default
-
-
 def _relu(args: tuple, kwargs: dict) -> tuple[float, float, bool]:
-    return 0.0, math.inf, bool(_flag(args, kwargs, "inplace", 1, False))
+    return 0.0, math.inf, bool(call_arg(args, kwargs, "inplace", 1, False))
 
 
 def _relu_inplace(args: tuple, kwargs: dict) -> tuple[float, float, bool]:
@@ -127,15 +121,15 @@ def _relu_inplace(args: tuple, kwargs: dict) -> tuple[float, float, bool]:
 
 
 def _relu6(args: tuple, kwargs: dict) -> tuple[float, float, bool]:
-    return 0.0, 6.0, bool(_flag(args, kwargs, "inplace", 1, False))
+    return 0.0, 6.0, bool(call_arg(args, kwargs, "inplace", 1, False))
 
 
 def _hardtanh(args: tuple, kwargs: dict) -> tuple[float, float, bool] | None:
-    lo = float(_flag(args, kwargs, "min_val", 1, -1.0))
-    hi = float(_flag(args, kwargs, "max_val", 2, 1.0))
+    lo = float(call_arg(args, kwargs, "min_val", 1, -1.0))
+    hi = float(call_arg(args, kwargs, "max_val", 2, 1.0))
     if lo != 0.0:  # only hardtanh(0, hi) is a ReLU-like clamp
         return None
-    return lo, hi, bool(_flag(args, kwargs, "inplace", 3, False))
+    return lo, hi, bool(call_arg(args, kwargs, "inplace", 3, False))
 
 
 # torch function -> parser of its ``(lo, hi, inplace)``; a dict so that the mode's

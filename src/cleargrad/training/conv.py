@@ -27,7 +27,12 @@ import torch.nn.functional as F
 
 __all__ = ["Conv2dInputOnly"]
 
-_conv_backward = torch.ops.aten.convolution_backward
+def _conv_grads(g_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, args: tuple, mask: list[bool],
+                bias_sizes: list[int] | None = None) -> tuple:
+    """``(dL/dx, dL/dW, dL/db)`` of ``conv2d(x, W)`` for ``dL/dy = g_out`` (entries not in ``mask``: None)."""
+    stride, padding, dilation, groups = args
+    return torch.ops.aten.convolution_backward(g_out, x, weight, bias_sizes, stride, padding, dilation, False,
+                                               [0, 0], groups, mask)
 
 
 class _Conv2dInputGrad(torch.autograd.Function):
@@ -35,9 +40,7 @@ class _Conv2dInputGrad(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, g_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, args: tuple):
-        stride, padding, dilation, groups = args
-        g_in = _conv_backward(g_out, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
-                              [True, False, False])[0]
+        g_in = _conv_grads(g_out, x, weight, args, [True, False, False])[0]
         ctx.save_for_backward(g_out, weight)
         ctx.args = args
         return g_in
@@ -50,8 +53,7 @@ class _Conv2dInputGrad(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gg_out = F.conv2d(gg_in, weight, None, stride, padding, dilation, groups)
         if ctx.needs_input_grad[2]:
-            d_weight = _conv_backward(g_out, gg_in, weight, None, stride, padding, dilation, False, [0, 0], groups,
-                                      [False, True, False])[1]
+            d_weight = _conv_grads(g_out, gg_in, weight, ctx.args, [False, True, False])[1]
         return gg_out, None, d_weight, None
 
 
@@ -75,16 +77,13 @@ class Conv2dInputOnly(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, g_out: torch.Tensor):
         x, weight = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.args
         none = (None,) * 6  # bias, stride, padding, dilation, groups, phase
         if ctx.phase.input_only:
             if torch.is_grad_enabled():
                 return (_Conv2dInputGrad.apply(g_out, x, weight, ctx.args), None, *none)
-            g_in = _conv_backward(g_out, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
-                                  [True, False, False])[0]
+            g_in = _conv_grads(g_out, x, weight, ctx.args, [True, False, False])[0]
             return (g_in, None, *none)
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
         bias_sizes = [weight.shape[0]] if ctx.has_bias else None
-        g_in, g_w, g_b = _conv_backward(g_out, x, weight, bias_sizes, stride, padding, dilation, False, [0, 0],
-                                        groups, mask)
+        g_in, g_w, g_b = _conv_grads(g_out, x, weight, ctx.args, mask, bias_sizes)
         return g_in, g_w, g_b, None, None, None, None, None

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..core.options import call_arg
 from .batchnorm import BatchNormTrain
 from .conv import Conv2dInputOnly
 
@@ -46,42 +47,37 @@ class BackwardPhase:
         self.input_only = input_only
 
 
-def _arg(args: tuple, kwargs: dict, name: str, pos: int, default: Any) -> Any:
-    if name in kwargs:
-        return kwargs[name]
-    return args[pos] if len(args) > pos else default
-
-
 def _as_list(v: Any) -> list[int]:
     return [int(i) for i in v] if isinstance(v, (tuple, list)) else [int(v), int(v)]
 
 
 def _batch_norm(args: tuple, kwargs: dict, phase: BackwardPhase) -> torch.Tensor | None:
     x = args[0]
-    running_mean = _arg(args, kwargs, "running_mean", 1, None)
-    running_var = _arg(args, kwargs, "running_var", 2, None)
-    weight = _arg(args, kwargs, "weight", 3, None)
-    bias = _arg(args, kwargs, "bias", 4, None)
-    training = _arg(args, kwargs, "training", 5, False)
+    running_mean = call_arg(args, kwargs, "running_mean", 1, None)
+    running_var = call_arg(args, kwargs, "running_var", 2, None)
+    weight = call_arg(args, kwargs, "weight", 3, None)
+    bias = call_arg(args, kwargs, "bias", 4, None)
+    training = call_arg(args, kwargs, "training", 5, False)
     # eval-mode BatchNorm is linear in its input, cheap to differentiate twice: left alone
     if not (training or running_mean is None) or weight is None or bias is None or x.dim() < 2:
         return None
     if training:
         F._verify_batch_size(x.size())  # the error F.batch_norm raises for one value per channel
-    momentum = _arg(args, kwargs, "momentum", 6, 0.1)
-    eps = _arg(args, kwargs, "eps", 7, 1e-5)
+    momentum = call_arg(args, kwargs, "momentum", 6, 0.1)
+    eps = call_arg(args, kwargs, "eps", 7, 1e-5)
     return BatchNormTrain.apply(x, weight, bias, running_mean, running_var, momentum, eps, phase)
 
 
 def _conv2d(args: tuple, kwargs: dict, phase: BackwardPhase) -> torch.Tensor | None:
-    x, weight = args[0], _arg(args, kwargs, "weight", 1, None)
-    padding = _arg(args, kwargs, "padding", 4, 0)
+    x, weight = args[0], call_arg(args, kwargs, "weight", 1, None)
+    padding = call_arg(args, kwargs, "padding", 4, 0)
     if isinstance(padding, str) or weight is None or x.dim() != 4:  # "same"/"valid", unbatched: left alone
         return None
-    return Conv2dInputOnly.apply(
-        x, weight, _arg(args, kwargs, "bias", 2, None), _as_list(_arg(args, kwargs, "stride", 3, 1)),
-        _as_list(padding), _as_list(_arg(args, kwargs, "dilation", 5, 1)), int(_arg(args, kwargs, "groups", 6, 1)),
-        phase)
+    bias = call_arg(args, kwargs, "bias", 2, None)
+    stride = _as_list(call_arg(args, kwargs, "stride", 3, 1))
+    dilation = _as_list(call_arg(args, kwargs, "dilation", 5, 1))
+    groups = int(call_arg(args, kwargs, "groups", 6, 1))
+    return Conv2dInputOnly.apply(x, weight, bias, stride, _as_list(padding), dilation, groups, phase)
 
 
 _ROUTES = {F.batch_norm: _batch_norm, F.conv2d: _conv2d, torch.conv2d: _conv2d}
