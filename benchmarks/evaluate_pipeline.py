@@ -471,7 +471,8 @@ def main() -> None:
         return
     lines = [
         f"## evaluate_pipeline ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
-        f"{args.threads} thread(s); the machine was shared with other jobs: ratios from interleaved batches)",
+        f"{args.threads} thread(s), {os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.2f} at the "
+        "start; ours and the peer run in interleaved batches)",
         "",
         "Command: `python benchmarks/evaluate_pipeline.py " + " ".join(sys.argv[1:]) + "`",
         "",
@@ -489,6 +490,7 @@ def main() -> None:
              False, lines)
     if args.part == "memory":
         memory_part(args, lines)
+    lines.append(f"1-minute load average at the end: {os.getloadavg()[0]:.2f}.")
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from itertools import product
 from pathlib import Path
@@ -67,6 +68,8 @@ GROUPING = ["single", "components"]
 #: for a numeric tau >= 0.1 every kept pixel has min_j S_j >= tau >= 0.1 * max(F), so
 #: "mask" and "min" give the same region (RC and RS identical); "min" is swept for q90 only
 SETTINGS = [(t, "mask", g) for t in TAUS for g in GROUPING] + [("q90", "min", g) for g in GROUPING]
+SCORES = {"logit": "the explained class's logit (spec RS)",
+          "margin": "the pair's logit margin l_c - l_other (separation of the two classes)"}
 HOLD_OUT = 200  # training images per pair reserved for the validation split
 NORM = {"mean": FASHION_MNIST_MEAN, "std": FASHION_MNIST_STD}
 
@@ -156,11 +159,12 @@ def _mse(values: list[float]) -> str:
     return f"{m:.3f} ± {se:.3f}"
 
 
-def _paired(d: torch.Tensor) -> str:
+def _paired(d: torch.Tensor, mark: bool = False) -> str:
     d = d[~torch.isnan(d)].double()
     if d.numel() < 2:
         return "nan"
-    return f"{float(d.mean()):+.3f} ± {float(d.std() / math.sqrt(d.numel())):.3f}"
+    m, se = float(d.mean()), float(d.std() / math.sqrt(d.numel()))
+    return f"{m:+.3f} ± {se:.3f}" + ("*" if mark and abs(m) > 2 * se else "")
 
 
 def setup(args):
@@ -365,6 +369,163 @@ def final(args) -> None:
     (args.out / "gad_fits.json").write_text(json.dumps(fits, indent=2))
 
 
+def _matched_region(orig: torch.Tensor, area: int, grouping: str) -> torch.Tensor:
+    """The hull of the original map's top pixels ``{S >= t max S}`` whose area is closest to
+    ``area`` (``orig``: one ``(H, W)`` map; the hull shrinks as ``t`` grows, so bisect ``t``
+    over the map's own values from the 0.1 rule up)."""
+    peak = float(orig.max())
+    vals = torch.unique(orig[orig >= 0.1 * peak]) / peak  # ascending candidate thresholds
+    region = lambda t: convex_hull_region(orig, float(min(1.0, t)), grouping)  # noqa: E731
+    lo, hi = 0, len(vals) - 1  # area(lo) >= area >= ... ; find the last index whose area >= target
+    r_lo = region(vals[lo])
+    if int(r_lo.sum()) <= area:
+        return r_lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        r_mid = region(vals[mid])
+        if int(r_mid.sum()) >= area:
+            lo, r_lo = mid, r_mid
+        else:
+            hi = mid
+    r_hi = region(vals[hi])
+    return r_lo if abs(int(r_lo.sum()) - area) <= abs(int(r_hi.sum()) - area) else r_hi
+
+
+class _PairMargin(torch.nn.Module):
+    """Scores ``[l_a - l_b, l_b - l_a]`` of a class pair ``(a, b)``: occluding a region then
+    measures how much it separates the two classes, not only how much it supports one."""
+
+    def __init__(self, model: torch.nn.Module, pair: tuple[int, int]):
+        super().__init__()
+        self.model, self.pair = model, pair
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        m = out[:, self.pair[0]] - out[:, self.pair[1]]
+        return torch.stack([m, -m], dim=1)
+
+
+def matched(args) -> None:
+    """GAD's region against the original map's own top pixels **at the same area** (test images).
+
+    The threshold-only control of ``final`` keeps a larger region than GAD (its RC is higher),
+    and RS is a drop per unit area, so its RS win rate compares regions of different sizes.
+    Here, per image, the control threshold is raised until the original map's hull has the
+    GAD region's area; then the two regions are occluded and their drops compared. If the
+    support models only did what a stricter threshold does, the two drops would match; a
+    positive paired difference says the pixels GAD keeps matter more to the model than the
+    original map's top pixels of the same area. ``--score margin`` scores the drop of the
+    pair's logit margin (how much the region separates the two classes) instead of the
+    spec's explained-class logit. Uses the cached fits and maps of ``final``.
+    """
+    model, train, test = setup(args)
+    tau, combine, grouping = args.tau, args.combine, args.grouping
+    train_tag = args.train[0]
+    rows: dict[str, list[torch.Tensor]] = {}
+    per_cell = []
+    for pair in args.pairs:
+        for base in args.bases:
+            d_all, wins, areas, ious, overlap = [], [], [], [], []
+            for seed in args.seeds:
+                xf, yf, xe, ye = split_pair(train, test, pair, args.train_limit, args.n_eval, "test")
+                gad, _ = fitted(model, pair, seed, train_tag, args, xf, yf)
+                maps, _ = all_maps(gad, base, xe, ye, args, f"test-{pair[0]}-{pair[1]}-s{seed}-{train_tag}")
+                fused = fuse([maps[:, j : j + 1] for j in range(args.n_support + 1)], tau=tau, combine=combine)
+                r_gad = convex_hull_region(fused, 0.1, grouping)
+                r_ctl = torch.stack([
+                    _matched_region(maps[i, 0], int(r_gad[i].sum()), grouping) if r_gad[i].any()
+                    else torch.zeros_like(r_gad[i]) for i in range(len(ye))
+                ])
+                scorer, tgt = (model, ye)
+                if args.score == "margin":
+                    scorer, tgt = _PairMargin(model, pair), (ye == pair[1]).long()
+                g = region_sensitivity(scorer, xe, r_gad, tgt, **NORM)
+                c = region_sensitivity(scorer, xe, r_ctl, tgt, **NORM)
+                d = g.rs - c.rs
+                d_all.append(d)
+                for i in range(len(ye)):
+                    k = int((fused[i, 0] > 0).sum())
+                    if not r_gad[i].any() or not k:
+                        continue
+                    ious.append(float((r_gad[i] & r_ctl[i]).sum() / (r_gad[i] | r_ctl[i]).sum()))
+                    top_f = set(fused[i, 0].flatten().topk(k).indices.tolist())
+                    top_o = set(maps[i, 0].flatten().topk(k).indices.tolist())
+                    overlap.append(len(top_f & top_o) / k)
+                ok = ~torch.isnan(d)
+                wins.append(torch.where(ok, (g.rs > c.rs).double(), torch.nan))
+                areas.append(torch.where(ok, (c.area - g.area) / g.area.clamp(min=1e-12), torch.nan))
+            # the same test images under every fit seed: average over seeds per image, so that the
+            # standard errors count images, not image x seed pairs
+            d, w = torch.stack(d_all).nanmean(0), torch.stack(wins).nanmean(0)
+            a = torch.cat(areas)
+            rows.setdefault(base, []).append(d)
+            rows.setdefault(base + "/win", []).append(w)
+            per_cell.append((pair, base, d, w, a, sum(ious) / len(ious), sum(overlap) / len(overlap)))
+            rows.setdefault(base + "/iou", []).extend(ious)
+            rows.setdefault(base + "/overlap", []).extend(overlap)
+            print(f"{_pair_name(pair)} {base}: {_paired(d)}", flush=True)
+    lines = [
+        f"GAD region vs the original map's top pixels at the same area (test images, train preset {train_tag}, "
+        f"tau={tau}, combine={combine}, grouping={grouping}, S={args.n_support}, fit seeds {args.seeds}, "
+        f"n_eval={args.n_eval} per pair), score: {SCORES[args.score]}. Command: `python benchmarks/gad_claims.py "
+        f"matched --train {train_tag} --seeds {' '.join(map(str, args.seeds))} --n-eval {args.n_eval} --tau {tau} "
+        f"--score {args.score}`.",
+        "",
+        "ΔRS = RS(GAD region) - RS(area-matched top-pixel region), score drop per unit occluded area, paired per "
+        "image (averaged over the fit seeds per image; mean ± s.e. over images; |mean| > 2 s.e. marked *); "
+        "'GAD more sensitive − 0.5' = fraction of images (and seeds) where RS(GAD) is larger, minus one half "
+        "(0 = a coin toss); "
+        "'area mismatch' = mean relative area difference of the matched region (the hull grows in steps); "
+        "'hull IoU' = overlap of the two equal-area regions; 'pixel overlap' = fraction of the pixels GAD keeps "
+        "(fused map > 0) that are among the same number of the original map's top pixels.",
+        "",
+        "| pair | base | ΔRS (GAD - matched) | GAD more sensitive − 0.5 | area mismatch | hull IoU | pixel overlap | "
+        "images |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for pair, base, d, w, a, iou, ov in per_cell:
+        n = int((~torch.isnan(d)).sum())
+        lines.append(f"| {_pair_name(pair)} | {base} | {_paired(d, True)} | {_paired(w - 0.5, True)} | "
+                     f"{_nanmean(a):+.3f} | "
+                     f"{iou:.2f} | {ov:.2f} | {n} |")
+    lines += ["", "| base | ΔRS (all pairs, seeds) | GAD more sensitive − 0.5 | hull IoU | pixel overlap |",
+              "|---|---|---|---|---|"]
+    for base in args.bases:
+        iou, ov = rows[base + "/iou"], rows[base + "/overlap"]
+        win = _paired(torch.cat(rows[base + "/win"]) - 0.5, True)
+        lines.append(f"| {base} | {_paired(torch.cat(rows[base]), True)} | {win} | "
+                     f"{sum(iou) / len(iou):.2f} | {sum(ov) / len(ov):.2f} |")
+    md = "\n".join(lines)
+    print("\n" + md)
+    (args.out / f"gad_matched_{args.score}.md").write_text(md + "\n")
+
+
+def fit_time(args) -> None:
+    """Fit seconds per pair, never from the cache: the support training of each ``--train``
+    preset (e.g. ``new`` = before issue 11's second round, 10 epochs; ``bntrain`` = the
+    library's defaults, 30 epochs), fit seed ``--seeds[0]``, ``--threads`` threads."""
+    model, train, test = setup(args)
+    lines = [f"GAD fit time per pair ({args.train_limit} training images, S={args.n_support}, seed {args.seeds[0]}, "
+             f"{args.threads} thread(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start). "
+             f"Command: `python benchmarks/gad_claims.py fit-time --train {' '.join(args.train)} "
+             f"--threads {args.threads}`.", "",
+             "| pair | " + " | ".join(f"{t} ({TRAIN[t].get('epochs', args.epochs)} epochs) s" for t in args.train)
+             + " |", "|---|" + "---|" * len(args.train)]
+    for pair in args.pairs:
+        xf, yf, _, _ = split_pair(train, test, pair, args.train_limit, args.n_eval, "test")
+        cells = []
+        for tag in args.train:
+            opts = {"epochs": args.epochs, **TRAIN[tag]}
+            gad = GAD(model, classes=pair, n_support=args.n_support, seed=args.seeds[0], progress=False, **opts)
+            gad.fit((xf, yf))
+            cells.append(f"{gad.fit_time_:.1f}")
+            print(f"{_pair_name(pair)} {tag}: {gad.fit_time_:.1f} s", flush=True)
+        lines.append(f"| {_pair_name(pair)} | " + " | ".join(cells) + " |")
+    md = "\n".join(lines)
+    print("\n" + md)
+    (args.out / "gad_fit_time.md").write_text(md + "\n")
+
+
 def speed(args) -> None:
     """Attribute time per image, the S + 1 models one after another vs stacked in one call of
     the base method (interleaved repeats, medians); uses the cached seed-0 fit of the first pair."""
@@ -434,7 +595,8 @@ def figure(pair, panels, args, n_images: int = 4) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=["sweep", "final", "table", "speed"], help="table: rewrite the sweep table")
+    ap.add_argument("command", choices=["sweep", "final", "table", "speed", "matched", "fit-time"],
+                    help="table: rewrite the sweep table; matched: the equal-area control")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
     ap.add_argument("--train", nargs="+", default=["new"], choices=sorted(TRAIN), help="support training presets")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -450,6 +612,7 @@ def main() -> None:
     ap.add_argument("--bases", nargs="+", default=BASES)
     ap.add_argument("--batch", type=int, default=20, help="images per attribute call")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--score", default="logit", choices=sorted(SCORES), help="matched: what occlusion drops")
     ap.add_argument("--repeats", type=int, default=3, help="speed: interleaved repeats")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/gad_claims"))
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache/cleargrad/gad_claims")
@@ -459,7 +622,8 @@ def main() -> None:
     if args.quick:
         args.n_eval, args.train_limit, args.epochs, args.n_support, args.ig_steps = 8, 200, 2, 2, 4
         args.cache, args.out = args.cache / "quick", args.out / "quick"
-    {"sweep": sweep, "final": final, "table": write_sweep_table, "speed": speed}[args.command](args)
+    {"sweep": sweep, "final": final, "table": write_sweep_table, "speed": speed, "matched": matched,
+     "fit-time": fit_time}[args.command](args)
 
 
 if __name__ == "__main__":
