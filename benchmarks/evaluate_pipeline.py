@@ -101,7 +101,7 @@ def ours_plan(model, data, refs, cfg, store, compile_=False):
     opts = {"integrated_gradients": {"n_steps": 32}, "expected_gradcam": {"n_samples": 16}}
     explainers = [build_explainer(model, m, options=opts, references=refs) for m in METHODS]
     mopts = {
-        "insertion": {"step": cfg["step"]},
+        "insertion": {"step": cfg["step"], "substrate": "blur"},  # as the peer (the 28² default is zero)
         "deletion": {"step": cfg["step"]},
         "infidelity": {"n_perturb": cfg["n_perturb"]},
         "average_drop": {"space": "normalized"},

@@ -532,11 +532,13 @@ def speed(args) -> None:
     model, train, test = setup(args)
     pair = PAIRS[0]
     xf, yf, xe, ye = split_pair(train, test, pair, args.train_limit, args.n_eval, "test")
-    gad, fit_s = fitted(model, pair, args.seeds[0], args.train[0], args, xf, yf)
+    gad, _ = fitted(model, pair, args.seeds[0], args.train[0], args, xf, yf)
     lines = [
         f"GAD attribute time per image ({_pair_name(pair)}, S={args.n_support}, {args.n_eval} test images in "
-        f"batches of {args.batch}, IG steps={args.ig_steps}, threads={args.threads}; machine shared by other jobs: "
-        f"medians of {args.repeats} interleaved repeats; fit time of this pair: {fit_s:.0f} s)",
+        f"batches of {args.batch}, IG steps={args.ig_steps}, threads={args.threads}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f} at the start; medians of {args.repeats} interleaved repeats). "
+        f"Command: `python benchmarks/gad_claims.py speed --train {args.train[0]} --n-eval {args.n_eval} "
+        f"--threads {args.threads}`",
         "",
         "| base | sequential ms/image | stacked ms/image | speed-up | max abs diff of fused maps |",
         "|---|---|---|---|---|",
@@ -559,7 +561,8 @@ def speed(args) -> None:
         print(lines[-1], flush=True)
     md = "\n".join(lines)
     print("\n" + md)
-    (args.out / "gad_speed.md").write_text(md + "\n")
+    with open(args.out / "gad_speed.md", "a") as f:
+        f.write(md + "\n\n")
 
 
 def figure(pair, panels, args, n_images: int = 4) -> None:

@@ -100,7 +100,7 @@ def test_default_rule_schedule_and_support_models(fitted: GAD) -> None:
 def test_attribute_equals_fusion_of_base_maps_and_batched_equals_sequential(fitted: GAD, base: str) -> None:
     x, _ = pair_data(4, seed=5)
     opts = {"n_steps": 6} if base == "integrated_gradients" else {}
-    gad = fitted.with_base(base, opts)
+    gad = fitted.with_base(base, opts, batch_models=True)
     assert gad.support_models_ is fitted.support_models_ and fitted.base == "saliency"
     t = torch.tensor([0, 1, 1, 0])
     fused, maps = gad.attribute(x, target=t, return_all=True)
