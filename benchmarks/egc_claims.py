@@ -50,6 +50,7 @@ from cleargrad.models import FashionMNISTRecipe, fashion_mnist_model, fashion_mn
 CONFIGS = {  # name: (architecture, layer)
     "vgg": ("small-vgg", "features"),
     "vgg-long": ("small-vgg-long", "features"),
+    "resnet-long-layer3": ("cifar-resnet18-long", "layer3"),
     "resnet-layer3": ("cifar-resnet18", "layer3"),
     "resnet-layer4": ("cifar-resnet18", "layer4"),
     "smallcnn": ("small-cnn", "features"),
@@ -87,6 +88,8 @@ MODEL_RECIPES = {
     # the VGG of "vgg" trained 8x longer (8 epochs instead of 1 on the same 20,000 images): higher
     # confidence, the regime where the layer's gradient saturates (issue 12)
     "small-vgg-long": ("small-vgg", FashionMNISTRecipe(width=16, epochs=8, train_limit=20000)),
+    # the ResNet-18 of "resnet-layer3" trained 4 epochs on 20,000 images instead of 1 on 12,000
+    "cifar-resnet18-long": ("cifar-resnet18", FashionMNISTRecipe(width=0.125, epochs=4, train_limit=20000)),
 }
 
 

@@ -457,7 +457,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--size", type=int, default=224)
-    ap.add_argument("--compile", action="store_true", help="also time ours with compile=True (Fashion-MNIST)")
+    ap.add_argument("--compile", action="store_true", help="also time ours with compile=True")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mem-images", type=int, default=4)
@@ -487,7 +487,7 @@ def main() -> None:
         size = 64 if args.quick else args.size
         model, data, refs, layer, cfg = resnet_setup(n, size)
         part(f"resnet18 (random init), {size}²", model, data, refs, layer, cfg, args.batch or (2 if args.quick else 4),
-             False, lines)
+             args.compile, lines)
     if args.part == "memory":
         memory_part(args, lines)
     lines.append(f"1-minute load average at the end: {os.getloadavg()[0]:.2f}.")
