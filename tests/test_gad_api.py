@@ -117,6 +117,29 @@ def test_attribute_equals_fusion_of_base_maps_and_batched_equals_sequential(fitt
     assert (fused > 0).sum() <= (maps[:, :1] >= gad.tau).sum()  # never larger than the original's mask
 
 
+def test_auto_stacks_only_the_one_pass_bases(fitted: GAD, monkeypatch: pytest.MonkeyPatch) -> None:
+    """batch_models="auto": one stacked base call for the one-pass bases, S + 1 calls for IG
+    (stacked IG measured slower, benchmarks/results/gad_claims/gad_speed.md)."""
+    import cleargrad.gad.gad as gad_module
+
+    calls = []
+    real = gad_module.StackedModels
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gad_module, "StackedModels", counting)
+    x, _ = pair_data(2, seed=3)
+    t = torch.tensor([0, 1])
+    fitted.with_base("saliency").attribute(x, target=t)
+    assert len(calls) == 1
+    fitted.with_base("integrated_gradients", {"n_steps": 4}).attribute(x, target=t)
+    assert len(calls) == 1
+    fitted.with_base("integrated_gradients", {"n_steps": 4}, batch_models=True).attribute(x, target=t)
+    assert len(calls) == 2
+
+
 def test_default_target_is_argmax_among_classes(fitted: GAD) -> None:
     x, _ = pair_data(6, seed=7)
     with torch.no_grad():
