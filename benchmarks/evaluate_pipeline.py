@@ -405,7 +405,8 @@ def memory_part(args, out_lines):
     out_lines += [
         f"### peak memory, resnet18 224², {args.mem_images} images, ours only (fresh process per row)",
         "",
-        "| metric batch_size (images per pass) | Score-CAM batch_size | peak RSS (GiB) | RSS before the run (GiB) |",
+        "| metric batch_size (images per pass) | Score-CAM / IG / Expected Grad-CAM batch size | peak RSS (GiB) | "
+        "RSS before the run (GiB) |",
         "|---|---|---:|---:|",
     ]
     for mb, sb in [(None, None), (16, 16), (4, 4)]:
@@ -440,7 +441,9 @@ def memchild(args):
                                                         "integrated_gradients": {"n_steps": 32,
                                                                                  "internal_batch_size":
                                                                                      args.scorecam_batch},
-                                                        "expected_gradcam": {"n_samples": 16}},
+                                                        "expected_gradcam": {"n_samples": 16,
+                                                                             "internal_batch_size":
+                                                                                 args.scorecam_batch}},
                                 references=refs)
                 for e in plan.explainers
             ]
