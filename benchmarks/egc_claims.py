@@ -404,17 +404,16 @@ def run_by_saturation(args) -> None:
                 for k in metrics:
                     by.setdefault((r["method"], k), {})[r["image"]] = r.get(k)
         for measure, vals in scores.items():
-            v = torch.tensor(vals)
-            order = [ids[i] for i in torch.argsort(v).tolist()]
-            thirds = [order[: len(order) // 3], order[len(order) // 3 : 2 * len(order) // 3],
-                      order[2 * len(order) // 3 :]]
+            v_sorted, perm = torch.sort(torch.tensor(vals))
+            order = [ids[i] for i in perm.tolist()]
+            cuts = [0, len(order) // 3, 2 * len(order) // 3, len(order)]
+            thirds = [order[cuts[j] : cuts[j + 1]] for j in range(3)]
             lines += [f"### {c} ({layer}), by {measure}", "",
                       "| third (measure range) | vs | " + " | ".join(metrics) + " |",
                       "|" + "---|" * (len(metrics) + 2)]
             for j, third in enumerate(thirds):
                 sel = set(third)
-                lo, hi = float(v[torch.argsort(v)][j * len(v) // 3]), float(v[torch.argsort(v)][
-                    min(len(v) - 1, (j + 1) * len(v) // 3 - 1)])
+                lo, hi = float(v_sorted[cuts[j]]), float(v_sorted[cuts[j + 1] - 1])
                 for m in METHODS[1:-1]:
                     cells = []
                     for k, direction in metrics.items():

@@ -96,14 +96,24 @@ def split_pair(train, test, pair, train_limit: int, n_eval: int, split: str):
     return x[fit_idx], y[fit_idx], xe, ye
 
 
+def _train_options(train_tag: str, args) -> dict:
+    return {"epochs": args.epochs, **TRAIN[train_tag]}  # a preset may set its own epochs
+
+
+def _new_gad(model, pair, seed, train_tag, args) -> GAD:
+    """An unfitted GAD with the support training of preset ``train_tag``."""
+    return GAD(model, classes=pair, n_support=args.n_support, seed=seed, progress=False,
+               **_train_options(train_tag, args))
+
+
 def fitted(model, pair, seed, train_tag, args, xf, yf) -> tuple[GAD, float]:
     """A fitted GAD (loaded from the cache when there) and its fit time."""
-    opts = {"epochs": args.epochs, **TRAIN[train_tag]}  # a preset may set its own epochs
-    d = args.cache / f"fit-{pair[0]}-{pair[1]}-s{seed}-{train_tag}-n{len(yf)}-S{args.n_support}-e{opts['epochs']}"
+    epochs = _train_options(train_tag, args)["epochs"]
+    d = args.cache / f"fit-{pair[0]}-{pair[1]}-s{seed}-{train_tag}-n{len(yf)}-S{args.n_support}-e{epochs}"
     if (d / "gad.json").exists():
         gad = GAD.load(str(d), model, progress=False)
         return gad, float(gad.fit_time_)
-    gad = GAD(model, classes=pair, n_support=args.n_support, seed=seed, progress=False, **opts)
+    gad = _new_gad(model, pair, seed, train_tag, args)
     gad.fit((xf, yf))
     gad.save(str(d))
     return gad, float(gad.fit_time_)
@@ -424,11 +434,14 @@ def matched(args) -> None:
     rows: dict[str, list[torch.Tensor]] = {}
     per_cell = []
     for pair in args.pairs:
+        xf, yf, xe, ye = split_pair(train, test, pair, args.train_limit, args.n_eval, "test")
+        gads = {seed: fitted(model, pair, seed, train_tag, args, xf, yf)[0] for seed in args.seeds}
+        scorer, tgt = (model, ye)
+        if args.score == "margin":
+            scorer, tgt = _PairMargin(model, pair), (ye == pair[1]).long()
         for base in args.bases:
             d_all, wins, areas, ious, overlap = [], [], [], [], []
-            for seed in args.seeds:
-                xf, yf, xe, ye = split_pair(train, test, pair, args.train_limit, args.n_eval, "test")
-                gad, _ = fitted(model, pair, seed, train_tag, args, xf, yf)
+            for seed, gad in gads.items():
                 maps, _ = all_maps(gad, base, xe, ye, args, f"test-{pair[0]}-{pair[1]}-s{seed}-{train_tag}")
                 fused = fuse([maps[:, j : j + 1] for j in range(args.n_support + 1)], tau=tau, combine=combine)
                 r_gad = convex_hull_region(fused, 0.1, grouping)
@@ -436,9 +449,6 @@ def matched(args) -> None:
                     _matched_region(maps[i, 0], int(r_gad[i].sum()), grouping) if r_gad[i].any()
                     else torch.zeros_like(r_gad[i]) for i in range(len(ye))
                 ])
-                scorer, tgt = (model, ye)
-                if args.score == "margin":
-                    scorer, tgt = _PairMargin(model, pair), (ye == pair[1]).long()
                 g = region_sensitivity(scorer, xe, r_gad, tgt, **NORM)
                 c = region_sensitivity(scorer, xe, r_ctl, tgt, **NORM)
                 d = g.rs - c.rs
@@ -515,8 +525,7 @@ def fit_time(args) -> None:
         xf, yf, _, _ = split_pair(train, test, pair, args.train_limit, args.n_eval, "test")
         cells = []
         for tag in args.train:
-            opts = {"epochs": args.epochs, **TRAIN[tag]}
-            gad = GAD(model, classes=pair, n_support=args.n_support, seed=args.seeds[0], progress=False, **opts)
+            gad = _new_gad(model, pair, args.seeds[0], tag, args)
             gad.fit((xf, yf))
             cells.append(f"{gad.fit_time_:.1f}")
             print(f"{_pair_name(pair)} {tag}: {gad.fit_time_:.1f} s", flush=True)
