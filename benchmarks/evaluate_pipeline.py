@@ -401,34 +401,44 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines):
 
 
 def memory_part(args, out_lines):
-    """Peak RSS of ours at 224² in a fresh process per batch setting."""
+    """Peak RSS of ours at 224² in a fresh process per batch setting; the last row turns the
+    library's host-cache limit off (glibc keeps every freed block, as before the limit)."""
     out_lines += [
         f"### peak memory, resnet18 224², {args.mem_images} images, ours only (fresh process per row)",
         "",
-        "| metric batch_size (images per pass) | Score-CAM / IG / Expected Grad-CAM batch size | peak RSS (GiB) | "
-        "RSS before the run (GiB) |",
-        "|---|---|---:|---:|",
+        "| metric batch_size (images per pass) | Score-CAM / IG / Expected Grad-CAM batch size | host cache limit | "
+        "peak RSS (GiB) | RSS before the run (GiB) | time (s) | minor page faults |",
+        "|---|---|---|---:|---:|---:|---:|",
     ]
-    for mb, sb in [(None, None), (16, 16), (4, 4)]:
+    for mb, sb, cache in [(None, None, None), (16, 16, None), (4, 4, None), (4, 4, -1)]:
         cmd = [sys.executable, __file__, "--part", "memchild", "--images", str(args.mem_images),
                "--metric-batch", str(mb or 0), "--scorecam-batch", str(sb or 0)]
+        if cache is not None:
+            cmd += ["--host-cache-mb", str(cache)]
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.environ.get(
             "PYTHONPATH", "")})
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("MEM ")]
+        shown = "off (glibc alone)" if cache is not None else "default (256 MiB)"
         if not line:
-            out_lines.append(f"| {mb or 'default'} | {sb or 'default'} | failed: {res.stderr[-300:]!r} | |")
+            why = res.stderr[-300:]
+            out_lines.append(f"| {mb or 'default'} | {sb or 'default'} | {shown} | failed: {why!r} | | | |")
             continue
         d = json.loads(line[-1][4:])
-        out_lines.append(f"| {mb or 'default (~2.4M input elements, <= 64)'} | {sb or 'default'} | "
-                         f"{d['peak']:.2f} | {d['before']:.2f} |")
+        out_lines.append(f"| {mb or 'default (~2.4M input elements, <= 64)'} | {sb or 'default'} | {shown} | "
+                         f"{d['peak']:.2f} | {d['before']:.2f} | {d['time']:.0f} | {d['minor_faults']:,} |")
+        print(out_lines[-1], flush=True)
     out_lines.append("")
 
 
 def memchild(args):
+    from cleargrad.core.hostmem import cached_host_bytes, set_host_cache_limit
     from cleargrad.store import ResultStore
 
+    if args.host_cache_mb is not None:
+        set_host_cache_limit(None if args.host_cache_mb < 0 else args.host_cache_mb)
     model, data, refs, layer, cfg = resnet_setup(args.images, args.size)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    t0 = time.perf_counter()
     with ResultStore(Path(tempfile.mkdtemp()) / "m.sqlite") as st:
         plan = ours_plan(model, data, refs, cfg, st)
         if args.metric_batch:
@@ -450,8 +460,12 @@ def memchild(args):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             run_ours(plan, list(range(len(data))))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print("MEM " + json.dumps({"peak": peak, "before": before}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cached = cached_host_bytes()
+    print("MEM " + json.dumps({
+        "peak": usage.ru_maxrss / 2**20, "before": before, "time": time.perf_counter() - t0,
+        "minor_faults": usage.ru_minflt, "cached_at_end": None if cached is None else cached / 2**30,
+    }))
 
 
 def main() -> None:
@@ -466,6 +480,8 @@ def main() -> None:
     ap.add_argument("--mem-images", type=int, default=4)
     ap.add_argument("--metric-batch", type=int, default=0)
     ap.add_argument("--scorecam-batch", type=int, default=0)
+    ap.add_argument("--host-cache-mb", type=float, default=None,
+                    help="memory rows: the library's host cache limit in MiB (negative: off, glibc's own behaviour)")
     ap.add_argument("--out", type=Path, default=None, help="append the markdown tables to this file")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -41,6 +41,8 @@ _LAZY: dict[str, str] = {
     "XGradCAM": ".cam",
     "internal_saturation": ".cam",
     "get_memory_format": ".core.layout",
+    "get_host_cache_limit": ".core.hostmem",
+    "set_host_cache_limit": ".core.hostmem",
     "set_memory_format": ".core.layout",
     "TokenGrid": ".core.tokens",
     "ConfigError": ".errors",
@@ -91,11 +93,13 @@ __all__ = [
     "XGradCAM",
     "__version__",
     "explain",
+    "get_host_cache_limit",
     "get_memory_format",
     "internal_saturation",
     "make_method",
     "methods",
     "metrics",
+    "set_host_cache_limit",
     "set_memory_format",
 ]
 
@@ -150,6 +154,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
         XGradCAM,
         internal_saturation,
     )
+    from .core.hostmem import get_host_cache_limit, set_host_cache_limit
     from .core.layout import get_memory_format, set_memory_format
     from .core.tokens import TokenGrid
     from .errors import (

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core import to_2d
+from ..core import release_host_memory, to_2d
 from ..core.compiled import compiled_forward
 from ..metrics.protocol import SharedBatch
 from ..store import ResultRow, ResultStore
@@ -273,6 +273,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                              for i, r in enumerate(recs) if r.image_id in gallery_ids),
                             plan.settings,
                         )
+                release_host_memory()
                 progress.advance(task)
             for mt in plan.metrics:
                 progress.update(task, description=f"batch {b + 1}/{len(batches)} {mt.name}")
@@ -293,5 +294,6 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                     )
                     plan.store.add_results(rows, plan.settings, curve_rows)
                     written += len(rows)
+                release_host_memory()
                 progress.advance(task)
     return written

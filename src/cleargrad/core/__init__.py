@@ -1,10 +1,11 @@
 """Method-agnostic machinery: inputs, targets, layers, hooks, model state, ReLU rules,
-chunked batching, 2-D reduction and the method registry."""
+chunked batching, the host allocator's cache, 2-D reduction and the method registry."""
 
 from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size, memory_guard
 from .compiled import CompiledForward, compiled_forward
 from .gradmode import gradient_call, normal_options, normal_tensor
 from .hooks import capture_activations, forward_hooks
+from .hostmem import cached_host_bytes, get_host_cache_limit, release_host_memory, set_host_cache_limit
 from .inputs import check_input
 from .layers import auto_layer, find_layer, layer_name
 from .layout import (
@@ -30,6 +31,7 @@ __all__ = [
     "REDUCTIONS",
     "CompiledForward",
     "auto_layer",
+    "cached_host_bytes",
     "capture_activations",
     "check_eval_mode",
     "check_input",
@@ -44,6 +46,7 @@ __all__ = [
     "gather_scores",
     "gradient_call",
     "get_memory_format",
+    "get_host_cache_limit",
     "get_method",
     "layer_name",
     "list_methods",
@@ -53,10 +56,12 @@ __all__ = [
     "normal_tensor",
     "preserved_state",
     "register",
+    "release_host_memory",
     "relu_rule",
     "resolve_targets",
     "run_model",
     "select_output",
+    "set_host_cache_limit",
     "set_memory_format",
     "to_2d",
 ]

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import torch
 
 from ..errors import ResourceError
+from .hostmem import release_host_memory
 
 __all__ = ["DEFAULT_CHUNK_ELEMENTS", "CPU_MAX_CHUNK", "chunk_slices", "default_chunk_size", "memory_guard"]
 
@@ -40,12 +41,18 @@ def default_chunk_size(
 
 
 def chunk_slices(total: int, chunk: int | None) -> Iterator[slice]:
-    """Consecutive slices of ``range(total)`` of length ``chunk`` (all at once if None)."""
+    """Consecutive slices of ``range(total)`` of length ``chunk`` (all at once if None).
+
+    Between two chunks (and after the last) the C allocator's cache of freed host memory
+    is trimmed when it exceeds its limit (:func:`~cleargrad.core.hostmem.release_host_memory`),
+    so that peak memory follows the chunk size instead of the heap's fragmentation."""
     if chunk is None or chunk <= 0 or chunk >= total:
         yield slice(0, total)
+        release_host_memory()
         return
     for start in range(0, total, chunk):
         yield slice(start, min(start + chunk, total))
+        release_host_memory()
 
 
 _OOM_TEXT = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
