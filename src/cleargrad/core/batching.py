@@ -43,9 +43,10 @@ def default_chunk_size(
 def chunk_slices(total: int, chunk: int | None) -> Iterator[slice]:
     """Consecutive slices of ``range(total)`` of length ``chunk`` (all at once if None).
 
-    Between two chunks (and after the last) the C allocator's cache of freed host memory
-    is trimmed when it exceeds its limit (:func:`~cleargrad.core.hostmem.release_host_memory`),
-    so that peak memory follows the chunk size instead of the heap's fragmentation."""
+    Between two chunks (and after the last) the C allocator's freed host memory is handed
+    back once resident memory has grown by more than its limit since the last release
+    (:func:`~cleargrad.core.hostmem.release_host_memory`), so that peak memory follows the
+    chunk size instead of the heap's fragmentation."""
     if chunk is None or chunk <= 0 or chunk >= total:
         yield slice(0, total)
         release_host_memory()

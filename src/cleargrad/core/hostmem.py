@@ -5,8 +5,9 @@ On Linux with glibc, PyTorch's CPU tensors come from ``malloc``. glibc keeps fre
 for reuse and returns memory to the system only from the top of its heap; tensors of many
 different sizes (a protocol of several methods and metrics at 224²) fragment the heap, and
 the freed-but-kept memory grows with the run. Measured in
-``benchmarks/evaluate_pipeline.py --part memory``: the same 16-image protocol peaked at
-1.3 GiB in one run and 6.3 GiB in another, with at most 0.2 GiB of tensors alive at the end.
+``benchmarks/evaluate_pipeline.py --part memchild``: the same 16-image command at 224²
+peaked at 1.25 GiB in one run and 6.32 GiB in another; with this release, at 1.27 GiB in a
+run whose heap ended with 3.9 GiB of freed holes.
 
 :func:`release_host_memory` compares the resident memory with its level after the last
 release; when it has grown by more than the limit (:func:`set_host_cache_limit`, default
@@ -15,7 +16,7 @@ hands glibc's freed pages back with ``malloc_trim(0)`` and takes the new level. 
 that is alive stays; growth from live tensors only costs one trim per limit's worth.
 :func:`~cleargrad.core.chunk_slices` calls it between chunks and the evaluation engine
 after every method and metric, so every chunked loop is covered. Below the limit nothing
-is trimmed and freed memory is reused as before (no page faults). Elsewhere (macOS,
+is trimmed and freed memory is reused as before (no extra page faults). Elsewhere (macOS,
 Windows, musl) the calls are no-ops. GPU memory is not concerned (PyTorch's caching
 allocator).
 """
@@ -82,8 +83,9 @@ _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def set_host_cache_limit(mib: float | None) -> None:
-    """Most freed host memory (MiB) the C allocator may keep before it is handed back to
-    the system; ``None`` turns the release off (glibc's own behaviour)."""
+    """How much resident memory (MiB) may grow since the last release before the C
+    allocator's freed pages are handed back to the system; ``None`` turns the release off
+    (glibc's own behaviour)."""
     global _limit
     if mib is None:
         _limit = None
