@@ -99,3 +99,33 @@ def test_freed_pages_go_back_to_the_system(limit):
     after = hostmem.resident_bytes()
     assert before - after > 60 * 2**20, (before / 2**20, after / 2**20)
     assert len(keep) == 10000 and float(keep[-1][0]) == 1.0  # the live tensors are untouched
+
+
+def test_evaluation_engine_releases_after_every_method_and_metric(tmp_path, monkeypatch):
+    """2 batches x (2 methods + 2 metrics) steps: one look after each step (chunk loops
+    inside the steps look on their own, through chunk_slices)."""
+    import cleargrad.cli.engine as engine
+    from cleargrad.cli.console import UI
+    from cleargrad.cli.explainers import build_explainer, load_registries
+    from cleargrad.cli.images import ImageRecord, ImageSet, Preprocess
+    from cleargrad.cli.metric_runner import metric_runner
+    from cleargrad.models import SmallCNN
+    from cleargrad.store import ResultStore
+
+    load_registries()
+    calls = []
+    monkeypatch.setattr(engine, "release_host_memory", lambda: calls.append(1))
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=1, num_classes=3, width=2).eval()
+    x = torch.randn(6, 1, 8, 8)
+    recs = [ImageRecord(f"img{i}", f"mem/{i}", None, None) for i in range(6)]
+    data = ImageSet(recs, Preprocess(8, True, (0.5,), (0.5,)), tensors=x, description="t")
+    with ResultStore(tmp_path / "r.sqlite") as st:
+        plan = engine.EvalPlan(
+            model=model, images=data, store=st, settings=st.record_run({"x": 1}, {}), preprocess=data.preprocess,
+            explainers=[build_explainer(model, m) for m in ("saliency", "gradcam")],
+            metrics=[metric_runner("sparseness", None), metric_runner("average_drop", None)],
+            batch_size=3, gallery=0,
+        )
+        assert engine.run_evaluation(plan, UI(quiet=True)) == 6 * 2 * 2
+    assert len(calls) == 2 * (2 + 2)
