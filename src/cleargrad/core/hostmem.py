@@ -64,16 +64,21 @@ def _load_glibc() -> ctypes.CDLL | None:
     return libc
 
 
+def _limit_bytes(mib: object, what: str) -> int:
+    """``mib`` (a number >= 0) in bytes; ConfigError naming ``what`` otherwise."""
+    if isinstance(mib, bool) or not isinstance(mib, (int, float)) or mib < 0:
+        raise ConfigError(f"{what} must be a number of MiB >= 0 or off/None, got {mib!r}")
+    return int(mib * 2**20)
+
+
 def _parse_limit(value: str) -> int | None:
     if value.strip().lower() in ("off", "none", ""):
         return None
     try:
         mib = float(value)
     except ValueError:
-        raise ConfigError(f"CLEARGRAD_HOST_CACHE_MB must be a number of MiB or 'off', got {value!r}") from None
-    if mib < 0:
-        raise ConfigError(f"CLEARGRAD_HOST_CACHE_MB must be >= 0, got {value!r}")
-    return int(mib * 2**20)
+        mib = value  # rejected below, with the same message
+    return _limit_bytes(mib, "CLEARGRAD_HOST_CACHE_MB")
 
 
 _libc = _load_glibc()
@@ -87,12 +92,7 @@ def set_host_cache_limit(mib: float | None) -> None:
     allocator's freed pages are handed back to the system; ``None`` turns the release off
     (glibc's own behaviour)."""
     global _limit
-    if mib is None:
-        _limit = None
-        return
-    if isinstance(mib, bool) or not isinstance(mib, (int, float)) or mib < 0:
-        raise ConfigError(f"the host cache limit must be a number of MiB >= 0 or None, got {mib!r}")
-    _limit = int(mib * 2**20)
+    _limit = None if mib is None else _limit_bytes(mib, "the host cache limit")
 
 
 def get_host_cache_limit() -> float | None:
@@ -127,11 +127,8 @@ def release_host_memory(force: bool = False) -> bool:
     rss = resident_bytes()
     if rss is None:
         return False
-    if not force and _floor is not None and rss - _floor <= _limit:
-        _floor = min(_floor, rss)
-        return False
-    if _floor is None and not force:
-        _floor = rss  # the first look only sets the level
+    if not force and (_floor is None or rss - _floor <= _limit):
+        _floor = rss if _floor is None else min(_floor, rss)  # the first look only sets the level
         return False
     _libc.malloc_trim(0)
     _floor = resident_bytes()
