@@ -42,7 +42,9 @@ _LAZY: dict[str, str] = {
     "internal_saturation": ".cam",
     "get_memory_format": ".core.layout",
     "get_host_cache_limit": ".core.hostmem",
+    "get_memory_check": ".core.memplan",
     "set_host_cache_limit": ".core.hostmem",
+    "set_memory_check": ".core.memplan",
     "set_memory_format": ".core.layout",
     "TokenGrid": ".core.tokens",
     "ConfigError": ".errors",
@@ -94,12 +96,14 @@ __all__ = [
     "__version__",
     "explain",
     "get_host_cache_limit",
+    "get_memory_check",
     "get_memory_format",
     "internal_saturation",
     "make_method",
     "methods",
     "metrics",
     "set_host_cache_limit",
+    "set_memory_check",
     "set_memory_format",
 ]
 
@@ -156,6 +160,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     )
     from .core.hostmem import get_host_cache_limit, set_host_cache_limit
     from .core.layout import get_memory_format, set_memory_format
+    from .core.memplan import get_memory_check, set_memory_check
     from .core.tokens import TokenGrid
     from .errors import (
         ConfigError,

@@ -16,6 +16,7 @@ from ..core import (
     model_input,
     normal_options,
     normal_tensor,
+    plan_chunk,
     preserved_state,
     relu_rule,
     resolve_targets,
@@ -146,6 +147,14 @@ class Attribution:
                     m.training = True
             self._num_classes = n
         return n
+
+
+    def chunk_size(self, x: torch.Tensor, total: int, requested: int | None) -> int:
+        """Inputs per gradient pass of a loop over ``total`` inputs shaped like ``x``'s:
+        ``requested`` (the ``internal_batch_size`` option) or the default, checked to fit in
+        memory before the loop starts (:func:`~cleargrad.core.plan_chunk`)."""
+        return plan_chunk(self.model, x.shape[1:], total=total, requested=requested, device=x.device,
+                          dtype=x.dtype, grad=True, option="internal_batch_size")
 
 
 class GradientAttribution(Attribution):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core import chunk_slices, default_chunk_size, register
+from ..core import chunk_slices, register
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import GradientAttribution
@@ -75,7 +75,7 @@ class ExpectedGradients(GradientAttribution):
         alpha = torch.cat([draw_uniform(n_samples, g, x) for g in streams])
         view = (-1,) + (1,) * (x.dim() - 1)
         total = torch.zeros_like(x)
-        chunk = internal_batch_size or default_chunk_size(x.shape[1:], work, x.device)
+        chunk = self.chunk_size(x, work, internal_batch_size)
         for sl in chunk_slices(work, chunk):
             img = torch.arange(sl.start, sl.stop, device=x.device) // n_samples
             xs = x[img]

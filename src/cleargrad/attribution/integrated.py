@@ -7,7 +7,7 @@ from typing import Union
 
 import torch
 
-from ..core import chunk_slices, default_chunk_size, register
+from ..core import chunk_slices, register
 from ..core.quadrature import quadrature
 from ..core.targets import TargetLike
 from ..errors import InputError
@@ -83,7 +83,7 @@ class IntegratedGradients(GradientAttribution):
         diff = x - base
         total = torch.zeros_like(x)
         work = n_steps * n
-        chunk = internal_batch_size or default_chunk_size(x.shape[1:], work, x.device)
+        chunk = self.chunk_size(x, work, internal_batch_size)
         view = (-1,) + (1,) * (x.dim() - 1)
         for sl in chunk_slices(work, chunk):
             k = torch.arange(sl.start, sl.stop, device=x.device)

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import chunk_slices, default_chunk_size, register
+from ..core import chunk_slices, register
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .base import Attribution
@@ -105,7 +105,7 @@ class NoiseTunnel(Attribution):
         s2 = torch.zeros_like(x)
         work = n_samples * n
         streams = image_streams(n, generator, x.device)
-        chunk = internal_batch_size or default_chunk_size(x.shape[1:], work, x.device)
+        chunk = self.chunk_size(x, work, internal_batch_size)
         # image-major expansion (item k is sample k % n_samples of image k // n_samples);
         # each item's noise comes from its image's own stream, in sample order
         for sl in chunk_slices(work, chunk):

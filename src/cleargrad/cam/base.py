@@ -31,6 +31,7 @@ from ..core import (
     layer_name,
     normal_options,
     normal_tensor,
+    plan_chunk,
     preserved_state,
 )
 from ..core.layers import LayerSpec
@@ -272,6 +273,15 @@ class BaseCAM:
         raise NotImplementedError
 
     # passes, for subclasses -------------------------------------------------------
+    def chunk_size(
+        self, x: torch.Tensor, total: int, requested: int | None, *, grad: bool, option: str = "internal_batch_size"
+    ) -> int:
+        """Inputs per pass of a loop over ``total`` inputs shaped like ``x``'s (forward and
+        backward passes with ``grad``): ``requested`` (the ``option``) or the default, checked
+        to fit in memory before the loop starts (:func:`~cleargrad.core.plan_chunk`)."""
+        return plan_chunk(self.model, x.shape[1:], total=total, requested=requested, device=x.device,
+                          dtype=x.dtype, grad=grad, option=option)
+
     def forward_pass(self, x: torch.Tensor, modules: Sequence[nn.Module]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One full forward pass (no gradient needed): ``(activations, scores)``."""
         return forward_with_activations(self.model, x, modules, self.output, self.reshape)

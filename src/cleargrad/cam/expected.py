@@ -27,7 +27,6 @@ from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
 from .sampling import (
     check_positive_int,
-    default_batch,
     draw_indices,
     draw_seeds,
     draw_uniform,
@@ -207,7 +206,7 @@ class ExpectedGradCAM(BaseCAM):
         acts, scores = self.forward_pass(x, modules)
         t = resolve_targets(target, x.shape[0], scores=scores)
         n, work = x.shape[0], x.shape[0] * n_samples
-        chunk = internal_batch_size or default_batch(x.shape[1:], work, x.device)
+        chunk = self.chunk_size(x, work, internal_batch_size, grad=True)
 
         # every draw up front (small) or as per-draw seeds, in a fixed order
         if t_sampling == "uniform":

@@ -9,7 +9,7 @@ from ..core import register, resolve_targets
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
-from .sampling import check_positive_int, default_batch, sample_chunks
+from .sampling import check_positive_int, sample_chunks
 from .weights import gradcam_weights
 
 __all__ = ["IntegratedGradCAM", "broadcast_baseline"]
@@ -58,7 +58,7 @@ class IntegratedGradCAM(BaseCAM):
         acts, scores = self.forward_pass(x, modules)
         t = resolve_targets(target, x.shape[0], scores=scores)
         acc = [torch.zeros_like(a[:, :1]) if form == "official" else torch.zeros_like(a[:, :, 0, 0]) for a in acts]
-        chunk = internal_batch_size or default_batch(x.shape[1:], x.shape[0] * n_steps, x.device)
+        chunk = self.chunk_size(x, x.shape[0] * n_steps, internal_batch_size, grad=True)
         for _, img, m in sample_chunks(x.shape[0], n_steps, chunk, x.device):
             alpha = (m.to(x.dtype) / n_steps).view(-1, 1, 1, 1)
             xm = xb[img] + alpha * (x[img] - xb[img])

@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core import check_input, chunk_slices, find_layer, preserved_state
+from ..core import check_input, chunk_slices, find_layer, plan_chunk, preserved_state
 from ..core.layers import LayerSpec
 from ..errors import ConfigError
 from .capture import layer_activations
 from .integrated import broadcast_baseline
-from .sampling import default_batch
 
 __all__ = ["internal_saturation"]
 
@@ -56,7 +55,8 @@ def internal_saturation(
         (ref,) = layer_activations(model, x, [module])
         ref = ref.flatten(1)
         cos = torch.empty(n * n_points, dtype=x.dtype, device=x.device)
-        chunk = batch_size or default_batch(x.shape[1:], n * n_points, x.device)
+        chunk = plan_chunk(model, x.shape[1:], total=n * n_points, requested=batch_size, device=x.device, dtype=x.dtype,
+                           grad=False)
         for sl in chunk_slices(n * n_points, chunk):
             j = torch.arange(sl.start, sl.stop, device=x.device)
             img, k = j // n_points, j % n_points

@@ -20,7 +20,6 @@ from ..core import (
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
-from .sampling import default_batch
 
 __all__ = ["ScoreCAM"]
 
@@ -129,7 +128,7 @@ class ScoreCAM(BaseCAM):
                     z = masked(x[:1], torch.zeros_like(x[:1, :1]))
                     s0 = select_output(self.model(model_input(self.model, z)), self.output)
                     w[dead] = score(s0.expand(dead.numel(), -1), t[dead // k])
-                chunk = batch_size or default_batch(x.shape[1:], live.numel(), x.device)
+                chunk = self.chunk_size(x, live.numel(), batch_size, grad=False, option="batch_size")
                 for sl in chunk_slices(live.numel(), chunk):
                     idx = live[sl]
                     img, ch = idx // k, idx % k

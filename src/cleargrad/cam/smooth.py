@@ -8,7 +8,7 @@ from torch import nn
 from ..core import register, resolve_targets
 from ..core.targets import TargetLike
 from .base import BaseCAM, weighted_sum
-from .sampling import check_positive_int, default_batch, draw_seeds, noise_scale, sample_chunks, seeded_noise
+from .sampling import check_positive_int, draw_seeds, noise_scale, sample_chunks, seeded_noise
 from .weights import gradcam_pp_weights
 
 __all__ = ["SmoothGradCAMPlusPlus"]
@@ -46,7 +46,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         t = resolve_targets(target, x.shape[0], scores=scores)
         seeds = draw_seeds(x.shape[0] * n_samples, generator) if float(stdevs) > 0 else None
         stats = [[torch.zeros_like(a) for _ in range(3)] for a in acts]
-        chunk = internal_batch_size or default_batch(x.shape[1:], x.shape[0] * n_samples, x.device)
+        chunk = self.chunk_size(x, x.shape[0] * n_samples, internal_batch_size, grad=True)
         for sl, img, _ in sample_chunks(x.shape[0], n_samples, chunk, x.device):
             xs = x[img]
             if seeds is not None:

@@ -1,5 +1,5 @@
 """Method-agnostic machinery: inputs, targets, layers, hooks, model state, ReLU rules,
-chunked batching, the host allocator's cache, 2-D reduction and the method registry."""
+chunked batching, the memory check of chunks, the host allocator's cache, 2-D reduction and the method registry."""
 
 from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size, memory_guard
 from .compiled import CompiledForward, compiled_forward
@@ -18,6 +18,7 @@ from .layout import (
     run_model,
     set_memory_format,
 )
+from .memplan import available_bytes, get_memory_check, plan_chunk, set_memory_check
 from .reduce import REDUCTIONS, to_2d
 from .registry import get_method, list_methods, register
 from .relu_rules import relu_rule
@@ -31,6 +32,7 @@ __all__ = [
     "REDUCTIONS",
     "CompiledForward",
     "auto_layer",
+    "available_bytes",
     "cached_host_bytes",
     "capture_activations",
     "check_eval_mode",
@@ -45,6 +47,7 @@ __all__ = [
     "forward_hooks",
     "gather_scores",
     "gradient_call",
+    "get_memory_check",
     "get_memory_format",
     "get_host_cache_limit",
     "get_method",
@@ -54,6 +57,7 @@ __all__ = [
     "model_input",
     "normal_options",
     "normal_tensor",
+    "plan_chunk",
     "preserved_state",
     "register",
     "release_host_memory",
@@ -62,6 +66,7 @@ __all__ = [
     "run_model",
     "select_output",
     "set_host_cache_limit",
+    "set_memory_check",
     "set_memory_format",
     "to_2d",
 ]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from ..core import check_input, default_chunk_size
+from ..core import check_input, plan_chunk
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError, InputError
 from .base import metric
@@ -136,7 +136,8 @@ def perturbation_curve(
         out[:, n_steps] = last
     if total == 0:
         return out
-    chunk = batch_size or default_chunk_size(x.shape[1:], total, x.device)
+    chunk = plan_chunk(model, x.shape[1:], total=total, requested=batch_size, device=x.device, dtype=x.dtype,
+                       grad=False)
     buf = torch.empty((min(chunk, total), *x.shape[1:]), dtype=x.dtype, device=x.device)
     img = torch.arange(n, device=x.device).repeat_interleave(per)
     k = torch.arange(k0, k1 + 1, device=x.device).repeat(n)

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import chunk_slices, default_chunk_size, gather_scores, resolve_targets, run_model, select_output
+from ..core import chunk_slices, gather_scores, plan_chunk, resolve_targets, run_model, select_output
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .average import average_values, masked_scores, unit_map
@@ -122,7 +122,8 @@ class SharedBatch:
         self.scorer = scorer if scorer is not None else model
         self.x = x
         self.mean, self.std, self.output, self.batch_size = mean, std, output, batch_size
-        chunk = batch_size or default_chunk_size(tuple(x.shape[1:]), x.shape[0], x.device)
+        chunk = plan_chunk(self.scorer, x.shape[1:], total=x.shape[0], requested=batch_size, device=x.device,
+                           dtype=x.dtype, grad=False)
         with evaluating(self.scorer), torch.inference_mode():
             parts = [select_output(run_model(self.scorer, x[sl]), output) for sl in chunk_slices(x.shape[0], chunk)]
         self.logits = torch.cat(parts).clone()
@@ -240,7 +241,9 @@ class SharedBatch:
         """Class scores of a canvas: one pass, shared by every map's curve that starts or ends there."""
         k = ("logits", id(canvas))
         if k not in self._canvas:
-            chunk = batch_size or default_chunk_size(tuple(self.x.shape[1:]), self.x.shape[0], self.x.device)
+            x = self.x
+            chunk = plan_chunk(self.scorer, x.shape[1:], total=x.shape[0], requested=batch_size, device=x.device,
+                               dtype=x.dtype, grad=False)
             with evaluating(self.scorer), torch.inference_mode():
                 parts = [
                     select_output(run_model(self.scorer, canvas[sl]), self.output)

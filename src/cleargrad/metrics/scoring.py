@@ -17,10 +17,10 @@ from torch import nn
 
 from ..core import (
     chunk_slices,
-    default_chunk_size,
     fast_layout,
     gather_scores,
     memory_guard,
+    plan_chunk,
     preserved_state,
     resolve_targets,
     run_model,
@@ -89,9 +89,7 @@ def chunked_scores(
     total = int(targets.shape[0])
     if total == 0:
         return torch.empty(0, device=targets.device)
-    chunk = batch_size if batch_size is not None else default_chunk_size(tuple(sample_shape), total, targets.device)
-    if chunk < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size}")
+    chunk = plan_chunk(model, sample_shape, total=total, requested=batch_size, device=targets.device, grad=False)
     out: torch.Tensor | None = None
     with torch.inference_mode():
         for sl in chunk_slices(total, chunk):
@@ -115,7 +113,8 @@ def clean_scores(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets (``None`` = argmax on ``x``) and the ``(N,)`` scores of ``x`` for them."""
     _check_kind(score)
-    chunk = batch_size if batch_size is not None else default_chunk_size(tuple(x.shape[1:]), x.shape[0], x.device)
+    chunk = plan_chunk(model, x.shape[1:], total=x.shape[0], requested=batch_size, device=x.device, dtype=x.dtype,
+                       grad=False)
     parts = []
     with torch.inference_mode():
         for sl in chunk_slices(x.shape[0], chunk):

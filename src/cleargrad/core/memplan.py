@@ -1,0 +1,352 @@
+"""Check before a chunked loop that one chunk's model pass fits in memory.
+
+On Linux the kernel overcommits memory: a chunk too large for the machine is not met by
+an allocation error that :func:`~cleargrad.core.memory_guard` could turn into a
+:class:`~cleargrad.errors.ResourceError`, but by the out-of-memory killer, which ends the
+process without a word. So the memory of a pass is predicted *before* the loop starts:
+
+1. **Per-sample memory of the pass** (:func:`pass_bytes_per_sample`). A copy of the model
+   whose parameters are fake tensors (``torch._subclasses.FakeTensorMode``: shapes and
+   dtypes, no storage, no arithmetic) runs the pass on a batch of 1 and of 2 samples
+   while every storage the operators create is counted until it is freed; the growth of
+   the peak from 1 to 2 samples is the memory one more sample costs. For gradient passes
+   the backward pass to the input is simulated too, so tensors saved for it count. The
+   copy carries none of the model's hooks, so no user or cleargrad hook sees a fake
+   tensor, and the model itself is not touched. Cached per model, sample shape, dtype,
+   device and pass kind (a few tenths of a second per entry for a resnet18).
+2. **Available memory** (:func:`available_bytes`): on CPUs the smaller of the kernel's
+   ``MemAvailable`` and the headroom of the process's cgroup (v2 or v1; reclaimable page
+   cache is not counted as used); on CUDA the device's free memory plus what PyTorch's
+   caching allocator holds unused. Elsewhere unknown (no check).
+3. **The plan** (:func:`plan_chunk`): a chunk fits when ``chunk x per-sample`` stays under
+   :data:`HEADROOM` of the available memory less :data:`MARGIN`. A default chunk size
+   shrinks to what fits; an explicit ``batch_size`` that does not fit raises
+   :class:`~cleargrad.errors.ResourceError` naming the largest that does. When not even
+   one sample fits, the error says so.
+
+Measured (``benchmarks/memory_plan.py``): the predicted per-sample memory of torchvision's
+resnet18 and vit_b_16 at 224² is within a few percent of the real growth of the process's
+peak resident memory per sample. Models the fake run cannot follow (data-dependent
+control flow, ``.item()``, foreign extensions) are not checked (the prediction is
+``None``); the allocator guard still covers allocation failures. Turn the check off with
+:func:`set_memory_check` or ``CLEARGRAD_MEMORY_CHECK=off``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, ResourceError
+from .batching import default_chunk_size
+from .compiled import CompiledForward
+from .hostmem import release_host_memory
+
+__all__ = [
+    "HEADROOM",
+    "MARGIN",
+    "available_bytes",
+    "get_memory_check",
+    "pass_bytes_per_sample",
+    "plan_chunk",
+    "set_memory_check",
+]
+
+_log = logging.getLogger("cleargrad")
+
+#: Fraction of the available memory one chunk's pass may plan to use.
+HEADROOM = 0.9
+#: Bytes kept free besides the chunk (workspaces, the loop's own tensors, allocator slack).
+MARGIN = 128 * 2**20
+
+
+def _parse_switch(value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("", "1", "on", "true", "yes"):
+        return True
+    if v in ("0", "off", "false", "no"):
+        return False
+    raise ConfigError(f"CLEARGRAD_MEMORY_CHECK must be on or off, got {value!r}")
+
+
+_enabled = _parse_switch(os.environ.get("CLEARGRAD_MEMORY_CHECK", "on"))
+
+
+def set_memory_check(enabled: bool) -> None:
+    """Turn the memory check of chunked loops on (default) or off."""
+    global _enabled
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"set_memory_check takes True or False, got {enabled!r}")
+    _enabled = enabled
+
+
+def get_memory_check() -> bool:
+    """Whether chunked loops check that a chunk fits before running it."""
+    return _enabled
+
+
+# ----------------------------------------------------------------------------- available
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no limit) -> None
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _inactive_file(stat_path: str, key: str) -> int:
+    try:
+        with open(stat_path) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _cgroup_dirs(mount: str, controller: str) -> list[str]:
+    """The folders under ``mount`` from this process's cgroup up to the root: a limit set at
+    any level applies. ``controller``: ``""`` for the v2 hierarchy, ``"memory"`` for v1."""
+    path = ""
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                _, names, where = line.rstrip("\n").split(":", 2)
+                if (controller == "" and names == "") or controller in names.split(","):
+                    path = where
+    except (OSError, ValueError):
+        pass
+    parts = [p for p in path.split("/") if p]
+    dirs = [mount + "".join("/" + p for p in parts[:i]) for i in range(len(parts), -1, -1)]
+    return [d for d in dirs if os.path.isdir(d)] or [mount]  # inside a container the path may not exist
+
+
+def _headroom(d: str, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
+    limit, used = _read_int(f"{d}/{limit_file}"), _read_int(f"{d}/{usage_file}")
+    if limit is None or used is None or limit >= 2**60:  # "max" (v2) or a huge number (v1): no limit
+        return None
+    return limit - used + _inactive_file(f"{d}/memory.stat", inactive_key)
+
+
+def _cgroup_headroom(v2: list[str] | None = None, v1: list[str] | None = None) -> int | None:
+    """Bytes the process's cgroups may still use (limit - usage + reclaimable page cache, the
+    tightest over the hierarchy); None where no limit is set. ``v2`` / ``v1``: the folders
+    to read (default: this process's cgroup and its ancestors)."""
+    v2 = _cgroup_dirs("/sys/fs/cgroup", "") if v2 is None else v2
+    v1 = _cgroup_dirs("/sys/fs/cgroup/memory", "memory") if v1 is None else v1
+    rooms = [_headroom(d, "memory.max", "memory.current", "inactive_file") for d in v2]
+    rooms += [_headroom(d, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file") for d in v1]
+    known = [r for r in rooms if r is not None]
+    return min(known) if known else None
+
+
+def available_bytes(device: torch.device | str) -> int | None:
+    """Memory a new allocation on ``device`` can still get, in bytes; None where unknown."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        known = [b for b in (_meminfo_available(), _cgroup_headroom()) if b is not None]
+        return max(0, min(known)) if known else None
+    if dev.type == "cuda":
+        try:
+            free, _ = torch.cuda.mem_get_info(dev)
+            return int(free + torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev))
+        except RuntimeError:
+            return None
+    return None
+
+
+# ----------------------------------------------------------------------------- prediction
+
+
+def _no_hooks_memo(model: nn.Module) -> dict[int, Any]:
+    """A deepcopy memo that gives every module of the copy empty hook dictionaries."""
+    memo: dict[int, Any] = {}
+    for m in model.modules():
+        for name, value in vars(m).items():
+            if "hooks" in name and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    return memo
+
+
+def _peak_of_pass(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                  grad: bool) -> int:
+    """Peak bytes of the storages created by one pass of ``model`` on fake inputs of ``shape``."""
+    from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Tally(TorchDispatchMode):
+        """Counts each new storage's bytes while it lives."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.live = self.peak = 0
+            self.seen: set[int] = set()
+
+        def add(self, t: torch.Tensor) -> None:
+            st = t.untyped_storage()
+            key, n = id(st), st.nbytes()
+            if key in self.seen:  # a view or an in-place result
+                return
+            self.seen.add(key)
+            self.live += n
+            self.peak = max(self.peak, self.live)
+            weakref.finalize(st, self.drop, key, n)
+
+        def drop(self, key: int, n: int) -> None:
+            self.seen.discard(key)
+            self.live -= n
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    self.add(t)
+            return out
+
+    fake = FakeTensorMode()
+    with FakeCopyMode(fake):
+        twin = copy.deepcopy(model, _no_hooks_memo(model))
+    tally = Tally()
+    for t in [*twin.parameters(), *twin.buffers()]:  # already resident: views of them are no new memory
+        tally.seen.add(id(t.untyped_storage()))
+    with torch.inference_mode(False), fake, tally:
+        x = torch.empty(shape, dtype=dtype, device=device)
+        tally.add(x)
+        if grad:
+            with torch.enable_grad():
+                x.requires_grad_(True)
+                outs = [t for t in tree_leaves(twin(x)) if isinstance(t, torch.Tensor) and t.requires_grad]
+                if outs:
+                    torch.autograd.grad(sum(t.float().sum() for t in outs), x, allow_unused=True)
+                del outs
+        else:
+            with torch.no_grad():
+                twin(x)
+    return tally.peak
+
+
+_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int | None]] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def pass_bytes_per_sample(
+    model: nn.Module,
+    sample_shape: Sequence[int],
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    *,
+    grad: bool,
+) -> int | None:
+    """Predicted memory (bytes) one more sample adds to a pass of ``model`` (a forward pass,
+    or with ``grad`` a forward and backward pass to the input); None when the fake run
+    cannot follow the model. Cached per model and arguments."""
+    base = model.model if isinstance(model, CompiledForward) else model
+    base = getattr(base, "_orig_mod", base)  # torch.compile's wrapper: simulate the module it compiles
+    dev = torch.device(device)
+    key = (tuple(int(s) for s in sample_shape), dtype, str(dev), bool(grad))
+    with _cache_lock:
+        entry = _cache.setdefault(base, {})
+        if key in entry:
+            return entry[key]
+    try:
+        one = _peak_of_pass(base, (1, *key[0]), dtype, dev, grad)
+        two = _peak_of_pass(base, (2, *key[0]), dtype, dev, grad)
+        per: int | None = max(two - one, 1)
+    except Exception as e:  # noqa: BLE001 - any failure: no prediction
+        _log.debug("memory check: cannot simulate %s (%s: %s)", type(base).__name__, type(e).__name__, e)
+        per = None
+    with _cache_lock:
+        entry[key] = per
+    return per
+
+
+# ----------------------------------------------------------------------------- plan
+
+
+def plan_chunk(
+    model: nn.Module,
+    sample_shape: Sequence[int],
+    *,
+    total: int,
+    requested: int | None,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+    grad: bool,
+    option: str = "batch_size",
+) -> int:
+    """The chunk length for a loop over ``total`` samples of ``sample_shape`` through ``model``.
+
+    ``requested`` (the user's ``option``, None for the default) is validated; the default
+    is :func:`~cleargrad.core.default_chunk_size` shrunk to what fits in memory. A
+    requested size whose pass does not fit raises :class:`~cleargrad.errors.ResourceError`
+    naming the largest size that does, before any pass runs. ``grad``: the loop runs
+    forward and backward passes (else forward passes only). ``dtype``: the inputs' (None:
+    the model's first floating-point parameter's).
+    """
+    if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
+        raise ConfigError(f"{option} must be a positive integer, got {requested!r}")
+    chunk = requested if requested is not None else default_chunk_size(tuple(sample_shape), total, device)
+    if not _enabled or total < 1:
+        return chunk
+    if dtype is None:  # the inputs' dtype follows the model's parameters
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+    per = pass_bytes_per_sample(model, sample_shape, dtype, device, grad=grad)
+    if per is None:
+        return chunk
+    need = min(chunk, total)
+    fits = _fitting(per, device)
+    if fits is None or need <= fits:
+        return chunk
+    release_host_memory(force=True)  # the allocator's freed pages count as used until handed back
+    fits = _fitting(per, device) or 0
+    if need <= fits:
+        return chunk
+    avail = available_bytes(device) or 0
+    shape = "x".join(str(int(s)) for s in sample_shape)
+    kind = "forward and backward" if grad else "forward"
+    if fits >= 1 and requested is None:
+        _log.info("memory check: %s chunk of %d inputs of shape %s shrunk to %d to fit in %.2f GiB",
+                  kind, need, shape, fits, avail / 2**30)
+        return fits
+    what = (f"a {kind} pass of {need} inputs of shape {shape} needs about {need * per / 2**30:.2f} GiB "
+            f"({per / 2**20:.1f} MiB per input) and {torch.device(device)} has {avail / 2**30:.2f} GiB available")
+    if fits < 1:
+        raise ResourceError(f"{what}: not even one input fits; free memory or use a smaller model or input")
+    raise ResourceError(
+        f"{what}: set {option} to at most {fits} (on the command line: -o METHOD.{option}={fits} for a method, "
+        f"--metric-option METRIC.batch_size={fits} or --metric-batch-size {fits} for a metric); "
+        "CLEARGRAD_MEMORY_CHECK=off turns this check off"
+    )
+
+
+def _fitting(per: int, device: torch.device | str) -> int | None:
+    """How many inputs of ``per`` bytes fit in the available memory (None: unknown)."""
+    avail = available_bytes(device)
+    if avail is None:
+        return None
+    return max(0, int((avail * HEADROOM - MARGIN) // per))
