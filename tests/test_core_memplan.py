@@ -21,7 +21,7 @@ from cleargrad.core import memplan
 
 def _machine_with_room_for(monkeypatch, per: int, k: int) -> None:
     """Make the CPU report just enough memory for ``k`` (and not ``k + 1``) inputs of ``per`` bytes."""
-    avail = math.ceil((memplan.MARGIN + (k + 0.5) * per) / memplan.HEADROOM)
+    avail = memplan.MARGIN + math.ceil((k + 0.5) * per * memplan.SLACK["cpu"])
     monkeypatch.setattr(memplan, "available_bytes", lambda device: avail)
 
 
