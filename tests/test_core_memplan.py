@@ -305,3 +305,35 @@ def test_threads_simulate_concurrently_without_mixing_up(monkeypatch):
     assert memplan.pass_bytes_per_sample(model, (1, 8, 8), grad=True) == memplan.pass_bytes_per_sample(
         _tiny(), (1, 8, 8), grad=True
     )
+
+
+def test_plenty_of_room_skips_the_simulation(monkeypatch):
+    model = nn.Linear(100, 50)
+    monkeypatch.setattr(memplan, "_peak_of_pass", lambda *a: pytest.fail("simulated although room was plenty"))
+    input_bytes = 400 * 10  # a chunk of 10 inputs of 100 floats
+    monkeypatch.setattr(memplan, "available_bytes", lambda device: memplan.MARGIN + input_bytes * memplan.PLENTY)
+    assert memplan.plan_chunk(model, (100,), total=10, requested=10, device="cpu", grad=False) == 10
+    # one byte less and the pass is simulated
+    calls = []
+    monkeypatch.setattr(memplan, "_peak_of_pass", lambda *a: calls.append(a) or 1000 * a[1][0])
+    monkeypatch.setattr(memplan, "available_bytes", lambda device: memplan.MARGIN + input_bytes * memplan.PLENTY - 1)
+    assert memplan.plan_chunk(model, (100,), total=10, requested=10, device="cpu", grad=False) == 10
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("make, grad", [
+    (lambda m: cg.Saliency(m), True),
+    (lambda m: cg.GradCAM(m, layer=m[0]), True),
+    (lambda m: cg.ScoreCAM(m, layer=m[0]), False),
+])
+def test_a_whole_batch_that_cannot_fit_names_the_batch_to_use(monkeypatch, make, grad):
+    model = _tiny()
+    x = torch.randn(6, 1, 8, 8)
+    per = memplan.pass_bytes_per_sample(model, (1, 8, 8), grad=grad)
+    _machine_with_room_for(monkeypatch, per, 4)
+    seen = []
+    model[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    with pytest.raises(cg.ResourceError, match=r"pass of 6 inputs .*explain at most 4 images per call"):
+        make(model).attribute(x, target=0)
+    assert seen == [] and not model.training and len(model[0]._forward_pre_hooks) == 1
+    assert make(model).attribute(x[:4], target=0).shape[0] == 4

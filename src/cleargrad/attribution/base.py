@@ -22,6 +22,7 @@ from ..core import (
     resolve_targets,
     select_output,
 )
+from ..core.memplan import check_batch
 from ..core.options import (
     check_common_options,
     check_finite_result,
@@ -71,6 +72,10 @@ class Attribution:
     family: ClassVar[str] = "attribution"
     #: input rank required by the method (``None``: any rank >= 2)
     input_ndim: ClassVar[int | None] = None
+    #: whether a call runs a gradient pass on the whole batch it is given (else forward
+    #: passes only; chunked loops check their own chunks). The memory check sizes the batch
+    #: for it before the call runs (:func:`~cleargrad.core.memplan.check_batch`).
+    batch_gradient: ClassVar[bool] = False
 
     def __init__(
         self, model: nn.Module, *, output: OutputSelector = None, allow_train_mode: bool = False
@@ -106,6 +111,7 @@ class Attribution:
     def _guarded(self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> Any:
         with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
             x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
+            check_batch(self.model, x, grad=self.batch_gradient)
             return contiguous_result(self._attribute(x, target, **options))
 
     def _attribute(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
@@ -159,6 +165,8 @@ class Attribution:
 
 class GradientAttribution(Attribution):
     """Base of methods built on ``d score / d input`` (optionally with a ReLU rule)."""
+
+    batch_gradient: ClassVar[bool] = True
 
     #: modified ReLU backward rule: None, ``"guided"`` or ``"deconv"``
     relu_rule: ClassVar[str | None] = None

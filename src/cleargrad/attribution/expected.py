@@ -44,6 +44,8 @@ class ExpectedGradients(GradientAttribution):
         internal_batch_size: how many (draw, image) pairs go through the model at once.
     """
 
+    batch_gradient = False  # gradients run in checked chunks of path points / draws
+
     def _attribute(
         self,
         x: torch.Tensor,

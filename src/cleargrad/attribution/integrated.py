@@ -64,6 +64,8 @@ class IntegratedGradients(GradientAttribution):
     completeness by that factor; ours is the true trapezoid rule.
     """
 
+    batch_gradient = False  # gradients run in checked chunks of path points / draws
+
     def _attribute(
         self,
         x: torch.Tensor,

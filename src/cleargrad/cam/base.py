@@ -35,6 +35,7 @@ from ..core import (
     preserved_state,
 )
 from ..core.layers import LayerSpec
+from ..core.memplan import check_batch
 from ..core.options import (
     check_common_options,
     check_finite_result,
@@ -139,6 +140,10 @@ class BaseCAM:
 
     #: registry family
     family: ClassVar[str] = "cam"
+    #: whether a call runs a gradient pass on the whole batch it is given (else forward
+    #: passes only; chunked loops check their own chunks). The memory check sizes the batch
+    #: for it before the call runs (:func:`~cleargrad.core.memplan.check_batch`).
+    batch_gradient: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -241,6 +246,7 @@ class BaseCAM:
         """Layers and raw maps of one guarded call (the model's state restored on exit)."""
         with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
             x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
+            check_batch(self.model, x, grad=self.batch_gradient)
             modules = self.resolve_layers(x)
             return modules, [m.contiguous() for m in self._raw_maps(x, target, modules, **options)]
 

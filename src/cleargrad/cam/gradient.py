@@ -26,6 +26,8 @@ class GradientCAM(BaseCAM):
     ``attribute(x, target=None, upsample=True, normalize=False, relu=True)``
     """
 
+    batch_gradient = True
+
     def weights(self, activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
         """Channel weights ``(N, K)`` or element weights ``(N, K, h, w)``."""
         raise NotImplementedError

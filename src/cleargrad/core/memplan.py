@@ -12,31 +12,35 @@ process without a word. So the memory of a pass is predicted *before* the loop s
    the peak from 1 to 2 samples is the memory one more sample costs. For gradient passes
    the backward pass to the input is simulated too, so tensors saved for it count. The
    copy carries none of the model's hooks, so no user or cleargrad hook sees a fake
-   tensor, and the model itself is not touched. Cached per model, sample shape, dtype,
-   device and pass kind (a few tenths of a second per entry for a resnet18).
+   tensor, and the model, its buffers and the random state are not touched; Python side
+   effects of the forward code outside the model (a global counter) do happen. Cached
+   per model, sample shape, dtype, device and pass kind (0.1-1.5 s per entry measured).
 2. **Available memory** (:func:`available_bytes`): on CPUs the smaller of the kernel's
-   ``MemAvailable`` and the headroom of the process's cgroup (v2 or v1; reclaimable page
-   cache is not counted as used); on CUDA the device's free memory plus what PyTorch's
-   caching allocator holds unused. Elsewhere unknown (no check).
-3. **The plan** (:func:`plan_chunk`): a chunk fits when ``chunk x per-sample x`` the
-   device's allocator overhead (:data:`SLACK`: 1.5 on CPUs) stays under the available
-   memory less :data:`MARGIN` (128 MiB). A default chunk size
-   shrinks to what fits; an explicit ``batch_size`` that does not fit raises
-   :class:`~cleargrad.errors.ResourceError` naming the largest that does. When not even
-   one sample fits, the error says so.
+   ``MemAvailable`` and the headroom of the process's cgroups (v2 or v1, the tightest over
+   the hierarchy; reclaimable page cache counts as free); on CUDA the device's free memory
+   plus what PyTorch's caching allocator holds unused. Elsewhere unknown (no check).
+3. **The plan** (:func:`plan_chunk`). A chunk whose inputs take less than 1/:data:`PLENTY`
+   of the available memory passes without a simulation. Otherwise it fits when
+   ``chunk x per-sample x`` the allocator's overhead (:data:`SLACK`: 1.5 on CPUs) stays
+   below the available memory less :data:`MARGIN` (128 MiB). A default chunk size shrinks
+   to what fits; a requested one that does not fit raises
+   :class:`~cleargrad.errors.ResourceError` naming the largest that does, before any pass.
 
 Measured (``benchmarks/memory_plan.py``): the predicted per-sample memory of the
 Fashion-MNIST SmallCNN and of torchvision's resnet18 and vit_b_16 at 224² is within 2 %
-of the growth of the process's peak live memory per sample, forward and backward. Models the fake run cannot follow (data-dependent
-control flow, ``.item()``, foreign extensions) are not checked (the prediction is
-``None``); the allocator guard still covers allocation failures. Turn the check off with
-:func:`set_memory_check` or ``CLEARGRAD_MEMORY_CHECK=off``.
+of the growth of the process's peak live memory per sample, forward and backward, and
+the peaks of real runs with glibc's default settings stayed below what the plan reserves.
+Models the fake run cannot follow (data-dependent control flow, ``.item()``, foreign
+extensions) are not checked (the prediction is ``None``); the allocator guard still
+covers allocation failures. Turn the check off with :func:`set_memory_check` or
+``CLEARGRAD_MEMORY_CHECK=off``.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import threading
 import weakref
@@ -53,8 +57,10 @@ from .hostmem import release_host_memory
 
 __all__ = [
     "MARGIN",
+    "PLENTY",
     "SLACK",
     "available_bytes",
+    "check_batch",
     "get_memory_check",
     "pass_bytes_per_sample",
     "plan_chunk",
@@ -72,6 +78,11 @@ _log = logging.getLogger("cleargrad")
 SLACK = {"cpu": 1.5, "cuda": 1.25}
 #: Bytes kept free besides the chunk (workspaces, the loop's own small tensors).
 MARGIN = 128 * 2**20
+#: A chunk whose inputs take less than 1/PLENTY of the available memory is not simulated:
+#: the largest pass measured needs 180x its input per sample (the SmallCNN's gradient pass
+#: at 28²; resnet18 37x, vit_b_16 131x at 224²). Small runs then cost nothing and never run
+#: the model's code on fake tensors.
+PLENTY = 10_000
 
 
 def _parse_switch(value: str) -> bool:
@@ -304,6 +315,7 @@ def plan_chunk(
     dtype: torch.dtype | None = None,
     grad: bool,
     option: str = "batch_size",
+    advice: str | None = None,
 ) -> int:
     """The chunk length for a loop over ``total`` samples of ``sample_shape`` through ``model``.
 
@@ -312,7 +324,9 @@ def plan_chunk(
     requested size whose pass does not fit raises :class:`~cleargrad.errors.ResourceError`
     naming the largest size that does, before any pass runs. ``grad``: the loop runs
     forward and backward passes (else forward passes only). ``dtype``: the inputs' (None:
-    the model's first floating-point parameter's).
+    the model's first floating-point parameter's). ``advice``: what the error tells the user
+    to do, with ``{k}`` for the largest size that fits (default: set ``option`` to at most
+    ``{k}``).
     """
     if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
         raise ConfigError(f"{option} must be a positive integer, got {requested!r}")
@@ -321,10 +335,14 @@ def plan_chunk(
         return chunk
     if dtype is None:  # the inputs' dtype follows the model's parameters
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+    need = min(chunk, total)
+    avail = available_bytes(device)
+    input_bytes = math.prod(int(s) for s in sample_shape) * dtype.itemsize
+    if avail is None or need * input_bytes * PLENTY <= avail - MARGIN:
+        return chunk  # unknown, or so much room that no measured model comes near it: no simulation
     per = pass_bytes_per_sample(model, sample_shape, dtype, device, grad=grad)
     if per is None:
         return chunk
-    need = min(chunk, total)
     fits = _fitting(per, device)
     if fits is None or need <= fits:
         return chunk
@@ -345,11 +363,20 @@ def plan_chunk(
             f"{avail / 2**30:.2f} GiB available")
     if fits < 1:
         raise ResourceError(f"{what}: not even one input fits; free memory or use a smaller model or input")
-    raise ResourceError(
-        f"{what}: set {option} to at most {fits} (on the command line: -o METHOD.{option}={fits} for a method, "
-        f"--metric-option METRIC.batch_size={fits} or --metric-batch-size {fits} for a metric); "
-        "CLEARGRAD_MEMORY_CHECK=off turns this check off"
-    )
+    if advice is None:
+        advice = (f"set {option} to at most {{k}} (on the command line: -o METHOD.{option}={{k}} for a method, "
+                  "--metric-option METRIC.batch_size={k} or --metric-batch-size {k} for a metric)")
+    raise ResourceError(f"{what}: {advice.format(k=fits)}; CLEARGRAD_MEMORY_CHECK=off turns this check off")
+
+
+def check_batch(model: nn.Module, x: torch.Tensor, *, grad: bool) -> None:
+    """Raise :class:`~cleargrad.errors.ResourceError` before a call that runs ``model`` on
+    the whole batch ``x`` at once (with ``grad``: forward and backward) when that pass does
+    not fit in memory; the error names the largest batch that does."""
+    if x.dim() < 1 or x.shape[0] < 1:
+        return
+    plan_chunk(model, x.shape[1:], total=x.shape[0], requested=x.shape[0], device=x.device, dtype=x.dtype,
+               grad=grad, advice="explain at most {k} images per call (on the command line: --batch-size {k})")
 
 
 def _slack(device: torch.device | str) -> float:
