@@ -71,10 +71,10 @@ _log = logging.getLogger("cleargrad")
 
 #: Memory a chunk's pass takes, per byte of its live tensors, by device type: the host
 #: allocator keeps freed blocks that later blocks of other sizes do not fit (measured with
-#: glibc's default settings, three passes: 1.38x the prediction for resnet18's gradient
-#: pass at 224² in chunks of 8, 1.41x for vit_b_16's forward pass and 1.45x for its
-#: gradient pass in chunks of 12; ``benchmarks/memory_plan.py``). CUDA's caching allocator
-#: rounds and splits blocks too (not measured here: no GPU).
+#: glibc's default settings, three passes: 1.38-1.51x the prediction for resnet18's
+#: gradient pass at 224² in chunks of 8, 1.39-1.45x for vit_b_16's passes in chunks of 12;
+#: ``benchmarks/results/memory_plan.md``). CUDA's caching allocator rounds and splits
+#: blocks too (not measured here: no GPU).
 SLACK = {"cpu": 1.5, "cuda": 1.25}
 #: Bytes kept free besides the chunk (workspaces, the loop's own small tensors).
 MARGIN = 128 * 2**20
