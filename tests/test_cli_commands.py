@@ -375,3 +375,26 @@ def test_missing_listed_file_is_skipped_not_fatal(workspace: dict[str, Path], tm
     assert r.exit_code == 0, r.output
     assert "gone.png" in r.stderr
     assert [p.name for p in (tmp_path / "o").glob("*.png")] == ["img0.png__saliency.png"]
+
+
+def test_a_chunk_too_big_for_memory_is_one_error_line_with_the_size_to_use(
+    workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import math
+
+    from cleargrad.core import memplan
+
+    per = memplan.pass_bytes_per_sample(load_model(spec(workspace)).eval(), (1, 28, 28), grad=True)
+    room = memplan.MARGIN + math.ceil(3.5 * per * memplan.SLACK["cpu"])  # 3 inputs fit, 4 do not
+    monkeypatch.setattr(memplan, "available_bytes", lambda device: room)
+    args = ["explain", "--model", spec(workspace), "--images", str(workspace["images"]), "--method",
+            "integrated_gradients", "--target", "1", "-q"]
+    out = workspace["dir"] / "too_big"
+    r = invoke(*args, "--out", str(out), "-o", "integrated_gradients.internal_batch_size=16")
+    assert r.exit_code == 1, r.output
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: a forward and backward pass of 16 inputs")
+    assert "set internal_batch_size to at most 3 (on the command line: -o METHOD.internal_batch_size=3" in r.stderr
+    assert not list(out.rglob("*.npy"))
+    r = invoke(*args, "--out", str(out), "-o", "integrated_gradients.internal_batch_size=3")
+    assert r.exit_code == 0, r.output
+    assert len(list(out.rglob("*.npy"))) == 6
