@@ -99,3 +99,100 @@ def test_inductor_compiled_metrics_equal_eager():
     eager = _scores(model, x, maps)
     for k in eager:
         torch.testing.assert_close(got[k], eager[k], equal_nan=True, rtol=1e-4, atol=1e-5)
+
+
+
+def test_score_cam_masked_passes_go_through_the_hook_free_runner_and_equal_eager():
+    from cleargrad import ScoreCAM
+    from cleargrad.core import hook_free_passes, hook_free_runner
+
+    model, x, _ = _model_and_maps()
+    cam = ScoreCAM(model)
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.images = inner, 0
+
+        def forward(self, z):
+            self.images += z.shape[0]
+            return self.inner(z)
+
+    cam.attribute(x, target=1)  # the first call also probes the layer once (one image)
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    eager = cam.attribute(x, target=1)
+    eager_images = sum(seen)
+    seen.clear()
+    runner = Counting(model)
+    with hook_free_passes(model, runner):
+        assert hook_free_runner(model) is runner and hook_free_runner(torch.nn.Linear(1, 1)) is not runner
+        got = cam.attribute(x, target=1)
+    assert hook_free_runner(model) is model  # the scope ended
+    torch.testing.assert_close(got, eager)
+    # the same passes ran; all but the one clean pass of the 3 images (with hooks) through the runner
+    assert sum(seen) == eager_images and runner.images == eager_images - 3 > 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_inductor_unavailable() is not None, reason=str(_inductor_unavailable()))
+def test_inductor_compiled_score_cam_equals_eager():
+    from cleargrad import ScoreCAM
+    from cleargrad.core import hook_free_passes
+
+    model, x, _ = _model_and_maps()
+    seen = []
+    runner = compiled_forward(model, True, on_fallback=seen.append)
+    eager = ScoreCAM(model).attribute(x, target=1)
+    with hook_free_passes(model, runner):
+        got = ScoreCAM(model).attribute(x, target=1)
+    assert not seen, seen
+    torch.testing.assert_close(got, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_evaluation_with_compile_runs_score_cam_masked_passes_through_the_compiled_runner(tmp_path, monkeypatch):
+    """The engine hands its compiled runner to Score-CAM's masked passes (a counting stand-in
+    for the compiled module here) and the rows equal an eager run's."""
+    import cleargrad.cli.engine as engine
+    from cleargrad.cli.console import UI
+    from cleargrad.cli.explainers import build_explainer, load_registries
+    from cleargrad.cli.images import ImageRecord, ImageSet, Preprocess
+    from cleargrad.cli.metric_runner import metric_runner
+    from cleargrad.store import ResultStore
+
+    load_registries()
+    model, _, _ = _model_and_maps()
+    x = torch.randn(4, 1, 8, 8)
+    runners = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.images = inner, 0
+
+        def forward(self, z):
+            self.images += z.shape[0]
+            return self.inner(z)
+
+    def fake_compile(m, compile, **kw):
+        if not compile:
+            return m
+        runners.append(Counting(m))
+        return runners[-1]
+
+    monkeypatch.setattr(engine, "compiled_forward", fake_compile)
+    rows = {}
+    for compile in (False, True):
+        recs = [ImageRecord(f"img{i}", f"mem/{i}", None, None) for i in range(4)]
+        data = ImageSet(recs, Preprocess(8, True, (0.5,), (0.5,)), tensors=x, description="t")
+        with ResultStore(tmp_path / f"r{compile}.sqlite") as st:
+            plan = engine.EvalPlan(
+                model=model, images=data, store=st, settings=st.record_run({"c": compile}, {}),
+                preprocess=data.preprocess, explainers=[build_explainer(model, "scorecam")],
+                metrics=[metric_runner("sparseness", None)], batch_size=2, gallery=0, compile=compile,
+            )
+            engine.run_evaluation(plan, UI(quiet=True))
+            rows[compile] = sorted((r.image_id, r.method, r.metric, r.value) for r in st.results())
+    (runner,) = runners
+    assert runner.images > 4  # Score-CAM's masked images (the metric, sparseness, runs no pass)
+    assert rows[True] == rows[False] and len(rows[True]) == 4
