@@ -17,7 +17,6 @@ from ..core import (
     resolve_targets,
     select_output,
 )
-from ..core.compiled import hook_free_runner
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
@@ -105,7 +104,6 @@ class ScoreCAM(BaseCAM):
         acts, scores = self.forward_pass(x, modules)
         t = resolve_targets(target, x.shape[0], scores=scores)
         size = x.shape[-2:]
-        net = hook_free_runner(self.model)  # the masked passes need no hooks: compiled where asked
         weight_list = []
         with torch.inference_mode():
             shift = None
@@ -117,7 +115,7 @@ class ScoreCAM(BaseCAM):
                     raise InputError(
                         f"baseline of shape {tuple(xb.shape)} does not broadcast to x's shape {tuple(x.shape)}"
                     ) from e
-                shift = score(select_output(net(model_input(self.model, xb)), self.output), t)
+                shift = score(select_output(self.model(model_input(self.model, xb)), self.output), t)
             for a in acts:
                 n, k = a.shape[:2]
                 flat = a.flatten(2)
@@ -128,7 +126,7 @@ class ScoreCAM(BaseCAM):
                 if dead.numel():
                     # the zero mask gives the same input for every image: one forward pass
                     z = masked(x[:1], torch.zeros_like(x[:1, :1]))
-                    s0 = select_output(net(model_input(self.model, z)), self.output)
+                    s0 = select_output(self.model(model_input(self.model, z)), self.output)
                     w[dead] = score(s0.expand(dead.numel(), -1), t[dead // k])
                 chunk = self.chunk_size(x, live.numel(), batch_size, grad=False, option="batch_size")
                 for sl in chunk_slices(live.numel(), chunk):
@@ -141,7 +139,7 @@ class ScoreCAM(BaseCAM):
                     hi = up.amax(dim=(2, 3), keepdim=True)
                     m = (up - lo) / (hi - lo + _MASK_EPS)
                     with memory_guard(len(idx), x.shape[1:], x.device):
-                        s = select_output(net(model_input(self.model, masked(x[img], m))), self.output)
+                        s = select_output(self.model(model_input(self.model, masked(x[img], m))), self.output)
                     w[idx] = score(s, t[img])
                 w = w.view(n, k)
                 if shift is not None:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..core import release_host_memory, to_2d
-from ..core.compiled import compiled_forward, hook_free_passes
+from ..core.compiled import compiled_forward
 from ..metrics.protocol import SharedBatch
 from ..store import ResultRow, ResultStore
 from .console import UI
@@ -103,9 +103,8 @@ class EvalPlan:
         gallery: how many images (the first by id) get overlays stored for the report.
         overlay_dir: if set, every overlay is also written there as a PNG, and every
             explanation as ``.npy`` when ``save_arrays``.
-        compile: run the metrics' forward passes and Score-CAM's masked passes through
-            ``torch.compile`` (True, or a backend name); eager with a one-line warning when
-            compilation fails.
+        compile: run the metrics' forward passes through ``torch.compile`` (True, or a
+            backend name); eager with a one-line warning when compilation fails.
         metric_batch_size: images per forward pass of the metrics (None: their default
             chunk); bounds the metrics' peak memory.
     """
@@ -208,8 +207,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
         plan.model, plan.compile, on_fallback=lambda why: ui.warn(f"torch.compile failed, running eagerly: {why}")
     )
     steps = len(names) + len(plan.metrics)
-    # with compile, Score-CAM's masked passes run compiled too (hook-free, gradient-free)
-    with ui.progress() as progress, hook_free_passes(plan.model, scorer):
+    with ui.progress() as progress:
         task = progress.add_task("evaluating", total=len(mine) * steps)
         for b, idx in mine:
             recs_all = [plan.images.records[i] for i in idx]

@@ -2,7 +2,7 @@
 chunked batching, the memory check of chunks, the host allocator's cache, 2-D reduction and the method registry."""
 
 from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size, memory_guard
-from .compiled import CompiledForward, compiled_forward, hook_free_passes, hook_free_runner
+from .compiled import CompiledForward, compiled_forward
 from .gradmode import gradient_call, normal_options, normal_tensor
 from .hooks import capture_activations, forward_hooks
 from .hostmem import cached_host_bytes, get_host_cache_limit, release_host_memory, set_host_cache_limit
@@ -47,8 +47,6 @@ __all__ = [
     "forward_hooks",
     "gather_scores",
     "gradient_call",
-    "hook_free_passes",
-    "hook_free_runner",
     "get_memory_check",
     "get_memory_format",
     "get_host_cache_limit",

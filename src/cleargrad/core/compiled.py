@@ -2,25 +2,25 @@
 
 A metric protocol forwards thousands of perturbed images through the same model with
 few distinct batch shapes; compiling that forward pass can pay for its compile time
-on a long run (measured in benchmarks/evaluate_pipeline.py). Only hook-free,
-gradient-free passes go through the compiled module: the metrics' passes (their
-``scorer``) and, inside :func:`hook_free_passes`, Score-CAM's masked passes. Passes with
-hooks or gradients keep the eager model: compiled gradient passes of the reference
-SmallCNN were 1.3-1.8x slower than eager (``benchmarks/compile_passes.py``).
+on a long run (measured in benchmarks/evaluate_pipeline.py). Only the hook-free,
+gradient-free metric passes go through the compiled module; explanations (hooks,
+gradients) keep the eager model. Measured on the reference SmallCNN
+(``benchmarks/compile_passes.py``): compiled gradient passes were 1.3-1.8x slower than
+eager. Compiled Score-CAM masked passes were 0.42x eager and brought steady batches of the
+protocol from about 2.6x to 2.9x the peer's, but moved insertion values by up to 4.7e-3
+relative (maps within 2e-7; near-tied pixels change rank), so they stay eager.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["CompiledForward", "compiled_forward", "hook_free_passes", "hook_free_runner"]
+__all__ = ["CompiledForward", "compiled_forward"]
 
 
 class CompiledForward(nn.Module):
@@ -81,28 +81,3 @@ def compiled_forward(model: nn.Module, compile: bool | str = True, **options: An
         return model
     backend = "inductor" if compile is True else str(compile)
     return CompiledForward(model, backend=backend, **options)
-
-
-_runners: ContextVar[tuple[tuple[nn.Module, nn.Module], ...]] = ContextVar("cleargrad_hook_free_runners", default=())
-
-
-@contextmanager
-def hook_free_passes(model: nn.Module, runner: nn.Module) -> Iterator[None]:
-    """Inside the block, explanation methods run their hook-free, gradient-free passes of
-    ``model`` (Score-CAM's masked passes) through ``runner``, e.g.
-    ``compiled_forward(model)``; ``runner`` must compute what ``model`` computes. Scoped
-    to the current thread / task (a context variable)."""
-    token = _runners.set(_runners.get() + ((model, runner),))
-    try:
-        yield
-    finally:
-        _runners.reset(token)
-
-
-def hook_free_runner(model: nn.Module) -> nn.Module:
-    """The module that runs ``model``'s hook-free passes here: the innermost
-    :func:`hook_free_passes` runner for ``model``, else ``model`` itself."""
-    for m, runner in reversed(_runners.get()):
-        if m is model:
-            return runner
-    return model
