@@ -386,7 +386,7 @@ def test_a_chunk_too_big_for_memory_is_one_error_line_with_the_size_to_use(
 
     per = memplan.pass_bytes_per_sample(load_model(spec(workspace)).eval(), (1, 28, 28), grad=True)
     room = memplan.MARGIN + math.ceil(3.5 * per * memplan.SLACK["cpu"])  # 3 inputs fit, 4 do not
-    monkeypatch.setattr(memplan, "available_bytes", lambda device: room)
+    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: room)
     args = ["explain", "--model", spec(workspace), "--images", str(workspace["images"]), "--method",
             "integrated_gradients", "--target", "1", "-q"]
     out = workspace["dir"] / "too_big"

@@ -22,7 +22,7 @@ from cleargrad.core import memplan
 def _machine_with_room_for(monkeypatch, per: int, k: int) -> None:
     """Make the CPU report just enough memory for ``k`` (and not ``k + 1``) inputs of ``per`` bytes."""
     avail = memplan.MARGIN + math.ceil((k + 0.5) * per * memplan.SLACK["cpu"])
-    monkeypatch.setattr(memplan, "available_bytes", lambda device: avail)
+    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: avail)
 
 
 def _tiny() -> nn.Module:
@@ -72,7 +72,7 @@ def test_a_model_the_fake_run_cannot_follow_gives_none_and_no_check(monkeypatch)
 
     model = DataDependent()
     assert memplan.pass_bytes_per_sample(model, (3,), grad=False) is None
-    monkeypatch.setattr(memplan, "available_bytes", lambda device: 0)
+    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: 0)
     assert memplan.plan_chunk(model, (3,), total=10, requested=7, device="cpu", grad=False) == 7
 
 
@@ -131,6 +131,7 @@ def test_cgroup_v2_headroom_counts_reclaimable_cache(tmp_path):
     (tmp_path / "memory.current").write_text("700000\n")
     (tmp_path / "memory.stat").write_text("anon 500000\nfile 200000\ninactive_file 150000\n")
     assert memplan._cgroup_headroom(v2=[str(tmp_path)], v1=[]) == 1000000 - 700000 + 150000
+    assert memplan._cgroup_headroom(v2=[str(tmp_path)], v1=[], reclaimable=False) == 1000000 - 700000
     (tmp_path / "memory.max").write_text("max\n")  # no limit
     assert memplan._cgroup_headroom(v2=[str(tmp_path)], v1=[]) is None
 
@@ -196,7 +197,7 @@ def test_check_off_and_unknown_availability_keep_the_request(monkeypatch):
         assert memplan.plan_chunk(model, (100,), total=50, requested=40, device="cpu", grad=False) == 40
     finally:
         cg.set_memory_check(True)
-    monkeypatch.setattr(memplan, "available_bytes", lambda device: None)
+    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: None)
     assert memplan.plan_chunk(model, (100,), total=50, requested=40, device="cpu", grad=False) == 40
 
 
@@ -311,12 +312,12 @@ def test_plenty_of_room_skips_the_simulation(monkeypatch):
     model = nn.Linear(100, 50)
     monkeypatch.setattr(memplan, "_peak_of_pass", lambda *a: pytest.fail("simulated although room was plenty"))
     input_bytes = 400 * 10  # a chunk of 10 inputs of 100 floats
-    monkeypatch.setattr(memplan, "available_bytes", lambda device: memplan.MARGIN + input_bytes * memplan.PLENTY)
+    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: memplan.MARGIN + input_bytes * memplan.PLENTY)
     assert memplan.plan_chunk(model, (100,), total=10, requested=10, device="cpu", grad=False) == 10
     # one byte less and the pass is simulated
     calls = []
     monkeypatch.setattr(memplan, "_peak_of_pass", lambda *a: calls.append(a) or 1000 * a[1][0])
-    monkeypatch.setattr(memplan, "available_bytes", lambda device: memplan.MARGIN + input_bytes * memplan.PLENTY - 1)
+    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: memplan.MARGIN + input_bytes * memplan.PLENTY - 1)
     assert memplan.plan_chunk(model, (100,), total=10, requested=10, device="cpu", grad=False) == 10
     assert len(calls) == 2
 

@@ -148,8 +148,12 @@ class AblationCAM(BaseCAM):
         # start from y_c everywhere: channels not run keep it, so their weight is exactly 0
         y = y_clean.to(a.dtype)[:, None].expand(n, k).reshape(-1).clone()
         raw = a if raw is None else raw
+        # the default chunk follows the size of what is run (the layer's output with a split);
+        # the memory check counts a full forward pass per ablated input: exact without a
+        # split, an upper bound of the pass from the layer on with one
         sample_shape = raw.shape[1:] if split is not None else x.shape[1:]
-        chunk = batch_size or default_batch(sample_shape, live.numel(), a.device)
+        chunk = self.chunk_size(x, live.numel(), batch_size, grad=False, option="batch_size",
+                                default=default_batch(sample_shape, live.numel(), a.device))
         for sl in chunk_slices(live.numel(), chunk):
             idx = live[sl]
             img, ch = idx // k, idx % k

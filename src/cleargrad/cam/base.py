@@ -280,13 +280,15 @@ class BaseCAM:
 
     # passes, for subclasses -------------------------------------------------------
     def chunk_size(
-        self, x: torch.Tensor, total: int, requested: int | None, *, grad: bool, option: str = "internal_batch_size"
+        self, x: torch.Tensor, total: int, requested: int | None, *, grad: bool, option: str = "internal_batch_size",
+        default: int | None = None,
     ) -> int:
         """Inputs per pass of a loop over ``total`` inputs shaped like ``x``'s (forward and
-        backward passes with ``grad``): ``requested`` (the ``option``) or the default, checked
-        to fit in memory before the loop starts (:func:`~cleargrad.core.plan_chunk`)."""
+        backward passes with ``grad``): ``requested`` (the ``option``) or the default
+        (``default``, else the memory budget's), checked to fit in memory before the loop
+        starts (:func:`~cleargrad.core.plan_chunk`)."""
         return plan_chunk(self.model, x.shape[1:], total=total, requested=requested, device=x.device,
-                          dtype=x.dtype, grad=grad, option=option)
+                          dtype=x.dtype, grad=grad, option=option, default=default)
 
     def forward_pass(self, x: torch.Tensor, modules: Sequence[nn.Module]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One full forward pass (no gradient needed): ``(activations, scores)``."""

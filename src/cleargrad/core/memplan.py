@@ -162,30 +162,61 @@ def _cgroup_dirs(mount: str, controller: str) -> list[str]:
     return [d for d in dirs if os.path.isdir(d)] or [mount]  # inside a container the path may not exist
 
 
-def _headroom(d: str, limit_file: str, usage_file: str, inactive_key: str) -> int | None:
-    limit, used = _read_int(f"{d}/{limit_file}"), _read_int(f"{d}/{usage_file}")
-    if limit is None or used is None or limit >= 2**60:  # "max" (v2) or a huge number (v1): no limit
+_V2 = ("memory.max", "memory.current", "inactive_file")
+_V1 = ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+#: (folder, limit, usage file, reclaimable-cache key) of the levels of this process's cgroups
+#: that set a memory limit; read once (limits are set when a container starts).
+_limited: list[tuple[str, int, str, str]] | None = None
+
+
+def _limited_levels(v2: list[str], v1: list[str]) -> list[tuple[str, int, str, str]]:
+    levels = []
+    for dirs, (limit_file, usage_file, key) in ((v2, _V2), (v1, _V1)):
+        for d in dirs:
+            limit = _read_int(f"{d}/{limit_file}")
+            if limit is not None and limit < 2**60:  # "max" (v2) or a huge number (v1): no limit
+                levels.append((d, limit, usage_file, key))
+    return levels
+
+
+def _cgroup_headroom(v2: list[str] | None = None, v1: list[str] | None = None, *,
+                     reclaimable: bool = True) -> int | None:
+    """Bytes the process's cgroups may still use (limit - usage, plus the reclaimable page
+    cache unless ``reclaimable=False``; the tightest over the hierarchy); None where no limit
+    is set. ``v2`` / ``v1``: the folders to read (default: this process's cgroup and its
+    ancestors, whose limits are read once)."""
+    global _limited
+    if v2 is None and v1 is None:
+        if _limited is None:
+            _limited = _limited_levels(_cgroup_dirs("/sys/fs/cgroup", ""),
+                                       _cgroup_dirs("/sys/fs/cgroup/memory", "memory"))
+        levels = _limited
+    else:
+        levels = _limited_levels(v2 or [], v1 or [])
+    rooms = []
+    for d, limit, usage_file, key in levels:
+        used = _read_int(f"{d}/{usage_file}")
+        if used is not None:
+            rooms.append(limit - used + (_inactive_file(f"{d}/memory.stat", key) if reclaimable else 0))
+    return min(rooms) if rooms else None
+
+
+def _free_ram() -> int | None:
+    """Free RAM without the reclaimable caches (``MemFree``), from one system call."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
         return None
-    return limit - used + _inactive_file(f"{d}/memory.stat", inactive_key)
 
 
-def _cgroup_headroom(v2: list[str] | None = None, v1: list[str] | None = None) -> int | None:
-    """Bytes the process's cgroups may still use (limit - usage + reclaimable page cache, the
-    tightest over the hierarchy); None where no limit is set. ``v2`` / ``v1``: the folders
-    to read (default: this process's cgroup and its ancestors)."""
-    v2 = _cgroup_dirs("/sys/fs/cgroup", "") if v2 is None else v2
-    v1 = _cgroup_dirs("/sys/fs/cgroup/memory", "memory") if v1 is None else v1
-    rooms = [_headroom(d, "memory.max", "memory.current", "inactive_file") for d in v2]
-    rooms += [_headroom(d, "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file") for d in v1]
-    known = [r for r in rooms if r is not None]
-    return min(known) if known else None
-
-
-def available_bytes(device: torch.device | str) -> int | None:
-    """Memory a new allocation on ``device`` can still get, in bytes; None where unknown."""
+def available_bytes(device: torch.device | str, *, quick: bool = False) -> int | None:
+    """Memory a new allocation on ``device`` can still get, in bytes; None where unknown.
+    ``quick``: on CPUs, a lower bound that costs about a microsecond without cgroup limits
+    (free RAM and cgroup headroom without the reclaimable page cache)."""
     dev = torch.device(device)
     if dev.type == "cpu":
-        known = [b for b in (_meminfo_available(), _cgroup_headroom()) if b is not None]
+        ram = (_free_ram() or _meminfo_available()) if quick else _meminfo_available()
+        known = [b for b in (ram, _cgroup_headroom(reclaimable=not quick)) if b is not None]
         return max(0, min(known)) if known else None
     if dev.type == "cuda":
         try:
@@ -316,6 +347,7 @@ def plan_chunk(
     grad: bool,
     option: str = "batch_size",
     advice: str | None = None,
+    default: int | None = None,
 ) -> int:
     """The chunk length for a loop over ``total`` samples of ``sample_shape`` through ``model``.
 
@@ -326,19 +358,23 @@ def plan_chunk(
     forward and backward passes (else forward passes only). ``dtype``: the inputs' (None:
     the model's first floating-point parameter's). ``advice``: what the error tells the user
     to do, with ``{k}`` for the largest size that fits (default: set ``option`` to at most
-    ``{k}``).
+    ``{k}``). ``default``: the chunk when none is requested (default:
+    :func:`~cleargrad.core.default_chunk_size` of ``sample_shape``).
     """
     if requested is not None and (isinstance(requested, bool) or not isinstance(requested, int) or requested < 1):
         raise ConfigError(f"{option} must be a positive integer, got {requested!r}")
-    chunk = requested if requested is not None else default_chunk_size(tuple(sample_shape), total, device)
+    if requested is not None:
+        chunk = requested
+    else:
+        chunk = default if default is not None else default_chunk_size(tuple(sample_shape), total, device)
     if not _enabled or total < 1:
         return chunk
     if dtype is None:  # the inputs' dtype follows the model's parameters
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
     need = min(chunk, total)
-    avail = available_bytes(device)
+    room = available_bytes(device, quick=True)  # a lower bound, cheap: most calls stop here
     input_bytes = math.prod(int(s) for s in sample_shape) * dtype.itemsize
-    if avail is None or need * input_bytes * PLENTY <= avail - MARGIN:
+    if room is None or need * input_bytes * PLENTY <= room - MARGIN:
         return chunk  # unknown, or so much room that no measured model comes near it: no simulation
     per = pass_bytes_per_sample(model, sample_shape, dtype, device, grad=grad)
     if per is None:
