@@ -312,12 +312,13 @@ def test_plenty_of_room_skips_the_simulation(monkeypatch):
     model = nn.Linear(100, 50)
     monkeypatch.setattr(memplan, "_peak_of_pass", lambda *a: pytest.fail("simulated although room was plenty"))
     input_bytes = 400 * 10  # a chunk of 10 inputs of 100 floats
-    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: memplan.MARGIN + input_bytes * memplan.PLENTY)
+    room = memplan.MARGIN + input_bytes * memplan.PLENTY
+    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: room)
     assert memplan.plan_chunk(model, (100,), total=10, requested=10, device="cpu", grad=False) == 10
     # one byte less and the pass is simulated
     calls = []
     monkeypatch.setattr(memplan, "_peak_of_pass", lambda *a: calls.append(a) or 1000 * a[1][0])
-    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: memplan.MARGIN + input_bytes * memplan.PLENTY - 1)
+    monkeypatch.setattr(memplan, "available_bytes", lambda device, quick=False: room - 1)
     assert memplan.plan_chunk(model, (100,), total=10, requested=10, device="cpu", grad=False) == 10
     assert len(calls) == 2
 
