@@ -51,6 +51,18 @@ def test_forward_peak_is_at_the_widest_step_not_the_sum():
     assert memplan.pass_bytes_per_sample(model, (100,), grad=False) == 800
 
 
+def test_trainable_parameters_keep_layer_inputs_and_are_part_of_the_cache_key():
+    model = nn.Sequential(nn.Linear(100, 200), nn.Linear(200, 200), nn.Linear(200, 10))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    # frozen: x 400 + y 40 live, then dL/dh2 (800) and dL/dh1 (800) at once: 2040 bytes
+    assert memplan.pass_bytes_per_sample(model, (100,), grad=True) == 2040
+    for p in model.parameters():
+        p.requires_grad_(True)
+    # trainable: h1 and h2 (800 each) are kept for the weight gradients: x + h1 + h2 + y + dL/dh2
+    assert memplan.pass_bytes_per_sample(model, (100,), grad=True) == 2840
+
+
 def test_convolution_forward():
     # input 1x16x16 (1 KiB) + output 8x16x16 (8 KiB)
     assert memplan.pass_bytes_per_sample(nn.Conv2d(1, 8, 3, padding=1), (1, 16, 16), grad=False) == 9 * 1024
