@@ -351,3 +351,14 @@ def test_a_whole_batch_that_cannot_fit_names_the_batch_to_use(monkeypatch, make,
         make(model).attribute(x, target=0)
     assert seen == [] and not model.training and len(model[0]._forward_pre_hooks) == 1
     assert make(model).attribute(x[:4], target=0).shape[0] == 4
+
+
+def test_predictions_and_errors_under_an_ambient_inference_mode(monkeypatch):
+    model = nn.Sequential(nn.Linear(100, 50), nn.ReLU(), nn.Linear(50, 10)).eval()
+    with torch.inference_mode():
+        assert memplan.pass_bytes_per_sample(model, (100,), grad=False) == 800
+        assert memplan.pass_bytes_per_sample(model, (100,), grad=True) == 1040
+    _machine_with_room_for(monkeypatch, 1040, 3)
+    x = torch.randn(8, 100)
+    with torch.inference_mode(), pytest.raises(cg.ResourceError, match="explain at most 3 images per call"):
+        cg.Saliency(model).attribute(x, target=0)

@@ -277,7 +277,7 @@ def _peak_of_pass(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, 
             return out
 
     fake = FakeTensorMode()
-    with FakeCopyMode(fake):
+    with torch.inference_mode(False), FakeCopyMode(fake):  # normal tensors also under an ambient inference mode
         twin = copy.deepcopy(model, _no_hooks_memo(model))
     tally = Tally()
     for t in [*twin.parameters(), *twin.buffers()]:  # already resident: views of them are no new memory
