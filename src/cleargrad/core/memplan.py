@@ -240,10 +240,30 @@ def _no_hooks_memo(model: nn.Module) -> dict[int, Any]:
     return memo
 
 
-def _peak_of_pass(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
-                  grad: bool) -> int:
-    """Peak bytes of the storages created by one pass of ``model`` on fake inputs of ``shape``."""
-    from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
+def _fake_twin(model: nn.Module, fast: bool) -> tuple[nn.Module, Any]:
+    """A copy of ``model`` whose parameters and buffers are fake tensors on their devices (no
+    storage) and whose modules carry no hooks, with its fake mode. ``fast``: made from meta
+    tensors directly, nothing else converted; else through ``FakeCopyMode``, which converts
+    every tensor attribute too (slower)."""
+    from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensor, FakeTensorMode
+
+    fake = FakeTensorMode()
+    memo = _no_hooks_memo(model)
+    with torch.inference_mode(False):  # normal tensors also under an ambient inference mode
+        if not fast:
+            with FakeCopyMode(fake):
+                return copy.deepcopy(model, memo), fake
+        for t in (*model.parameters(), *model.buffers()):
+            if id(t) not in memo:
+                f = FakeTensor(fake, torch.empty_like(t, device="meta"), t.device)
+                memo[id(t)] = nn.Parameter(f, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else f
+        return copy.deepcopy(model, memo), fake
+
+
+def _peak_of_pass(twin: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+                  grad: bool, fake: Any) -> int:
+    """Peak bytes of the storages created by one pass of ``twin`` (from :func:`_fake_twin`,
+    under its ``fake`` mode) on an input of ``shape``."""
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
 
@@ -276,9 +296,6 @@ def _peak_of_pass(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, 
                     self.add(t)
             return out
 
-    fake = FakeTensorMode()
-    with torch.inference_mode(False), FakeCopyMode(fake):  # normal tensors also under an ambient inference mode
-        twin = copy.deepcopy(model, _no_hooks_memo(model))
     tally = Tally()
     for t in [*twin.parameters(), *twin.buffers()]:  # already resident: views of them are no new memory
         tally.seen.add(id(t.untyped_storage()))
@@ -296,6 +313,22 @@ def _peak_of_pass(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, 
             with torch.no_grad():
                 twin(x)
     return tally.peak
+
+
+def _simulate(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device,
+              grad: bool) -> int:
+    """Memory one more input adds to a pass: the growth of the peak from 1 to 2 inputs, on
+    one fake copy of the model (the fast copy, else the general one)."""
+    for fast in (True, False):
+        try:
+            twin, fake = _fake_twin(model, fast)
+            one = _peak_of_pass(twin, (1, *shape), dtype, device, grad, fake)
+            two = _peak_of_pass(twin, (2, *shape), dtype, device, grad, fake)
+            return max(two - one, 1)
+        except Exception:  # noqa: BLE001
+            if not fast:
+                raise
+    raise AssertionError("unreachable")
 
 
 _cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, int | None]] = weakref.WeakKeyDictionary()
@@ -325,9 +358,7 @@ def pass_bytes_per_sample(
         if key in entry:
             return entry[key]
     try:
-        one = _peak_of_pass(base, (1, *key[0]), dtype, dev, grad)
-        two = _peak_of_pass(base, (2, *key[0]), dtype, dev, grad)
-        per: int | None = max(two - one, 1)
+        per: int | None = _simulate(base, key[0], dtype, dev, grad)
     except Exception as e:  # noqa: BLE001 - any failure: no prediction
         _log.debug("memory check: cannot simulate %s (%s: %s)", type(base).__name__, type(e).__name__, e)
         per = None
