@@ -154,7 +154,6 @@ class Attribution:
             self._num_classes = n
         return n
 
-
     def chunk_size(self, x: torch.Tensor, total: int, requested: int | None) -> int:
         """Inputs per gradient pass of a loop over ``total`` inputs shaped like ``x``'s:
         ``requested`` (the ``internal_batch_size`` option) or the default, checked to fit in
