@@ -72,7 +72,7 @@ _log = logging.getLogger("cleargrad")
 
 #: Memory a chunk's pass takes, per byte of its live tensors, by device type: the host
 #: allocator keeps freed blocks that later blocks of other sizes do not fit. Measured with
-#: glibc's default settings, three passes, in four runs of ``benchmarks/memory_plan.py``:
+#: glibc's default settings, three passes, in five runs of ``benchmarks/memory_plan.py``:
 #: 1.3-1.5x the prediction for resnet18's passes at 224² in chunks of 8, 1.4-1.5x for
 #: vit_b_16's gradient pass and 1.4-2.1x for its forward pass in chunks of 12 (the same
 #: command, run to run). CUDA's caching allocator rounds and splits blocks too (not measured
@@ -83,8 +83,8 @@ MARGIN = 128 * 2**20
 #: A chunk whose inputs take less than 1/PLENTY of the free memory is not simulated: the
 #: largest pass measured needs about 220x its input per sample (densenet121's gradient pass
 #: at 224²; the SmallCNN's at 28² 180x, resnet18 37x, vit_b_16 131x), so skipping is safe
-#: for any pass below PLENTY / SLACK (5,000x). Small runs then cost nothing and never run the model's code on
-#: fake tensors.
+#: for any pass below PLENTY / SLACK (5,000x). Small runs then cost nothing and never run
+#: the model's code on fake tensors.
 PLENTY = 10_000
 
 
@@ -416,14 +416,15 @@ def plan_chunk(
     per = pass_bytes_per_sample(model, sample_shape, dtype, device, grad=grad)
     if per is None:
         return chunk
-    fits = _fitting(per, device)
-    if fits is None or need <= fits:
+    avail = available_bytes(device)
+    if avail is not None and need > _fitting(per, avail, device):
+        release_host_memory(force=True)  # the allocator's freed pages count as used until handed back
+        avail = available_bytes(device)
+    if avail is None:
         return chunk
-    release_host_memory(force=True)  # the allocator's freed pages count as used until handed back
-    fits = _fitting(per, device) or 0
+    fits = _fitting(per, avail, device)
     if need <= fits:
         return chunk
-    avail = available_bytes(device) or 0
     shape = "x".join(str(int(s)) for s in sample_shape)
     kind = "forward and backward" if grad else "forward"
     if fits >= 1 and requested is None:
@@ -456,9 +457,6 @@ def _slack(device: torch.device | str) -> float:
     return SLACK.get(torch.device(device).type, 1.0)
 
 
-def _fitting(per: int, device: torch.device | str) -> int | None:
-    """How many inputs of ``per`` bytes fit in the available memory (None: unknown)."""
-    avail = available_bytes(device)
-    if avail is None:
-        return None
+def _fitting(per: int, avail: int, device: torch.device | str) -> int:
+    """How many inputs of ``per`` bytes fit in ``avail`` available bytes on ``device``."""
     return max(0, int((avail - MARGIN) // (per * _slack(device))))
