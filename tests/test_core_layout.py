@@ -185,3 +185,68 @@ def test_model_input_only_inside_public_calls(mode) -> None:
     with layout.fast_layout():
         assert layout.model_input(model, x).is_contiguous(memory_format=torch.channels_last)
         assert layout.model_input(model, torch.randn(2, 3)).is_contiguous()  # not 4-D
+
+
+class OneChannelNet(nn.Module):
+    """A 1-channel conv net with max-pooling, like the Fashion-MNIST reference CNN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+        )
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def test_one_channel_inputs_get_strides_that_convolutions_read_as_channels_last() -> None:
+    x = torch.randn(3, 1, 5, 7)
+    assert x.contiguous(memory_format=torch.channels_last).stride() == x.stride()  # the no-op this fixes
+    y = layout.channels_last(x)
+    assert y.stride() == (35, 1, 7, 1)
+    assert torch.equal(y, x)
+    conv = nn.Conv2d(1, 4, 3, padding=1)
+    out = conv(y)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    assert not conv(x).is_contiguous(memory_format=torch.channels_last)
+    assert layout.channels_last(y) is y  # already so: no copy
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad((layout.channels_last(xg) * torch.arange(105.0).view(3, 1, 5, 7)).sum(), xg)
+    assert torch.equal(g, torch.arange(105.0).view(3, 1, 5, 7))  # differentiable, gradient in place
+    rgb = torch.randn(2, 3, 4, 4)
+    assert layout.channels_last(rgb).stride() == (48, 1, 12, 3)
+
+
+def test_one_channel_model_runs_channels_last_inside_a_call_with_the_same_results(mode) -> None:
+    model = OneChannelNet().eval()
+    seen: list[bool] = []
+    handle = model.features[3].register_forward_pre_hook(  # the max-pool's input
+        lambda _m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last) and not a[0].is_contiguous())
+    )
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([0, 2, 1])
+    mode("contiguous")
+    ref = {
+        "saliency": cg.Saliency(model).attribute(x, target=t),
+        "scorecam": cg.ScoreCAM(model, layer="features.5").attribute(x, target=t),
+        "deletion": cg.metrics.deletion(model, x, torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                                        t, step=8),
+    }
+    assert seen and not any(seen)
+    seen.clear()
+    mode("auto")
+    snap = ModelSnapshot.take(model)
+    got = {
+        "saliency": cg.Saliency(model).attribute(x, target=t),
+        "scorecam": cg.ScoreCAM(model, layer="features.5").attribute(x, target=t),
+        "deletion": cg.metrics.deletion(model, x, torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)),
+                                        t, step=8),
+    }
+    snap.assert_same(model)
+    handle.remove()
+    assert seen and all(seen)
+    for k in ref:
+        assert got[k].is_contiguous(), k
+        torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
