@@ -92,7 +92,7 @@ def resnet_setup(n: int, size: int = 224):
 
 
 # --------------------------------------------------------------------------- ours
-def ours_plan(model, data, refs, cfg, store, compile_=False):
+def ours_plan(model, data, refs, cfg, store, compile_=False, fold=True):
     from cleargrad.cli.engine import EvalPlan
     from cleargrad.cli.explainers import build_explainer, load_registries
     from cleargrad.cli.metric_runner import metric_runner
@@ -109,10 +109,10 @@ def ours_plan(model, data, refs, cfg, store, compile_=False):
         "average_increase": {"space": "normalized"},
     }
     runners = [metric_runner(m, mopts.get(m)) for m in METRICS]
-    h = store.record_run({"benchmark": "evaluate_pipeline", "compile": str(compile_)}, {})
+    h = store.record_run({"benchmark": "evaluate_pipeline", "compile": str(compile_), "fold": fold}, {})
     return EvalPlan(
         model=model, images=data, explainers=explainers, metrics=runners, store=store, settings=h,
-        preprocess=data.preprocess, batch_size=len(data), gallery=0, compile=compile_,
+        preprocess=data.preprocess, batch_size=len(data), gallery=0, compile=compile_, fold_batchnorm=fold,
     )
 
 
@@ -253,7 +253,7 @@ class PassCounter:
     def __init__(self, model):
         self.fwd = 0
         self.grad = 0
-        self.handle = model.register_forward_pre_hook(self)
+        self.handles = [model.register_forward_pre_hook(self)]
 
     def __call__(self, module, args):
         n = args[0].shape[0]
@@ -263,7 +263,8 @@ class PassCounter:
             self.fwd += n
 
     def close(self):
-        self.handle.remove()
+        for h in self.handles:
+            h.remove()
 
 
 def per_image(model, x, backward: bool, repeats: int = 3) -> float:
@@ -291,25 +292,49 @@ def per_image(model, x, backward: bool, repeats: int = 3) -> float:
 
 
 # --------------------------------------------------------------------------- parts
-def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines):
+def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_channels_last=False,
+         fold_ablation=False):
+    import copy
+
     from cleargrad.store import ResultStore
 
     n = len(data)
     batches = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
     tmp = Path(tempfile.mkdtemp(prefix="evalpipe-"))
-    peer = peer_pipeline(model, layer, refs, cfg)
+    peer_model, peer_layer = model, layer
+    if peer_channels_last:  # the one-line layout change a user who knows it can make: a converted copy
+        layer_name = next(k for k, v in model.named_modules() if v is layer)
+        peer_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        peer_layer = peer_model.get_submodule(layer_name)
+    peer = peer_pipeline(peer_model, peer_layer, refs, cfg)
     times = {"ours": [], "peer": []}
     if compile_:
         times["ours compiled"] = []
+    if fold_ablation:
+        times["ours unfolded"] = []
     counter = PassCounter(model)
+    import cleargrad.cli.engine as engine
+
+    def counted_fold(m):  # the metrics' passes run on the folded copy: count them there too
+        f = fold(m)
+        if f is not m:
+            counter.handles.append(f.register_forward_pre_hook(counter))
+        return f
+
+    fold, engine.folded_forward = engine.folded_forward, counted_fold
+    peer_counter = counter if peer_model is model else PassCounter(peer_model)
     counts = {"fwd": 0, "grad": 0}
     peer_counts = {"fwd": 0, "grad": 0}
     peer_vals, ours_vals = {}, {}
-    with ResultStore(tmp / "ours.sqlite") as st, ResultStore(tmp / "compiled.sqlite") as stc:
+    with ResultStore(tmp / "ours.sqlite") as st, ResultStore(tmp / "compiled.sqlite") as stc, \
+            ResultStore(tmp / "unfolded.sqlite") as stu:
         plan = ours_plan(model, data, refs, cfg, st)
         cplan = ours_plan(model, data, refs, cfg, stc, compile_=True) if compile_ else None
+        uplan = ours_plan(model, data, refs, cfg, stu, fold=False) if fold_ablation else None
         for b, idx in enumerate(batches):
             order = ["ours", "peer"] if b % 2 == 0 else ["peer", "ours"]
+            if uplan is not None:  # right before or after ours, alternating
+                order.insert(0 if b % 2 == 0 else 2, "ours unfolded")
             if cplan is not None:
                 order.append("ours compiled")
             for who in order:
@@ -322,10 +347,12 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines):
                         counts["fwd"] += counter.fwd - f0
                         counts["grad"] += counter.grad - g0
                     elif who == "peer":
-                        f0, g0 = counter.fwd, counter.grad
+                        f0, g0 = peer_counter.fwd, peer_counter.grad
                         res = peer(data.tensors[idx])
-                        peer_counts["fwd"] += counter.fwd - f0
-                        peer_counts["grad"] += counter.grad - g0
+                        peer_counts["fwd"] += peer_counter.fwd - f0
+                        peer_counts["grad"] += peer_counter.grad - g0
+                    elif who == "ours unfolded":
+                        run_ours(uplan, idx)
                     else:
                         run_ours(cplan, idx)
                     dt = time.perf_counter() - t0
@@ -346,22 +373,42 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines):
             e_vals = {(r.image_id, r.method, r.metric): r.value for r in st.results(plan.settings)}
             diffs = [abs((c_vals[k] or 0) - (v or 0)) / max(1e-6, abs(v or 0)) for k, v in e_vals.items()]
             compiled_equal = max(diffs) if diffs else float("nan")
+        unfolded_diff = None
+        if uplan is not None:
+            u_vals = {(r.image_id, r.method, r.metric): r.value for r in stu.results(uplan.settings)}
+            e_vals = {(r.image_id, r.method, r.metric): r.value for r in st.results(plan.settings)}
+            diffs = [abs((v or 0) - (u_vals[k] or 0)) / max(1e-6, abs(u_vals[k] or 0)) for k, v in e_vals.items()]
+            unfolded_diff = max(diffs) if diffs else float("nan")
+    engine.folded_forward = fold
     counter.close()
+    peer_counter.close()
     x0 = data.tensors[batches[0]]
     pf = per_image(model, data.tensors[: min(CHUNK, n)].repeat(max(1, CHUNK // n + 1), 1, 1, 1)[:CHUNK], False)
     pg = per_image(model, x0, True)
     bound = counts["fwd"] * pf + counts["grad"] * pg
+    peer_note = "; model converted to channels-last" if peer_channels_last else ""
     t_ours, t_peer = sum(times["ours"]), sum(times["peer"])
     out_lines += [
         f"### {name}: {n} images, batches of {batch}",
         "",
         "| pipeline | time (s) | images/s | vs peer | vs pass bound |",
         "|---|---:|---:|---:|---:|",
-        f"| peer (Captum + pytorch-grad-cam + Quantus + hand-written) | {t_peer:.1f} | {n / t_peer:.3f} | 1.00x | "
-        f"{t_peer / bound:.2f}x |",
+        f"| peer (Captum + pytorch-grad-cam + Quantus + hand-written{peer_note}) | {t_peer:.1f} | "
+        f"{n / t_peer:.3f} | 1.00x | {t_peer / bound:.2f}x |",
         f"| cleargrad engine | {t_ours:.1f} | {n / t_ours:.3f} | **{t_peer / t_ours:.2f}x faster** | "
         f"{t_ours / bound:.2f}x |",
     ]
+    if fold_ablation:
+        tu = times["ours unfolded"]
+        r = [o / u for o, u in zip(times["ours"], tu)]
+        se = statistics.stdev(r) / math.sqrt(len(r)) if len(r) > 1 else float("nan")
+        out_lines += [
+            f"| cleargrad engine, fold_batchnorm=False | {sum(tu):.1f} | {n / sum(tu):.3f} | {t_peer / sum(tu):.2f}x | "
+            f"{sum(tu) / bound:.2f}x |",
+            "",
+            f"Batch-norm folding: per-batch time folded / unfolded {statistics.mean(r):.3f} ± {se:.3f} (mean ± s.e., "
+            f"{len(r)} batches, paired); largest relative difference of a stored value {unfolded_diff:.1e}.",
+        ]
     if compile_:
         tc = times["ours compiled"]
         steady = statistics.median(tc[1:]) if len(tc) > 1 else float("nan")
@@ -478,6 +525,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--compile", action="store_true", help="also time ours with compile=True")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--fold-ablation", action="store_true",
+                    help="also time ours with fold_batchnorm=False (interleaved, paired per batch)")
+    ap.add_argument("--peer-channels-last", action="store_true",
+                    help="the peer runs a copy of the model converted with .to(memory_format=torch.channels_last)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--mem-images", type=int, default=4)
     ap.add_argument("--metric-batch", type=int, default=0)
@@ -502,13 +553,13 @@ def main() -> None:
         n = args.images or (8 if args.quick else 64)
         model, data, refs, layer, cfg = fmnist_setup(n)
         part("SmallCNN, Fashion-MNIST 28²", model, data, refs, layer, cfg, args.batch or (4 if args.quick else 16),
-             args.compile, lines)
+             args.compile, lines, args.peer_channels_last, args.fold_ablation)
     if args.part in ("both", "resnet"):
         n = args.images or (2 if args.quick else 16)
         size = 64 if args.quick else args.size
         model, data, refs, layer, cfg = resnet_setup(n, size)
         part(f"resnet18 (random init), {size}²", model, data, refs, layer, cfg, args.batch or (2 if args.quick else 4),
-             args.compile, lines)
+             args.compile, lines, args.peer_channels_last, args.fold_ablation)
     if args.part == "memory":
         memory_part(args, lines)
     lines.append(f"1-minute load average at the end: {os.getloadavg()[0]:.2f}.")

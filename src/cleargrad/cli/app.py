@@ -427,6 +427,14 @@ def evaluate_cmd(
         int | None,
         typer.Option("--metric-batch-size", min=1, help="Images per forward pass of the metrics (bounds memory)."),
     ] = None,
+    fold_batchnorm: Annotated[
+        bool,
+        typer.Option(
+            "--fold-batchnorm/--no-fold-batchnorm",
+            help="Run the metrics' forward passes on a copy of the model with its batch norms folded into the "
+            "layers before them (faster; equal to float rounding).",
+        ),
+    ] = True,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -448,7 +456,7 @@ def evaluate_cmd(
                 option=list(option or []), metric_option=list(metric_option or []), gallery=gallery,
                 overlays=overlays, gad=gad, classes=classes, size=size, resize=resize, crop_fraction=crop_fraction,
                 grayscale=grayscale, mean=mean, std=std, batch_size=batch_size, seed=seed, device=device,
-                compile=compile_, metric_batch_size=metric_batch_size,
+                compile=compile_, metric_batch_size=metric_batch_size, fold_batchnorm=fold_batchnorm,
             ),
             ui,
         )

@@ -34,7 +34,9 @@ class EvaluateSettings:
     ``device`` is ``auto``, ``cpu``, ``cuda``, ``cuda:K`` (under ``torchrun`` on several
     GPUs, ``auto``/``cuda`` mean ``cuda:LOCAL_RANK``); ``compile`` runs the metrics'
     forward passes through ``torch.compile`` (True or a backend name);
-    ``metric_batch_size`` bounds the images per metric forward pass (memory).
+    ``metric_batch_size`` bounds the images per metric forward pass (memory);
+    ``fold_batchnorm`` runs the metrics' passes on a copy with eval-mode batch norms folded
+    into the layers before them (faster, equal to float rounding).
     """
 
     model: str
@@ -65,6 +67,7 @@ class EvaluateSettings:
     device: str = "auto"
     compile: bool | str = False
     metric_batch_size: int | None = None
+    fold_batchnorm: bool = True
 
 
 def _process_device(dev: Any, world: int) -> Any:
@@ -195,6 +198,7 @@ def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
             device=dev,
             compile=s.compile,
             metric_batch_size=s.metric_batch_size,
+            fold_batchnorm=s.fold_batchnorm,
         )
         written = run_evaluation(plan, ui)
         if data.skipped:
