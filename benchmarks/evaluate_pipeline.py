@@ -315,8 +315,8 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
     counter = PassCounter(model)
     import cleargrad.cli.engine as engine
 
-    def counted_fold(m):  # the metrics' passes run on the folded copy: count them there too
-        f = fold(m)
+    def counted_fold(m, on=True):  # the metrics' passes run through the folding wrapper: count them there
+        f = fold(m, on)
         if f is not m:
             counter.handles.append(f.register_forward_pre_hook(counter))
         return f

@@ -7,10 +7,12 @@ from __future__ import annotations
 import math
 import warnings
 
+import pytest
 import torch
 from torch import nn
 
 import cleargrad as cg
+from cleargrad.cli import engine
 from cleargrad.cli.console import UI
 from cleargrad.cli.engine import EvalPlan, run_evaluation
 from cleargrad.cli.explainers import build_explainer, load_registries
@@ -119,8 +121,20 @@ def _plan(model, x, methods, metrics, store, settings, **kw):
     )
 
 
-def test_engine_protocol_costs_the_methods_plus_the_documented_metric_passes(tmp_path):
+@pytest.mark.parametrize("fold", [False, True])
+def test_engine_protocol_costs_the_methods_plus_the_documented_metric_passes(tmp_path, monkeypatch, fold):
+    """With batch-norm folding the metrics' passes run on the folded copy (through the
+    engine's scorer wrapper): counted there, the protocol costs the same passes."""
     load_registries()
+    scorer_images = []
+
+    def counted(m, on=True, _fold=engine.folded_forward):
+        f = _fold(m, on)
+        if f is not m:
+            f.register_forward_pre_hook(lambda _m, a: scorer_images.append(a[0].shape[0]))
+        return f
+
+    monkeypatch.setattr(engine, "folded_forward", counted)
     n, size, step, n_perturb = 6, 12, 16, 5
     torch.manual_seed(0)
     model = Counting(SmallCNN(in_channels=1, num_classes=5, width=4)).eval()
@@ -133,7 +147,7 @@ def test_engine_protocol_costs_the_methods_plus_the_documented_metric_passes(tmp
     ]
     with ResultStore(tmp_path / "r.sqlite") as st:
         h = st.record_run({"x": 1}, {})
-        plan = _plan(model, x, methods, metrics, st, h)
+        plan = _plan(model, x, methods, metrics, st, h, fold_batchnorm=fold)
         # each method alone (fresh instances: a method caches its class count), batch by batch as the engine calls it
         method_cost = 0
         for e in _plan(model, x, methods, metrics, st, h).explainers:
@@ -148,7 +162,8 @@ def test_engine_protocol_costs_the_methods_plus_the_documented_metric_passes(tmp
     m = len(methods)
     # clean + 2 canvases per batch; ins+del inner points and AD/AG/AI per method; infidelity once
     metric_cost = 3 * n + m * (2 * n * inner + n) + n * n_perturb
-    assert model.images == method_cost + metric_cost
+    assert model.images + sum(scorer_images) == method_cost + metric_cost
+    assert (sum(scorer_images) == metric_cost) if fold else not scorer_images
 
 
 def test_engine_resumes_infidelity_rows_with_the_same_values(tmp_path):
@@ -165,3 +180,34 @@ def test_engine_resumes_infidelity_rows_with_the_same_values(tmp_path):
             run_evaluation(_plan(model, x, methods, metrics, st, h), UI(quiet=True))
             values[len(methods)] = {(r.image_id, r.method): r.value for r in st.results(h) if r.method == "gradcam"}
     assert len(values[1]) == 4 and values[2] == values[1]
+
+
+def test_engine_rows_with_folded_batch_norms_equal_unfolded_ones(tmp_path):
+    """Folding changes only the rounding of the metrics' passes: every stored value agrees."""
+    load_registries()
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=1, num_classes=5, width=4)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial statistics
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    model.eval()
+    x = torch.randn(5, 1, 12, 12)
+    methods = ["saliency", "gradcam"]
+    metrics = [("insertion", {"step": 16}), ("deletion", {"step": 16}), ("average_drop", None),
+               ("infidelity", {"n_perturb": 4}), ("sparseness", None)]
+    rows = {}
+    for fold in (False, True):
+        with ResultStore(tmp_path / f"{fold}.sqlite") as st:
+            h = st.record_run({"x": 1}, {})
+            run_evaluation(_plan(model, x, methods, metrics, st, h, fold_batchnorm=fold), UI(quiet=True))
+            rows[fold] = {(r.image_id, r.method, r.metric): r.value for r in st.results(h)}
+    assert rows[True].keys() == rows[False].keys() and len(rows[True]) == 5 * 2 * 5
+    for k, v in rows[False].items():
+        got = rows[True][k]
+        assert (v is None) == (got is None), k
+        if v is not None and not math.isnan(v):
+            # average drop is 100 (y - o) / y: a float-rounding change of 1e-6 in a probability
+            # moves it by up to 1e-4 points when y and o nearly cancel
+            abs_tol = 1e-4 if k[2] == "average_drop" else 1e-6
+            assert math.isclose(got, v, rel_tol=1e-4, abs_tol=abs_tol), (k, got, v)
+    assert any(rows[True][k] != v for k, v in rows[False].items() if v is not None)  # really another path

@@ -209,7 +209,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
     by_name = {e.name: e for e in [*plan.references, *plan.explainers]}
     written = 0
     scorer = compiled_forward(
-        folded_forward(plan.model) if plan.fold_batchnorm else plan.model,
+        folded_forward(plan.model, plan.fold_batchnorm),
         plan.compile,
         on_fallback=lambda why: ui.warn(f"torch.compile failed, running eagerly: {why}")
     )

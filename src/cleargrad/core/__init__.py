@@ -3,7 +3,7 @@ chunked batching, the memory check of chunks, the host allocator's cache, 2-D re
 
 from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size, memory_guard
 from .compiled import CompiledForward, compiled_forward
-from .fused import folded_forward
+from .fused import FoldedForward, folded_forward
 from .gradmode import gradient_call, normal_options, normal_tensor
 from .hooks import capture_activations, forward_hooks
 from .hostmem import cached_host_bytes, get_host_cache_limit, release_host_memory, set_host_cache_limit
@@ -41,6 +41,7 @@ __all__ = [
     "chunk_slices",
     "compiled_forward",
     "folded_forward",
+    "FoldedForward",
     "contiguous_result",
     "default_chunk_size",
     "fast_layout",

@@ -1,56 +1,171 @@
 """Batch-norm folding for the metrics' forward passes: a faster copy of an eval-mode model.
 
 A metric protocol sends hundreds of forward passes per image through the model, with no
-hooks and no gradients. In eval mode a ``BatchNorm`` layer right after a convolution (or
-a linear layer) is an affine map with fixed numbers, so it can be folded into that layer's
-weights once, and each pass then skips a full read and write of the feature map. On the
-Fashion-MNIST reference SmallCNN (one CPU thread, channels-last, batch 64) a pass took
-0.64-0.87x the time of the unfolded model, with outputs within 6e-7 relative
-(``benchmarks/results/evaluate_pipeline.md``, section 8).
+hooks and no gradients. In eval mode a ``BatchNorm`` layer applied straight to the output
+of a convolution (or linear layer) is an affine map with fixed numbers, so it can be
+folded into that layer's weights once; every pass then skips a full read and write of the
+feature map. Measured on the Fashion-MNIST reference SmallCNN in the whole protocol of
+``benchmarks/evaluate_pipeline.py``: see ``benchmarks/results/evaluate_pipeline.md``
+(section 8).
 
-:func:`folded_forward` returns a folded *copy* (the model is not touched) or, where
-folding does not apply, the model itself. The copy is traced with ``torch.fx``: its
-forward no longer calls the folded submodules, so it is only for hook-free passes (the
-metrics' ``scorer``).
+:class:`FoldedForward` wraps the model; on its first call it makes the folded copy:
+
+1. a deep copy of the model without any hooks (the model itself is never touched);
+2. one probe pass of the copy on the first image of that call, recording which batch
+   norm received, as its input, the very tensor a convolution or linear layer had just
+   returned (each layer called once in the pass);
+3. those layers replaced in the copy by the folded layer and ``nn.Identity``, so the
+   model's own ``forward`` code still runs (Python control flow and side effects inside
+   the copy);
+4. a check: the folded copy's output on the probe must equal the unfolded output to
+   float rounding, else the model is used as it is.
+
+Anything unusual (a module in training mode, nothing to fold, a copy or a probe that
+fails, a check that fails) means: the model itself, unfolded.
 """
 
 from __future__ import annotations
 
-import warnings
+import copy
+import threading
+from typing import Any
 
+import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-__all__ = ["folded_forward"]
+from .hooks import no_hooks_memo
 
-_FOLDABLE = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+__all__ = ["FoldedForward", "folded_forward"]
+
+_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+#: the folded copy's probe output must agree with the unfolded one this closely (relative to its largest value)
+_CHECK_RTOL = 1e-4
 
 
-def folded_forward(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with every eval-mode batch norm that directly follows a
-    convolution or linear layer folded into that layer's weights; ``model`` itself when
-    there is nothing to fold, when any module is in training mode (batch statistics cannot
-    be folded), or when ``torch.fx`` cannot trace the forward (data-dependent Python
-    control flow).
+def _training(model: nn.Module) -> bool:
+    return any(m.training for m in model.modules())
 
-    The copy computes what ``model`` computes up to float rounding (the folded weights
-    round differently). It shares nothing with ``model``: later changes to the model's
-    weights do not reach it, so make it for one run. Its forward does not call the folded
-    submodules, so forward hooks on them do not fire.
+
+def _foldable(bn: nn.Module) -> bool:
+    return bool(bn.track_running_stats) and bn.running_mean is not None and bn.running_var is not None
+
+
+class FoldedForward(nn.Module):
+    """``model``'s hook-free forward passes, run on a copy with batch norms folded.
+
+    The wrapped model is a submodule (its mode and flags are the model's own, so the
+    metrics' state guard and ``evaluating`` cover it); the folded copy is not. While any
+    module of ``model`` is in training mode, calls run ``model`` itself. The copy is made
+    once, on the first call: later changes to the model's weights do not reach it, so make
+    one per run. :attr:`folded` lists the ``(layer, norm)`` names folded; empty when the
+    model runs unfolded (and :attr:`reason` says why).
     """
-    mods = list(model.modules())
-    if any(m.training for m in mods) or not any(
-        isinstance(m, _FOLDABLE) and m.track_running_stats and m.running_mean is not None for m in mods
-    ):
-        return model
-    from torch.fx.experimental.optimization import fuse
 
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.folded: list[tuple[str, str]] = []
+        self.reason: str | None = None
+        object.__setattr__(self, "_copy", None)  # not a submodule: no second registration of weights
+        object.__setattr__(self, "_lock", threading.Lock())
+        self._tried = False
+
+    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if _training(self.model):
+            return self.model(x, *args, **kwargs)
+        if not self._tried:
+            with self._lock:
+                if not self._tried:
+                    self._make(x, args, kwargs)
+                    self._tried = True
+        net = self._copy if self._copy is not None else self.model
+        return net(x, *args, **kwargs)
+
+    def _make(self, x: torch.Tensor, args: tuple, kwargs: dict) -> None:
+        if not any(isinstance(m, _NORMS) and _foldable(m) for m in self.model.modules()):
+            self.reason = "no batch norm with running statistics"
+            return
+        try:
+            with torch.inference_mode(False), torch.no_grad():
+                twin = copy.deepcopy(self.model, no_hooks_memo(self.model))
+                probe = x[:1].detach().clone()
+                pairs, ref = _probe_pairs(twin, probe, args, kwargs)
+                if not pairs:
+                    self.reason = "no batch norm applied straight to a layer's output"
+                    return
+                for layer_name, bn_name in pairs:
+                    layer, bn = twin.get_submodule(layer_name), twin.get_submodule(bn_name)
+                    fold = fuse_conv_bn_eval if isinstance(layer, nn.modules.conv._ConvNd) else fuse_linear_bn_eval
+                    _replace(twin, layer_name, fold(layer, bn))
+                    _replace(twin, bn_name, nn.Identity())
+                for p in twin.parameters():
+                    p.requires_grad_(False)
+                got = twin(probe, *args, **kwargs)
+                if not _close(got, ref):
+                    self.reason = "the folded copy's output differed from the model's"
+                    return
+        except Exception as e:  # noqa: BLE001 - any failure: run the model as it is
+            self.reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            return
+        self.folded = pairs
+        object.__setattr__(self, "_copy", twin)
+
+
+def _probe_pairs(twin: nn.Module, probe: torch.Tensor, args: tuple, kwargs: dict) -> tuple[list[tuple[str, str]], Any]:
+    """Run ``twin`` once on ``probe``; the (layer, norm) name pairs where the norm's input
+    was the tensor the layer returned, each called once; and the output."""
+    names = {m: n for n, m in twin.named_modules()}
+    outputs: dict[int, str] = {}  # id of a layer's output tensor -> layer name
+    calls: dict[str, int] = {}
+    pairs: list[tuple[str, str]] = []
+    keep: list[torch.Tensor] = []  # keep outputs alive so that their ids stay unique
+
+    def on_layer(m: nn.Module, _inp: tuple, out: Any) -> None:
+        calls[names[m]] = calls.get(names[m], 0) + 1
+        if isinstance(out, torch.Tensor):
+            outputs[id(out)] = names[m]
+            keep.append(out)
+
+    def on_norm(m: nn.Module, inp: tuple, _out: Any) -> None:
+        calls[names[m]] = calls.get(names[m], 0) + 1
+        if inp and isinstance(inp[0], torch.Tensor) and id(inp[0]) in outputs and _foldable(m):
+            pairs.append((outputs[id(inp[0])], names[m]))
+
+    handles = [
+        m.register_forward_hook(on_norm if isinstance(m, _NORMS) else on_layer)
+        for m in twin.modules()
+        if isinstance(m, (*_NORMS, *_LAYERS))
+    ]
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            folded = fuse(model, inplace=False)
-    except Exception:  # noqa: BLE001 - not traceable, or an unusual layer: the model as it is
-        return model
-    folded.eval()
-    for p in folded.parameters():
-        p.requires_grad_(False)
-    return folded
+        ref = twin(probe, *args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    used = [n for pair in pairs for n in pair]
+    pairs = [(a, b) for a, b in pairs if calls[a] == 1 and calls[b] == 1 and used.count(a) == 1]
+    return pairs, ref
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, new)
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        if a.shape != b.shape or not a.is_floating_point():
+            return bool(a.shape == b.shape and torch.equal(a, b))
+        scale = b.abs().max().clamp(min=1e-12)
+        return bool(torch.isfinite(a).all() and ((a - b).abs().max() / scale) <= _CHECK_RTOL)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_close(u, v) for u, v in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    return False
+
+
+def folded_forward(model: nn.Module, fold: bool = True) -> nn.Module:
+    """``model`` itself when ``fold`` is False, else a :class:`FoldedForward` of it."""
+    return FoldedForward(model) if fold else model

@@ -54,6 +54,8 @@ from torch import nn
 from ..errors import ConfigError, ResourceError
 from .batching import default_chunk_size
 from .compiled import CompiledForward
+from .fused import FoldedForward
+from .hooks import no_hooks_memo
 from .hostmem import release_host_memory
 
 __all__ = [
@@ -233,16 +235,6 @@ def available_bytes(device: torch.device | str, *, quick: bool = False) -> int |
 # ----------------------------------------------------------------------------- prediction
 
 
-def _no_hooks_memo(model: nn.Module) -> dict[int, Any]:
-    """A deepcopy memo that gives every module of the copy empty hook dictionaries."""
-    memo: dict[int, Any] = {}
-    for m in model.modules():
-        for name, value in vars(m).items():
-            if "hooks" in name and isinstance(value, dict):
-                memo[id(value)] = type(value)()
-    return memo
-
-
 def _fake_twin(model: nn.Module, fast: bool) -> tuple[nn.Module, Any]:
     """A copy of ``model`` whose parameters and buffers are fake tensors on their devices (no
     storage) and whose modules carry no hooks, with its fake mode. ``fast``: made from meta
@@ -251,7 +243,7 @@ def _fake_twin(model: nn.Module, fast: bool) -> tuple[nn.Module, Any]:
     from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensor, FakeTensorMode
 
     fake = FakeTensorMode()
-    memo = _no_hooks_memo(model)
+    memo = no_hooks_memo(model)
     with torch.inference_mode(False):  # normal tensors also under an ambient inference mode
         if not fast:
             with FakeCopyMode(fake):
@@ -349,7 +341,9 @@ def pass_bytes_per_sample(
     """Predicted memory (bytes) one more sample adds to a pass of ``model`` (a forward pass,
     or with ``grad`` a forward and backward pass to the input); None when the fake run
     cannot follow the model. Cached per model and arguments."""
-    base = model.model if isinstance(model, CompiledForward) else model
+    base = model
+    while isinstance(base, (CompiledForward, FoldedForward)):  # simulate the model they run (folded: less)
+        base = base.model
     base = getattr(base, "_orig_mod", base)  # torch.compile's wrapper: simulate the module it compiles
     dev = torch.device(device)
     # trainable parameters make a gradient pass keep more (inputs of layers, for their weight
