@@ -398,3 +398,24 @@ def test_a_chunk_too_big_for_memory_is_one_error_line_with_the_size_to_use(
     r = invoke(*args, "--out", str(out), "-o", "integrated_gradients.internal_batch_size=3")
     assert r.exit_code == 0, r.output
     assert len(list(out.rglob("*.npy"))) == 6
+
+
+@pytest.mark.parametrize("flag, folded", [(None, True), ("--no-fold-batchnorm", False)])
+def test_evaluate_fold_batchnorm_option_reaches_the_engine(
+    workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch, flag: str | None, folded: bool
+) -> None:
+    from cleargrad.cli import engine
+
+    seen: list[bool] = []
+    real = engine.run_evaluation
+
+    def spy(plan, ui):
+        seen.append(plan.fold_batchnorm)
+        return real(plan, ui)
+
+    monkeypatch.setattr(engine, "run_evaluation", spy)
+    args = ["evaluate", "--model", spec(workspace), "--dataset", str(workspace["images"]), "--methods", "saliency",
+            "--metrics", "deletion", "--store", str(workspace["dir"] / f"fold{folded}.sqlite"), "--limit", "2", "-q"]
+    r = invoke(*args, *([flag] if flag else []))
+    assert r.exit_code == 0, r.output
+    assert seen == [folded]
