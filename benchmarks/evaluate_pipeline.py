@@ -570,10 +570,15 @@ def main() -> None:
     if args.part == "memory":
         memory_part(args, lines)
     lines.append(f"1-minute load average at the end: {os.getloadavg()[0]:.2f}.")
+    emit(lines, args.out)
+
+
+def emit(lines: list[str], out: Path | None) -> None:
+    """Print the markdown lines and append them to ``out`` when given."""
     text = "\n".join(lines)
     print(text)
-    if args.out:
-        with open(args.out, "a") as f:
+    if out:
+        with open(out, "a") as f:
             f.write(text + "\n")
 
 

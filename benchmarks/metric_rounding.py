@@ -79,11 +79,7 @@ def main() -> None:
             means.append(abs(mb - ma) / abs(ma))
     lines += ["", f"Largest relative change of a method's mean insertion or deletion over the {args.images} images: "
               f"{max(means):.1e}.", ""]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as f:
-            f.write(text + "\n")
+    ep.emit(lines, args.out)
 
 
 if __name__ == "__main__":

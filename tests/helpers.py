@@ -123,3 +123,14 @@ class ModelSnapshot:
         assert now.state.keys() == self.state.keys()
         for k in self.state:
             assert torch.equal(now.state[k], self.state[k]), f"{k} changed"
+
+
+def small_cnn_with_statistics(seed: int = 0, num_classes: int = 5, width: int = 4) -> nn.Module:
+    """An eval-mode SmallCNN whose batch norms hold non-trivial running statistics (a fresh
+    one has mean 0 and variance 1, which folding would leave nearly unchanged)."""
+    torch.manual_seed(seed)
+    model = SmallCNN(in_channels=1, num_classes=num_classes, width=width)
+    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+    return model.eval()

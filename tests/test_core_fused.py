@@ -8,7 +8,7 @@ import math
 import threading
 
 import torch
-from helpers import ModelSnapshot
+from helpers import ModelSnapshot, small_cnn_with_statistics
 from torch import nn
 
 from cleargrad.core import FoldedForward, folded_forward
@@ -54,12 +54,7 @@ def test_folded_weights_and_output_equal_the_hand_computed_ones() -> None:
 
 
 def test_small_cnn_folds_every_block_equal_to_rounding_and_leaves_the_model_untouched() -> None:
-    torch.manual_seed(0)
-    model = SmallCNN(in_channels=1, num_classes=5, width=4)
-    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial statistics
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-    model.eval()
+    model = small_cnn_with_statistics()
     seen = []
     handle = model.features[0][0].register_forward_hook(lambda *a: seen.append(1))
     snap = ModelSnapshot.take(model)

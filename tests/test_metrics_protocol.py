@@ -9,6 +9,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import small_cnn_with_statistics
 from torch import nn
 
 import cleargrad as cg
@@ -185,12 +186,7 @@ def test_engine_resumes_infidelity_rows_with_the_same_values(tmp_path):
 def test_engine_rows_with_folded_batch_norms_equal_unfolded_ones(tmp_path):
     """Folding changes only the rounding of the metrics' passes: every stored value agrees."""
     load_registries()
-    torch.manual_seed(0)
-    model = SmallCNN(in_channels=1, num_classes=5, width=4)
-    for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial statistics
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-    model.eval()
+    model = small_cnn_with_statistics()
     x = torch.randn(5, 1, 12, 12)
     methods = ["saliency", "gradcam"]
     metrics = [("insertion", {"step": 16}), ("deletion", {"step": 16}), ("average_drop", None),
