@@ -172,3 +172,36 @@ def test_first_calls_from_several_threads_make_one_copy() -> None:
     assert len(outs) == 4 and len({id(c) for c in copies}) == 1 and copies[0] is not None
     for o in outs[1:]:
         assert torch.equal(o, outs[0])
+
+
+class ViewHead(nn.Module):
+    """Flattens a feature map with ``.view``: fails on channels-last inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = _bn(3, mean=0.2, var=1.3, gamma=0.9, beta=0.1)
+        self.head = nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.bn(self.conv(x))
+        return self.head(f.view(f.shape[0], -1))
+
+
+def test_model_that_needs_contiguous_inputs_still_folds_and_the_layout_fallback_still_works() -> None:
+    import cleargrad as cg
+    from cleargrad.core import layout
+
+    model = ViewHead().eval()
+    f = FoldedForward(model)
+    x = torch.randn(3, 2, 4, 4)
+    old = cg.get_memory_format()
+    cg.set_memory_format("auto")
+    try:
+        with layout.fast_layout(), torch.inference_mode():
+            got = layout.run_model(f, x)  # channels-last first: fails in the copy, retried as given
+    finally:
+        cg.set_memory_format(old)
+    assert f.folded == [("conv", "bn")] and f in layout._incompatible
+    with torch.inference_mode():
+        torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-6)

@@ -90,7 +90,10 @@ class FoldedForward(nn.Module):
         try:
             with torch.inference_mode(False), torch.no_grad():
                 twin = copy.deepcopy(self.model, no_hooks_memo(self.model))
-                probe = x[:1].detach().clone()
+                # default layout: a model whose forward cannot take channels-last inputs still
+                # folds (its later channels-last calls fail in the copy as in the model, and
+                # run_model's retry covers them)
+                probe = x[:1].detach().clone(memory_format=torch.contiguous_format)
                 pairs, ref = _probe_pairs(twin, probe, args, kwargs)
                 if not pairs:
                     self.reason = "no batch norm applied straight to a layer's output"
