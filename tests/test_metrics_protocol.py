@@ -207,3 +207,32 @@ def test_engine_rows_with_folded_batch_norms_equal_unfolded_ones(tmp_path):
             abs_tol = 1e-4 if k[2] == "average_drop" else 1e-6
             assert math.isclose(got, v, rel_tol=1e-4, abs_tol=abs_tol), (k, got, v)
     assert any(rows[True][k] != v for k, v in rows[False].items() if v is not None)  # really another path
+
+
+@pytest.mark.parametrize("compile_, fold", [(False, True), (False, False), ("eager", True)])
+def test_engine_scorer_is_folded_unless_compiled_or_turned_off(tmp_path, monkeypatch, compile_, fold):
+    """Compiled runs compile the model itself: dynamo must not trace the folding wrapper."""
+    from cleargrad.core import CompiledForward, FoldedForward
+
+    load_registries()
+    model = small_cnn_with_statistics()
+    scorers = []
+    real = engine.SharedBatch
+
+    def spy(*a, **kw):
+        scorers.append(kw["scorer"])
+        return real(*a, **kw)
+
+    monkeypatch.setattr(engine, "SharedBatch", spy)
+    with ResultStore(tmp_path / "r.sqlite") as st:
+        h = st.record_run({"x": 1}, {})
+        plan = _plan(model, torch.randn(2, 1, 12, 12), ["saliency"], [("deletion", {"step": 48})], st, h,
+                     compile=compile_, fold_batchnorm=fold)
+        assert run_evaluation(plan, UI(quiet=True)) == 2
+    (scorer,) = scorers
+    if compile_:
+        assert isinstance(scorer, CompiledForward) and scorer.model is model
+    elif fold:
+        assert isinstance(scorer, FoldedForward) and scorer.model is model and scorer.folded
+    else:
+        assert scorer is model

@@ -110,7 +110,8 @@ class EvalPlan:
             chunk); bounds the metrics' peak memory.
         fold_batchnorm: run the metrics' forward passes on a copy of the model with its
             eval-mode batch norms folded into the preceding layers
-            (:func:`cleargrad.core.folded_forward`; faster, equal to float rounding).
+            (:func:`cleargrad.core.folded_forward`; faster, equal to float rounding). Not
+            with ``compile``, which compiles the model itself.
     """
 
     model: nn.Module
@@ -208,10 +209,14 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
     names = [e.name for e in plan.explainers]
     by_name = {e.name: e for e in [*plan.references, *plan.explainers]}
     written = 0
-    scorer = compiled_forward(
-        folded_forward(plan.model, plan.fold_batchnorm),
-        plan.compile,
-        on_fallback=lambda why: ui.warn(f"torch.compile failed, running eagerly: {why}")
+    # compiled: the model itself (inductor fuses the norms into the convolutions' epilogues; it
+    # must not trace the folding wrapper's copy-and-check); else batch norms folded, if asked
+    scorer = (
+        compiled_forward(
+            plan.model, plan.compile, on_fallback=lambda why: ui.warn(f"torch.compile failed, running eagerly: {why}")
+        )
+        if plan.compile
+        else folded_forward(plan.model, plan.fold_batchnorm)
     )
     steps = len(names) + len(plan.metrics)
     with ui.progress() as progress:
