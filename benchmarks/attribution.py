@@ -236,6 +236,7 @@ def main() -> None:
     ap.add_argument("--pareto-repeats", type=int, default=None, help="repeats per Pareto point (default 3; quick 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's; quick 1)")
     ap.add_argument("--skip-pareto", action="store_true")
+    ap.add_argument("--config", default=None, help="only the configurations whose name contains this text")
     args = ap.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     p_repeats = args.pareto_repeats or (1 if args.quick else 3)
@@ -249,6 +250,8 @@ def main() -> None:
     print(f"# Pixel attribution: cleargrad vs Captum {captum.__version__}\n")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeats {repeats}, CPU\n")
     for cfg in configs(args.quick):
+        if args.config is not None and args.config not in cfg.name:
+            continue
         n = cfg.x.shape[0]
         with torch.no_grad():
             target = cfg.model(cfg.x).argmax(1)

@@ -1,12 +1,12 @@
 #!/bin/bash
 # torchrun scaling of `cleargrad evaluate`: the same protocol with 1 and 2 processes (twice each,
 # alternating), wall time per run, then the two stores compared row by row.
-#   bash benchmarks/evaluate_torchrun.sh [OUTDIR]
+#   bash benchmarks/evaluate_torchrun.sh [OUTDIR]          (LIMIT=256 for more images; default 64)
 set -u
 OUT=${1:-/tmp/cleargrad-torchrun}
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1
-ARGS="evaluate -m small-cnn-fashion-mnist -d fashion-mnist --limit 64 --batch-size 8 \
+ARGS="evaluate -m small-cnn-fashion-mnist -d fashion-mnist --limit ${LIMIT:-64} --batch-size 8 \
  --methods saliency,integrated_gradients,gradcam \
  --metrics insertion,deletion,average_drop,average_gain,average_increase,infidelity,sparseness --device cpu -q"
 for k in 1 2 1 2; do
