@@ -53,6 +53,8 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
+from cleargrad.core.layout import channels_last as to_channels_last  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import fmt_s, interleaved, markdown_table  # noqa: E402
 
@@ -137,7 +139,7 @@ def configs(quick: bool) -> list[Config]:
 
 
 def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    return to_channels_last(x) if channels_last else x  # one channel too (see core.layout)
 
 
 def per_sample_costs(cfg: Config, repeats: int) -> tuple[float, float]:
