@@ -254,6 +254,21 @@ def peer_pipeline(model, layer, refs, cfg):
 
 
 # --------------------------------------------------------------------------- bound
+def stored_values(store, settings) -> dict:
+    """``{(image_id, method, metric): value}`` of one run in a result store."""
+    return {(r.image_id, r.method, r.metric): r.value for r in store.results(settings)}
+
+
+def rel_change(value, ref) -> float:
+    """|value - ref| relative to |ref| (at least 1e-6); a missing value counts as 0."""
+    return abs((value or 0) - (ref or 0)) / max(1e-6, abs(ref or 0))
+
+
+def max_rel_change(values: dict, ref: dict) -> float:
+    """The largest :func:`rel_change` of ``values`` from ``ref`` over ``ref``'s keys."""
+    return max((rel_change(values[k], v) for k, v in ref.items()), default=float("nan"))
+
+
 class PassCounter:
     """Forward pre-hook: images forwarded, with and without autograd."""
 
@@ -372,20 +387,9 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
                   flush=True)
         for r in st.results(plan.settings):
             ours_vals.setdefault((r.method, r.metric), []).append(r.value)
-        compiled_equal = None
-        if cplan is not None:
-            c_vals = {}
-            for r in stc.results(cplan.settings):
-                c_vals[(r.image_id, r.method, r.metric)] = r.value
-            e_vals = {(r.image_id, r.method, r.metric): r.value for r in st.results(plan.settings)}
-            diffs = [abs((c_vals[k] or 0) - (v or 0)) / max(1e-6, abs(v or 0)) for k, v in e_vals.items()]
-            compiled_equal = max(diffs) if diffs else float("nan")
-        unfolded_diff = None
-        if uplan is not None:
-            u_vals = {(r.image_id, r.method, r.metric): r.value for r in stu.results(uplan.settings)}
-            e_vals = {(r.image_id, r.method, r.metric): r.value for r in st.results(plan.settings)}
-            diffs = [abs((v or 0) - (u_vals[k] or 0)) / max(1e-6, abs(u_vals[k] or 0)) for k, v in e_vals.items()]
-            unfolded_diff = max(diffs) if diffs else float("nan")
+        e_vals = stored_values(st, plan.settings)
+        compiled_equal = max_rel_change(stored_values(stc, cplan.settings), e_vals) if cplan is not None else None
+        unfolded_diff = max_rel_change(e_vals, stored_values(stu, uplan.settings)) if uplan is not None else None
     engine.folded_forward = fold
     counter.close()
     peer_counter.close()

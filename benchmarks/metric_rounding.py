@@ -48,7 +48,7 @@ def main() -> None:
                 plan = ep.ours_plan(model, data, refs, cfg, st)
                 for b in range(0, args.images, 16):
                     ep.run_ours(plan, list(range(b, min(b + 16, args.images))))
-                vals[mode] = {(r.image_id, r.method, r.metric): r.value for r in st.results(plan.settings)}
+                vals[mode] = ep.stored_values(st, plan.settings)
     finally:
         cg.set_memory_format(old)
     a, b = vals["contiguous"], vals["auto"]
@@ -67,7 +67,7 @@ def main() -> None:
         cells = []
         for m in ep.METHODS:
             ks = [k for k in a if k[1] == m and k[2] == metric]
-            d = [abs((b[k] or 0) - (a[k] or 0)) / max(1e-6, abs(a[k] or 0)) for k in ks]
+            d = [ep.rel_change(b[k], a[k]) for k in ks]
             cells.append(f"{max(d):.1e} ({sum(x > 1e-5 for x in d)}/{len(d)})")
         lines.append(f"| {metric} | " + " | ".join(cells) + " |")
     means = []

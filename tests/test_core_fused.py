@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import threading
 
+import pytest
 import torch
 from helpers import ModelSnapshot, small_cnn_with_statistics
 from torch import nn
@@ -205,3 +206,25 @@ def test_model_that_needs_contiguous_inputs_still_folds_and_the_layout_fallback_
     assert f.folded == [("conv", "bn")] and f in layout._incompatible
     with torch.inference_mode():
         torch.testing.assert_close(got, model(x), rtol=1e-5, atol=1e-6)
+
+
+class Failing(ConvBN):
+    """A forward that raises after its norm: the probe fails, the model's own error surfaces."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.bn(self.conv(x))
+        raise RuntimeError("forward exploded")
+
+
+def test_a_failing_forward_leaves_the_model_as_found_and_raises_its_own_error() -> None:
+    model = Failing().eval()
+    seen = []
+    handle = model.conv.register_forward_hook(lambda *a: seen.append(1))
+    snap = ModelSnapshot.take(model)
+    f = FoldedForward(model)
+    with pytest.raises(RuntimeError, match="forward exploded"), torch.inference_mode():
+        f(torch.randn(1, 1, 2, 2))
+    snap.assert_same(model)
+    handle.remove()
+    assert f._copy is None and "forward exploded" in f.reason
+    assert seen == [1]  # only the model's own call fired its hook; the probe ran on a hook-free copy
