@@ -3,6 +3,7 @@
     python benchmarks/cam.py            # resnet18 (weights=None) batch 4 at 224x224, SmallCNN batch 64 at 28x28
     python benchmarks/cam.py --quick    # tiny sizes, checks the script end to end
     python benchmarks/cam.py --transformers   # vit_b_16 and swin_t (weights=None) only
+    python benchmarks/cam.py --config resnet18 --rows ScoreCAM --slow-repeats 4   # one row
 
 Transformer rows (issue 14): torchvision vit_b_16 and swin_t at random init (heads
 re-initialised non-zero), batch 1. pytorch-grad-cam gets the layer's
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import warnings
 from collections.abc import Callable
@@ -97,6 +99,10 @@ def _heads_nonzero(model: nn.Module) -> nn.Module:
 
 
 GRADIENT_ROWS = ("GradCAM", "GradCAM++", "XGradCAM", "LayerCAM", "HiResCAM")
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max())
 
 
 def transformer_configs(quick: bool) -> list[Config]:
@@ -192,7 +198,7 @@ def unit_cost(cfg: Config, repeats: int) -> float:
             p.requires_grad_(True)
 
 
-def bench_config(cfg: Config, repeats: int, slow_repeats: int) -> None:
+def bench_config(cfg: Config, repeats: int, slow_repeats: int, only: list[str] | None = None) -> None:
     """Time every CAM of one configuration and print its markdown table."""
     import pytorch_grad_cam as pgc
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -245,10 +251,23 @@ def bench_config(cfg: Config, repeats: int, slow_repeats: int) -> None:
     ]
     if cfg.rows is not None:
         rows_spec = [r for r in rows_spec if r[0] in cfg.rows]
-    rows = []
+    if only is not None:
+        rows_spec = [r for r in rows_spec if r[0] in only]
+    # paired variants timed in the same interleaving as the row (printed under the table)
+    variants = {"ScoreCAM": ("fold_batchnorm=False", ours(cg.ScoreCAM, **GRADCAM_SCORE, **score_opts,
+                                                          fold_batchnorm=False))}
+    rows, notes = [], []
     for name, mine, ref, bound, target, reps in rows_spec:
         runs = {"ours": mine} if ref is None else {"ours": mine, "grad-cam": ref}
+        if name in variants:
+            runs["variant"] = variants[name][1]
         st = interleaved(runs, repeats=reps, warmup=1)
+        if "variant" in st:
+            pairs = [a / b for a, b in zip(st["ours"].samples, st["variant"].samples)]
+            notes.append(f"{name} with {variants[name][0]}: {fmt_s(st['variant'].median)} "
+                         f"(ours default / this, paired: {statistics.mean(pairs):.3f}"
+                         + (f" ± {statistics.stdev(pairs) / len(pairs) ** 0.5:.3f}" if len(pairs) > 1 else "")
+                         + f", n={len(pairs)}); max diff to the default {_max_diff(mine(), variants[name][1]()):.1e}")
         t_ours = st["ours"].median
         diff, t_ref, ratio = "-", "-", "-"
         if ref is not None:
@@ -264,6 +283,8 @@ def bench_config(cfg: Config, repeats: int, slow_repeats: int) -> None:
          "target", "max diff"],
         rows,
     ))
+    for line in notes:
+        print(f"\n{line}")
 
 
 def main() -> None:
@@ -273,17 +294,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; quick: 1)")
     ap.add_argument("--transformers", action="store_true", help="only the vit_b_16 and swin_t rows (issue 14)")
     ap.add_argument("--config", default=None, help="only the configurations whose name contains this text")
+    ap.add_argument("--rows", default=None, help="only these methods (comma-separated row names, e.g. ScoreCAM)")
+    ap.add_argument("--slow-repeats", type=int, default=None,
+                    help="timed repeats of the many-pass methods (default: repeats // 2)")
     args = ap.parse_args()
     threads = args.threads or (1 if args.quick else None)
     if threads:
         torch.set_num_threads(threads)
     repeats = args.repeats or (1 if args.quick else 5)
-    slow_repeats = max(1, repeats // 2) if not args.quick else 1
+    slow_repeats = args.slow_repeats or (max(1, repeats // 2) if not args.quick else 1)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, grad-cam 1.5.x")
     for cfg in transformer_configs(args.quick) if args.transformers else configs(args.quick):
         if args.config is None or args.config in cfg.name:
-            bench_config(cfg, repeats, slow_repeats)
+            bench_config(cfg, repeats, slow_repeats, args.rows.split(",") if args.rows else None)
 
 if __name__ == "__main__":
     main()

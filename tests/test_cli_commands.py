@@ -404,18 +404,27 @@ def test_a_chunk_too_big_for_memory_is_one_error_line_with_the_size_to_use(
 def test_evaluate_fold_batchnorm_option_reaches_the_engine(
     workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch, flag: str | None, folded: bool
 ) -> None:
+    from cleargrad.cam import score
     from cleargrad.cli import engine
 
     seen: list[bool] = []
-    real = engine.run_evaluation
+    masked: list[bool] = []
+    real, real_fold = engine.run_evaluation, score.folded_forward
 
     def spy(plan, ui):
         seen.append(plan.fold_batchnorm)
         return real(plan, ui)
 
+    def spy_fold(model, fold=True):
+        masked.append(fold)
+        return real_fold(model, fold)
+
     monkeypatch.setattr(engine, "run_evaluation", spy)
-    args = ["evaluate", "--model", spec(workspace), "--dataset", str(workspace["images"]), "--methods", "saliency",
-            "--metrics", "deletion", "--store", str(workspace["dir"] / f"fold{folded}.sqlite"), "--limit", "2", "-q"]
+    monkeypatch.setattr(score, "folded_forward", spy_fold)
+    args = ["evaluate", "--model", spec(workspace), "--dataset", str(workspace["images"]), "--methods",
+            "saliency,scorecam", "--metrics", "deletion", "--store", str(workspace["dir"] / f"fold{folded}.sqlite"),
+            "--limit", "2", "-q"]
     r = invoke(*args, *([flag] if flag else []))
     assert r.exit_code == 0, r.output
     assert seen == [folded]
+    assert masked and set(masked) == {folded}  # Score-CAM's masked passes follow the flag

@@ -56,17 +56,13 @@ def test_folded_weights_and_output_equal_the_hand_computed_ones() -> None:
 
 def test_small_cnn_folds_every_block_equal_to_rounding_and_leaves_the_model_untouched() -> None:
     model = small_cnn_with_statistics()
-    seen = []
-    handle = model.features[0][0].register_forward_hook(lambda *a: seen.append(1))
     snap = ModelSnapshot.take(model)
     f = folded_forward(model)
     x = torch.randn(6, 1, 12, 12)
     with torch.inference_mode():
         got = f(x)
     assert [b for _, b in f.folded] == [f"features.{i}.1" for i in range(4)]
-    assert not seen  # the copy carries none of the model's hooks: its passes do not fire them
     snap.assert_same(model)
-    handle.remove()
     with torch.inference_mode():
         ref = model(x)
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
@@ -218,13 +214,35 @@ class Failing(ConvBN):
 
 def test_a_failing_forward_leaves_the_model_as_found_and_raises_its_own_error() -> None:
     model = Failing().eval()
-    seen = []
-    handle = model.conv.register_forward_hook(lambda *a: seen.append(1))
     snap = ModelSnapshot.take(model)
     f = FoldedForward(model)
     with pytest.raises(RuntimeError, match="forward exploded"), torch.inference_mode():
         f(torch.randn(1, 1, 2, 2))
     snap.assert_same(model)
-    handle.remove()
     assert f._copy is None and "forward exploded" in f.reason
-    assert seen == [1]  # only the model's own call fired its hook; the probe ran on a hook-free copy
+
+
+def test_a_model_with_hooks_runs_as_it_is_and_its_hooks_count() -> None:
+    """A hook is part of what the model computes: here a pre-hook that doubles the input and a
+    forward hook that shifts the output. A hook-free folded copy would silently drop both."""
+    model = small_cnn_with_statistics()
+    x = torch.randn(3, 1, 12, 12)
+    with torch.inference_mode():
+        plain = model(x)
+    seen = []
+    pre = model.features[0].register_forward_pre_hook(lambda _m, a: (seen.append("pre"), (2 * a[0],))[1])
+    post = model.register_forward_hook(lambda _m, _a, out: out + 1.0)
+    snap = ModelSnapshot.take(model)
+    f = FoldedForward(model)
+    with torch.inference_mode():
+        got = [f(x), f(x)]
+    snap.assert_same(model)
+    assert seen == ["pre", "pre"]  # each call fired it once; no probe or copy did
+    assert f._copy is None and not f.folded and "hooks" in f.reason
+    pre.remove()
+    post.remove()
+    with torch.inference_mode():
+        ref = model(2 * x) + 1.0
+    for y in got:
+        torch.testing.assert_close(y, ref)
+    assert not torch.allclose(got[0], plain + 1.0)  # the pre-hook mattered

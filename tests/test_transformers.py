@@ -117,9 +117,18 @@ def _reference(cls: type, model: nn.Module, layer: str, rt, x: torch.Tensor, tar
 
 @pytest.mark.parametrize("backbone", list(BACKBONES))
 @pytest.mark.parametrize("ref_cls,our_cls", GRADIENT, ids=[c.__name__ for _, c in GRADIENT])
-def test_gradient_cams_on_transformers_equal_pytorch_grad_cam(backbone: str, ref_cls: type, our_cls: type) -> None:
+def test_gradient_cams_on_transformers_equal_pytorch_grad_cam(
+    backbone: str, ref_cls: type, our_cls: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
     name, size, layer, rt = BACKBONES[backbone]
     model, x = _model(name), _x(size)
+    # Same kernels on both sides. Our calls need no parameter gradients, so the
+    # nn.MultiheadAttention layers before the target layer take PyTorch's inference fast path,
+    # whose kernels round differently (activations at ViT's encoder_layer_11.ln_1 within 5e-7
+    # relative); XGrad-CAM divides by sum_ij A^k_ij, as small as 0.018 there (median 5.6), which
+    # turned that into 2.9e-4 in the map on a Zen 5 core. With the fast path off in both, the
+    # maps agree to 2e-7. This compares the formulas, not the attention kernels.
+    monkeypatch.setattr(torch.backends.mha, "get_fastpath_enabled", lambda: False)
     ref = _reference(ref_cls, model, layer, rt, x, [3])
     ours = our_cls(model, layer=layer).attribute(x, target=3, normalize=True)  # reshape detected
     assert ours.shape == (1, 1, size, size)

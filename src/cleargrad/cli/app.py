@@ -431,8 +431,8 @@ def evaluate_cmd(
         bool,
         typer.Option(
             "--fold-batchnorm/--no-fold-batchnorm",
-            help="Run the metrics' forward passes on a copy of the model with its batch norms folded into the "
-            "layers before them (faster; equal to float rounding).",
+            help="Run the metrics' forward passes (and Score-CAM's masked passes) on a copy of the model with its "
+            "batch norms folded into the layers before them (faster; equal to float rounding).",
         ),
     ] = True,
     quiet: Quiet = False,

@@ -35,8 +35,9 @@ class EvaluateSettings:
     GPUs, ``auto``/``cuda`` mean ``cuda:LOCAL_RANK``); ``compile`` runs the metrics'
     forward passes through ``torch.compile`` (True or a backend name);
     ``metric_batch_size`` bounds the images per metric forward pass (memory);
-    ``fold_batchnorm`` runs the metrics' passes on a copy with eval-mode batch norms folded
-    into the layers before them (faster, equal to float rounding).
+    ``fold_batchnorm`` runs the metrics' passes, and Score-CAM's masked passes, on a copy
+    with eval-mode batch norms folded into the layers before them (faster, equal to float
+    rounding); False also sets Score-CAM's ``fold_batchnorm`` option unless given.
     """
 
     model: str
@@ -134,8 +135,13 @@ def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
         data.check_labels()
     check_model_takes(net, refs)
     assert prep is not None
+    check_opts = opts
+    if not s.fold_batchnorm and "fold_batchnorm" not in opts.get("*", {}):
+        # the explanations' forward-only passes (Score-CAM's masked passes) unfolded too; a global
+        # option reaches only the methods that take it
+        opts = {**opts, "*": {**opts.get("*", {}), "fold_batchnorm": False}}
     explainers = _explainers(net, method_names, s.gad, s.layer, s.reshape, opts, refs)
-    check_global_options(opts, explainers)
+    check_global_options(check_opts, explainers)
     refs_needed = any("map_b" in _params(r.fn) for r in runners)
     ref_explainers = []
     if refs_needed:

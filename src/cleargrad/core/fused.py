@@ -10,7 +10,7 @@ feature map. Measured on the Fashion-MNIST reference SmallCNN in the whole proto
 
 :class:`FoldedForward` wraps the model; on its first call it makes the folded copy:
 
-1. a deep copy of the model without any hooks (the model itself is never touched);
+1. a deep copy of the model (the model itself is never touched);
 2. one probe pass of the copy on the first image of that call, recording which batch
    norm received, as its input, the very tensor a convolution or linear layer had just
    returned (each layer called once in the pass);
@@ -20,8 +20,10 @@ feature map. Measured on the Fashion-MNIST reference SmallCNN in the whole proto
 4. a check: the folded copy's output on the probe must equal the unfolded output to
    float rounding, else the model is used as it is.
 
-Anything unusual (a module in training mode, nothing to fold, a copy or a probe that
-fails, a check that fails) means: the model itself, unfolded.
+Anything unusual (a module in training mode, a forward hook or pre-hook on any module,
+nothing to fold, a copy or a probe that fails, a check that fails) means: the model itself,
+unfolded. A hook is part of what the model computes (it may change an input or an output),
+and a hook-free copy could not be checked against it without firing it.
 """
 
 from __future__ import annotations
@@ -48,16 +50,21 @@ def _training(model: nn.Module) -> bool:
     return any(m.training for m in model.modules())
 
 
+def _hooked(model: nn.Module) -> bool:
+    return any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
 def _foldable(bn: nn.Module) -> bool:
     return bool(bn.track_running_stats) and bn.running_mean is not None and bn.running_var is not None
 
 
 class FoldedForward(nn.Module):
-    """``model``'s hook-free forward passes, run on a copy with batch norms folded.
+    """``model``'s forward passes, run on a copy with batch norms folded.
 
     The wrapped model is a submodule (its mode and flags are the model's own, so the
     metrics' state guard and ``evaluating`` cover it); the folded copy is not. While any
-    module of ``model`` is in training mode, calls run ``model`` itself. The copy is made
+    module of ``model`` is in training mode, calls run ``model`` itself; so do all calls
+    when, at the first call, a module of ``model`` has a forward hook or pre-hook. The copy is made
     once, on the first call: later changes to the model's weights do not reach it, so make
     one per run. :attr:`folded` lists the ``(layer, norm)`` names folded; empty when the
     model runs unfolded (and :attr:`reason` says why).
@@ -84,6 +91,9 @@ class FoldedForward(nn.Module):
         return net(x, *args, **kwargs)
 
     def _make(self, x: torch.Tensor, args: tuple, kwargs: dict) -> None:
+        if _hooked(self.model):
+            self.reason = "the model has forward hooks (part of what it computes)"
+            return
         if not any(isinstance(m, _NORMS) and _foldable(m) for m in self.model.modules()):
             self.reason = "no batch norm with running statistics"
             return
