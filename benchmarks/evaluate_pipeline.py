@@ -33,8 +33,11 @@ the sum over batches; images/s = images / time. **Pass bound**: the images ours 
 through the model, counted by a forward pre-hook and split into forward-only and
 forward-with-gradient passes, x the measured per-image time of one batched pass of the model (the
 faster input layout; median of 7): what the protocol costs if nothing but the model's own
-passes took time. Ours runs the metrics' passes on a copy with batch norms folded (faster
-than the model's passes), so it can come out below the bound.
+passes took time. Ours runs the metrics' and Score-CAM's masked passes on a copy with batch
+norms folded (faster than the model's passes), so it can come out below the bound. **Floor**:
+the same passes if every convolution and linear layer ran as fast as it does alone (its own
+input shape, channels-last, median of 5) and every other operation were free; the peer's time
+over it is the most any pipeline sending ours' passes could gain on this machine.
 
 Options: ``--fold-ablation`` adds ours with ``fold_batchnorm=False`` (interleaved, ratio
 paired per batch); ``--peer-channels-last`` gives the peer a copy of the model converted
@@ -45,6 +48,7 @@ knows it can make.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -62,6 +66,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 METHODS = ["saliency", "integrated_gradients", "gradcam", "scorecam", "expected_gradcam"]
 METRICS = ["insertion", "deletion", "average_drop", "average_gain", "average_increase", "infidelity", "sparseness"]
@@ -270,14 +275,29 @@ def max_rel_change(values: dict, ref: dict) -> float:
 
 
 class PassCounter:
-    """Forward pre-hook: images forwarded, with and without autograd."""
+    """Images forwarded through ``model`` or a folded copy of it, with and without autograd.
+
+    A global forward pre-hook: a hook on the model itself would make it run unfolded
+    (``cleargrad.core.FoldedForward`` runs a hooked model as it is). Folding wrappers made during
+    the run are registered with :meth:`watch`; their copies' passes count, their probes do not."""
 
     def __init__(self, model):
+        from torch.nn.modules.module import register_module_forward_pre_hook
+
         self.fwd = 0
         self.grad = 0
-        self.handles = [model.register_forward_pre_hook(self)]
+        self.model = model
+        self.wrappers: list = []
+        self.handles = [register_module_forward_pre_hook(self)]
+
+    def watch(self, wrapper) -> None:
+        self.wrappers.append(wrapper)
 
     def __call__(self, module, args):
+        if type(module) is not type(self.model):  # fast exit for every inner module
+            return
+        if module is not self.model and not any(module is w._copy for w in self.wrappers):
+            return
         n = args[0].shape[0]
         if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
             self.grad += n
@@ -313,11 +333,51 @@ def per_image(model, x, backward: bool, repeats: int = 7) -> float:
     return best / x.shape[0]
 
 
+def layer_floor(model, x, repeats: int = 5) -> tuple[float, float]:
+    """A generous floor per image: (forward, forward + input gradient) if every convolution and
+    linear layer of ``model`` ran as fast as it does alone (channels-last, its own input shape
+    at ``x``'s batch, median of ``repeats``) and every other operation were free."""
+    from cleargrad.core.layout import channels_last
+
+    shapes = []
+    handles = [m.register_forward_hook(lambda mod, i, o: shapes.append((mod, i[0].shape)))
+               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.inference_mode():
+        model(channels_last(x))
+    for h in handles:
+        h.remove()
+
+    def timed(fn):
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    fwd = grad = 0.0
+    for mod, shape in shapes:
+        xi = torch.randn(shape)
+        xi = channels_last(xi) if xi.dim() == 4 else xi
+        layer = copy.deepcopy(mod).requires_grad_(False)
+
+        def forward(layer=layer, xi=xi):
+            with torch.inference_mode():
+                layer(xi)
+
+        def backward(layer=layer, xi=xi):
+            xg = xi.detach().requires_grad_(True)
+            torch.autograd.grad(layer(xg).sum(), xg)
+
+        fwd += timed(forward)
+        grad += timed(backward)
+    return fwd / x.shape[0], grad / x.shape[0]
+
+
 # --------------------------------------------------------------------------- parts
 def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_channels_last=False,
          fold_ablation=False):
-    import copy
-
     from cleargrad.store import ResultStore
 
     n = len(data)
@@ -335,15 +395,16 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
     if fold_ablation:
         times["ours unfolded"] = []
     counter = PassCounter(model)
+    import cleargrad.cam.score as score
     import cleargrad.cli.engine as engine
 
-    def counted_fold(m, on=True):  # the metrics' passes run through the folding wrapper: count them there
+    def counted_fold(m, on=True):  # the metrics' and Score-CAM's masked passes may run on a folded copy
         f = fold(m, on)
         if f is not m:
-            counter.handles.append(f.register_forward_pre_hook(counter))
+            counter.watch(f)
         return f
 
-    fold, engine.folded_forward = engine.folded_forward, counted_fold
+    fold, engine.folded_forward, score.folded_forward = engine.folded_forward, counted_fold, counted_fold
     peer_counter = counter if peer_model is model else PassCounter(peer_model)
     counts = {"fwd": 0, "grad": 0}
     peer_counts = {"fwd": 0, "grad": 0}
@@ -390,13 +451,15 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
         e_vals = stored_values(st, plan.settings)
         compiled_equal = max_rel_change(stored_values(stc, cplan.settings), e_vals) if cplan is not None else None
         unfolded_diff = max_rel_change(e_vals, stored_values(stu, uplan.settings)) if uplan is not None else None
-    engine.folded_forward = fold
+    engine.folded_forward = score.folded_forward = fold
     counter.close()
     peer_counter.close()
     x0 = data.tensors[batches[0]]
     pf = per_image(model, data.tensors[: min(CHUNK, n)].repeat(max(1, CHUNK // n + 1), 1, 1, 1)[:CHUNK], False)
     pg = per_image(model, x0, True)
     bound = counts["fwd"] * pf + counts["grad"] * pg
+    ff, fg = layer_floor(model, data.tensors[: min(CHUNK, n)].repeat(max(1, CHUNK // n + 1), 1, 1, 1)[:CHUNK])
+    floor = counts["fwd"] * ff + counts["grad"] * fg
     peer_note = "; model converted to channels-last" if peer_channels_last else ""
     t_ours, t_peer = sum(times["ours"]), sum(times["peer"])
     out_lines += [
@@ -440,7 +503,10 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
         "",
         f"Pass bound: {counts['fwd']} images forward-only x {pf * 1e3:.2f} ms + {counts['grad']} images with "
         f"gradient x {pg * 1e3:.2f} ms = {bound:.1f} s (the peer sent {peer_counts['fwd']} forward-only and "
-        f"{peer_counts['grad']} with gradient). Per-batch times (s): ours "
+        f"{peer_counts['grad']} with gradient). Floor of ours' passes if every convolution and linear layer ran "
+        f"as fast as alone and all else were free: {counts['fwd']} x {ff * 1e3:.2f} ms + {counts['grad']} x "
+        f"{fg * 1e3:.2f} ms = {floor:.1f} s, so at most **{t_peer / floor:.2f}x** this peer with these passes "
+        f"(ours: {t_ours / floor:.2f}x the floor). Per-batch times (s): ours "
         f"{', '.join(f'{v:.1f}' for v in times['ours'])}; peer {', '.join(f'{v:.1f}' for v in times['peer'])}.",
         "",
         "Mean value per method and metric (ours / peer; the peer's Expected Grad-CAM is a different map, "
@@ -457,7 +523,7 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
             cells.append(f"{np.mean(a):.3g} / {np.mean(p):.3g}" if a and p else "n/a")
         out_lines.append(f"| {m} | " + " | ".join(cells) + " |")
     out_lines.append("")
-    return {"ours": t_ours, "peer": t_peer, "bound": bound, "n": n}
+    return {"ours": t_ours, "peer": t_peer, "bound": bound, "floor": floor, "n": n}
 
 
 def memory_part(args, out_lines):
@@ -470,15 +536,20 @@ def memory_part(args, out_lines):
         "peak RSS (GiB) | RSS before the run (GiB) | time (s) | minor page faults |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
-    for mb, sb, cache in [(None, None, None), (16, 16, None), (4, 4, None), (4, 4, -1)]:
+    rows = [(None, None, None, False), (16, 16, None, False), (4, 4, None, False), (4, 4, -1, False)]
+    if args.host_reuse:  # the default batch settings: glibc's defaults, reuse mode, reuse mode without release
+        rows = [(None, None, None, False), (None, None, None, True), (None, None, -1, True)]
+    for mb, sb, cache, reuse in rows:
         cmd = [sys.executable, __file__, "--part", "memchild", "--images", str(args.mem_images),
                "--metric-batch", str(mb or 0), "--scorecam-batch", str(sb or 0)]
         if cache is not None:
             cmd += ["--host-cache-mb", str(cache)]
+        if reuse:
+            cmd += ["--host-reuse"]
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.environ.get(
             "PYTHONPATH", "")})
         line = [ln for ln in res.stdout.splitlines() if ln.startswith("MEM ")]
-        shown = "off (glibc alone)" if cache is not None else "default (256 MiB)"
+        shown = ("off (glibc alone)" if cache is not None else "default (256 MiB)") + (", reuse mode" if reuse else "")
         if not line:
             why = res.stderr[-300:]
             out_lines.append(f"| {mb or 'default'} | {sb or 'default'} | {shown} | failed: {why!r} | | | |")
@@ -547,8 +618,15 @@ def main() -> None:
     ap.add_argument("--host-cache-mb", type=float, default=None,
                     help="memory rows: the library's host cache limit in MiB (negative: off, glibc's own behaviour)")
     ap.add_argument("--out", type=Path, default=None, help="append the markdown tables to this file")
+    ap.add_argument("--host-reuse", action="store_true",
+                    help="cleargrad.set_host_memory_reuse(True) for the whole process (both pipelines); "
+                         "with --part memory: rows with and without it")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.host_reuse and args.part != "memory":
+        from cleargrad.core.hostmem import set_host_memory_reuse
+
+        set_host_memory_reuse(True)
     if args.part == "memchild":
         memchild(args)
         return

@@ -8,6 +8,7 @@ one thread; prints the label, the seconds and which cleargrad was imported. For 
 change does not slow the 224² protocol (evaluate_pipeline.py needs about 20 minutes there).
 The engine is built without options newer than both trees (fold_batchnorm: its default).
 """
+import resource
 import sys
 import tempfile
 import time
@@ -41,4 +42,6 @@ plan = EvalPlan(model=model, images=data, explainers=explainers, metrics=runners
                 preprocess=data.preprocess, batch_size=4, gallery=0)
 t = time.perf_counter()
 ep.run_ours(plan, [0, 1, 2, 3])
-print(sys.argv[1] if len(sys.argv) > 1 else "run", f"{time.perf_counter() - t:.1f} s", cleargrad.__file__, flush=True)
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print(sys.argv[1] if len(sys.argv) > 1 else "run", f"{time.perf_counter() - t:.1f} s", cleargrad.__file__,
+      f"peak RSS {ru.ru_maxrss / 2**20:.2f} GiB, minor page faults {ru.ru_minflt}", flush=True)

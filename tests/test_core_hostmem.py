@@ -13,18 +13,23 @@ from cleargrad.errors import ConfigError
 
 @pytest.fixture
 def limit():
-    """Restore the module's limit and level after the test."""
-    saved = hostmem._limit, hostmem._floor
+    """Restore the module's limit, level and reuse state after the test."""
+    saved = hostmem._limit, hostmem._floor, hostmem._reuse, hostmem._working_set
     yield
-    hostmem._limit, hostmem._floor = saved
+    hostmem._limit, hostmem._floor, hostmem._reuse, hostmem._working_set = saved
 
 
 class _FakeLibc:
     def __init__(self):
         self.trims = 0
+        self.options: list[tuple[int, int]] = []
 
     def malloc_trim(self, pad):
         self.trims += 1
+        return 1
+
+    def mallopt(self, param, value):
+        self.options.append((param, value))
         return 1
 
 
@@ -129,3 +134,93 @@ def test_evaluation_engine_releases_after_every_method_and_metric(tmp_path, monk
         )
         assert engine.run_evaluation(plan, UI(quiet=True)) == 6 * 2 * 2
     assert len(calls) == 2 * (2 + 2)
+
+
+def test_reuse_mode_sets_glibc_options_and_back(limit, monkeypatch):
+    fake = _FakeLibc()
+    monkeypatch.setattr(hostmem, "_libc", fake)
+    assert cg.set_host_memory_reuse(True) and cg.host_memory_reuse()
+    # M_MMAP_MAX (-4) = 0: no block is unmapped on free; M_TRIM_THRESHOLD (-1): the heap's top stays
+    assert fake.options == [(-4, 0), (-1, 2**31 - 1)]
+    assert cg.set_host_memory_reuse(False) and not cg.host_memory_reuse()
+    assert fake.options[2:] == [(-4, 65536), (-1, 128 * 1024)]  # glibc's documented defaults
+    monkeypatch.setattr(hostmem, "_libc", None)  # not glibc: nothing to set
+    assert not cg.set_host_memory_reuse(True) and not cg.host_memory_reuse()
+
+
+def test_reuse_mode_keeps_the_largest_working_set_between_releases(limit, monkeypatch):
+    """A pass that needs 1000 MiB is trimmed once; later passes of that size keep their
+    memory (no trim, so no new page faults); growth beyond it plus the limit is trimmed."""
+    fake = _FakeLibc()
+    rss = [500 * 2**20]
+    monkeypatch.setattr(hostmem, "_libc", fake)
+    monkeypatch.setattr(hostmem, "resident_bytes", lambda: rss[0])
+    hostmem._floor = None
+    cg.set_host_cache_limit(100)
+    cg.set_host_memory_reuse(True)
+    assert not hostmem.release_host_memory()  # the level
+    rss[0] += 1000 * 2**20
+    assert hostmem.release_host_memory() and fake.trims == 1  # first time: as without reuse
+    assert hostmem._working_set == 1000 * 2**20
+    rss[0] -= 1000 * 2**20  # the trim handed the freed pages back
+    assert not hostmem.release_host_memory()
+    for _ in range(3):  # the same pass again: it faults its pages in once, then reuses them
+        rss[0] = 500 * 2**20 + 1000 * 2**20
+        assert not hostmem.release_host_memory()
+    assert fake.trims == 1
+    rss[0] = 500 * 2**20 + 1100 * 2**20 + 1  # beyond working set + limit: trimmed
+    assert hostmem.release_host_memory() and fake.trims == 2
+    assert hostmem._working_set == 1100 * 2**20 + 1
+    cg.set_host_memory_reuse(False)  # without reuse the working set no longer counts
+    rss[0] = hostmem._floor + 100 * 2**20 + 1
+    assert hostmem.release_host_memory() and fake.trims == 3
+
+
+_REUSE_CHILD = """
+import resource, sys, torch
+import cleargrad as cg
+if sys.argv[1] == "on":
+    assert cg.set_host_memory_reuse(True)
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(2):
+    torch.ones(2**24).sum()  # 64 MiB, freed at once
+f0 = faults()
+for _ in range(5):
+    torch.ones(2**24).sum()
+print((faults() - f0) / 5)
+"""
+
+
+@pytest.mark.skipif(hostmem._libc is None or not hasattr(hostmem._libc, "mallopt"), reason="needs glibc (Linux)")
+def test_reuse_mode_reuses_freed_large_blocks_without_page_faults():
+    """Real glibc, in fresh processes (the setting is process-wide): a freed 64 MiB tensor is
+    unmapped by default, so the next one faults its 16,384 pages in again; in reuse mode the
+    next one reuses them."""
+    import subprocess
+    import sys
+
+    def per_tensor(mode: str) -> float:
+        r = subprocess.run([sys.executable, "-c", _REUSE_CHILD, mode], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return float(r.stdout.split()[-1])
+
+    default, reuse = per_tensor("off"), per_tensor("on")
+    assert default > 15000, default  # every page of every tensor
+    assert reuse < 500, reuse
+
+
+@pytest.mark.parametrize("env, expected", [(None, [True]), ("off", []), ("on", [True])])
+def test_the_command_turns_reuse_on_unless_told_not_to(monkeypatch, env, expected):
+    import importlib
+
+    cli_app = importlib.import_module("cleargrad.cli.app")  # the module (cleargrad.cli.app is also the Typer app)
+    calls = []
+    monkeypatch.setattr(hostmem, "set_host_memory_reuse", lambda on=True: calls.append(on))
+    monkeypatch.setattr(cli_app, "app", lambda **kw: None)
+    if env is None:
+        monkeypatch.delenv("CLEARGRAD_HOST_REUSE", raising=False)
+    else:
+        monkeypatch.setenv("CLEARGRAD_HOST_REUSE", env)
+    cli_app.main(["methods"])
+    assert calls == expected

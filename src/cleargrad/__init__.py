@@ -44,6 +44,8 @@ _LAZY: dict[str, str] = {
     "get_host_cache_limit": ".core.hostmem",
     "get_memory_check": ".core.memplan",
     "set_host_cache_limit": ".core.hostmem",
+    "set_host_memory_reuse": ".core.hostmem",
+    "host_memory_reuse": ".core.hostmem",
     "set_memory_check": ".core.memplan",
     "set_memory_format": ".core.layout",
     "TokenGrid": ".core.tokens",
@@ -103,6 +105,8 @@ __all__ = [
     "methods",
     "metrics",
     "set_host_cache_limit",
+    "set_host_memory_reuse",
+    "host_memory_reuse",
     "set_memory_check",
     "set_memory_format",
 ]
@@ -158,7 +162,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
         XGradCAM,
         internal_saturation,
     )
-    from .core.hostmem import get_host_cache_limit, set_host_cache_limit
+    from .core.hostmem import get_host_cache_limit, host_memory_reuse, set_host_cache_limit, set_host_memory_reuse
     from .core.layout import get_memory_format, set_memory_format
     from .core.memplan import get_memory_check, set_memory_check
     from .core.tokens import TokenGrid

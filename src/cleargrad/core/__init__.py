@@ -6,7 +6,14 @@ from .compiled import CompiledForward, compiled_forward
 from .fused import FoldedForward, folded_forward
 from .gradmode import gradient_call, normal_options, normal_tensor
 from .hooks import capture_activations, forward_hooks
-from .hostmem import cached_host_bytes, get_host_cache_limit, release_host_memory, set_host_cache_limit
+from .hostmem import (
+    cached_host_bytes,
+    get_host_cache_limit,
+    host_memory_reuse,
+    release_host_memory,
+    set_host_cache_limit,
+    set_host_memory_reuse,
+)
 from .inputs import check_input
 from .layers import auto_layer, find_layer, layer_name
 from .layout import (
@@ -69,6 +76,8 @@ __all__ = [
     "run_model",
     "select_output",
     "set_host_cache_limit",
+    "set_host_memory_reuse",
+    "host_memory_reuse",
     "set_memory_check",
     "set_memory_format",
     "to_2d",
