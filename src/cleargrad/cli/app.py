@@ -773,13 +773,12 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cleargrad`` console script and ``python -m cleargrad``.
 
     The command's process runs with the host allocator's reuse mode
-    (:func:`cleargrad.set_host_memory_reuse`; ``CLEARGRAD_HOST_REUSE=off`` leaves glibc's
-    defaults): the process is ours, and at 224² it saves the page faults of every pass.
+    (:func:`cleargrad.set_host_memory_reuse`, applied when :mod:`cleargrad.core.hostmem` is
+    first imported; ``CLEARGRAD_HOST_REUSE=off`` leaves glibc's defaults): the process is
+    ours, and at 224² it saves the page faults of every pass. Set through the environment so
+    that ``--help`` still imports no torch.
     """
     if os.environ.get("OMP_NUM_THREADS") is None and os.environ.get("WORLD_SIZE"):
         os.environ["OMP_NUM_THREADS"] = "1"
-    if os.environ.get("CLEARGRAD_HOST_REUSE", "on").strip().lower() not in ("off", "0", "false", "no"):
-        from ..core import hostmem
-
-        hostmem.set_host_memory_reuse(True)
+    os.environ.setdefault("CLEARGRAD_HOST_REUSE", "on")
     app(args=argv if argv is not None else sys.argv[1:], prog_name="cleargrad")

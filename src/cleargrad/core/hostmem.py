@@ -20,12 +20,13 @@ is trimmed and freed memory is reused as before (no extra page faults). Elsewher
 Windows, musl) the calls are no-ops. GPU memory is not concerned (PyTorch's caching
 allocator).
 
-**Reuse mode** (:func:`set_host_memory_reuse`; on in the ``cleargrad`` command, opt-in from
-Python). By default glibc serves large blocks (from 128 KiB, adjusted up to 32 MiB) with
-``mmap`` and unmaps them when freed, and returns the top of its heap once 128 KiB or more are
-free there: at 224² every forward pass gets its feature maps as fresh pages, which the kernel
-zero-fills on first touch (resnet18, batch 16: about 37,600 page faults per pass, 147 MiB
-zeroed). Reuse mode sets ``M_MMAP_MAX = 0`` (every block from the heap) and a 2 GiB
+**Reuse mode** (:func:`set_host_memory_reuse`, or ``CLEARGRAD_HOST_REUSE=on`` in the
+environment at import; on in the ``cleargrad`` command, opt-in from Python). By default
+glibc serves large blocks (from 128 KiB, adjusted up to 32 MiB) with ``mmap`` and unmaps
+them when freed, and returns the top of its heap once 128 KiB or more are free there: at
+224² every forward pass gets its feature maps as fresh pages, which the kernel zero-fills on
+first touch (resnet18, batch 16: about 37,600 page faults per pass, 147 MiB zeroed).
+Reuse mode sets ``M_MMAP_MAX = 0`` (every block from the heap) and a 2 GiB
 ``M_TRIM_THRESHOLD``, so freed memory is reused by the next pass, and the release above then
 keeps up to the largest working set it has seen plus the limit: a trim happens when resident
 memory has grown by more than (limit + the largest growth that led to an earlier trim) since
@@ -136,6 +137,10 @@ def set_host_memory_reuse(on: bool = True) -> bool:
     return bool(ok)
 
 
+def _reuse_from_environment(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("on", "1", "true", "yes")
+
+
 def host_memory_reuse() -> bool:
     """Whether :func:`set_host_memory_reuse` is on."""
     return _reuse
@@ -182,3 +187,7 @@ def release_host_memory(force: bool = False) -> bool:
     _libc.malloc_trim(0)
     _floor = resident_bytes()
     return True
+
+
+if _reuse_from_environment(os.environ.get("CLEARGRAD_HOST_REUSE")):  # the cleargrad command sets it
+    set_host_memory_reuse(True)
