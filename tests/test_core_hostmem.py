@@ -52,13 +52,19 @@ def test_environment_value_parsing():
             hostmem._parse_limit(bad)
 
 
-def test_trims_only_when_resident_memory_grew_beyond_the_limit(limit, monkeypatch):
+def _fake_process(monkeypatch, rss_mib: int) -> tuple[_FakeLibc, list[int]]:
+    """A fake glibc and a settable resident size; limit 100 MiB, no level yet."""
     fake = _FakeLibc()
-    rss = [1000 * 2**20]
+    rss = [rss_mib * 2**20]
     monkeypatch.setattr(hostmem, "_libc", fake)
     monkeypatch.setattr(hostmem, "resident_bytes", lambda: rss[0])
     hostmem._floor = None
     cg.set_host_cache_limit(100)
+    return fake, rss
+
+
+def test_trims_only_when_resident_memory_grew_beyond_the_limit(limit, monkeypatch):
+    fake, rss = _fake_process(monkeypatch, 1000)
     assert not hostmem.release_host_memory()  # the first look sets the level
     rss[0] += 100 * 2**20  # exactly the limit: kept
     assert not hostmem.release_host_memory()
@@ -151,12 +157,7 @@ def test_reuse_mode_sets_glibc_options_and_back(limit, monkeypatch):
 def test_reuse_mode_keeps_the_largest_working_set_between_releases(limit, monkeypatch):
     """A pass that needs 1000 MiB is trimmed once; later passes of that size keep their
     memory (no trim, so no new page faults); growth beyond it plus the limit is trimmed."""
-    fake = _FakeLibc()
-    rss = [500 * 2**20]
-    monkeypatch.setattr(hostmem, "_libc", fake)
-    monkeypatch.setattr(hostmem, "resident_bytes", lambda: rss[0])
-    hostmem._floor = None
-    cg.set_host_cache_limit(100)
+    fake, rss = _fake_process(monkeypatch, 500)
     cg.set_host_memory_reuse(True)
     assert not hostmem.release_host_memory()  # the level
     rss[0] += 1000 * 2**20
