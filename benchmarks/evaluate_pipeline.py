@@ -36,7 +36,8 @@ faster input layout; median of 7): what the protocol costs if nothing but the mo
 passes took time. Ours runs the metrics' and Score-CAM's masked passes on a copy with batch
 norms folded (faster than the model's passes), so it can come out below the bound. **Floor**:
 the same passes if every convolution and linear layer ran as fast as it does alone (its own
-input shape, channels-last, median of 5) and every other operation were free; the peer's time
+input shape, channels-last, median of 5, measured in a fresh process with the host
+allocator's reuse mode: no page faults) and every other operation were free; the peer's time
 over it is the most any pipeline sending ours' passes could gain on this machine.
 
 Options: ``--fold-ablation`` adds ours with ``fold_batchnorm=False`` (interleaved, ratio
@@ -376,8 +377,32 @@ def layer_floor(model, x, repeats: int = 5) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- parts
+def floor_batch(data) -> torch.Tensor:
+    n = len(data)
+    return data.tensors[: min(CHUNK, n)].repeat(max(1, CHUNK // n + 1), 1, 1, 1)[:CHUNK]
+
+
+def floor_in_child(floor_args: list[str]) -> tuple[float, float]:
+    """:func:`layer_floor` measured in a fresh process with the host allocator's reuse mode (the
+    most generous setting: no page faults for the layers' outputs), so that this process's
+    allocator settings stay as they were for the pipelines."""
+    res = subprocess.run([sys.executable, __file__, "--part", "floorchild", *floor_args], capture_output=True,
+                         text=True, check=True)
+    d = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("FLOOR ")][-1][6:])
+    return d["forward"], d["gradient"]
+
+
+def floorchild(args) -> None:
+    from cleargrad.core.hostmem import set_host_memory_reuse
+
+    set_host_memory_reuse(True)
+    setup = fmnist_setup(args.images) if args.floor_of == "fmnist" else resnet_setup(args.images, args.size)
+    ff, fg = layer_floor(setup[0], floor_batch(setup[1]))
+    print("FLOOR " + json.dumps({"forward": ff, "gradient": fg}))
+
+
 def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_channels_last=False,
-         fold_ablation=False):
+         fold_ablation=False, floor_args=()):
     from cleargrad.store import ResultStore
 
     n = len(data)
@@ -458,7 +483,7 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
     pf = per_image(model, data.tensors[: min(CHUNK, n)].repeat(max(1, CHUNK // n + 1), 1, 1, 1)[:CHUNK], False)
     pg = per_image(model, x0, True)
     bound = counts["fwd"] * pf + counts["grad"] * pg
-    ff, fg = layer_floor(model, data.tensors[: min(CHUNK, n)].repeat(max(1, CHUNK // n + 1), 1, 1, 1)[:CHUNK])
+    ff, fg = floor_in_child(floor_args)
     floor = counts["fwd"] * ff + counts["grad"] * fg
     peer_note = "; model converted to channels-last" if peer_channels_last else ""
     t_ours, t_peer = sum(times["ours"]), sum(times["peer"])
@@ -601,7 +626,9 @@ def memchild(args):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--part", default="both", choices=["both", "fmnist", "resnet", "memory", "memchild"])
+    ap.add_argument("--part", default="both",
+                    choices=["both", "fmnist", "resnet", "memory", "memchild", "floorchild"])
+    ap.add_argument("--floor-of", choices=["fmnist", "resnet"], default="resnet", help=argparse.SUPPRESS)
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--size", type=int, default=224)
@@ -630,6 +657,9 @@ def main() -> None:
     if args.part == "memchild":
         memchild(args)
         return
+    if args.part == "floorchild":
+        floorchild(args)
+        return
     lines = [
         f"## evaluate_pipeline ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
         f"{args.threads} thread(s), {os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.2f} at the "
@@ -642,13 +672,15 @@ def main() -> None:
         n = args.images or (8 if args.quick else 64)
         model, data, refs, layer, cfg = fmnist_setup(n)
         part("SmallCNN, Fashion-MNIST 28²", model, data, refs, layer, cfg, args.batch or (4 if args.quick else 16),
-             args.compile, lines, args.peer_channels_last, args.fold_ablation)
+             args.compile, lines, args.peer_channels_last, args.fold_ablation,
+             ["--floor-of", "fmnist", "--images", str(n), "--threads", str(args.threads)])
     if args.part in ("both", "resnet"):
         n = args.images or (2 if args.quick else 16)
         size = 64 if args.quick else args.size
         model, data, refs, layer, cfg = resnet_setup(n, size)
         part(f"resnet18 (random init), {size}²", model, data, refs, layer, cfg, args.batch or (2 if args.quick else 4),
-             args.compile, lines, args.peer_channels_last, args.fold_ablation)
+             args.compile, lines, args.peer_channels_last, args.fold_ablation,
+             ["--floor-of", "resnet", "--images", str(n), "--size", str(size), "--threads", str(args.threads)])
     if args.part == "memory":
         memory_part(args, lines)
     lines.append(f"1-minute load average at the end: {os.getloadavg()[0]:.2f}.")
