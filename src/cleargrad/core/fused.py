@@ -64,9 +64,11 @@ class FoldedForward(nn.Module):
     The wrapped model is a submodule (its mode and flags are the model's own, so the
     metrics' state guard and ``evaluating`` cover it); the folded copy is not. While any
     module of ``model`` is in training mode, calls run ``model`` itself; so do all calls
-    when, at the first call, a module of ``model`` has a forward hook or pre-hook. The copy is made
-    once, on the first call: later changes to the model's weights do not reach it, so make
-    one per run. :attr:`folded` lists the ``(layer, norm)`` names folded; empty when the
+    when, at the first call, a module of ``model`` has a forward hook or pre-hook (also
+    cleargrad's own, of a call running on the same model in another thread: that wrapper
+    then runs unfolded, with the same values to float rounding). The copy is made once, on
+    the first call: later changes to the model's weights do not reach it, so make one per
+    run. :attr:`folded` lists the ``(layer, norm)`` names folded; empty when the
     model runs unfolded (and :attr:`reason` says why).
     """
 
