@@ -245,3 +245,10 @@ def test_the_environment_turns_reuse_on_at_import(env, on):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-1] == str(on)
+
+
+def test_reuse_environment_values():
+    assert hostmem._reuse_from_environment("on") and hostmem._reuse_from_environment(" TRUE ")
+    assert not hostmem._reuse_from_environment(None) and not hostmem._reuse_from_environment("off")
+    with pytest.raises(ConfigError, match="CLEARGRAD_HOST_REUSE"):
+        hostmem._reuse_from_environment("sometimes")

@@ -138,7 +138,10 @@ def set_host_memory_reuse(on: bool = True) -> bool:
 
 
 def _reuse_from_environment(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("on", "1", "true", "yes")
+    v = (value or "off").strip().lower()
+    if v not in ("on", "1", "true", "yes", "off", "0", "false", "no", ""):
+        raise ConfigError(f"CLEARGRAD_HOST_REUSE must be on or off, got {value!r}")
+    return v in ("on", "1", "true", "yes")
 
 
 def host_memory_reuse() -> bool:
@@ -170,8 +173,9 @@ def resident_bytes() -> int | None:
 
 def release_host_memory(force: bool = False) -> bool:
     """Hand the C allocator's freed pages back to the system when resident memory has grown
-    by more than the limit since the last release (``force``: now, whatever the growth;
-    never when the limit is off). Returns whether it trimmed."""
+    by more than the limit since the last release (in reuse mode: the limit plus the largest
+    growth that led to an earlier trim); ``force``: now, whatever the growth; never when the
+    limit is off. Returns whether it trimmed."""
     global _floor, _working_set
     if _libc is None or _limit is None:
         return False
