@@ -396,13 +396,63 @@ def floorchild(args) -> None:
     from cleargrad.core.hostmem import set_host_memory_reuse
 
     set_host_memory_reuse(True)
-    setup = fmnist_setup(args.images) if args.floor_of == "fmnist" else resnet_setup(args.images, args.size)
+    setup = fmnist_setup(args.images) if args.setup == "fmnist" else resnet_setup(args.images, args.size)
     ff, fg = layer_floor(setup[0], floor_batch(setup[1]))
     print("FLOOR " + json.dumps({"forward": ff, "gradient": fg}))
 
 
+class PeerProcess:
+    """The peer pipeline in a child process of its own, with glibc's allocator defaults (what a
+    user's script gets); it reports each batch's compute time, pass counts and values."""
+
+    def __init__(self, setup_args: list[str]):
+        env = {k: v for k, v in os.environ.items() if k != "CLEARGRAD_HOST_REUSE"}
+        self.proc = subprocess.Popen([sys.executable, __file__, "--part", "peerchild", *setup_args],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self._read()
+
+    def _read(self) -> dict:
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"the peer's process ended (exit code {self.proc.wait()})")
+            if line.startswith("PEER "):
+                return json.loads(line[5:])
+
+    def run(self, idx: list[int]) -> dict:
+        self.proc.stdin.write(",".join(map(str, idx)) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        self.proc.stdin.write("quit\n")
+        self.proc.stdin.flush()
+        self.proc.wait()
+
+
+def peerchild(args) -> None:
+    model, data, refs, layer, cfg = (fmnist_setup(args.images) if args.setup == "fmnist"
+                                     else resnet_setup(args.images, args.size))
+    peer = peer_pipeline(model, layer, refs, cfg)
+    counter = PassCounter(model)
+    print("PEER " + json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        idx = [int(v) for v in line.split(",")]
+        f0, g0 = counter.fwd, counter.grad
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            res = peer(data.tensors[idx])
+            dt = time.perf_counter() - t0
+        vals = {f"{m}|{k}": torch.as_tensor(v).reshape(-1).tolist() for m, r in res.items() for k, v in r.items()}
+        print("PEER " + json.dumps({"time": dt, "fwd": counter.fwd - f0, "grad": counter.grad - g0, "vals": vals}),
+              flush=True)
+
+
 def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_channels_last=False,
-         fold_ablation=False, floor_args=()):
+         fold_ablation=False, floor_args=(), peer_process=None):
     from cleargrad.store import ResultStore
 
     n = len(data)
@@ -413,7 +463,8 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
         layer_name = next(k for k, v in model.named_modules() if v is layer)
         peer_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
         peer_layer = peer_model.get_submodule(layer_name)
-    peer = peer_pipeline(peer_model, peer_layer, refs, cfg)
+    peer_child = PeerProcess(peer_process) if peer_process else None
+    peer = peer_pipeline(peer_model, peer_layer, refs, cfg) if peer_child is None else None
     times = {"ours": [], "peer": []}
     if compile_:
         times["ours compiled"] = []
@@ -454,6 +505,14 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
                         run_ours(plan, idx)
                         counts["fwd"] += counter.fwd - f0
                         counts["grad"] += counter.grad - g0
+                    elif who == "peer" and peer_child is not None:
+                        reply = peer_child.run(idx)
+                        peer_counts["fwd"] += reply["fwd"]
+                        peer_counts["grad"] += reply["grad"]
+                        res = {}
+                        for key, v in reply["vals"].items():
+                            m, k = key.split("|")
+                            res.setdefault(m, {})[k] = v
                     elif who == "peer":
                         f0, g0 = peer_counter.fwd, peer_counter.grad
                         res = peer(data.tensors[idx])
@@ -464,6 +523,8 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
                     else:
                         run_ours(cplan, idx)
                     dt = time.perf_counter() - t0
+                    if who == "peer" and peer_child is not None:
+                        dt = reply["time"]  # its own compute time, without the pipe
                 times[who].append(dt)
                 if who == "peer":
                     for m, r in res.items():
@@ -479,6 +540,8 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
     engine.folded_forward = score.folded_forward = fold
     counter.close()
     peer_counter.close()
+    if peer_child is not None:
+        peer_child.close()
     x0 = data.tensors[batches[0]]
     pf = per_image(model, data.tensors[: min(CHUNK, n)].repeat(max(1, CHUNK // n + 1), 1, 1, 1)[:CHUNK], False)
     pg = per_image(model, x0, True)
@@ -486,6 +549,8 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
     ff, fg = floor_in_child(floor_args)
     floor = counts["fwd"] * ff + counts["grad"] * fg
     peer_note = "; model converted to channels-last" if peer_channels_last else ""
+    if peer_child is not None:
+        peer_note += "; in its own process, glibc's allocator defaults"
     t_ours, t_peer = sum(times["ours"]), sum(times["peer"])
     out_lines += [
         f"### {name}: {n} images, batches of {batch}",
@@ -627,8 +692,11 @@ def memchild(args):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--part", default="both",
-                    choices=["both", "fmnist", "resnet", "memory", "memchild", "floorchild"])
-    ap.add_argument("--floor-of", choices=["fmnist", "resnet"], default="resnet", help=argparse.SUPPRESS)
+                    choices=["both", "fmnist", "resnet", "memory", "memchild", "floorchild", "peerchild"])
+    ap.add_argument("--setup", choices=["fmnist", "resnet"], default="resnet", help=argparse.SUPPRESS)
+    ap.add_argument("--peer-process", action="store_true",
+                    help="run the peer in a child process of its own with glibc's allocator defaults (with "
+                         "--host-reuse: ours as the cleargrad command runs, the peer as a user's script)")
     ap.add_argument("--images", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--size", type=int, default=224)
@@ -660,6 +728,11 @@ def main() -> None:
     if args.part == "floorchild":
         floorchild(args)
         return
+    if args.part == "peerchild":
+        peerchild(args)
+        return
+    if args.peer_process and args.peer_channels_last:
+        ap.error("--peer-process and --peer-channels-last do not combine")
     lines = [
         f"## evaluate_pipeline ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, torch {torch.__version__}, "
         f"{args.threads} thread(s), {os.cpu_count()} CPUs, 1-minute load average {os.getloadavg()[0]:.2f} at the "
@@ -671,16 +744,18 @@ def main() -> None:
     if args.part in ("both", "fmnist"):
         n = args.images or (8 if args.quick else 64)
         model, data, refs, layer, cfg = fmnist_setup(n)
+        setup = ["--setup", "fmnist", "--images", str(n), "--threads", str(args.threads)]  # for child processes
         part("SmallCNN, Fashion-MNIST 28²", model, data, refs, layer, cfg, args.batch or (4 if args.quick else 16),
-             args.compile, lines, args.peer_channels_last, args.fold_ablation,
-             ["--floor-of", "fmnist", "--images", str(n), "--threads", str(args.threads)])
+             args.compile, lines, args.peer_channels_last, args.fold_ablation, setup,
+             setup if args.peer_process else None)
     if args.part in ("both", "resnet"):
         n = args.images or (2 if args.quick else 16)
         size = 64 if args.quick else args.size
         model, data, refs, layer, cfg = resnet_setup(n, size)
+        setup = ["--setup", "resnet", "--images", str(n), "--size", str(size), "--threads", str(args.threads)]
         part(f"resnet18 (random init), {size}²", model, data, refs, layer, cfg, args.batch or (2 if args.quick else 4),
-             args.compile, lines, args.peer_channels_last, args.fold_ablation,
-             ["--floor-of", "resnet", "--images", str(n), "--size", str(size), "--threads", str(args.threads)])
+             args.compile, lines, args.peer_channels_last, args.fold_ablation, setup,
+             setup if args.peer_process else None)
     if args.part == "memory":
         memory_part(args, lines)
     lines.append(f"1-minute load average at the end: {os.getloadavg()[0]:.2f}.")
