@@ -211,8 +211,10 @@ def test_reuse_mode_reuses_freed_large_blocks_without_page_faults():
         return float(r.stdout.split()[-1])
 
     default, reuse = per_tensor("off"), per_tensor("on")
-    assert default > 15000, default  # every page of every tensor
-    assert reuse < 500, reuse
+    # with 4 KiB pages: about 16,384 faults per tensor by default (every page, every time);
+    # relative, so that transparent huge pages (2 MiB: about 32) keep the test meaningful
+    assert default >= 30, default
+    assert reuse * 10 < default, (reuse, default)
 
 
 @pytest.mark.parametrize("env, expected", [(None, "on"), ("off", "off"), ("on", "on")])
