@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Stats", "timed", "interleaved", "fmt_s", "markdown_table"]
+__all__ = ["Stats", "timed", "interleaved", "fmt_s", "markdown_table", "paired_ratio"]
 
 
 @dataclass
@@ -92,3 +92,11 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> 
     lines = ["| " + " | ".join(map(str, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, int]:
+    """Mean and standard error of the paired ratios ``a[i] / b[i]``, and their count (the
+    standard error is NaN below two pairs)."""
+    r = [x / y for x, y in zip(a, b)]
+    se = statistics.stdev(r) / len(r) ** 0.5 if len(r) > 1 else float("nan")
+    return statistics.mean(r), se, len(r)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import warnings
 from collections.abc import Callable
@@ -58,7 +57,7 @@ from torch import nn  # noqa: E402
 from cleargrad.core.layout import channels_last as to_channels_last  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _timing import fmt_s, interleaved, markdown_table  # noqa: E402
+from _timing import fmt_s, interleaved, markdown_table, paired_ratio  # noqa: E402
 
 import cleargrad as cg  # noqa: E402
 from cleargrad.models import SmallCNN  # noqa: E402
@@ -263,11 +262,10 @@ def bench_config(cfg: Config, repeats: int, slow_repeats: int, only: list[str] |
             runs["variant"] = variants[name][1]
         st = interleaved(runs, repeats=reps, warmup=1)
         if "variant" in st:
-            pairs = [a / b for a, b in zip(st["ours"].samples, st["variant"].samples)]
+            mean, se, k = paired_ratio(st["ours"].samples, st["variant"].samples)
             notes.append(f"{name} with {variants[name][0]}: {fmt_s(st['variant'].median)} "
-                         f"(ours default / this, paired: {statistics.mean(pairs):.3f}"
-                         + (f" ± {statistics.stdev(pairs) / len(pairs) ** 0.5:.3f}" if len(pairs) > 1 else "")
-                         + f", n={len(pairs)}); max diff to the default {_max_diff(mine(), variants[name][1]()):.1e}")
+                         f"(ours default / this, paired: {mean:.3f}" + (f" ± {se:.3f}" if k > 1 else "")
+                         + f", n={k}); max diff to the default {_max_diff(mine(), variants[name][1]()):.1e}")
         t_ours = st["ours"].median
         diff, t_ref, ratio = "-", "-", "-"
         if ref is not None:

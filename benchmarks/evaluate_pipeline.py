@@ -73,6 +73,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import paired_ratio  # noqa: E402
+
 METHODS = ["saliency", "integrated_gradients", "gradcam", "scorecam", "expected_gradcam"]
 METRICS = ["insertion", "deletion", "average_drop", "average_gain", "average_increase", "infidelity", "sparseness"]
 CHUNK = 64
@@ -384,6 +387,12 @@ def layer_floor(model, x, repeats: int = 5) -> tuple[float, float]:
 
 
 # --------------------------------------------------------------------------- parts
+def tagged_json(stdout: str, tag: str) -> dict | None:
+    """The JSON after ``tag`` on the last line of a child's output that starts with it."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith(tag + " ")]
+    return json.loads(lines[-1][len(tag) + 1:]) if lines else None
+
+
 def floor_batch(data) -> torch.Tensor:
     n = len(data)
     return data.tensors[: min(CHUNK, n)].repeat(max(1, CHUNK // n + 1), 1, 1, 1)[:CHUNK]
@@ -395,7 +404,7 @@ def floor_in_child(floor_args: list[str]) -> tuple[float, float]:
     allocator settings stay as they were for the pipelines."""
     res = subprocess.run([sys.executable, __file__, "--part", "floorchild", *floor_args], capture_output=True,
                          text=True, check=True)
-    d = json.loads([ln for ln in res.stdout.splitlines() if ln.startswith("FLOOR ")][-1][6:])
+    d = tagged_json(res.stdout, "FLOOR")
     return d["forward"], d["gradient"]
 
 
@@ -571,14 +580,13 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
     ]
     if fold_ablation:
         tu = times["ours unfolded"]
-        r = [o / u for o, u in zip(times["ours"], tu)]
-        se = statistics.stdev(r) / math.sqrt(len(r)) if len(r) > 1 else float("nan")
+        mean, se, k = paired_ratio(times["ours"], tu)
         out_lines += [
             f"| cleargrad engine, fold_batchnorm=False | {sum(tu):.1f} | {n / sum(tu):.3f} | {t_peer / sum(tu):.2f}x | "
             f"{sum(tu) / bound:.2f}x |",
             "",
-            f"Batch-norm folding: per-batch time folded / unfolded {statistics.mean(r):.3f} ± {se:.3f} (mean ± s.e., "
-            f"{len(r)} batches, paired); largest relative difference of a stored value {unfolded_diff:.1e}.",
+            f"Batch-norm folding: per-batch time folded / unfolded {mean:.3f} ± {se:.3f} (mean ± s.e., "
+            f"{k} batches, paired); largest relative difference of a stored value {unfolded_diff:.1e}.",
         ]
     if compile_:
         tc = times["ours compiled"]
@@ -645,13 +653,12 @@ def memory_part(args, out_lines):
             cmd += ["--host-reuse"]
         res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.environ.get(
             "PYTHONPATH", "")})
-        line = [ln for ln in res.stdout.splitlines() if ln.startswith("MEM ")]
+        d = tagged_json(res.stdout, "MEM")
         shown = ("off (glibc alone)" if cache is not None else "default (256 MiB)") + (", reuse mode" if reuse else "")
-        if not line:
+        if d is None:
             why = res.stderr[-300:]
             out_lines.append(f"| {mb or 'default'} | {sb or 'default'} | {shown} | failed: {why!r} | | | |")
             continue
-        d = json.loads(line[-1][4:])
         out_lines.append(f"| {mb or 'default (~2.4M input elements, <= 64)'} | {sb or 'default'} | {shown} | "
                          f"{d['peak']:.2f} | {d['before']:.2f} | {d['time']:.0f} | {d['minor_faults']:,} |")
         print(out_lines[-1], flush=True)

@@ -46,8 +46,8 @@ from ..errors import ConfigError
 __all__ = [
     "cached_host_bytes",
     "get_host_cache_limit",
-    "release_host_memory",
     "host_memory_reuse",
+    "release_host_memory",
     "resident_bytes",
     "set_host_cache_limit",
     "set_host_memory_reuse",
@@ -129,19 +129,20 @@ def set_host_memory_reuse(on: bool = True) -> bool:
     global _reuse, _working_set
     if _libc is None or not hasattr(_libc, "mallopt"):
         return False
-    if on:
-        ok = _libc.mallopt(_M_MMAP_MAX, 0) and _libc.mallopt(_M_TRIM_THRESHOLD, _REUSE_TRIM_THRESHOLD)
-    else:
-        ok = _libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX) and _libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    mmap_max, trim = (0, _REUSE_TRIM_THRESHOLD) if on else (_DEFAULT_MMAP_MAX, _DEFAULT_TRIM_THRESHOLD)
+    ok = _libc.mallopt(_M_MMAP_MAX, mmap_max) and _libc.mallopt(_M_TRIM_THRESHOLD, trim)
     _reuse, _working_set = bool(on and ok), 0
     return bool(ok)
 
 
+_ON, _OFF = ("on", "1", "true", "yes"), ("off", "0", "false", "no", "")
+
+
 def _reuse_from_environment(value: str | None) -> bool:
     v = (value or "off").strip().lower()
-    if v not in ("on", "1", "true", "yes", "off", "0", "false", "no", ""):
+    if v not in _ON + _OFF:
         raise ConfigError(f"CLEARGRAD_HOST_REUSE must be on or off, got {value!r}")
-    return v in ("on", "1", "true", "yes")
+    return v in _ON
 
 
 def host_memory_reuse() -> bool:
