@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import ModelSnapshot, small_cnn_with_statistics
+from torch import nn
 
 import cleargrad as cg
 from cleargrad.cam import score
@@ -52,3 +53,30 @@ def test_a_hooked_model_runs_unfolded_and_its_hook_sees_every_masked_pass() -> N
         handle.remove()
     assert n_default == sum(images) > x.shape[0]  # the clean pass and every masked pass
     torch.testing.assert_close(first, second)
+
+
+class _FailsInACopy(nn.Module):
+    """Raises in a batched pass of any copy of itself (the folded copy's masked passes); not a
+    hook, since a hooked model runs unfolded. The copy's probe and check use one image."""
+
+    original: int | None = None
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if id(self) != type(self).original and x.shape[0] > 1 and not isinstance(x, torch._subclasses.FakeTensor):
+            raise RuntimeError("masked pass exploded")
+        return self.inner(x)
+
+
+def test_an_error_inside_the_folded_copy_leaves_the_model_as_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = _FailsInACopy(small_cnn_with_statistics(width=4)).eval()
+    monkeypatch.setattr(_FailsInACopy, "original", id(model))
+    made = _record(monkeypatch)
+    snap = ModelSnapshot.take(model)
+    with pytest.raises(RuntimeError, match="masked pass exploded"):
+        cg.ScoreCAM(model, layer=model.inner.features).attribute(torch.randn(2, 1, 12, 12), target=0)
+    snap.assert_same(model)
+    assert made and made[0].folded  # the copy was made and folded: the error came from its pass
