@@ -12,6 +12,7 @@ from torch import nn
 
 import cleargrad as cg
 from cleargrad.cam import normalize_maps
+from cleargrad.cam.blank import BlankMapWarning
 
 
 def _gap_linear() -> tuple[nn.Module, torch.Tensor]:
@@ -335,7 +336,8 @@ def test_all_zero_map_stays_zero_when_normalised() -> None:
     model = tiny_cnn(seed=11)
     with torch.no_grad():
         model.classifier.weight.zero_()
-    out = cg.GradCAM(model).attribute(torch.randn(2, 1, 12, 12), target=[0, 1], normalize=True)
+    with pytest.warns(BlankMapWarning, match="constant or all zero for every image"):
+        out = cg.GradCAM(model).attribute(torch.randn(2, 1, 12, 12), target=[0, 1], normalize=True)
     assert torch.equal(out, torch.zeros_like(out))
     z = normalize_maps(torch.zeros(2, 1, 4, 4))
     assert torch.equal(z, torch.zeros_like(z))

@@ -56,12 +56,15 @@ def test_unknown_name_lists_close_matches(resnet: nn.Module) -> None:
 
 def test_auto_layer_on_reference_architectures(resnet: nn.Module, vgg: nn.Module, mobilenet: nn.Module) -> None:
     x3 = torch.randn(1, 3, 32, 32)
-    assert find_layer(resnet, "auto", example=x3) is resnet.layer4
+    # at 32x32 layer4 is 1x1 (a constant CAM): auto takes the last map larger than 1x1
+    assert find_layer(resnet, "auto", example=x3) is resnet.layer3
+    assert find_layer(resnet, "auto", example=torch.randn(1, 3, 64, 64)) is resnet.layer4
     # vgg11_bn: the last ReLU before the final max-pool (index 28)
     assert find_layer(vgg, "auto", example=x3) is vgg.features[27]
     assert isinstance(vgg.features[27], nn.ReLU) and isinstance(vgg.features[28], nn.MaxPool2d)
     # mobilenet_v2: the last 1x1 conv block; `features` returns that very tensor and finishes last
-    mb = find_layer(mobilenet, "auto", example=x3)
+    # (at 64x64: at 32x32 its output is 1x1)
+    mb = find_layer(mobilenet, "auto", example=torch.randn(1, 3, 64, 64))
     assert mb is mobilenet.features
     small = SmallCNN(width=4).eval()
     assert auto_layer(small, torch.randn(1, 1, 28, 28)) is small.features

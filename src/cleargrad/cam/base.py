@@ -46,6 +46,7 @@ from ..core.options import (
 )
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
+from .blank import warn_if_blank
 from .capture import (
     ReshapeArg,
     activations_and_gradients,
@@ -221,6 +222,8 @@ class BaseCAM:
         for r in raw:
             check_finite_result(r, type(self).__name__, flags)
         names = tuple(layer_name(self.model, m) for m in modules)
+        if relu:
+            warn_if_blank([F.relu(m) for m in raw], names, type(self).__name__, self.layer)
         maps = []
         for m in raw:
             m = m.to(dtype=x.dtype)

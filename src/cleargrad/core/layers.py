@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import LayerError
-from .targets import OutputSelector, select_output
+from .targets import OutputSelector, pick_output, select_output
 from .tokens import grid_matches, resolve_layout
 
 __all__ = ["LayerSpec", "find_layer", "auto_layer", "layer_name"]
@@ -75,24 +75,32 @@ def find_layer(
 
 
 def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector = None) -> nn.Module:
-    """The layer ``layer="auto"`` explains: the last convolutional block of a CNN, the last
-    token layer whose patch tokens reach the score in a vision transformer.
+    """The layer ``layer="auto"`` explains: the last convolutional block of a CNN whose map
+    is larger than 1×1 and reaches the score, the last token layer whose patch tokens reach
+    the score in a vision transformer.
 
     Candidates are the modules' outputs in order of completion of one forward pass:
     channels-first feature maps ``(N, K, h, w)`` whose ``(h, w)`` is a grid of the input
-    (pooling layers, and containers whose output is a pooling layer's output, excluded)
-    and token layers (``(N, T, D)`` with a token count that is prefix tokens plus a grid
-    of the input, ``(N, h, w, D)`` channels-last maps; see :mod:`cleargrad.core.tokens`).
+    and has more than one cell (pooling layers, and containers whose output is a pooling
+    layer's output, excluded: so are the ``1×1`` maps of classifier heads that follow a
+    global pool, e.g. ``classifier.0`` of torchvision's ConvNeXt or ``head.norm`` of timm's)
+    and token layers (``(N, T, D)`` with a token count that is prefix tokens plus a grid of
+    the input, ``(N, h, w, D)`` channels-last maps; see :mod:`cleargrad.core.tokens`).
 
-    * When the last candidate is a feature map (every CNN), it is chosen, as before:
-      ``layer4`` of a ResNet, ``features.29`` of VGG-16, ``features`` of MobileNet-V2;
-      torchvision's Swin ends with a ``permute`` module giving its final norm as
-      ``(N, C, h, w)``, which is chosen (the same map as the final ``norm`` read channels
-      last).
+    * When the last candidate is a feature map (every CNN), the last feature map whose
+      gradient of the top score is not identically zero is chosen (one extra forward and
+      backward pass on one image, cached per input shape by the CAMs): ``layer4`` of a
+      ResNet, ``features.29`` of VGG-16, ``features`` of MobileNet-V2 and ConvNeXt; a branch
+      that does not feed the selected output (the ``aux_classifier`` of a segmentation
+      model explained through ``output="out"``) is skipped. When the model's selected
+      output is itself a map ``(N, C, H, W)`` (semantic segmentation), the trailing
+      feature maps with ``C`` channels (the per-class logits head) are skipped too: their
+      CAM is the class's own logit map, not an explanation of it. torchvision's Swin ends
+      with a ``permute`` module giving its final norm as ``(N, C, h, w)``, which is chosen
+      (the same map as the final ``norm`` read channels last).
     * Otherwise (ViT, DeiT, timm Swin) the last token layer of the model's final width
       (the residual stream's, not a q/k/v or MLP projection) whose patch tokens have a
-      non-zero gradient of the top score is chosen (one extra forward and backward pass
-      on one image, cached per input shape by the CAMs). In a class-token ViT the patch
+      non-zero gradient of the top score is chosen. In a class-token ViT the patch
       tokens after the last block's attention no longer reach the class token, so this is
       the input of the last block's attention: ``encoder.layers.encoder_layer_11.ln_1``
       of torchvision's ViT-B/16, ``blocks.11.norm1`` of timm's ViT/DeiT, which is the
@@ -104,7 +112,8 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
     finishes last).
 
     Raises:
-        LayerError: no module of the model produces feature maps or token layers.
+        LayerError: no module of the model produces feature maps or token layers, or
+            every feature map is 1×1 (the message names the last ones).
     """
     size = tuple(example.shape[-2:])
     order: list[tuple[nn.Module, torch.Tensor, bool]] = []  # (module, output, is a token layer)
@@ -139,7 +148,16 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
             "explicitly, or use a pixel attribution method instead"
         )
     if not order[-1][2]:
-        return order[-1][0]
+        maps = [(m, out) for m, out, token in order if not token]
+        spatial = [m for m, out in maps if out.shape[2] * out.shape[3] > 1]
+        if not spatial:
+            names = ", ".join(repr(layer_name(model, m)) for m, _ in maps[-5:])
+            raise LayerError(
+                f"layer='auto' found only 1x1 feature maps in {type(model).__name__} (last: {names}); a CAM "
+                "on them is one constant value per image. Pass layer= a convolutional layer before the "
+                "global pooling, or use a larger input"
+            )
+        return _last_reaching_map(model, x, spatial, output)
     tail: list[nn.Module] = []
     width = order[-1][1].shape[-1]
     for module, out, token in reversed(order):
@@ -149,6 +167,62 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
             tail.append(module)
     tail.reverse()
     return _last_reaching_token_layer(model, x, tail, size, output)
+
+
+def _score_tensor(out: Any, output: OutputSelector) -> torch.Tensor | None:
+    """The selected output of a forward's result when it is a score tensor ``(N, C, ...)``
+    (a classifier's scores or a segmentation model's per-class maps), else None."""
+    try:
+        scores = pick_output(out, output)
+    except Exception:  # noqa: BLE001 - an output that needs a target object to score: no check possible
+        return None
+    if not isinstance(scores, torch.Tensor) or scores.dim() < 2 or not scores.requires_grad:
+        return None
+    return scores
+
+
+def _top_score(scores: torch.Tensor) -> torch.Tensor:
+    """The summed top-class score (a map output is summed over its positions first)."""
+    s = scores.flatten(2).sum(-1) if scores.dim() > 2 else scores
+    return s.gather(1, s.detach().argmax(dim=1, keepdim=True)).sum()
+
+
+def _last_reaching_map(
+    model: nn.Module, x: torch.Tensor, candidates: list[nn.Module], output: OutputSelector
+) -> nn.Module:
+    """The last of the feature-map ``candidates`` whose gradient of the top score is not
+    identically zero, skipping a segmentation model's trailing per-class logit maps (the
+    last candidate when none reaches the score: then every map is blank, and the CAM says so).
+    """
+    outs: dict[int, torch.Tensor] = {}
+    wanted = {id(m) for m in candidates}
+
+    def hook(module: nn.Module, _inp: Any, out: Any) -> None:
+        if id(module) in wanted and isinstance(out, torch.Tensor) and out.requires_grad:
+            outs[id(module)] = out
+
+    handles = [m.register_forward_hook(hook) for m in candidates]
+    try:
+        with torch.enable_grad():
+            xg = x.clone().requires_grad_(True)
+            selected = _score_tensor(model(xg), output)
+            mods = [m for m in candidates if id(m) in outs]
+            if selected is None or not mods:
+                return candidates[-1]
+            grads = torch.autograd.grad(_top_score(selected), [outs[id(m)] for m in mods], allow_unused=True)
+    finally:
+        for h in handles:
+            h.remove()
+    classes = selected.shape[1] if selected.dim() == 4 else None
+    skipping_head = classes is not None
+    for m, g in zip(reversed(mods), reversed(grads)):
+        if g is None or not bool((g != 0).any()):
+            continue  # does not reach the score (e.g. an auxiliary head)
+        if skipping_head and outs[id(m)].shape[1] == classes:
+            continue  # a segmentation model's per-class logit map (and its resizes)
+        skipping_head = False
+        return m
+    return candidates[-1]  # nothing reaches the score (e.g. a zero classifier): the CAM warns it is blank
 
 
 def _last_reaching_token_layer(

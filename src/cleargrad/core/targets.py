@@ -11,7 +11,7 @@ import torch
 
 from ..errors import InputError, TargetError
 
-__all__ = ["TargetLike", "OutputSelector", "select_output", "resolve_targets", "gather_scores"]
+__all__ = ["TargetLike", "OutputSelector", "pick_output", "select_output", "resolve_targets", "gather_scores"]
 
 TargetLike = Union[int, Sequence[int], torch.Tensor, None]
 OutputSelector = Union[Callable[[Any], torch.Tensor], str, int, None]
@@ -20,30 +20,36 @@ OutputSelector = Union[Callable[[Any], torch.Tensor], str, int, None]
 _score_watch: ContextVar[list[torch.Tensor] | None] = ContextVar("cleargrad_score_watch", default=None)
 
 
+def pick_output(out: Any, output: OutputSelector = None) -> Any:
+    """Apply the ``output`` selector to a forward's result, without checking its shape.
+
+    ``output`` may be ``None`` (the result as it is), a callable applied to the result, a
+    dict key, or a tuple/list index.
+    """
+    if output is None:
+        return out
+    if callable(output):
+        return output(out)
+    if isinstance(out, Mapping):
+        if output not in out:
+            raise InputError(f"output={output!r} is not a key of the model's output; keys: {list(out)}")
+        return out[output]
+    if isinstance(out, (tuple, list)):
+        if not isinstance(output, int) or not -len(out) <= output < len(out):
+            raise InputError(
+                f"output={output!r} is not a valid index into the model's {len(out)}-tuple output"
+            )
+        return out[output]
+    raise InputError(f"output={output!r} given but the model returned a single tensor")
+
+
 def select_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
     """Pick the class-score tensor ``(N, C)`` from whatever the model's forward returned.
 
     ``output`` may be ``None`` (the forward returns the logits), a callable applied to
-    the forward's result, a dict key, or a tuple/list index.
+    the forward's result, a dict key, or a tuple/list index (see :func:`pick_output`).
     """
-    if output is not None:
-        if callable(output):
-            out = output(out)
-        elif isinstance(out, Mapping):
-            if output not in out:
-                raise InputError(
-                    f"output={output!r} is not a key of the model's output; keys: {list(out)}"
-                )
-            out = out[output]
-        elif isinstance(out, (tuple, list)):
-            if not isinstance(output, int) or not -len(out) <= output < len(out):
-                raise InputError(
-                    f"output={output!r} is not a valid index into the model's "
-                    f"{len(out)}-tuple output"
-                )
-            out = out[output]
-        else:
-            raise InputError(f"output={output!r} given but the model returned a single tensor")
+    out = pick_output(out, output)
     if not isinstance(out, torch.Tensor):
         raise InputError(
             f"the model returned {type(out).__name__}, not a tensor of class scores; pass "
