@@ -40,6 +40,7 @@ from ..core import (
     select_output,
 )
 from ..core.layout import model_input
+from ..core.target_objects import bind_targets
 from ..core.targets import OutputSelector, TargetLike
 from ..core.tokens import TokenGrid, resolve_layout
 from ..errors import ConfigError, LayerError
@@ -112,7 +113,8 @@ class AttentionMethod:
                 x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
                 return self._relevance(x, target, **options).clone()
 
-        rel = fast_layout_call(self.model, run, x, target, options)
+        with bind_targets(self, x, target) as target:
+            rel = fast_layout_call(self.model, run, x, target, options)
         n, t, _ = rel.shape
         layout = resolve_layout(
             self.tokens or TokenGrid(prefix=None), rel.new_zeros(1, t, 1), x.shape[-2:], "attention tokens"

@@ -31,6 +31,7 @@ from ..core.options import (
     signature_options,
     watch_scores,
 )
+from ..core.target_objects import bind_targets
 from ..core.targets import OutputSelector, TargetLike
 
 __all__ = ["Attribution", "GradientAttribution", "conv_input_ndim"]
@@ -94,7 +95,7 @@ class Attribution:
         check_input(x, ndim=self.input_ndim or conv_input_ndim(self.model))
         check_options(f"{type(self).__name__}.attribute", options, self.option_names())
         check_common_options(options)
-        with watch_scores() as flags:
+        with watch_scores() as flags, bind_targets(self, x, target) as target:
             try:
                 out = fast_layout_call(self.model, self._guarded, x, target, options)
             except RuntimeError as e:

@@ -44,6 +44,7 @@ from ..core.options import (
     signature_options,
     watch_scores,
 )
+from ..core.target_objects import bind_targets
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .blank import warn_if_blank
@@ -211,7 +212,7 @@ class BaseCAM:
         valid = [*self.option_names(), "upsample", "normalize", "relu"]
         check_options(f"{type(self).__name__}.attribute", options, valid)
         check_common_options(options)
-        with watch_scores() as flags:
+        with watch_scores() as flags, bind_targets(self, x, target) as target:
             try:
                 modules, raw = fast_layout_call(self.model, self._guarded_maps, x, target, options)
             except RuntimeError as e:

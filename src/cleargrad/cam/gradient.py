@@ -3,7 +3,7 @@ LayerCAM, HiResCAM; and the original CAM of GAP-linear networks."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -108,6 +108,9 @@ class CAM(BaseCAM):
             module, or ``"auto"`` (the last ``nn.Linear`` of the model). Its
             ``in_features`` must equal the layer's channel count ``K``.
     """
+
+    #: reads the classifier's weight row of a class: other target objects are refused
+    class_targets_only: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from ..core import (
     select_output,
 )
 from ..core.fused import folded_forward
+from ..core.target_objects import scores_are_targets
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
@@ -61,7 +62,9 @@ class ScoreCAM(BaseCAM):
         mean, std: the per-channel normalisation of the model's input (for ``"pixel"``).
         weights: ``"probability"`` (softmax probability of the target, the paper),
             ``"logit"``, or ``"softmax_over_channels"`` (softmax over the channels of the
-            target logits, pytorch-grad-cam's choice).
+            target logits, pytorch-grad-cam's choice). With a target object the target's
+            own score stands for the probability (wrap the class in ``SoftmaxTarget`` for
+            the paper's choice).
         baseline: an image (or a constant) whose score is subtracted from every weight
             (the paper's optional baseline; a constant shift, off by default).
         mask_align_corners: upsample the masks with ``align_corners=True`` (what
@@ -105,8 +108,8 @@ class ScoreCAM(BaseCAM):
             return xs * m
 
         def score(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if weights == "probability":
-                s = torch.softmax(s, dim=1)
+            if weights == "probability" and not scores_are_targets(self.output):
+                s = torch.softmax(s, dim=1)  # a target object's score is used as it is
             return gather_scores(s, t)
 
         acts, scores = self.forward_pass(x, modules)

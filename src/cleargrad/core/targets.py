@@ -13,7 +13,10 @@ from ..errors import InputError, TargetError
 
 __all__ = ["TargetLike", "OutputSelector", "pick_output", "select_output", "resolve_targets", "gather_scores"]
 
-TargetLike = Union[int, Sequence[int], torch.Tensor, None]
+#: a class index form, or a target object / callable / list of them (see :mod:`cleargrad.core.target_objects`)
+TargetLike = Union[
+    int, Sequence[int], torch.Tensor, None, Callable[[Any], torch.Tensor], Sequence[Callable[[Any], torch.Tensor]]
+]
 OutputSelector = Union[Callable[[Any], torch.Tensor], str, int, None]
 
 #: inside a public call: one "all scores finite" flag per forward pass (see core.options)
