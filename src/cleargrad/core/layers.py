@@ -205,7 +205,13 @@ def _last_reaching_map(
     try:
         with torch.enable_grad():
             xg = x.clone().requires_grad_(True)
-            selected = _score_tensor(model(xg), output)
+            try:
+                selected = _score_tensor(model(xg), output)
+            except RuntimeError as e:
+                if "nference" not in str(e):
+                    raise
+                # a model made in inference mode: no gradient to check (gradient-free CAMs still run)
+                return candidates[-1]
             mods = [m for m in candidates if id(m) in outs]
             if selected is None or not mods:
                 return candidates[-1]
