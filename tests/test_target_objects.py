@@ -258,3 +258,37 @@ def test_callable_target_pixel_methods_equal_captum() -> None:
     ours = cg.InputXGradient(model).attribute(x, target=f)
     ref = captum_attr.InputXGradient(fwd).attribute(x)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-7)
+
+
+def test_box_score_target_on_a_torchvision_detector_equals_pytorch_grad_cams_target() -> None:
+    """Faster R-CNN (random init, tiny input): the target's value equals pytorch-grad-cam's
+    FasterRCNNBoxScoreTarget on the same detections, and Grad-CAM through it equals the
+    Grad-CAM written by hand (activations and autograd gradient of the same score)."""
+    tv_detection = pytest.importorskip("torchvision.models.detection")
+    from cleargrad.core.target_objects import BoxScoreTarget
+
+    torch.manual_seed(0)
+    model = tv_detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=5, box_score_thresh=0.0
+    ).eval()
+    x = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(16))
+    with torch.no_grad():
+        det = model(x)
+    boxes, labels = det[0]["boxes"][:2], det[0]["labels"][:2].tolist()
+    target = BoxScoreTarget(labels, boxes)
+    ref = mt.FasterRCNNBoxScoreTarget(labels, boxes.numpy())(det[0])
+    torch.testing.assert_close(target(det), ref.reshape(1))
+    assert float(target(det)) > 1.0  # both boxes matched themselves (IoU 1 + a score)
+    snap = ModelSnapshot.take(model)
+    layer = model.backbone.body._modules["16"]
+    raw = cg.GradCAM(model, layer=layer).attribute_layers(x, target=target, upsample=False, relu=False).maps[0]
+    snap.assert_same(model)
+    acts: dict[str, torch.Tensor] = {}
+    handle = layer.register_forward_hook(lambda mod, i, o: acts.__setitem__("a", o))
+    try:
+        out = model(x.clone().requires_grad_(True))
+        (g,) = torch.autograd.grad(target(out).sum(), acts["a"])
+    finally:
+        handle.remove()
+    by_hand = (g.mean(dim=(2, 3), keepdim=True) * acts["a"]).sum(dim=1, keepdim=True)
+    torch.testing.assert_close(raw, by_hand.detach(), rtol=1e-4, atol=1e-15)
