@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 
 from ..core import chunk_slices, register
@@ -43,6 +45,8 @@ class ExpectedGradients(GradientAttribution):
             a batch equals its images explained one by one with the same generator.
         internal_batch_size: how many (draw, image) pairs go through the model at once.
     """
+
+    fast_options = MappingProxyType({"n_samples": 16})
 
     batch_gradient = False  # gradients run in checked chunks of path points / draws
 

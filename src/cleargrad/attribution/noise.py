@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -65,7 +66,8 @@ class NoiseTunnel(Attribution):
         if not isinstance(method, Attribution):
             raise TypeError("NoiseTunnel wraps an attribution instance, e.g. NoiseTunnel(Saliency(model))")
         super().__init__(
-            method.model, output=method.output, allow_train_mode=method.allow_train_mode
+            method.model, output=method.output, allow_train_mode=method.allow_train_mode,
+            num_classes=getattr(method, "_num_classes", None),
         )
         self.method = method
         self.input_ndim = method.input_ndim
@@ -133,10 +135,13 @@ class SmoothGrad(NoiseTunnel):
     ``noise_level=0.15`` of each image's value range; ``abs=True`` as Saliency.
     """
 
+    fast_options = MappingProxyType({"n_samples": 16})
+
     def __init__(
-        self, model: nn.Module, *, output: OutputSelector = None, allow_train_mode: bool = False
+        self, model: nn.Module, *, output: OutputSelector = None, allow_train_mode: bool = False,
+        num_classes: int | None = None,
     ) -> None:
-        super().__init__(Saliency(model, output=output, allow_train_mode=allow_train_mode))
+        super().__init__(Saliency(model, output=output, allow_train_mode=allow_train_mode, num_classes=num_classes))
 
     def _attribute(  # type: ignore[override]
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -11,17 +12,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import (
-    check_input,
     chunk_slices,
-    fast_layout_call,
-    gradient_call,
-    normal_options,
-    normal_tensor,
-    preserved_state,
     register,
     resolve_targets,
 )
-from ..core.options import check_common_options, check_options, signature_options
+from ..core.options import signature_options
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
@@ -137,22 +132,18 @@ class ExpectedGradCAM(BaseCAM):
     distinct reference image, or per draw for ``"noise"``/``"uniform"``).
     """
 
+    fast_options = MappingProxyType({"n_samples": 16})
+
     def layer_gradient(self, x: torch.Tensor, target: TargetLike = None, **options: Any) -> torch.Tensor:
         """The expected layer gradient ``G^`` ``(N, K, h, w)`` of the (first) target layer.
 
         Takes the sampling options of :meth:`attribute` (not ``weighting``).
         """
-        check_input(x, ndim=4)
-        check_options(f"{type(self).__name__}.layer_gradient", options, signature_options(self._expected, skip=3)[0])
-        check_common_options(options)
+        def run(x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> torch.Tensor:
+            return self._expected(x, target, self.resolve_layers(x)[:1], **options)[1][0].contiguous()
 
-        def run() -> torch.Tensor:
-            with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
-                xn, tn, opts = normal_tensor(x), normal_tensor(target), normal_options(options)
-                modules = self.resolve_layers(xn)
-                return self._expected(xn, tn, modules[:1], **opts)[1][0].contiguous()
-
-        return fast_layout_call(self.model, run)
+        valid = signature_options(self._expected, skip=3)[0]
+        return self.guarded_call(x, target, options, hook=run, valid=valid, owner="layer_gradient")
 
     def option_names(self) -> list[str]:
         """``weighting`` plus the sampling options."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 from torch import nn
 
@@ -40,6 +42,8 @@ class IntegratedGradCAM(BaseCAM):
 
     The ``N·M`` path points run as chunks of ``internal_batch_size`` images.
     """
+
+    fast_options = MappingProxyType({"n_steps": 16})
 
     def _raw_maps(
         self,

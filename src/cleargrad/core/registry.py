@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
 
-__all__ = ["FAMILY_PACKAGES", "MethodInfo", "get_method", "list_methods", "load_families", "register"]
+__all__ = [
+    "FAMILY_PACKAGES",
+    "MethodInfo",
+    "get_method",
+    "init_params",
+    "list_methods",
+    "load_families",
+    "make_method",
+    "register",
+]
 
 T = TypeVar("T")
 
@@ -114,3 +124,32 @@ def list_methods(family: str | None = None) -> list[MethodInfo]:
     load_families()
     infos = [i for i in _REGISTRY.values() if family is None or i.family == family]
     return sorted(infos, key=lambda i: (i.family, i.name))
+
+
+def init_params(cls: type) -> set[str]:
+    """The keyword parameters a method class's constructor takes, following ``**kwargs``
+    up its bases (``model`` included)."""
+    params: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        sig = inspect.signature(init)
+        params |= {
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
+    return params
+
+
+def make_method(model: Any, method: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """Build the method registered as ``method`` on ``model``: the keyword arguments its
+    constructor takes go to it; returns ``(instance, remaining attribute options)``."""
+    info = get_method(method)
+    init_keys = init_params(info.cls) - {"model"}
+    init_kw = {k: v for k, v in kwargs.items() if k in init_keys}
+    rest = {k: v for k, v in kwargs.items() if k not in init_keys}
+    return info.cls(model, **init_kw), rest

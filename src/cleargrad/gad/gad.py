@@ -11,7 +11,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..api import make_method
 from ..core import (
     DEFAULT_CHUNK_ELEMENTS,
     REDUCTIONS,
@@ -21,13 +20,14 @@ from ..core import (
     preserved_state,
     select_output,
 )
+from ..core.registry import init_params, make_method
 from ..core.targets import OutputSelector, TargetLike, resolve_targets
 from ..errors import ConfigError, ModelStateError, TargetError
 from .data import collect_training_data
 from .distancing import AlphaRule, Grouping, alpha_schedule, check_alphas
 from .fusion import COMBINES, Threshold, _check_tau, fuse
 from .persistence import load_gad, save_gad
-from .stacked import AUTO_STACK, StackedModels
+from .stacked import StackedModels
 from .strategies import STRATEGIES, make_tasks
 from .support import SupportStats, TrainSettings, model_outputs, train_support_models
 
@@ -296,7 +296,7 @@ class GAD:
 
     def _use_stack(self) -> bool:
         if self.batch_models == "auto":
-            return self.base in AUTO_STACK
+            return bool(get_method(self.base).cls.stack_by_default)
         return bool(self.batch_models)
 
     def _base_maps(self, models: list[nn.Module], x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
@@ -312,10 +312,11 @@ class GAD:
             return maps
         k, n = len(models), x.shape[0]
         stacked = StackedModels(models, n, self.output)
-        inst, opts = make_method(stacked, self.base, **options)
         # the class count is known; spares the base method a one-image probe, which the
         # stacked model (k blocks of n rows) cannot run
-        inst._num_classes = self.num_classes_
+        if "num_classes" in init_params(get_method(self.base).cls):
+            options["num_classes"] = self.num_classes_
+        inst, opts = make_method(stacked, self.base, **options)
         if "internal_batch_size" in inspect.signature(inst._attribute).parameters:
             rows = k * n
             per = max(1, x[0].numel())
