@@ -20,13 +20,12 @@ from collections.abc import Callable
 import pytest
 import torch
 import torchvision
+from helpers import ModelSnapshot, tiny_cnn
 from torch import nn
 
 import cleargrad as cg
 from cleargrad.api import make_method
 from cleargrad.core.registry import MethodInfo, list_methods
-
-from helpers import ModelSnapshot, tiny_cnn
 
 #: small sampling/step counts, passed to the methods that take them
 FAST = {"n_samples": 2, "n_steps": 2}

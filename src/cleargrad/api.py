@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import families as _families  # noqa: F401  (registers the built-in families' loader)
 from .core.registry import list_methods, make_method
 from .core.targets import TargetLike
 from .errors import ConfigError

@@ -20,6 +20,7 @@ from ..api import GAD_SETTINGS, make_method, split_gad
 from ..core.options import check_options
 from ..core.registry import get_method, list_methods
 from ..errors import ConfigError
+from ..families import load_registries
 from .reshape import parse_reshape
 
 __all__ = [
@@ -58,18 +59,6 @@ class Explainer:
     classes: tuple[int, ...] | None = None
     #: option names the method takes (None: not known)
     accepts: frozenset[str] | None = None
-
-
-def load_registries() -> None:
-    """Import the method families and metrics so that they register themselves."""
-    import importlib
-
-    for module in ("cleargrad.attribution", "cleargrad.cam", "cleargrad.attention", "cleargrad.metrics"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:  # a family absent from this build; real import bugs still raise
-            if e.name != module:
-                raise
 
 
 def fast_defaults(name: str) -> dict[str, Any]:

@@ -27,7 +27,9 @@ def _plain(text: str) -> str:
 def print_methods(ui: UI) -> None:
     """The registered methods and metrics with one-line descriptions (stdout)."""
     from ..core.registry import list_methods
+    from ..families import load_registries
 
+    load_registries()
     t = RichTable(title="methods", title_justify="left")
     for col in ("name", "family", "description", "command-line defaults"):
         t.add_column(col)

@@ -7,7 +7,6 @@ method up here, so adding a method never touches a dispatch ladder.
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +15,8 @@ from typing import Any, TypeVar
 from ..errors import ConfigError
 
 __all__ = [
-    "FAMILY_PACKAGES",
     "MethodInfo",
+    "add_loader",
     "get_method",
     "init_params",
     "list_methods",
@@ -43,24 +42,28 @@ class MethodInfo:
 _REGISTRY: dict[str, MethodInfo] = {}
 _ALIASES: dict[str, str] = {}
 
-#: packages whose import registers the built-in methods (imported on the first look-up,
-#: so that ``import cleargrad`` stays light); a new family adds its package here
-FAMILY_PACKAGES: tuple[str, ...] = ("cleargrad.attribution", "cleargrad.cam", "cleargrad.attention")
-_families_loaded = False
+_LOADERS: list[Callable[[], None]] = []
+_loaded = False
+
+
+def add_loader(loader: Callable[[], None]) -> None:
+    """Have ``loader()`` run before the first look-up (it imports packages that register
+    methods). The layer above the families adds the import of the built-in ones
+    (:mod:`cleargrad.families`), so that this module names no package above it."""
+    global _loaded
+    if loader not in _LOADERS:
+        _LOADERS.append(loader)
+        _loaded = False
 
 
 def load_families() -> None:
-    """Import :data:`FAMILY_PACKAGES` once, so that every built-in method is registered."""
-    global _families_loaded
-    if _families_loaded:
+    """Run the added loaders once (every built-in method is then registered)."""
+    global _loaded
+    if _loaded:
         return
-    _families_loaded = True  # first: a family's import may itself look a method up
-    for package in FAMILY_PACKAGES:
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as e:  # a family absent from this build; real import bugs still raise
-            if e.name != package:
-                raise
+    _loaded = True  # first: a family's import may itself look a method up
+    for loader in list(_LOADERS):
+        loader()
 
 
 def _norm(name: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import families as _families  # noqa: F401  (base methods are looked up by name)
 from ..core import (
     DEFAULT_CHUNK_ELEMENTS,
     REDUCTIONS,

@@ -43,6 +43,9 @@ def _gap_linear(name: str) -> bool:
     ``Method.gap_linear_equivalent``)."""
     from ..core.registry import get_method
     from ..errors import ConfigError
+    from ..families import load_families
+
+    load_families()
 
     try:
         return bool(getattr(get_method(name).cls, "gap_linear_equivalent", False))
