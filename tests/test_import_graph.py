@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "cleargrad"
 
 #: lowest first; each entry is one layer (top-level packages and modules of cleargrad)
 LAYERS: list[tuple[str, ...]] = [
-    ("errors", "_progress"),                       # leaves: no cleargrad import
+    ("errors",),                                   # the exception types: no cleargrad import
     ("runtime",),                                  # memory planning, layouts, folding, compiling
-    ("core",),                                     # the explanation kernel, the Method root
+    ("core", "_progress"),                         # the explanation kernel, the Method root (+ an old alias)
     ("attribution", "cam", "attention"),           # the method families
     ("families",),                                 # the one list of the family packages
     ("gad", "training"),                           # built on the families / on core

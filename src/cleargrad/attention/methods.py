@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cam.base import normalize_maps, upsample_maps
 from ..core import gather_scores, register, resolve_targets, select_output
 from ..core.layout import model_input
+from ..core.maps import minmax_normalize, upsample_maps
 from ..core.method import Method
 from ..core.options import signature_options
 from ..core.targets import OutputSelector, TargetLike
@@ -105,7 +105,7 @@ class AttentionMethod(Method):
         if upsample:
             m = upsample_maps(m, x.shape[-2:])
         if normalize:
-            m = normalize_maps(m)
+            m = minmax_normalize(m)
         return m.contiguous()
 
     def option_names(self) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Union
 import torch
 
 from ..core import chunk_slices, register
+from ..core.inputs import broadcast_like
 from ..core.quadrature import quadrature
 from ..core.targets import TargetLike
 from ..errors import InputError
@@ -31,13 +32,7 @@ def make_baseline(baselines: BaselineLike, x: torch.Tensor) -> torch.Tensor:
         b = baselines
     if not isinstance(b, torch.Tensor):
         raise InputError(f"baselines must be a number, a tensor or a callable, got {type(b).__name__}")
-    try:
-        out = torch.broadcast_to(b.to(device=x.device, dtype=x.dtype), x.shape).clone()
-    except RuntimeError as e:
-        raise InputError(
-            f"baselines of shape {tuple(b.shape)} cannot be broadcast to the input's shape "
-            f"{tuple(x.shape)}; give a scalar, one baseline (1, *x.shape[1:]) or one per image"
-        ) from e
+    out = broadcast_like(b, x, "baselines", "; give a scalar, one baseline (1, *x.shape[1:]) or one per image").clone()
     if not bool(torch.isfinite(out).all()):
         raise InputError("baselines contain NaN or Inf values; give finite baselines")
     return out

@@ -9,11 +9,11 @@ import torch
 from torch import nn
 
 from ..core import chunk_slices, register
+from ..core.sampling import draw_device, image_streams, standard_normal
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .base import Attribution
 from .gradient import Saliency
-from .sampling import image_streams, standard_normal
 
 __all__ = ["NoiseTunnel", "SmoothGrad", "NT_TYPES"]
 
@@ -35,13 +35,13 @@ def noise_std(x: torch.Tensor, stdevs: float | None, noise_level: float | None) 
 
 
 def gaussian_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like ``x``, drawn from ``generator`` on its device.
+    """Standard normal noise shaped like ``x``, drawn from ``generator`` on its device (the
+    CPU's default generator for ``None``, :mod:`cleargrad.core.sampling`), on x's device.
 
     (Kept for callers outside this package; the methods here draw through
     :mod:`cleargrad.attribution.sampling` so results do not depend on chunking.)
     """
-    dev = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+    return torch.randn(x.shape, generator=generator, device=draw_device(generator), dtype=x.dtype).to(x.device)
 
 
 class NoiseTunnel(Attribution):

@@ -25,6 +25,8 @@ from torch import nn
 
 from ..core import find_layer, layer_name, plan_chunk
 from ..core.layers import LayerSpec
+from ..core.maps import NORMALIZE_EPS, upsample_maps
+from ..core.maps import minmax_normalize as normalize_maps
 from ..core.method import Method
 from ..core.options import check_finite_result, signature_options
 from ..core.targets import OutputSelector, TargetLike
@@ -37,32 +39,11 @@ from .capture import (
     layer_activations,
 )
 
-__all__ = ["BaseCAM", "CAMMaps", "LayersSpec", "normalize_maps", "upsample_maps", "fuse_maps", "weighted_sum"]
+__all__ = [
+    "NORMALIZE_EPS", "BaseCAM", "CAMMaps", "LayersSpec", "normalize_maps", "upsample_maps", "fuse_maps", "weighted_sum",
+]
 
 LayersSpec = Union[LayerSpec, Sequence[LayerSpec]]
-
-#: eps of the per-image min–max normalisation (spec § 0)
-NORMALIZE_EPS = 1e-8
-
-
-def normalize_maps(maps: torch.Tensor, eps: float = NORMALIZE_EPS) -> torch.Tensor:
-    """Per-image min–max normalisation to ``[0, 1]``: ``(L - min) / (max - min + eps)``.
-
-    An all-zero (or constant) map becomes all zero, never NaN.
-    """
-    flat = maps.flatten(1)
-    lo = flat.amin(dim=1).view(-1, *([1] * (maps.dim() - 1)))
-    hi = flat.amax(dim=1).view(-1, *([1] * (maps.dim() - 1)))
-    return (maps - lo) / (hi - lo + eps)
-
-
-def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize of ``(N, 1, h, w)`` maps to ``size`` (``align_corners=False``)."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(maps.shape[-2:]) == size:
-        return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-
 
 def fuse_maps(maps: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
     """Element-wise maximum of per-image normalised maps brought to ``size``."""

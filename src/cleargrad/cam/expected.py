@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core import (
@@ -16,6 +14,7 @@ from ..core import (
     register,
     resolve_targets,
 )
+from ..core.maps import gaussian_blur
 from ..core.options import signature_options
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
@@ -75,15 +74,7 @@ def _references(references: Any, x: torch.Tensor) -> _References:
 
 def _blurred(x: torch.Tensor) -> torch.Tensor:
     """Each image Gaussian-blurred (std ``BLUR_FRACTION`` of its longer side, reflect padding)."""
-    sigma = BLUR_FRACTION * max(x.shape[-2:])
-    half = max(1, min(int(math.ceil(2 * sigma)), min(x.shape[-2:]) - 1))
-    ax = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (ax / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    out = F.pad(x, (half, half, half, half), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return gaussian_blur(x, BLUR_FRACTION * max(x.shape[-2:]))
 
 
 @register("expected_gradcam", family="cam", aliases=("expected_grad_cam", "egcam"))

@@ -97,7 +97,9 @@ class _Data:
 
 
 def _is_fashion_mnist(name: str) -> bool:
-    return name.strip().lower().replace("_", "-") == "fashion-mnist"
+    from ..core.names import dashed_key  # here: cleargrad.core loads torch
+
+    return dashed_key(name) == "fashion-mnist"
 
 
 def _load_data(s: TrainSettings) -> _Data:

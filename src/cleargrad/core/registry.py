@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from .names import method_key
 
 __all__ = [
     "MethodInfo",
@@ -67,7 +68,7 @@ def load_families() -> None:
 
 
 def _norm(name: str) -> str:
-    return name.strip().lower().replace("-", "_").replace(" ", "_")
+    return method_key(name)
 
 
 def register(name: str, *, family: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:

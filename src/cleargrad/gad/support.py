@@ -17,8 +17,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from .._progress import progress_bar
 from ..core import chunk_slices, select_output
+from ..core.progress import progress_bar
 from ..core.targets import OutputSelector
 from ..errors import ConfigError
 from .distancing import Grouping, distance_targets, group_margin

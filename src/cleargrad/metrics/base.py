@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from ..core.names import snake_key
 from ..errors import ConfigError
 
 __all__ = ["CATEGORIES", "DIRECTIONS", "METRICS", "MetricInfo", "get_metric", "metric"]
@@ -79,7 +80,7 @@ def metric(*, direction: Direction, category: Category, needs_model: bool = True
 
 def get_metric(name: str) -> MetricInfo:
     """Look a metric up by name (case and ``-``/``_`` insensitive)."""
-    key = name.strip().lower().replace("-", "_")
+    key = snake_key(name)
     if key not in METRICS:
         raise ConfigError(f"unknown metric {name!r}; available: {', '.join(sorted(METRICS))}")
     return METRICS[key]

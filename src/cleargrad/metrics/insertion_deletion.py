@@ -18,15 +18,14 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from ..core import check_input, plan_chunk
+from ..core.inputs import broadcast_like
+from ..core.maps import rise_blur, rise_blur_kernel
 from ..core.targets import OutputSelector, TargetLike
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from .base import metric
 from .maps import blank_rows, mark_undefined, prepare_maps
 from .scoring import chunked_scores, evaluating, targets_for
@@ -56,36 +55,15 @@ class CurveResult(NamedTuple):
     curves: torch.Tensor
 
 
-def blur_kernel(klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """The RISE blur kernel: a centred delta Gaussian-filtered by scipy (reflect boundary).
-
-    Returns a ``(klen, klen)`` float64 tensor. With the reflect boundary the mass
-    the Gaussian would put outside the window is folded back in, so the kernel sums to 1.
-    """
-    if klen < 1 or sigma < 0:
-        raise ConfigError(f"need klen >= 1 and sigma >= 0, got klen={klen}, sigma={sigma}")
-    delta = np.zeros((klen, klen))
-    delta[klen // 2, klen // 2] = 1.0
-    return torch.from_numpy(gaussian_filter(delta, sigma, mode="reflect"))
-
-
-def blur(x: torch.Tensor, klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Blur each channel of ``x`` with :func:`blur_kernel` (``conv2d``, zero padding ``klen // 2``)."""
-    c = x.shape[1]
-    k = blur_kernel(klen, sigma).to(device=x.device, dtype=x.dtype)
-    weight = k.expand(c, 1, klen, klen)
-    return F.conv2d(x, weight, padding=klen // 2, groups=c)
+#: the RISE blur kernel and the blur of the curves' canvas (one home: :mod:`cleargrad.core.maps`)
+blur_kernel = rise_blur_kernel
+blur = rise_blur
 
 
 def substrate_for(x: torch.Tensor, substrate: Any, klen: int, sigma: float) -> torch.Tensor:
     """The canvas of a curve: ``"blur"``, ``"zero"``, ``"mean"`` or a tensor broadcast to ``x``."""
     if isinstance(substrate, torch.Tensor):
-        try:
-            return torch.broadcast_to(substrate.to(device=x.device, dtype=x.dtype), x.shape)
-        except RuntimeError as err:
-            raise InputError(
-                f"substrate of shape {tuple(substrate.shape)} does not broadcast to x of shape {tuple(x.shape)}"
-            ) from err
+        return broadcast_like(substrate, x, "substrate")
     if substrate == "auto":
         substrate = "blur" if min(x.shape[-2:]) >= AUTO_BLUR_MIN_SIDE else "zero"
     if substrate == "blur":

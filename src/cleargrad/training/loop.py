@@ -22,8 +22,8 @@ from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .._progress import progress_bar
 from ..core import select_output
+from ..core.progress import progress_bar
 from ..errors import ConfigError, DataError
 from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from .loss import ClassificationLoss, LossParts
