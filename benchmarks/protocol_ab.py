@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import evaluate_pipeline as ep  # noqa: E402
 
 import cleargrad  # noqa: E402
-from cleargrad.cli.engine import EvalPlan  # noqa: E402
-from cleargrad.cli.explainers import build_explainer, load_registries  # noqa: E402
-from cleargrad.cli.metric_runner import metric_runner  # noqa: E402
+from cleargrad.evaluation.engine import EvalPlan  # noqa: E402
+from cleargrad.evaluation.explainers import build_explainer, load_registries  # noqa: E402
+from cleargrad.evaluation.metric_runner import metric_runner  # noqa: E402
 from cleargrad.store import ResultStore  # noqa: E402
 
 warnings.simplefilter("ignore")

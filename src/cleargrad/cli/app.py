@@ -20,7 +20,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from ..errors import ConfigError
-from .console import UI
+from ..evaluation.console import UI
 
 __all__ = ["app", "main"]
 
@@ -128,7 +128,7 @@ def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T], registries: bool = T
     ui = UI(quiet=quiet, rank=int(os.environ.get("RANK", "0")))  # torchrun's rank (as engine.shard_from_env)
     try:
         if registries:
-            from .explainers import load_registries
+            from ..evaluation.explainers import load_registries
 
             load_registries()
         return fn(ui)
@@ -181,7 +181,7 @@ def _file_digest(path: Path | None) -> str | None:
 
 def _device(text: str) -> Any:
     """``--device`` as a torch device (``auto``: CUDA when available, else CPU)."""
-    from .devices import resolve_device
+    from ..evaluation.devices import resolve_device
 
     return resolve_device(text)
 
@@ -189,7 +189,7 @@ def _device(text: str) -> Any:
 def _model(spec: str, weights: Path | None, seed: int, device: Any, ui: UI) -> Any:
     import torch
 
-    from .modelspec import load_model
+    from ..evaluation.modelspec import load_model
 
     if spec.strip().lower().replace("_", "-") == "small-cnn-fashion-mnist" and weights is None:
         from ..models import small_cnn_fashion_mnist
@@ -262,9 +262,9 @@ def explain_cmd(
     """
 
     def body(ui: UI) -> None:
-        from .explain_run import class_names_from, explain_images, read_class_names
-        from .explainers import check_global_options, parse_options, split_names
-        from .images import check_model_takes, default_preprocess, image_set
+        from ..evaluation.explain_run import class_names_from, explain_images, read_class_names
+        from ..evaluation.explainers import check_global_options, parse_options, split_names
+        from ..evaluation.images import check_model_takes, default_preprocess, image_set
 
         names = [n for m in method for n in split_names(m)]
         if not names:
@@ -335,7 +335,7 @@ def _explainers(
     net: Any, names: list[str], gad_dir: Path | None, layer: str, reshape: str, opts: Any, refs: Any
 ) -> list[Any]:
     """The explainers of ``names``; ``gad:BASE`` ones share the GAD loaded from ``gad_dir``."""
-    from .explainers import build_explainer, build_gad_explainer, is_gad
+    from ..evaluation.explainers import build_explainer, build_gad_explainer, is_gad
 
     fitted = None
     if any(is_gad(n) for n in names):
@@ -343,7 +343,7 @@ def _explainers(
             raise ConfigError(
                 "methods gad:BASE need --gad DIR, a folder written by `cleargrad gad fit --out DIR`"
             )
-        from .gad_cmd import load_fitted_gad
+        from ..evaluation.gad_fit import load_fitted_gad
 
         fitted = load_fitted_gad(gad_dir, net)
     elif gad_dir is not None:
@@ -447,7 +447,7 @@ def evaluate_cmd(
     """
 
     def body(ui: UI) -> None:
-        from .evaluate_run import EvaluateSettings, run_evaluate
+        from ..evaluation.run import EvaluateSettings, run_evaluate
 
         run_evaluate(
             EvaluateSettings(
@@ -466,8 +466,8 @@ def evaluate_cmd(
 
 def _only_classes(data: Any, text: str) -> Any:
     """``data`` restricted to images whose label is one of ``text`` (indices or class names)."""
-    from .explain_run import class_names_from
-    from .gad_cmd import parse_classes
+    from ..evaluation.explain_run import class_names_from
+    from ..evaluation.gad_fit import parse_classes
 
     wanted = set(parse_classes(text, class_names_from(data)) or ())
     keep = [i for i, r in enumerate(data.records) if r.label in wanted]
@@ -672,9 +672,9 @@ def gad_fit_cmd(
     """
 
     def body(ui: UI) -> None:
-        from .explain_run import read_class_names
-        from .gad_cmd import run_gad_fit
-        from .images import default_preprocess
+        from ..evaluation.explain_run import read_class_names
+        from ..evaluation.gad_fit import run_gad_fit
+        from ..evaluation.images import default_preprocess
 
         dev = _device(device)
         net = _model(model, weights, seed, dev, ui)
@@ -762,7 +762,7 @@ def demo_cmd(
     """Load the shipped SmallCNN on Fashion-MNIST, explain and score test images with every method, write a report."""
 
     def body(ui: UI) -> None:
-        from .demo import run_demo
+        from ..evaluation.demo import run_demo
 
         run_demo(out, ui=ui, n_images=n_images, retrain=retrain)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .console import UI
+from ..evaluation.console import UI
 
 __all__ = ["LOSSES", "TrainSettings", "run_training"]
 
@@ -165,7 +165,7 @@ def _load_data(s: TrainSettings) -> _Data:
 def _build_model(s: TrainSettings, data: _Data) -> Any:
     import torch
 
-    from .modelspec import load_model
+    from ..evaluation.modelspec import load_model
 
     if ":" in s.model:
         return load_model(s.model, None, seed=s.seed).train()
@@ -235,7 +235,7 @@ def _train_one(s: TrainSettings, data: _Data, ui: UI) -> tuple[Any, dict[str, An
 
 
 def _load_baseline(s: TrainSettings, data: _Data) -> tuple[Any, dict[str, Any]]:
-    from .modelspec import load_weights
+    from ..evaluation.modelspec import load_weights
 
     run = json.loads((Path(s.baseline) / "run.json").read_text())  # type: ignore[arg-type]
     b = TrainSettings(**{**run["settings"], "out": Path(run["settings"]["out"]), "baseline": None})
@@ -276,7 +276,7 @@ def _comparison(s: TrainSettings, data: _Data, model: Any, run: dict, ui: UI) ->
         return
     import torch
 
-    from .train_eval import METRICS, cam_faithfulness
+    from ..evaluation.train_eval import METRICS, cam_faithfulness
 
     x, y = _test_tensors(data)
     x, y = x[: s.eval_images], y[: s.eval_images]

@@ -1,15 +1,15 @@
 """``cleargrad evaluate`` as a settings object and one function (also usable from Python).
 
-    from cleargrad.cli.evaluate_run import EvaluateSettings, run_evaluate
-    from cleargrad.cli.console import UI
+    from cleargrad.evaluation.run import EvaluateSettings, run_evaluate
+    from cleargrad.evaluation.console import UI
 
     run_evaluate(EvaluateSettings(model="small-cnn-fashion-mnist", dataset="fashion-mnist",
                                   methods="saliency,gradcam", metrics="insertion,deletion",
                                   store=Path("runs.sqlite"), limit=64), UI())
 
 The command's options are the fields of :class:`EvaluateSettings` (same names and
-defaults); the engine (:func:`cleargrad.cli.engine.run_evaluation`) receives what it
-needs from them as an :class:`~cleargrad.cli.engine.EvalPlan`.
+defaults); the engine (:func:`cleargrad.evaluation.engine.run_evaluation`) receives what it
+needs from them as an :class:`~cleargrad.evaluation.engine.EvalPlan`.
 """
 
 from __future__ import annotations
@@ -83,9 +83,7 @@ def _process_device(dev: Any, world: int) -> Any:
 
 def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
     """Run the evaluation described by ``s``: resumable rows in ``s.store``, a summary on rank 0."""
-    from ..report import versions
-    from ..store import ResultStore
-    from .app import (
+    from ..cli.app import (
         _device,
         _explainers,
         _file_digest,
@@ -100,11 +98,13 @@ def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
         _references,
         _target,
     )
+    from ..cli.tables import print_results
+    from ..report import versions
+    from ..store import ResultStore
     from .engine import EvalPlan, barrier, distributed, run_evaluation, shard_from_env
     from .explainers import build_explainer, check_global_options, parse_options, split_names
     from .images import check_model_takes, default_preprocess, fashion_mnist_set, image_set
     from .metric_runner import metric_runner
-    from .tables import print_results
 
     method_names = split_names(s.methods)
     metric_names = split_names(s.metrics)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..cli.tables import print_results
 from ..report import build_report, versions
 from ..store import ResultStore
 from .console import UI
@@ -27,7 +28,6 @@ from .engine import EvalPlan, run_evaluation
 from .explainers import Explainer, build_explainer, fast_defaults, load_registries
 from .images import ImageSet, fashion_mnist_set
 from .metric_runner import MetricRunner, metric_runner
-from .tables import print_results
 
 __all__ = ["DemoSettings", "fit_or_load_gad", "gad_key", "run_demo"]
 
