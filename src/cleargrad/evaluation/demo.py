@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cli.tables import print_results
 from ..report import build_report, versions
 from ..store import ResultStore
 from .console import UI
@@ -192,6 +192,7 @@ def run_demo(
     n_images: int = 16,
     settings: DemoSettings | None = None,
     retrain: bool = False,
+    show: Callable[[ResultStore, str], None] | None = None,
 ) -> Path:
     """Run the whole demo into ``out``; returns the path of ``report.html``.
 
@@ -201,6 +202,7 @@ def run_demo(
         n_images: test images explained (ignored when ``settings`` is given).
         settings: what the demo runs (default :class:`DemoSettings`).
         retrain: train the SmallCNN again instead of loading the shipped or cached weights.
+        show: ``show(store, settings_hash)`` once the rows are in (the command prints its summary).
     """
     from ..core.registry import get_method
     from ..models import small_cnn_fashion_mnist, small_cnn_fashion_mnist_record
@@ -271,7 +273,8 @@ def run_demo(
         ui.info(f"[4/4] report {took()}")
         report = build_report(store_path, out / "report.html", title="cleargrad demo: Fashion-MNIST",
                               settings=h, gallery=8)
-        print_results(ui, store, h)
+        if show is not None:
+            show(store, h)
     ui.info(f"done {took()}")
     ui.out.print(f"report: {report.resolve()}", markup=False)
     return report

@@ -15,6 +15,7 @@ needs from them as an :class:`~cleargrad.evaluation.engine.EvalPlan`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ from typing import Any
 from ..errors import ConfigError
 from .console import UI
 
-__all__ = ["EvaluateSettings", "run_evaluate"]
+__all__ = ["EvaluateSettings", "ShowResults", "run_evaluate"]
+
+#: ``show(store, settings_hash)``: what the caller does with the finished results (print a summary)
+ShowResults = Callable[[Any, str], None]
 
 
 @dataclass
@@ -81,56 +85,57 @@ def _process_device(dev: Any, world: int) -> Any:
     return dev
 
 
-def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
-    """Run the evaluation described by ``s``: resumable rows in ``s.store``, a summary on rank 0."""
-    from ..cli.app import (
-        _device,
-        _explainers,
-        _file_digest,
-        _first,
-        _floats,
-        _gad_identity,
-        _metric_options,
-        _model,
-        _only_classes,
-        _params,
-        _print_skipped,
-        _references,
-        _target,
-    )
-    from ..cli.tables import print_results
+def run_evaluate(s: EvaluateSettings, ui: UI, show: ShowResults | None = None) -> None:
+    """Run the evaluation described by ``s``: resumable rows in ``s.store``; on rank 0, once every
+    shard is done, ``show(store, settings_hash)`` (the command prints its summary there)."""
     from ..report import versions
     from ..store import ResultStore
     from .engine import EvalPlan, barrier, distributed, run_evaluation, shard_from_env
     from .explainers import build_explainer, check_global_options, parse_options, split_names
     from .images import check_model_takes, default_preprocess, fashion_mnist_set, image_set
     from .metric_runner import metric_runner
+    from .prepare import (
+        build_explainers,
+        file_digest,
+        first_images,
+        gad_identity,
+        load_run_model,
+        only_classes,
+        param_names,
+        parse_floats,
+        parse_metric_options,
+        parse_target,
+        reference_images,
+        report_skipped,
+        resolve_run_device,
+    )
 
     method_names = split_names(s.methods)
     metric_names = split_names(s.metrics)
     if not method_names or not metric_names:
         raise ConfigError("give at least one method (--methods) and one metric (--metrics)")
     opts = parse_options(s.option)
-    mopts = _metric_options(s.metric_option)
+    mopts = parse_metric_options(s.metric_option)
     runners = [metric_runner(n, mopts.get(n.strip().lower().replace("-", "_"))) for n in metric_names]
-    tgt = _target(s.target, allow_label=True)
+    tgt = parse_target(s.target, allow_label=True)
     shard = shard_from_env()
-    dev = _process_device(_device(s.device), shard.world)
-    net = _model(s.model, s.weights, s.seed, dev, ui)
+    dev = _process_device(resolve_run_device(s.device), shard.world)
+    net = load_run_model(s.model, s.weights, s.seed, dev, ui)
     if s.dataset.strip().lower().replace("_", "-") == "fashion-mnist":
         data = fashion_mnist_set(None if s.classes else s.limit)
         prep = data.preprocess
         refs = fashion_mnist_set(64, split="train").tensors
     else:
         prep = default_preprocess(
-            net, s.size, s.grayscale, _floats(s.mean, "mean"), _floats(s.std, "std"), s.resize, s.crop_fraction
+            net, s.size, s.grayscale, parse_floats(s.mean, "mean"), parse_floats(s.std, "std"), s.resize,
+            s.crop_fraction,
         )
         data = image_set([s.dataset], prep)
-        refs = _references(data, prep)
+        refs = reference_images(data, prep)
     if s.classes:
-        data = _only_classes(data, s.classes)
+        data = only_classes(data, s.classes)
     if s.limit is not None:
-        data = _first(data, s.limit)
+        data = first_images(data, s.limit)
     if tgt == "label":
         data.check_labels()
     check_model_takes(net, refs)
@@ -140,9 +145,9 @@ def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
         # the explanations' forward-only passes (Score-CAM's masked passes) unfolded too; a global
         # option reaches only the methods that take it
         opts = {**opts, "*": {**opts.get("*", {}), "fold_batchnorm": False}}
-    explainers = _explainers(net, method_names, s.gad, s.layer, s.reshape, opts, refs)
+    explainers = build_explainers(net, method_names, s.gad, s.layer, s.reshape, opts, refs)
     check_global_options(check_opts, explainers)
-    refs_needed = any("map_b" in _params(r.fn) for r in runners)
+    refs_needed = any("map_b" in param_names(r.fn) for r in runners)
     ref_explainers = []
     if refs_needed:
         plain = [e for e in explainers if e.family != "gad"]
@@ -164,13 +169,13 @@ def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
         "command": "evaluate",
         "model": s.model,
         "weights": str(s.weights) if s.weights else None,
-        "weights_sha256": _file_digest(s.weights),
+        "weights_sha256": file_digest(s.weights),
         "dataset": data.description,
         "limit": s.limit,
         "preprocess": prep.as_dict(),
         "target": tgt,
         "classes": s.classes,
-        "gad": _gad_identity(s.gad),
+        "gad": gad_identity(s.gad),
         "layer": s.layer,
         **({"reshape": s.reshape} if s.reshape != "auto" else {}),  # absent by default: older stores resume
         "reference": s.reference,
@@ -211,6 +216,6 @@ def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
             st.add_skipped(data.skipped.items())
         ui.info(f"{written} new row(s); {s.store} holds {st.count()} row(s)")
         barrier(shard)
-        if shard.rank == 0:
-            print_results(ui, st, h, str(s.store))
-    _print_skipped(ui, data.skipped)
+        if shard.rank == 0 and show is not None:
+            show(st, h)
+    report_skipped(ui, data.skipped)
