@@ -113,6 +113,7 @@ def resnet_setup(n: int, size: int = 224):
 
 # --------------------------------------------------------------------------- ours
 def ours_plan(model, data, refs, cfg, store, compile_=False, fold=True):
+    from cleargrad.evaluation import EvaluationSettings
     from cleargrad.evaluation.engine import EvalPlan
     from cleargrad.evaluation.explainers import build_explainer, load_registries
     from cleargrad.evaluation.metric_runner import metric_runner
@@ -130,15 +131,17 @@ def ours_plan(model, data, refs, cfg, store, compile_=False, fold=True):
     }
     runners = [metric_runner(m, mopts.get(m)) for m in METRICS]
     h = store.record_run({"benchmark": "evaluate_pipeline", "compile": str(compile_), "fold": fold}, {})
+    run = EvaluationSettings(
+        model=type(model).__name__, dataset=data.description, methods=",".join(METHODS), metrics=",".join(METRICS),
+        store=store.path, batch_size=len(data), gallery=0, compile=compile_, fold_batchnorm=fold,
+    )
     return EvalPlan(
         model=model, images=data, explainers=explainers, metrics=runners, store=store, settings=h,
-        preprocess=data.preprocess, batch_size=len(data), gallery=0, compile=compile_, fold_batchnorm=fold,
+        preprocess=data.preprocess, run=run,
     )
 
 
 def run_ours(plan, idx):
-    import dataclasses
-
     from cleargrad.evaluation.console import UI
     from cleargrad.evaluation.images import ImageSet
 
@@ -146,7 +149,7 @@ def run_ours(plan, idx):
                    tensors=plan.images.tensors[idx], description="batch")
     from cleargrad.evaluation.engine import run_evaluation
 
-    return run_evaluation(dataclasses.replace(plan, images=sub, batch_size=len(idx)), UI(quiet=True))
+    return run_evaluation(plan.replace(images=sub, batch_size=len(idx)), UI(quiet=True))
 
 
 # --------------------------------------------------------------------------- peer

@@ -340,22 +340,14 @@ def evaluate_cmd(
     The terminal shows a summary; `cleargrad report STORE` shows every value.
     """
 
+    params = dict(locals())  # first statement: exactly the options, one settings field each
+
     def body(ui: UI) -> None:
-        from ..evaluation.run import EvaluateSettings, run_evaluate
+        from ..evaluation.run import EvaluationSettings, run_evaluate
         from .tables import print_results
 
-        run_evaluate(
-            EvaluateSettings(
-                model=model, dataset=dataset, methods=methods, metrics=metrics, store=store, weights=weights,
-                limit=limit, target=target, layer=layer, reshape=reshape, reference=reference,
-                option=list(option or []), metric_option=list(metric_option or []), gallery=gallery,
-                overlays=overlays, gad=gad, classes=classes, size=size, resize=resize, crop_fraction=crop_fraction,
-                grayscale=grayscale, mean=mean, std=std, batch_size=batch_size, seed=seed, device=device,
-                compile=compile_, metric_batch_size=metric_batch_size, fold_batchnorm=fold_batchnorm,
-            ),
-            ui,
-            show=lambda st, h: print_results(ui, st, h, str(store)),
-        )
+        settings = EvaluationSettings.from_command(params, ignore=("quiet", "debug"))
+        run_evaluate(settings, ui, show=lambda st, h: print_results(ui, st, h, str(store)))
 
     _guard(debug, quiet, body)
 

@@ -276,15 +276,21 @@ def _comparison(s: TrainSettings, data: _Data, model: Any, run: dict, ui: UI) ->
         return
     import torch
 
-    from ..evaluation.train_eval import METRICS, cam_faithfulness
+    from ..evaluation.train_eval import METRICS, cam_faithfulness, train_evaluation_settings
 
+    ev = train_evaluation_settings(
+        s.model, s.test_dataset or s.dataset, s.out, images=s.eval_images, seed=s.seed, device=s.device
+    )
     x, y = _test_tensors(data)
-    x, y = x[: s.eval_images], y[: s.eval_images]
-    dev = torch.device(s.device)
+    x, y = x[: ev.limit], y[: ev.limit]
+    dev = torch.device(ev.device)
     x, y = x.to(dev), y.to(dev)
     with ui.progress() as p:
-        ours = cam_faithfulness(model, x, y, mean=data.mean, std=data.std, progress=p)
-        base = cam_faithfulness(base_model, x, y, mean=data.mean, std=data.std, progress=p) if base_model else None
+        ours = cam_faithfulness(model, x, y, mean=data.mean, std=data.std, progress=p, settings=ev)
+        base = (
+            cam_faithfulness(base_model, x, y, mean=data.mean, std=data.std, progress=p, settings=ev)
+            if base_model else None
+        )
     t = Table(title=f"CAM metrics (%) on {len(y)} test images; Δ = this run − baseline ± s.e. (paired)")
     t.add_column("CAM")
     for k, d in METRICS.items():

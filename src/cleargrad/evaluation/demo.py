@@ -28,6 +28,7 @@ from .engine import EvalPlan, run_evaluation
 from .explainers import Explainer, build_explainer, fast_defaults, load_registries
 from .images import ImageSet, fashion_mnist_set
 from .metric_runner import MetricRunner, metric_runner
+from .settings import EvaluationSettings
 
 __all__ = ["DemoSettings", "fit_or_load_gad", "gad_key", "run_demo"]
 
@@ -259,6 +260,11 @@ def run_demo(
         "fast_defaults": {n: fast_defaults(n) for n in names if fast_defaults(n)},
     }
     store_path = out / "results.sqlite"
+    evaluation = EvaluationSettings(
+        model="small-cnn-fashion-mnist", dataset="fashion-mnist", methods=",".join(e.name for e in explainers),
+        metrics=",".join(settings.metrics), store=store_path, target="label", gallery=8, overlays=out / "overlays",
+        batch_size=settings.batch_size, seed=settings.seed,
+    )
     ui.info(f"[3/4] explaining {len(data)} images with {len(explainers)} methods, {len(runners)} metrics")
     with ResultStore(store_path) as store:
         h = store.record_run(run_settings, versions())
@@ -266,8 +272,7 @@ def run_demo(
         store.add_images((r.image_id, r.label, r.class_name, r.source) for r in data.records)
         plan = EvalPlan(
             model=model, images=data, explainers=explainers, metrics=runners, store=store, settings=h,
-            preprocess=data.preprocess, batch_size=settings.batch_size, seed=settings.seed, target="label",
-            gallery=8, overlay_dir=out / "overlays", references=refs,
+            preprocess=data.preprocess, run=evaluation, references=refs,
         )
         run_evaluation(plan, ui)
         ui.info(f"[4/4] report {took()}")

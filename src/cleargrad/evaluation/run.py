@@ -1,78 +1,34 @@
-"""``cleargrad evaluate`` as a settings object and one function (also usable from Python).
+"""``cleargrad evaluate`` as one function of an :class:`EvaluationSettings` (also usable from Python).
 
-    from cleargrad.evaluation.run import EvaluateSettings, run_evaluate
+    from cleargrad.evaluation import EvaluationSettings, run_evaluate
     from cleargrad.evaluation.console import UI
 
-    run_evaluate(EvaluateSettings(model="small-cnn-fashion-mnist", dataset="fashion-mnist",
-                                  methods="saliency,gradcam", metrics="insertion,deletion",
-                                  store=Path("runs.sqlite"), limit=64), UI())
+    run_evaluate(EvaluationSettings(model="small-cnn-fashion-mnist", dataset="fashion-mnist",
+                                    methods="saliency,gradcam", metrics="insertion,deletion",
+                                    store=Path("runs.sqlite"), limit=64), UI())
 
-The command's options are the fields of :class:`EvaluateSettings` (same names and
-defaults); the engine (:func:`cleargrad.evaluation.engine.run_evaluation`) receives what it
-needs from them as an :class:`~cleargrad.evaluation.engine.EvalPlan`.
+The settings are built from spec strings here (the model, the image set, the explainers,
+the metrics), then the engine (:func:`cleargrad.evaluation.engine.run_evaluation`)
+receives the built objects and the settings as an :class:`~cleargrad.evaluation.engine.EvalPlan`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from .console import UI
+from .settings import EvaluationSettings
 
-__all__ = ["EvaluateSettings", "ShowResults", "run_evaluate"]
+__all__ = ["EvaluateSettings", "EvaluationSettings", "ShowResults", "run_evaluate"]
 
 #: ``show(store, settings_hash)``: what the caller does with the finished results (print a summary)
 ShowResults = Callable[[Any, str], None]
 
-
-@dataclass
-class EvaluateSettings:
-    """Everything ``cleargrad evaluate`` takes (field = option without the dashes).
-
-    ``methods`` / ``metrics`` are comma-separated names; ``option`` and
-    ``metric_option`` hold ``METHOD.KEY=VALUE`` / ``METRIC.KEY=VALUE`` strings;
-    ``device`` is ``auto``, ``cpu``, ``cuda``, ``cuda:K`` (under ``torchrun`` on several
-    GPUs, ``auto``/``cuda`` mean ``cuda:LOCAL_RANK``); ``compile`` runs the metrics'
-    forward passes through ``torch.compile`` (True or a backend name);
-    ``metric_batch_size`` bounds the images per metric forward pass (memory);
-    ``fold_batchnorm`` runs the metrics' passes, and Score-CAM's masked passes, on a copy
-    with eval-mode batch norms folded into the layers before them (faster, equal to float
-    rounding); False also sets Score-CAM's ``fold_batchnorm`` option unless given.
-    """
-
-    model: str
-    dataset: str
-    methods: str
-    metrics: str
-    store: Path
-    weights: Path | None = None
-    limit: int | None = None
-    target: str = "auto"
-    layer: str = "auto"
-    reshape: str = "auto"
-    reference: str | None = None
-    option: list[str] = field(default_factory=list)
-    metric_option: list[str] = field(default_factory=list)
-    gallery: int = 8
-    overlays: Path | None = None
-    gad: Path | None = None
-    classes: str | None = None
-    size: int | None = None
-    resize: str = "crop"
-    crop_fraction: float | None = None
-    grayscale: bool | None = None
-    mean: str | None = None
-    std: str | None = None
-    batch_size: int = 16
-    seed: int = 0
-    device: str = "auto"
-    compile: bool | str = False
-    metric_batch_size: int | None = None
-    fold_batchnorm: bool = True
+#: the former name of :class:`EvaluationSettings`
+EvaluateSettings = EvaluationSettings
 
 
 def _process_device(dev: Any, world: int) -> Any:
@@ -85,42 +41,12 @@ def _process_device(dev: Any, world: int) -> Any:
     return dev
 
 
-def run_evaluate(s: EvaluateSettings, ui: UI, show: ShowResults | None = None) -> None:
-    """Run the evaluation described by ``s``: resumable rows in ``s.store``; on rank 0, once every
-    shard is done, ``show(store, settings_hash)`` (the command prints its summary there)."""
-    from ..report import versions
-    from ..store import ResultStore
-    from .engine import EvalPlan, barrier, distributed, run_evaluation, shard_from_env
-    from .explainers import build_explainer, check_global_options, parse_options, split_names
+def _image_set(s: EvaluationSettings, net: Any, target: str | int) -> tuple[Any, Any, Any]:
+    """``(images, preprocessing, reference images)`` of ``s.dataset``, restricted by
+    ``s.classes`` and ``s.limit``."""
     from .images import check_model_takes, default_preprocess, fashion_mnist_set, image_set
-    from .metric_runner import metric_runner
-    from .prepare import (
-        build_explainers,
-        file_digest,
-        first_images,
-        gad_identity,
-        load_run_model,
-        only_classes,
-        param_names,
-        parse_floats,
-        parse_metric_options,
-        parse_target,
-        reference_images,
-        report_skipped,
-        resolve_run_device,
-    )
+    from .prepare import first_images, only_classes, parse_floats, reference_images
 
-    method_names = split_names(s.methods)
-    metric_names = split_names(s.metrics)
-    if not method_names or not metric_names:
-        raise ConfigError("give at least one method (--methods) and one metric (--metrics)")
-    opts = parse_options(s.option)
-    mopts = parse_metric_options(s.metric_option)
-    runners = [metric_runner(n, mopts.get(n.strip().lower().replace("-", "_"))) for n in metric_names]
-    tgt = parse_target(s.target, allow_label=True)
-    shard = shard_from_env()
-    dev = _process_device(resolve_run_device(s.device), shard.world)
-    net = load_run_model(s.model, s.weights, s.seed, dev, ui)
     if s.dataset.strip().lower().replace("_", "-") == "fashion-mnist":
         data = fashion_mnist_set(None if s.classes else s.limit)
         prep = data.preprocess
@@ -136,10 +62,73 @@ def run_evaluate(s: EvaluateSettings, ui: UI, show: ShowResults | None = None) -
         data = only_classes(data, s.classes)
     if s.limit is not None:
         data = first_images(data, s.limit)
-    if tgt == "label":
+    if target == "label":
         data.check_labels()
     check_model_takes(net, refs)
     assert prep is not None
+    return data, prep, refs
+
+
+def _reference_explainers(
+    s: EvaluationSettings, net: Any, explainers: list[Any], runners: list[Any], opts: Any, refs: Any
+) -> list[Any]:
+    """The maps region-comparison metrics compare against: ``s.reference`` for plain methods,
+    the base method for GAD (built here unless evaluated anyway)."""
+    from .explainers import build_explainer
+    from .prepare import param_names
+
+    if not any("map_b" in param_names(r.fn) for r in runners):
+        return []
+    out = []
+    plain = [e for e in explainers if e.family != "gad"]
+    if s.reference is None and plain:
+        raise ConfigError("a region-comparison metric needs --reference METHOD (the map it compares against)")
+    if s.reference is not None:
+        ref = build_explainer(net, s.reference, layer=s.layer, reshape=s.reshape, options=opts, references=refs)
+        out.append(ref)
+        for e in plain:
+            e.reference = ref.name
+    have = {e.name for e in [*explainers, *out]}
+    for e in explainers:  # GAD is compared with its base method
+        if e.family == "gad" and e.reference not in have:
+            out.append(
+                build_explainer(net, e.reference, layer=s.layer, reshape=s.reshape, options=opts, references=refs)
+            )
+            have.add(e.reference)
+    return out
+
+
+def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None) -> None:
+    """Run the evaluation described by ``s``: resumable rows in ``s.store``; on rank 0, once every
+    shard is done, ``show(store, settings_hash)`` (the command prints its summary there)."""
+    from ..report import versions
+    from ..store import ResultStore
+    from .engine import EvalPlan, barrier, distributed, run_evaluation, shard_from_env
+    from .explainers import check_global_options, parse_options, split_names
+    from .metric_runner import metric_runner
+    from .prepare import (
+        build_explainers,
+        file_digest,
+        gad_identity,
+        load_run_model,
+        parse_metric_options,
+        parse_target,
+        report_skipped,
+        resolve_run_device,
+    )
+
+    method_names = split_names(s.methods)
+    metric_names = split_names(s.metrics)
+    if not method_names or not metric_names:
+        raise ConfigError("give at least one method (--methods) and one metric (--metrics)")
+    opts = parse_options(s.option)
+    mopts = parse_metric_options(s.metric_option)
+    runners = [metric_runner(n, mopts.get(n.strip().lower().replace("-", "_"))) for n in metric_names]
+    tgt = parse_target(s.target, allow_label=True)
+    shard = shard_from_env()
+    dev = _process_device(resolve_run_device(s.device), shard.world)
+    net = load_run_model(s.model, s.weights, s.seed, dev, ui)
+    data, prep, refs = _image_set(s, net, tgt)
     check_opts = opts
     if not s.fold_batchnorm and "fold_batchnorm" not in opts.get("*", {}):
         # the explanations' forward-only passes (Score-CAM's masked passes) unfolded too; a global
@@ -147,69 +136,25 @@ def run_evaluate(s: EvaluateSettings, ui: UI, show: ShowResults | None = None) -
         opts = {**opts, "*": {**opts.get("*", {}), "fold_batchnorm": False}}
     explainers = build_explainers(net, method_names, s.gad, s.layer, s.reshape, opts, refs)
     check_global_options(check_opts, explainers)
-    refs_needed = any("map_b" in param_names(r.fn) for r in runners)
-    ref_explainers = []
-    if refs_needed:
-        plain = [e for e in explainers if e.family != "gad"]
-        if s.reference is None and plain:
-            raise ConfigError("a region-comparison metric needs --reference METHOD (the map it compares against)")
-        if s.reference is not None:
-            ref = build_explainer(net, s.reference, layer=s.layer, reshape=s.reshape, options=opts, references=refs)
-            ref_explainers.append(ref)
-            for e in plain:
-                e.reference = ref.name
-        have = {e.name for e in [*explainers, *ref_explainers]}
-        for e in explainers:  # GAD is compared with its base method
-            if e.family == "gad" and e.reference not in have:
-                ref_explainers.append(
-                    build_explainer(net, e.reference, layer=s.layer, reshape=s.reshape, options=opts, references=refs)
-                )
-                have.add(e.reference)
-    settings = {
-        "command": "evaluate",
-        "model": s.model,
-        "weights": str(s.weights) if s.weights else None,
-        "weights_sha256": file_digest(s.weights),
-        "dataset": data.description,
-        "limit": s.limit,
-        "preprocess": prep.as_dict(),
-        "target": tgt,
-        "classes": s.classes,
-        "gad": gad_identity(s.gad),
-        "layer": s.layer,
-        **({"reshape": s.reshape} if s.reshape != "auto" else {}),  # absent by default: older stores resume
-        "reference": s.reference,
-        "method_options": {e.name: e.options for e in explainers},
-        "metric_options": mopts,
-        "batch_size": s.batch_size,
-        "seed": s.seed,
+    ref_explainers = _reference_explainers(s, net, explainers, runners, opts, refs)
+    record = s.record(
+        weights_sha256=file_digest(s.weights),
+        dataset=data.description,
+        preprocess=prep.as_dict(),
+        target=tgt,
+        gad=gad_identity(s.gad),
+        method_options={e.name: e.options for e in explainers},
+        metric_options=mopts,
         # values that differ from older versions' rows: a new settings hash, never mixed in one table
         **({"infidelity_draws": "shared across methods"} if any(r.name == "infidelity" for r in runners) else {}),
-        **({"metric_batch_size": s.metric_batch_size} if s.metric_batch_size is not None else {}),
-    }
+    )
     with distributed(shard), ResultStore(s.store) as st:
-        h = st.record_run(settings, versions())
+        h = st.record_run(record, versions())
         st.add_metric_info((r.name, r.direction, r.category, r.summary) for r in runners)
         st.add_images((r.image_id, r.label, r.class_name, r.source) for r in data.records)
         plan = EvalPlan(
-            model=net,
-            images=data,
-            explainers=explainers,
-            metrics=runners,
-            store=st,
-            settings=h,
-            preprocess=prep,
-            batch_size=s.batch_size,
-            seed=s.seed,
-            target=tgt,
-            gallery=s.gallery,
-            overlay_dir=s.overlays,
-            references=ref_explainers,
-            shard=shard,
-            device=dev,
-            compile=s.compile,
-            metric_batch_size=s.metric_batch_size,
-            fold_batchnorm=s.fold_batchnorm,
+            model=net, images=data, explainers=explainers, metrics=runners, store=st, settings=h, preprocess=prep,
+            run=s, references=ref_explainers, shard=shard, device=dev,
         )
         written = run_evaluation(plan, ui)
         if data.skipped:
