@@ -196,20 +196,19 @@ def _train_one(s: TrainSettings, data: _Data, ui: UI) -> tuple[Any, dict[str, An
     import torch
     from safetensors.torch import save_file
 
-    from ..training import fit
+    from ..training import Recipe, fit
 
     model = _build_model(s, data)
+    recipe = Recipe.paper(
+        epochs=s.epochs, optimizer=s.optimizer, lr=s.lr, batch_size=s.batch_size, schedule=s.schedule,
+        warmup_epochs=s.warmup_epochs,
+    )
     result = fit(
         model,
         data.train,
         data.test,
-        epochs=s.epochs,
+        recipe=recipe,
         loss_fn=_loss(s),
-        optimizer=s.optimizer,
-        lr=s.lr,
-        batch_size=s.batch_size,
-        schedule=s.schedule,
-        warmup_epochs=s.warmup_epochs,
         checkpoint_dir=s.out / "checkpoints",
         seed=s.seed,
         device=torch.device(s.device),
