@@ -32,15 +32,15 @@ LAYERS: list[tuple[str, ...]] = [
     ("gad", "training"),                           # built on the families / on core
     ("metrics",),                                  # any explanation tensor, no method
     ("api",),                                      # explain(), methods(), gad:BASE
-    ("evaluation",),                               # the dataset-scale engine
-    ("models", "data", "viz", "report", "store"),  # architectures, data, figures, report, results
+    ("models", "data", "viz", "store"),            # architectures, data, figures, results store
+    ("report",),                                   # the HTML report of a store
+    ("evaluation",),                               # the dataset-scale engine (methods, metrics, data, store, report)
     ("cli", "__main__"),                           # the command line
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
-#: the one circle still being removed (issue 26, item 2: the evaluation engine leaves
-#: cli/); delete the entry once ``cli.evaluate_run`` no longer imports ``cli.app``
-KNOWN_CIRCLES: list[list[str]] = [["cleargrad.cli.app", "cleargrad.cli.evaluate_run"]]
+#: circles still being removed (none: the evaluation engine left cli/)
+KNOWN_CIRCLES: list[list[str]] = []
 
 
 def _module_name(path: Path) -> str:

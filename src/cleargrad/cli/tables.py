@@ -11,10 +11,10 @@ from rich.measure import Measurement
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from ..evaluation.console import UI
+from ..evaluation.explainers import fast_defaults
+from ..evaluation.metric_runner import available_metrics
 from ..store import ResultStore
-from .console import UI
-from .explainers import fast_defaults
-from .metric_runner import available_metrics
 
 __all__ = ["print_gad_stats", "print_methods", "print_results", "results_tables"]
 
