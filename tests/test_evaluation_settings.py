@@ -103,3 +103,10 @@ def test_the_plan_reads_its_options_from_the_settings(tmp_path: Path) -> None:
 def test_an_unknown_plan_option_names_the_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown evaluation setting.*batch_size"):
         _plan(tmp_path, batchsize=3)
+
+
+def test_setting_a_built_object_on_the_plan_does_not_touch_the_settings(tmp_path: Path) -> None:
+    plan = _plan(tmp_path)
+    runners = plan.metrics
+    plan.metrics = [*runners]  # "metrics" is also a settings field (the names): the plan's own list wins
+    assert plan.metrics == runners and plan.run.metrics == ""

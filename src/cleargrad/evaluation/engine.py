@@ -154,7 +154,8 @@ class EvalPlan:
         self.run = run.with_options(**options) if options else run
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in EvaluationSettings.field_names() and "run" in self.__dict__:  # an option: into the settings
+        d = self.__dict__
+        if "run" in d and name not in d and name in EvaluationSettings.field_names():  # an option: into the settings
             object.__setattr__(self, "run", self.run.with_options(**{name: value}))
         else:
             object.__setattr__(self, name, value)
