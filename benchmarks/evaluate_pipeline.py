@@ -10,7 +10,7 @@ Protocol: methods {saliency, integrated_gradients (32 steps), gradcam, scorecam,
 expected_gradcam (16 samples)} x metrics {insertion, deletion, average_drop,
 average_gain, average_increase, infidelity, sparseness}, targets = the predicted class.
 
-- **ours**: cleargrad's evaluation engine (``cleargrad.cli.engine.run_evaluation``, what
+- **ours**: cleargrad's evaluation engine (``cleargrad.evaluation.engine.run_evaluation``, what
   ``cleargrad evaluate`` runs), results written to a SQLite store as the command does.
 - **peer**: the script a careful user writes with the peer libraries: Captum
   ``Saliency``/``IntegratedGradients``, pytorch-grad-cam ``GradCAM``/``ScoreCAM``
@@ -83,7 +83,7 @@ CHUNK = 64
 
 # --------------------------------------------------------------------------- setup
 def fmnist_setup(n: int):
-    from cleargrad.cli.images import fashion_mnist_set
+    from cleargrad.evaluation.images import fashion_mnist_set
     from cleargrad.models import small_cnn_fashion_mnist
 
     model = small_cnn_fashion_mnist(device="cpu", quiet=True).eval()
@@ -96,7 +96,7 @@ def fmnist_setup(n: int):
 def resnet_setup(n: int, size: int = 224):
     import torchvision
 
-    from cleargrad.cli.images import ImageRecord, ImageSet, Preprocess
+    from cleargrad.evaluation.images import ImageRecord, ImageSet, Preprocess
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
@@ -113,9 +113,10 @@ def resnet_setup(n: int, size: int = 224):
 
 # --------------------------------------------------------------------------- ours
 def ours_plan(model, data, refs, cfg, store, compile_=False, fold=True):
-    from cleargrad.cli.engine import EvalPlan
-    from cleargrad.cli.explainers import build_explainer, load_registries
-    from cleargrad.cli.metric_runner import metric_runner
+    from cleargrad.evaluation import EvaluationSettings
+    from cleargrad.evaluation.engine import EvalPlan
+    from cleargrad.evaluation.explainers import build_explainer, load_registries
+    from cleargrad.evaluation.metric_runner import metric_runner
 
     load_registries()
     opts = {"integrated_gradients": {"n_steps": 32}, "expected_gradcam": {"n_samples": 16}}
@@ -130,23 +131,25 @@ def ours_plan(model, data, refs, cfg, store, compile_=False, fold=True):
     }
     runners = [metric_runner(m, mopts.get(m)) for m in METRICS]
     h = store.record_run({"benchmark": "evaluate_pipeline", "compile": str(compile_), "fold": fold}, {})
+    run = EvaluationSettings(
+        model=type(model).__name__, dataset=data.description, methods=",".join(METHODS), metrics=",".join(METRICS),
+        store=store.path, batch_size=len(data), gallery=0, compile=compile_, fold_batchnorm=fold,
+    )
     return EvalPlan(
         model=model, images=data, explainers=explainers, metrics=runners, store=store, settings=h,
-        preprocess=data.preprocess, batch_size=len(data), gallery=0, compile=compile_, fold_batchnorm=fold,
+        preprocess=data.preprocess, run=run,
     )
 
 
 def run_ours(plan, idx):
-    import dataclasses
-
-    from cleargrad.cli.console import UI
-    from cleargrad.cli.images import ImageSet
+    from cleargrad.evaluation.console import UI
+    from cleargrad.evaluation.images import ImageSet
 
     sub = ImageSet([plan.images.records[i] for i in idx], plan.images.preprocess,
                    tensors=plan.images.tensors[idx], description="batch")
-    from cleargrad.cli.engine import run_evaluation
+    from cleargrad.evaluation.engine import run_evaluation
 
-    return run_evaluation(dataclasses.replace(plan, images=sub, batch_size=len(idx)), UI(quiet=True))
+    return run_evaluation(plan.replace(images=sub, batch_size=len(idx)), UI(quiet=True))
 
 
 # --------------------------------------------------------------------------- peer
@@ -488,7 +491,7 @@ def part(name, model, data, refs, layer, cfg, batch, compile_, out_lines, peer_c
         times["ours unfolded"] = []
     counter = PassCounter(model)
     import cleargrad.cam.score as score
-    import cleargrad.cli.engine as engine
+    import cleargrad.evaluation.engine as engine
 
     def counted_fold(m, on=True):  # the metrics' and Score-CAM's masked passes may run on a folded copy
         f = fold(m, on)
@@ -679,7 +682,7 @@ def memchild(args):
         if args.metric_batch:
             plan.metric_batch_size = args.metric_batch
         if args.scorecam_batch:
-            from cleargrad.cli.explainers import build_explainer
+            from cleargrad.evaluation.explainers import build_explainer
 
             plan.explainers = [
                 build_explainer(model, e.name, options={"scorecam": {"batch_size": args.scorecam_batch},

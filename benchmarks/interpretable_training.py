@@ -15,7 +15,7 @@ each with the paper's recipe (SGD lr 0.1, momentum 0.9, weight decay 5e-4, LR x0
 ``--epochs`` epochs; one seed gives the same initialisation and data order to every loss, so
 differences are paired by seed. Test accuracy on the 10,000 test images; CAM metrics
 (Grad-CAM, Grad-CAM++, Score-CAM, Ablation-CAM, XGrad-CAM) on the first ``--n-test`` test
-images for their true class with the authors' protocol (:mod:`cleargrad.cli.train_eval`).
+images for their true class with the authors' protocol (:mod:`cleargrad.evaluation.train_eval`).
 
 Resumable run by run: every finished run is written to ``--out``/runs/NAME.json and skipped
 when the script is started again; a run killed mid-training resumes from its last epoch
@@ -41,8 +41,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cleargrad.cli.train_eval import CAMS, METRICS, cam_faithfulness  # noqa: E402
 from cleargrad.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_fashion_mnist  # noqa: E402
+from cleargrad.evaluation.train_eval import CAMS, METRICS, cam_faithfulness  # noqa: E402
 from cleargrad.models import cifar_mobilenet_v2, cifar_resnet18  # noqa: E402
 from cleargrad.training import InterpretableGradientLoss, fit  # noqa: E402
 
@@ -161,7 +161,7 @@ def report(done: list[dict], args: argparse.Namespace, elapsed: float) -> str:
         f"{args.lr:g}, momentum 0.9, wd 5e-4, LR x0.2 at 30/60/80 %, batch {args.batch}). Accuracy on the 10,000 test "
         "images; CAM metrics (%) on the first test images (how many: in each CAM table's title) for their true class "
         "(authors' protocol, "
-        "`cleargrad.cli.train_eval`). Cells: mean ± standard error across seeds; Δ: mean of the per-seed "
+        "`cleargrad.evaluation.train_eval`). Cells: mean ± standard error across seeds; Δ: mean of the per-seed "
         "differences from the baseline of the same seed (same initialisation and data order) ± its s.e.; "
         "**bold** Δ: better than the baseline by more than 2 s.e., _italic_: worse by more than 2 s.e. (marked only "
         f"with at least {MIN_SEEDS_FOR_MARKS} seeds: a s.e. from 2 seeds has one degree of freedom). "

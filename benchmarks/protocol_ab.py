@@ -21,9 +21,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import evaluate_pipeline as ep  # noqa: E402
 
 import cleargrad  # noqa: E402
-from cleargrad.cli.engine import EvalPlan  # noqa: E402
-from cleargrad.cli.explainers import build_explainer, load_registries  # noqa: E402
-from cleargrad.cli.metric_runner import metric_runner  # noqa: E402
+from cleargrad.evaluation import EvaluationSettings  # noqa: E402
+from cleargrad.evaluation.engine import EvalPlan  # noqa: E402
+from cleargrad.evaluation.explainers import build_explainer, load_registries  # noqa: E402
+from cleargrad.evaluation.metric_runner import metric_runner  # noqa: E402
 from cleargrad.store import ResultStore  # noqa: E402
 
 warnings.simplefilter("ignore")
@@ -38,8 +39,10 @@ mopts = {"insertion": {"step": cfg["step"], "substrate": "blur"}, "deletion": {"
 runners = [metric_runner(m, mopts.get(m)) for m in ep.METRICS]
 st = ResultStore(tempfile.mktemp(suffix=".db"))
 h = st.record_run({"b": 1}, {})
+run = EvaluationSettings(model="resnet18", dataset=data.description, methods=",".join(ep.METHODS),
+                         metrics=",".join(ep.METRICS), store=st.path, batch_size=4, gallery=0)
 plan = EvalPlan(model=model, images=data, explainers=explainers, metrics=runners, store=st, settings=h,
-                preprocess=data.preprocess, batch_size=4, gallery=0)
+                preprocess=data.preprocess, run=run)
 t = time.perf_counter()
 ep.run_ours(plan, [0, 1, 2, 3])
 ru = resource.getrusage(resource.RUSAGE_SELF)

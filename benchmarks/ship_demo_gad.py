@@ -1,5 +1,5 @@
 """Fit the default demo's GAD on the shipped reference SmallCNN and ship it in the package
-(``src/cleargrad/cli/demo_gad``: ``gad.json``, ``support.safetensors`` and ``record.json``
+(``src/cleargrad/evaluation/demo_gad``: ``gad.json``, ``support.safetensors`` and ``record.json``
 with the cache key and the files' SHA-256), so that ``make demo`` does not fit it.
 
     python benchmarks/ship_demo_gad.py            # fits (or takes the cached fit), then copies
@@ -16,8 +16,8 @@ import json
 import shutil
 import time
 
-from cleargrad.cli.console import UI
-from cleargrad.cli.demo import SHIPPED_GAD, DemoSettings, fit_or_load_gad, gad_key
+from cleargrad.evaluation.console import UI
+from cleargrad.evaluation.demo import SHIPPED_GAD, DemoSettings, fit_or_load_gad, gad_key
 from cleargrad.models import cache_root, small_cnn_fashion_mnist
 
 

@@ -193,7 +193,7 @@ def test_malicious_checkpoint_state_is_a_data_error_and_never_runs(tmp_path: Pat
 
 
 def test_full_pickled_model_message_is_one_clean_line(tmp_path: Path) -> None:
-    from cleargrad.cli.modelspec import load_weights
+    from cleargrad.evaluation.modelspec import load_weights
 
     path = tmp_path / "full.pt"
     torch.save(tiny_cnn(), path)

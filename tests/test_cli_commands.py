@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 import cleargrad
 from cleargrad.cli import app
-from cleargrad.cli.images import Preprocess
-from cleargrad.cli.modelspec import load_model
+from cleargrad.evaluation.images import Preprocess
+from cleargrad.evaluation.modelspec import load_model
 from cleargrad.metrics import METRICS
 
 runner = CliRunner()
@@ -405,7 +405,7 @@ def test_evaluate_fold_batchnorm_option_reaches_the_engine(
     workspace: dict[str, Path], monkeypatch: pytest.MonkeyPatch, flag: str | None, folded: bool
 ) -> None:
     from cleargrad.cam import score
-    from cleargrad.cli import engine
+    from cleargrad.evaluation import engine
 
     seen: list[bool] = []
     masked: list[bool] = []

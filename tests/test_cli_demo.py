@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import cleargrad.cli.demo as demo
+import cleargrad.evaluation.demo as demo
 from cleargrad.cli import app
 from cleargrad.models import FashionMNISTRecipe
 from cleargrad.models.weights_cache import ENV_VAR

@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 
 from cleargrad.cli.app import evaluate_cmd
-from cleargrad.cli.evaluate_run import EvaluateSettings
+from cleargrad.evaluation.run import EvaluateSettings
 
 RENAMED = {"compile_": "compile"}  # a Python keyword-like clash on the command's side
 NOT_SETTINGS = {"quiet", "debug"}  # how the command prints, not what it computes

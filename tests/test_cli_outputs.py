@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 import cleargrad as cg
 from cleargrad.cli import app
-from cleargrad.cli.modelspec import load_model
+from cleargrad.evaluation.modelspec import load_model
 
 runner = CliRunner()
 
@@ -216,7 +216,7 @@ def _dark_extent(img: np.ndarray) -> tuple[int, int]:
 def test_centre_crop_keeps_the_aspect_ratio(tmp_path: Path) -> None:
     from torchvision.transforms import CenterCrop, Resize
 
-    from cleargrad.cli.images import default_preprocess, image_set
+    from cleargrad.evaluation.images import default_preprocess, image_set
 
     path = tmp_path / "wide.png"
     _square_image(path)
@@ -334,7 +334,7 @@ def test_many_methods_summary_stays_within_80_columns(tmp_path: Path) -> None:
 
 
 def test_device_auto(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cleargrad.cli.devices import resolve_device
+    from cleargrad.evaluation.devices import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu")

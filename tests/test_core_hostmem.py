@@ -115,11 +115,11 @@ def test_freed_pages_go_back_to_the_system(limit):
 def test_evaluation_engine_releases_after_every_method_and_metric(tmp_path, monkeypatch):
     """2 batches x (2 methods + 2 metrics) steps: one look after each step (chunk loops
     inside the steps look on their own, through chunk_slices)."""
-    import cleargrad.cli.engine as engine
-    from cleargrad.cli.console import UI
-    from cleargrad.cli.explainers import build_explainer, load_registries
-    from cleargrad.cli.images import ImageRecord, ImageSet, Preprocess
-    from cleargrad.cli.metric_runner import metric_runner
+    import cleargrad.evaluation.engine as engine
+    from cleargrad.evaluation.console import UI
+    from cleargrad.evaluation.explainers import build_explainer, load_registries
+    from cleargrad.evaluation.images import ImageRecord, ImageSet, Preprocess
+    from cleargrad.evaluation.metric_runner import metric_runner
     from cleargrad.models import SmallCNN
     from cleargrad.store import ResultStore
 

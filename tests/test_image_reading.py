@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 import cleargrad as cg
-from cleargrad.cli.images import Preprocess, image_set
 from cleargrad.data import load_image_folder
+from cleargrad.evaluation.images import Preprocess, image_set
 
 
 def _gradient16(h: int = 16, w: int = 24) -> np.ndarray:

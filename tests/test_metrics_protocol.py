@@ -13,12 +13,12 @@ from helpers import small_cnn_with_statistics
 from torch import nn
 
 import cleargrad as cg
-from cleargrad.cli import engine
-from cleargrad.cli.console import UI
-from cleargrad.cli.engine import EvalPlan, run_evaluation
-from cleargrad.cli.explainers import build_explainer, load_registries
-from cleargrad.cli.images import ImageRecord, ImageSet, Preprocess
-from cleargrad.cli.metric_runner import metric_runner
+from cleargrad.evaluation import engine
+from cleargrad.evaluation.console import UI
+from cleargrad.evaluation.engine import EvalPlan, run_evaluation
+from cleargrad.evaluation.explainers import build_explainer, load_registries
+from cleargrad.evaluation.images import ImageRecord, ImageSet, Preprocess
+from cleargrad.evaluation.metric_runner import metric_runner
 from cleargrad.metrics import SharedBatch
 from cleargrad.models import SmallCNN
 from cleargrad.store import ResultStore

@@ -11,8 +11,8 @@ import torch
 from helpers import tiny_cnn
 
 from cleargrad import metrics as M
-from cleargrad.cli.console import UI
 from cleargrad.cli.tables import print_results
+from cleargrad.evaluation.console import UI
 from cleargrad.store import ResultRow, ResultStore
 
 Y = torch.tensor([1, 3])
@@ -102,7 +102,7 @@ def test_cam_protocol_counts_blank_maps_and_keeps_them_out_of_the_means() -> Non
     """The interpretable-gradient CAM protocol (cleargrad train --evaluate, the benchmark):
     an image whose CAM is all zero is NaN for every metric, AI included, and counted."""
     from cleargrad.cli.train import _mean_se
-    from cleargrad.cli.train_eval import METRICS, cam_faithfulness
+    from cleargrad.evaluation.train_eval import METRICS, cam_faithfulness
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

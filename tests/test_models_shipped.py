@@ -76,8 +76,8 @@ def test_tampered_shipped_weights_are_refused(tmp_path, monkeypatch) -> None:
 
 
 def test_the_shipped_demo_gad_is_the_default_demo_fit_of_the_shipped_model(tmp_path, monkeypatch) -> None:
-    from cleargrad.cli import demo
-    from cleargrad.cli.console import UI
+    from cleargrad.evaluation import demo
+    from cleargrad.evaluation.console import UI
     from cleargrad.gad import GAD
 
     model = small_cnn_fashion_mnist(tmp_path / "empty-cache", quiet=True, device="cpu")

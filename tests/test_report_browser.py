@@ -152,7 +152,7 @@ def _wide_store(path: Path) -> Path:
     overflowed the old report."""
     import torch
 
-    from cleargrad.cli.render import input_png
+    from cleargrad.evaluation.render import input_png
 
     rng = np.random.default_rng(0)
     methods = [f"method_with_a_long_name_{k:02d}" for k in range(19)] + ["gad_method_with_a_long_name_00"]

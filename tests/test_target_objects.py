@@ -122,12 +122,13 @@ def test_bad_target_objects_get_target_errors_and_leave_the_model_as_found() -> 
         def score(self, output):
             raise RuntimeError("target failed mid-call")
 
-    for method in ("saliency", "gradcam", "scorecam", "integrated_gradients"):
+    for method in ("saliency", "gradcam", "scorecam", "integrated_gradients", "smoothgrad"):
         inst, opts = make_method(model, method, **_opts(method))
+        before = {k: v for k, v in vars(inst).items() if k != "_auto"}
         with pytest.raises(RuntimeError, match="mid-call"):
             inst.attribute(x, target=Raising(), **opts)
         snap.assert_same(model)
-        assert inst.output is None and "_num_classes" not in vars(inst) or vars(inst).get("_num_classes") == 5
+        assert {k: v for k, v in vars(inst).items() if k != "_auto"} == before  # selector and class count restored
 
 
 def test_target_object_scores_by_hand() -> None:
@@ -292,3 +293,34 @@ def test_box_score_target_on_a_torchvision_detector_equals_pytorch_grad_cams_tar
         handle.remove()
     by_hand = (g.mean(dim=(2, 3), keepdim=True) * acts["a"]).sum(dim=1, keepdim=True)
     torch.testing.assert_close(raw, by_hand.detach(), rtol=1e-4, atol=1e-15)
+
+
+# ---------------------------------------------------------------- metrics
+@pytest.mark.parametrize("name", ["insertion", "deletion", "infidelity", "region_sensitivity"])
+def test_metrics_score_through_per_image_target_objects(name: str) -> None:
+    """A per-image SoftmaxTarget scored as it is equals the class probability: every
+    perturbed row (curve steps, noise draws, occlusions) keeps its own image's target."""
+    from cleargrad import metrics
+
+    model = tiny_cnn(seed=17)
+    x = torch.randn(2, 1, 12, 12, generator=torch.Generator().manual_seed(18))
+    maps = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(19))
+    fn = getattr(metrics, name)
+    kw: dict = {"step": 16} if name in ("insertion", "deletion") else {}
+    if name == "infidelity":
+        kw = {"n_perturb": 6}
+    third = maps if name != "region_sensitivity" else (maps > 0.5)
+    snap = ModelSnapshot.take(model)
+
+    def call(target, score):
+        extra = {"generator": torch.Generator().manual_seed(20)} if name == "infidelity" else {}
+        out = fn(model, x, third, target=target, score=score, **kw, **extra)
+        return out.drop if name == "region_sensitivity" else out
+
+    ref = call([0, 3], "prob")
+    got = call([SoftmaxTarget(0), SoftmaxTarget(3)], "logit")
+    snap.assert_same(model)
+    torch.testing.assert_close(torch.as_tensor(got), torch.as_tensor(ref), rtol=1e-5, atol=1e-7)
+    # and a target that differs from any class index: not the same numbers as either class
+    other = call([SoftmaxTarget(3), SoftmaxTarget(0)], "logit")
+    assert not torch.allclose(torch.as_tensor(other), torch.as_tensor(ref))

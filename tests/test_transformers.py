@@ -228,7 +228,7 @@ def test_every_cam_runs_on_token_layers() -> None:
 
 
 def _accepted(inst: object) -> set[str]:
-    from cleargrad.cli.explainers import _declared
+    from cleargrad.evaluation.explainers import _declared
 
     return _declared(inst)
 
@@ -448,8 +448,8 @@ def test_cli_explains_a_vit_with_layer_reshape_and_attention_methods(tmp_path) -
     from typer.testing import CliRunner
 
     from cleargrad.cli import app
-    from cleargrad.cli.images import default_preprocess
-    from cleargrad.cli.modelspec import load_model
+    from cleargrad.evaluation.images import default_preprocess
+    from cleargrad.evaluation.modelspec import load_model
 
     (tmp_path / "vit.py").write_text(VIT_SOURCE)
     images = tmp_path / "images"

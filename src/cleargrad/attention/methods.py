@@ -26,21 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cam.base import normalize_maps, upsample_maps
-from ..core import (
-    check_input,
-    fast_layout_call,
-    gather_scores,
-    gradient_call,
-    normal_options,
-    normal_tensor,
-    preserved_state,
-    register,
-    resolve_targets,
-    select_output,
-)
+from ..core import gather_scores, register, resolve_targets, select_output
 from ..core.layout import model_input
-from ..core.target_objects import bind_targets
+from ..core.maps import minmax_normalize, upsample_maps
+from ..core.method import Method
+from ..core.options import signature_options
 from ..core.targets import OutputSelector, TargetLike
 from ..core.tokens import TokenGrid, resolve_layout
 from ..errors import ConfigError, LayerError
@@ -51,7 +41,7 @@ __all__ = ["AttentionMethod", "AttentionRollout", "AttentionRelevance"]
 _FUSIONS = ("mean", "max", "min")
 
 
-class AttentionMethod:
+class AttentionMethod(Method):
     """Base of the attention methods: model state, input checks, token grid and
     post-processing. Subclasses implement :meth:`_relevance` (``(N, T, T)``).
 
@@ -62,9 +52,12 @@ class AttentionMethod:
         tokens: the token layout, a :class:`~cleargrad.TokenGrid`; None (default) infers
             the prefix tokens and the grid from the token count and the input size.
         allow_train_mode: explain a model in training mode (buffers restored after).
+        num_classes: the number of classes when known (spares a one-image probe).
     """
 
     family: ClassVar[str] = "attention"
+    input_ndim: ClassVar[int | None] = 4
+    post_options: ClassVar[tuple[str, ...]] = ("upsample", "normalize", "token")
 
     def __init__(
         self,
@@ -73,18 +66,12 @@ class AttentionMethod:
         output: OutputSelector = None,
         tokens: TokenGrid | None = None,
         allow_train_mode: bool = False,
+        num_classes: int | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        super().__init__(model, output=output, allow_train_mode=allow_train_mode, num_classes=num_classes)
         if tokens is not None and not isinstance(tokens, TokenGrid):
             raise ConfigError(f"tokens must be a TokenGrid or None, got {type(tokens).__name__}")
-        self.model = model
-        self.output = output
         self.tokens = tokens
-        self.allow_train_mode = allow_train_mode
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({type(self.model).__name__})"
 
     def attribute(
         self,
@@ -106,15 +93,7 @@ class AttentionMethod:
             token: the token whose row of the relevance matrix is shown (0: the class token).
             **options: the method's own options.
         """
-        check_input(x, ndim=4)
-
-        def run(x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> torch.Tensor:
-            with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
-                x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
-                return self._relevance(x, target, **options).clone()
-
-        with bind_targets(self, x, target) as target:
-            rel = fast_layout_call(self.model, run, x, target, options)
+        rel = self.guarded_call(x, target, options)
         n, t, _ = rel.shape
         layout = resolve_layout(
             self.tokens or TokenGrid(prefix=None), rel.new_zeros(1, t, 1), x.shape[-2:], "attention tokens"
@@ -126,10 +105,19 @@ class AttentionMethod:
         if upsample:
             m = upsample_maps(m, x.shape[-2:])
         if normalize:
-            m = normalize_maps(m)
+            m = minmax_normalize(m)
         return m.contiguous()
 
+    def option_names(self) -> list[str]:
+        """The method's own options of :meth:`attribute` (besides ``upsample``,
+        ``normalize`` and ``token``)."""
+        return signature_options(self._relevance, skip=2)[0]
+
+    def _run(self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> torch.Tensor:
+        return self._relevance(x, target, **options).clone()
+
     def _relevance(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
+        """The ``(N, T, T)`` token relevance matrix."""
         raise NotImplementedError
 
     def _check_maps(self, maps: AttentionMaps, n: int) -> None:

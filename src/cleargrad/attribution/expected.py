@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 
 from ..core import chunk_slices, register
+from ..core.sampling import draw_indices, draw_uniform, image_streams, standard_normal
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import GradientAttribution
-from .sampling import image_streams, standard_normal
 
 __all__ = ["ExpectedGradients", "draw_indices", "draw_uniform"]
-
-
-def draw_indices(high: int, size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """``size`` uniform integers in ``[0, high)`` from ``generator``, moved to ``device``."""
-    dev = generator.device if generator is not None else device
-    return torch.randint(high, (size,), generator=generator, device=dev).to(device)
-
-
-def draw_uniform(size: int, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
-    """``size`` uniform reals in ``[0, 1)`` from ``generator``, on ``like``'s device and dtype."""
-    dev = generator.device if generator is not None else like.device
-    return torch.rand(size, generator=generator, device=dev, dtype=like.dtype).to(like.device)
 
 
 @register("expected_gradients", family="attribution", aliases=("eg", "gradient_shap"))
@@ -43,6 +33,8 @@ class ExpectedGradients(GradientAttribution):
             a batch equals its images explained one by one with the same generator.
         internal_batch_size: how many (draw, image) pairs go through the model at once.
     """
+
+    fast_options = MappingProxyType({"n_samples": 16})
 
     batch_gradient = False  # gradients run in checked chunks of path points / draws
 

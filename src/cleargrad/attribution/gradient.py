@@ -19,6 +19,9 @@ class Saliency(GradientAttribution):
     gradient with ``abs=False``), shaped like ``x``.
     """
 
+    stackable = True
+    stack_by_default = True
+
     def _attribute(self, x: torch.Tensor, target: TargetLike, abs: bool = True) -> torch.Tensor:
         g, _, _ = self.gradients(x, target)
         return g.abs() if abs else g
@@ -27,6 +30,9 @@ class Saliency(GradientAttribution):
 @register("input_x_gradient", family="attribution", aliases=("gradient_x_input", "grad_x_input"))
 class InputXGradient(GradientAttribution):
     """Gradient x Input: ``x * d y_c / d x``."""
+
+    stackable = True
+    stack_by_default = True
 
     def _attribute(self, x: torch.Tensor, target: TargetLike) -> torch.Tensor:
         g, _, _ = self.gradients(x, target)
@@ -41,6 +47,9 @@ class GuidedBackprop(GradientAttribution):
     passes back ``1[u > 0] * relu(g)``.
     """
 
+    stackable = True
+    stack_by_default = True
+
     relu_rule = "guided"
 
     def _attribute(self, x: torch.Tensor, target: TargetLike) -> torch.Tensor:
@@ -50,6 +59,9 @@ class GuidedBackprop(GradientAttribution):
 @register("deconvolution", family="attribution", aliases=("deconvnet", "deconv"))
 class Deconvolution(GradientAttribution):
     """Deconvolution (Zeiler & Fergus 2014): every ReLU passes back ``relu(g)``."""
+
+    stackable = True
+    stack_by_default = True
 
     relu_rule = "deconv"
 

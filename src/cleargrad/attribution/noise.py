@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..core import chunk_slices, register
+from ..core.sampling import draw_device, image_streams, standard_normal
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .base import Attribution
 from .gradient import Saliency
-from .sampling import image_streams, standard_normal
 
 __all__ = ["NoiseTunnel", "SmoothGrad", "NT_TYPES"]
 
@@ -34,13 +35,13 @@ def noise_std(x: torch.Tensor, stdevs: float | None, noise_level: float | None) 
 
 
 def gaussian_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like ``x``, drawn from ``generator`` on its device.
+    """Standard normal noise shaped like ``x``, drawn from ``generator`` on its device (the
+    CPU's default generator for ``None``, :mod:`cleargrad.core.sampling`), on x's device.
 
     (Kept for callers outside this package; the methods here draw through
     :mod:`cleargrad.attribution.sampling` so results do not depend on chunking.)
     """
-    dev = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=dev, dtype=x.dtype).to(x.device)
+    return torch.randn(x.shape, generator=generator, device=draw_device(generator), dtype=x.dtype).to(x.device)
 
 
 class NoiseTunnel(Attribution):
@@ -65,7 +66,8 @@ class NoiseTunnel(Attribution):
         if not isinstance(method, Attribution):
             raise TypeError("NoiseTunnel wraps an attribution instance, e.g. NoiseTunnel(Saliency(model))")
         super().__init__(
-            method.model, output=method.output, allow_train_mode=method.allow_train_mode
+            method.model, output=method.output, allow_train_mode=method.allow_train_mode,
+            num_classes=getattr(method, "_num_classes", None),
         )
         self.method = method
         self.input_ndim = method.input_ndim
@@ -133,10 +135,13 @@ class SmoothGrad(NoiseTunnel):
     ``noise_level=0.15`` of each image's value range; ``abs=True`` as Saliency.
     """
 
+    fast_options = MappingProxyType({"n_samples": 16})
+
     def __init__(
-        self, model: nn.Module, *, output: OutputSelector = None, allow_train_mode: bool = False
+        self, model: nn.Module, *, output: OutputSelector = None, allow_train_mode: bool = False,
+        num_classes: int | None = None,
     ) -> None:
-        super().__init__(Saliency(model, output=output, allow_train_mode=allow_train_mode))
+        super().__init__(Saliency(model, output=output, allow_train_mode=allow_train_mode, num_classes=num_classes))
 
     def _attribute(  # type: ignore[override]
         self,

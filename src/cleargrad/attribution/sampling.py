@@ -10,25 +10,6 @@ one by one with the same generator passed to each successive call.
 
 from __future__ import annotations
 
-import torch
+from ..core.sampling import image_streams, standard_normal
 
 __all__ = ["image_streams", "standard_normal"]
-
-_SEED_HIGH = 2**62
-
-
-def image_streams(n: int, generator: torch.Generator | None, device: torch.device) -> list[torch.Generator]:
-    """One generator per image on ``device``, seeded from ``generator`` (n seed draws)."""
-    seed_dev = generator.device if generator is not None else torch.device("cpu")
-    seeds = torch.randint(_SEED_HIGH, (n,), generator=generator, device=seed_dev, dtype=torch.long).tolist()
-    streams = []
-    for s in seeds:
-        g = torch.Generator(device=device)
-        g.manual_seed(int(s))
-        streams.append(g)
-    return streams
-
-
-def standard_normal(shape: torch.Size | tuple[int, ...], stream: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """Standard normal noise of ``shape`` from ``stream``, on ``like``'s device and dtype."""
-    return torch.randn(shape, generator=stream, device=stream.device, dtype=like.dtype).to(like.device)

@@ -61,8 +61,10 @@ class AblationCAM(BaseCAM):
         output: OutputSelector = None,
         allow_train_mode: bool = False,
         reshape: ReshapeArg = "auto",
+        num_classes: int | None = None,
     ) -> None:
-        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode, reshape=reshape)
+        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode, reshape=reshape,
+                         num_classes=num_classes)
         self._splits: dict[int, LayerSplit | None] = {}
 
     def _split(self, module: nn.Module) -> LayerSplit | None:

@@ -23,28 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import (
-    check_input,
-    fast_layout_call,
-    find_layer,
-    gradient_call,
-    layer_name,
-    normal_options,
-    normal_tensor,
-    plan_chunk,
-    preserved_state,
-)
+from ..core import find_layer, layer_name, plan_chunk
 from ..core.layers import LayerSpec
-from ..core.memplan import check_batch
-from ..core.options import (
-    check_common_options,
-    check_finite_result,
-    check_options,
-    diagnose_model_error,
-    signature_options,
-    watch_scores,
-)
-from ..core.target_objects import bind_targets
+from ..core.maps import NORMALIZE_EPS, upsample_maps
+from ..core.maps import minmax_normalize as normalize_maps
+from ..core.method import Method
+from ..core.options import check_finite_result, signature_options
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .blank import warn_if_blank
@@ -56,32 +40,11 @@ from .capture import (
     layer_activations,
 )
 
-__all__ = ["BaseCAM", "CAMMaps", "LayersSpec", "normalize_maps", "upsample_maps", "fuse_maps", "weighted_sum"]
+__all__ = [
+    "NORMALIZE_EPS", "BaseCAM", "CAMMaps", "LayersSpec", "normalize_maps", "upsample_maps", "fuse_maps", "weighted_sum",
+]
 
 LayersSpec = Union[LayerSpec, Sequence[LayerSpec]]
-
-#: eps of the per-image min–max normalisation (spec § 0)
-NORMALIZE_EPS = 1e-8
-
-
-def normalize_maps(maps: torch.Tensor, eps: float = NORMALIZE_EPS) -> torch.Tensor:
-    """Per-image min–max normalisation to ``[0, 1]``: ``(L - min) / (max - min + eps)``.
-
-    An all-zero (or constant) map becomes all zero, never NaN.
-    """
-    flat = maps.flatten(1)
-    lo = flat.amin(dim=1).view(-1, *([1] * (maps.dim() - 1)))
-    hi = flat.amax(dim=1).view(-1, *([1] * (maps.dim() - 1)))
-    return (maps - lo) / (hi - lo + eps)
-
-
-def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize of ``(N, 1, h, w)`` maps to ``size`` (``align_corners=False``)."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(maps.shape[-2:]) == size:
-        return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-
 
 def fuse_maps(maps: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
     """Element-wise maximum of per-image normalised maps brought to ``size``."""
@@ -112,7 +75,7 @@ class CAMMaps:
     fused: torch.Tensor
 
 
-class BaseCAM:
+class BaseCAM(Method):
     """Base of every CAM method: layers, model state, targets and post-processing.
 
     Subclasses implement :meth:`_raw_maps`, which returns the un-rectified, low-resolution
@@ -131,6 +94,7 @@ class BaseCAM:
             or a callable applied to the forward's result.
         allow_train_mode: explain a model in training mode instead of raising
             :class:`~cleargrad.ModelStateError` (buffers are restored after the call).
+        num_classes: the number of classes when known (spares a one-image probe).
         reshape: how a layer output becomes ``(N, K, h, w)`` (its gradient goes the same
             way): ``"auto"`` (default: feature maps as they are, ``(N, T, D)`` tokens and
             ``(N, h, w, D)`` channels-last maps detected from the input size and the token
@@ -140,12 +104,10 @@ class BaseCAM:
             gives one per layer. See :mod:`cleargrad.core.tokens`.
     """
 
-    #: registry family
     family: ClassVar[str] = "cam"
-    #: whether a call runs a gradient pass on the whole batch it is given (else forward
-    #: passes only; chunked loops check their own chunks). The memory check sizes the batch
-    #: for it before the call runs (:func:`~cleargrad.core.memplan.check_batch`).
-    batch_gradient: ClassVar[bool] = False
+    input_ndim: ClassVar[int | None] = 4
+    post_options: ClassVar[tuple[str, ...]] = ("upsample", "normalize", "relu")
+    repr_fields: ClassVar[tuple[str, ...]] = ("layer",)
 
     def __init__(
         self,
@@ -155,18 +117,12 @@ class BaseCAM:
         output: OutputSelector = None,
         allow_train_mode: bool = False,
         reshape: ReshapeArg = "auto",
+        num_classes: int | None = None,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
+        super().__init__(model, output=output, allow_train_mode=allow_train_mode, num_classes=num_classes)
         self.layer = layer
-        self.output = output
-        self.allow_train_mode = allow_train_mode
         self.reshape = reshape
         self._auto: dict[tuple[int, ...], nn.Module] = {}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({type(self.model).__name__}, layer={self.layer!r})"
 
     # public API -------------------------------------------------------------------
     def attribute(
@@ -208,20 +164,7 @@ class BaseCAM:
         **options: Any,
     ) -> CAMMaps:
         """Like :meth:`attribute`, returning every layer's map and the fused map."""
-        check_input(x, ndim=4)
-        valid = [*self.option_names(), "upsample", "normalize", "relu"]
-        check_options(f"{type(self).__name__}.attribute", options, valid)
-        check_common_options(options)
-        with watch_scores() as flags, bind_targets(self, x, target) as target:
-            try:
-                modules, raw = fast_layout_call(self.model, self._guarded_maps, x, target, options)
-            except RuntimeError as e:
-                diagnosed = diagnose_model_error(self.model, x, e)
-                if diagnosed is None:
-                    raise
-                raise diagnosed from e
-        for r in raw:
-            check_finite_result(r, type(self).__name__, flags)
+        modules, raw = self.guarded_call(x, target, options)
         names = tuple(layer_name(self.model, m) for m in modules)
         if relu:
             warn_if_blank([F.relu(m) for m in raw], names, type(self).__name__, self.layer)
@@ -244,15 +187,16 @@ class BaseCAM:
                 fused = normalize_maps(fused)
         return CAMMaps(names, tuple(maps), fused)
 
-    def _guarded_maps(
+    def _run(
         self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]
     ) -> tuple[list[nn.Module], list[torch.Tensor]]:
-        """Layers and raw maps of one guarded call (the model's state restored on exit)."""
-        with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
-            x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
-            check_batch(self.model, x, grad=self.batch_gradient)
-            modules = self.resolve_layers(x)
-            return modules, [m.contiguous() for m in self._raw_maps(x, target, modules, **options)]
+        """Layers and raw maps of one guarded call."""
+        modules = self.resolve_layers(x)
+        return modules, [m.contiguous() for m in self._raw_maps(x, target, modules, **options)]
+
+    def _check_finite(self, out: Any, flags: Sequence[torch.Tensor]) -> None:
+        for r in out[1]:
+            check_finite_result(r, type(self).__name__, flags)
 
     def option_names(self) -> list[str]:
         """The method's own options of :meth:`attribute` (besides ``upsample``,

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core import (
-    check_input,
     chunk_slices,
-    fast_layout_call,
-    gradient_call,
-    normal_options,
-    normal_tensor,
-    preserved_state,
     register,
     resolve_targets,
 )
-from ..core.options import check_common_options, check_options, signature_options
+from ..core.maps import gaussian_blur
+from ..core.options import signature_options
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import BaseCAM, weighted_sum
@@ -80,15 +74,7 @@ def _references(references: Any, x: torch.Tensor) -> _References:
 
 def _blurred(x: torch.Tensor) -> torch.Tensor:
     """Each image Gaussian-blurred (std ``BLUR_FRACTION`` of its longer side, reflect padding)."""
-    sigma = BLUR_FRACTION * max(x.shape[-2:])
-    half = max(1, min(int(math.ceil(2 * sigma)), min(x.shape[-2:]) - 1))
-    ax = torch.arange(-half, half + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-0.5 * (ax / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    out = F.pad(x, (half, half, half, half), mode="reflect")
-    out = F.conv2d(out, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(out, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return gaussian_blur(x, BLUR_FRACTION * max(x.shape[-2:]))
 
 
 @register("expected_gradcam", family="cam", aliases=("expected_grad_cam", "egcam"))
@@ -137,22 +123,18 @@ class ExpectedGradCAM(BaseCAM):
     distinct reference image, or per draw for ``"noise"``/``"uniform"``).
     """
 
+    fast_options = MappingProxyType({"n_samples": 16})
+
     def layer_gradient(self, x: torch.Tensor, target: TargetLike = None, **options: Any) -> torch.Tensor:
         """The expected layer gradient ``G^`` ``(N, K, h, w)`` of the (first) target layer.
 
         Takes the sampling options of :meth:`attribute` (not ``weighting``).
         """
-        check_input(x, ndim=4)
-        check_options(f"{type(self).__name__}.layer_gradient", options, signature_options(self._expected, skip=3)[0])
-        check_common_options(options)
+        def run(x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> torch.Tensor:
+            return self._expected(x, target, self.resolve_layers(x)[:1], **options)[1][0].contiguous()
 
-        def run() -> torch.Tensor:
-            with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
-                xn, tn, opts = normal_tensor(x), normal_tensor(target), normal_options(options)
-                modules = self.resolve_layers(xn)
-                return self._expected(xn, tn, modules[:1], **opts)[1][0].contiguous()
-
-        return fast_layout_call(self.model, run)
+        valid = signature_options(self._expected, skip=3)[0]
+        return self.guarded_call(x, target, options, hook=run, valid=valid, owner="layer_gradient")
 
     def option_names(self) -> list[str]:
         """``weighting`` plus the sampling options."""

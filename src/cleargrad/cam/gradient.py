@@ -3,7 +3,7 @@ LayerCAM, HiResCAM; and the original CAM of GAP-linear networks."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,6 +45,8 @@ class GradientCAM(BaseCAM):
 class GradCAM(GradientCAM):
     """Grad-CAM (Selvaraju et al. 2017): ``w_k = mean_ij dy_c/dA^k_ij``."""
 
+    gap_linear_equivalent = True
+
     def weights(self, activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
         """Global average of the gradient per channel."""
         return gradcam_weights(gradient)
@@ -67,6 +69,8 @@ class XGradCAM(GradientCAM):
     Conservation: ``sum_k w_k sum_ij A^k_ij = sum_kij A G`` (the first-order Taylor
     share of the score carried by the layer).
     """
+
+    gap_linear_equivalent = True
 
     def weights(self, activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
         """Activation-weighted gradient average per channel."""
@@ -91,6 +95,8 @@ class HiResCAM(GradientCAM):
     """HiResCAM (Draelos & Carin 2020): element-wise weights ``G``, map ``sum_k G^k A^k``
     (the gradient is not averaged, so the map is faithful to the score's first-order terms)."""
 
+    gap_linear_equivalent = True
+
     def weights(self, activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
         """The gradient itself, one weight per activation element."""
         return gradient
@@ -101,7 +107,7 @@ class CAM(BaseCAM):
     """CAM (Zhou et al. 2016) for GAP-linear heads: ``L_c = sum_k W_ck A^k``.
 
     ``attribute(x, target=None, upsample=True, normalize=False, relu=True)``; ``relu=False``
-    gives the original, unrectified map.
+    gives the original, unrectified map. Targets are class indices (or ``ClassTarget``).
 
     Args:
         fc_layer: the linear classifier after global average pooling: a dotted name, a
@@ -109,8 +115,9 @@ class CAM(BaseCAM):
             ``in_features`` must equal the layer's channel count ``K``.
     """
 
+    gap_linear_equivalent = True
     #: reads the classifier's weight row of a class: other target objects are refused
-    class_targets_only: ClassVar[bool] = True
+    class_targets_only = True
 
     def __init__(
         self,
@@ -121,8 +128,10 @@ class CAM(BaseCAM):
         output: OutputSelector = None,
         allow_train_mode: bool = False,
         reshape: ReshapeArg = "auto",
+        num_classes: int | None = None,
     ) -> None:
-        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode, reshape=reshape)
+        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode, reshape=reshape,
+                         num_classes=num_classes)
         self.fc_layer = fc_layer
 
     def _fc(self) -> nn.Linear:

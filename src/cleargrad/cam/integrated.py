@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 from torch import nn
 
 from ..core import register, resolve_targets
+from ..core.inputs import broadcast_like
 from ..core.targets import TargetLike
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from .base import BaseCAM, weighted_sum
 from .sampling import check_positive_int, sample_chunks
 from .weights import gradcam_weights
@@ -17,11 +20,7 @@ __all__ = ["IntegratedGradCAM", "broadcast_baseline"]
 
 def broadcast_baseline(baseline: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A baseline (number, or tensor broadcastable to ``x``) as a tensor of x's shape."""
-    b = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
-    try:
-        return torch.broadcast_to(b, x.shape)
-    except RuntimeError as e:
-        raise InputError(f"baseline of shape {tuple(b.shape)} does not broadcast to x's shape {tuple(x.shape)}") from e
+    return broadcast_like(baseline, x, "baseline")
 
 
 @register("integrated_gradcam", family="cam", aliases=("integrated_grad_cam", "igcam"))
@@ -40,6 +39,8 @@ class IntegratedGradCAM(BaseCAM):
 
     The ``N·M`` path points run as chunks of ``internal_batch_size`` images.
     """
+
+    fast_options = MappingProxyType({"n_steps": 16})
 
     def _raw_maps(
         self,

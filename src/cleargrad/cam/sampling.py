@@ -8,11 +8,12 @@ no big tensor of noise is ever materialised.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 
 from ..core import chunk_slices, default_chunk_size
+from ..core.sampling import draw_indices, draw_seeds, draw_uniform, seeded_noise
 from ..errors import ConfigError
 
 __all__ = [
@@ -32,40 +33,6 @@ def check_positive_int(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive int, got {value!r}")
     return value
-
-
-def _gen_device(generator: torch.Generator | None, device: torch.device) -> torch.device:
-    return generator.device if generator is not None else torch.device("cpu")
-
-
-def draw_seeds(count: int, generator: torch.Generator | None) -> list[int]:
-    """``count`` seeds from ``generator`` (or the global RNG); one host transfer."""
-    dev = _gen_device(generator, torch.device("cpu"))
-    return torch.randint(0, 2**62, (count,), generator=generator, device=dev).tolist()
-
-
-def draw_uniform(count: int, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
-    """``count`` draws of U(0, 1) on ``like``'s device and dtype."""
-    dev = _gen_device(generator, like.device)
-    return torch.rand(count, generator=generator, device=dev, dtype=like.dtype).to(like.device)
-
-
-def draw_indices(high: int, count: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    """``count`` indices uniform in ``[0, high)``."""
-    dev = _gen_device(generator, device)
-    return torch.randint(high, (count,), generator=generator, device=dev).to(device)
-
-
-def seeded_noise(seeds: Sequence[int], like: torch.Tensor, kind: str = "normal") -> torch.Tensor:
-    """One noise image per seed, shaped like ``like[0]``: N(0, 1) (``"normal"``) or U(0, 1)."""
-    out = torch.empty((len(seeds), *like.shape[1:]), dtype=like.dtype, device=like.device)
-    for i, s in enumerate(seeds):
-        g = torch.Generator(device=like.device).manual_seed(int(s))
-        if kind == "normal":
-            out[i].normal_(generator=g)
-        else:
-            out[i].uniform_(generator=g)
-    return out
 
 
 def noise_scale(x: torch.Tensor, stdevs: float | None, default_fraction: float) -> torch.Tensor:

@@ -18,9 +18,11 @@ from ..core import (
     select_output,
 )
 from ..core.fused import folded_forward
+from ..core.inputs import broadcast_like
+from ..core.maps import minmax_normalize
 from ..core.target_objects import scores_are_targets
 from ..core.targets import TargetLike
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from .base import BaseCAM, weighted_sum
 
 __all__ = ["ScoreCAM"]
@@ -120,13 +122,7 @@ class ScoreCAM(BaseCAM):
         with torch.inference_mode():
             shift = None
             if baseline is not None:
-                xb = torch.as_tensor(baseline, dtype=x.dtype, device=x.device)
-                try:
-                    xb = torch.broadcast_to(xb, x.shape)
-                except RuntimeError as e:
-                    raise InputError(
-                        f"baseline of shape {tuple(xb.shape)} does not broadcast to x's shape {tuple(x.shape)}"
-                    ) from e
+                xb = broadcast_like(baseline, x, "baseline")
                 shift = score(select_output(net(model_input(self.model, xb)), self.output), t)
             for a in acts:
                 n, k = a.shape[:2]
@@ -147,9 +143,7 @@ class ScoreCAM(BaseCAM):
                     up = F.interpolate(
                         a[img, ch].unsqueeze(1), size=size, mode="bilinear", align_corners=mask_align_corners
                     )
-                    lo = up.amin(dim=(2, 3), keepdim=True)
-                    hi = up.amax(dim=(2, 3), keepdim=True)
-                    m = (up - lo) / (hi - lo + _MASK_EPS)
+                    m = minmax_normalize(up, _MASK_EPS)
                     with memory_guard(len(idx), x.shape[1:], x.device):
                         s = select_output(net(model_input(self.model, masked(x[img], m))), self.output)
                     w[idx] = score(s, t[img])

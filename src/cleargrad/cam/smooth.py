@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import torch
 from torch import nn
 
@@ -29,6 +31,8 @@ class SmoothGradCAMPlusPlus(BaseCAM):
     model's input units (torch-cam default 0.3); ``stdevs=0`` gives Grad-CAM++.
     The noisy passes run in chunks of ``internal_batch_size`` images.
     """
+
+    fast_options = MappingProxyType({"n_samples": 16})
 
     def _raw_maps(
         self,

@@ -10,17 +10,16 @@ when it runs, so ``--help`` does not load PyTorch.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 
 from ..errors import ConfigError
-from .console import UI
+from ..evaluation.console import UI
 
 __all__ = ["app", "main"]
 
@@ -128,7 +127,7 @@ def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T], registries: bool = T
     ui = UI(quiet=quiet, rank=int(os.environ.get("RANK", "0")))  # torchrun's rank (as engine.shard_from_env)
     try:
         if registries:
-            from .explainers import load_registries
+            from ..evaluation.explainers import load_registries
 
             load_registries()
         return fn(ui)
@@ -147,60 +146,6 @@ def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T], registries: bool = T
             raise
         ui.err.print(f"error: {_one_line(e)}", markup=False)
         raise typer.Exit(1) from None
-
-
-def _floats(text: str | None, name: str) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ConfigError(f"--{name} must be comma-separated numbers, got {text!r}") from None
-
-
-def _target(text: str, allow_label: bool) -> str | int:
-    t = text.strip().lower()
-    if t == "auto" or (allow_label and t == "label"):
-        return t
-    try:
-        return int(t)
-    except ValueError:
-        valid = "auto, label or a class index" if allow_label else "auto or a class index"
-        raise ConfigError(f"--target must be {valid}, got {text!r}") from None
-
-
-def _file_digest(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def _device(text: str) -> Any:
-    """``--device`` as a torch device (``auto``: CUDA when available, else CPU)."""
-    from .devices import resolve_device
-
-    return resolve_device(text)
-
-
-def _model(spec: str, weights: Path | None, seed: int, device: Any, ui: UI) -> Any:
-    import torch
-
-    from .modelspec import load_model
-
-    if spec.strip().lower().replace("_", "-") == "small-cnn-fashion-mnist" and weights is None:
-        from ..models import small_cnn_fashion_mnist
-
-        ui.info("loading the reference SmallCNN (trained on Fashion-MNIST on first use, then cached)")
-        model = small_cnn_fashion_mnist(device="cpu", quiet=ui.quiet)
-    else:
-        model = load_model(spec, weights, seed=seed)
-        if weights is None and ":" not in spec:
-            ui.warn(f"built-in model {spec!r} without --weights has random weights")
-    return model.to(torch.device(device)).eval()
 
 
 @app.callback()
@@ -262,32 +207,46 @@ def explain_cmd(
     """
 
     def body(ui: UI) -> None:
-        from .explain_run import class_names_from, explain_images, read_class_names
-        from .explainers import check_global_options, parse_options, split_names
-        from .images import check_model_takes, default_preprocess, image_set
+        from ..evaluation.explain_run import class_names_from, explain_images, read_class_names
+        from ..evaluation.explainers import check_global_options, parse_options, split_names
+        from ..evaluation.images import check_model_takes, default_preprocess, image_set
+        from ..evaluation.prepare import (
+            build_explainers,
+            builtin_class_names,
+            file_digest,
+            gad_identity,
+            load_run_model,
+            parse_floats,
+            parse_target,
+            reference_images,
+            report_skipped,
+            resolve_run_device,
+        )
 
         names = [n for m in method for n in split_names(m)]
         if not names:
             raise ConfigError("give at least one --method")
         opts = parse_options(option or [])
-        tgt = _target(target, allow_label=False)
-        dev = _device(device)
-        net = _model(model, weights, seed, dev, ui)
+        tgt = parse_target(target, allow_label=False)
+        dev = resolve_run_device(device)
+        net = load_run_model(model, weights, seed, dev, ui)
         prep = default_preprocess(
-            net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"), resize, crop_fraction
+            net, size, grayscale, parse_floats(mean, "mean"), parse_floats(std, "std"), resize, crop_fraction
         )
         data = image_set(images, prep)
-        refs = _references(data, prep)
+        refs = reference_images(data, prep)
         check_model_takes(net, refs)
-        explainers = _explainers(net, names, gad, layer, reshape, opts, refs)
+        explainers = build_explainers(net, names, gad, layer, reshape, opts, refs)
         check_global_options(opts, explainers)
-        labels = read_class_names(class_names) if class_names else (class_names_from(data) or _builtin_names(model))
+        labels = (
+            read_class_names(class_names) if class_names else (class_names_from(data) or builtin_class_names(model))
+        )
         run = {
             "command": "explain",
             "model": model,
             "weights": str(weights) if weights else None,
-            "weights_sha256": _file_digest(weights),
-            "gad": _gad_identity(gad),
+            "weights_sha256": file_digest(weights),
+            "gad": gad_identity(gad),
             "images": [str(p) for p in images],
             "preprocess": prep.as_dict(),
             "target": tgt,
@@ -306,74 +265,9 @@ def explain_cmd(
             f"{len(rows)} explanation(s) of {n_ok} image(s) written to {out} (index: {out / 'manifest.csv'})",
             markup=False,
         )
-        _print_skipped(ui, data.skipped)
+        report_skipped(ui, data.skipped)
 
     _guard(debug, quiet, body)
-
-
-def _gad_identity(gad: Path | None) -> dict[str, Any] | None:
-    """The ``--gad`` folder and its fit's key (so a refit folder is a new run, not a resumed one)."""
-    if gad is None:
-        return None
-    import json
-
-    record = gad / "fit.json"
-    key = json.loads(record.read_text()).get("key") if record.is_file() else None
-    return {"path": str(gad), "fit_key": key or _file_digest(gad / "support.safetensors")}
-
-
-def _builtin_names(spec: str) -> list[str] | None:
-    """Class names of a built-in model trained on Fashion-MNIST."""
-    if spec.strip().lower().replace("_", "-") == "small-cnn-fashion-mnist":
-        from ..data import FASHION_MNIST_CLASSES
-
-        return list(FASHION_MNIST_CLASSES)
-    return None
-
-
-def _explainers(
-    net: Any, names: list[str], gad_dir: Path | None, layer: str, reshape: str, opts: Any, refs: Any
-) -> list[Any]:
-    """The explainers of ``names``; ``gad:BASE`` ones share the GAD loaded from ``gad_dir``."""
-    from .explainers import build_explainer, build_gad_explainer, is_gad
-
-    fitted = None
-    if any(is_gad(n) for n in names):
-        if gad_dir is None:
-            raise ConfigError(
-                "methods gad:BASE need --gad DIR, a folder written by `cleargrad gad fit --out DIR`"
-            )
-        from .gad_cmd import load_fitted_gad
-
-        fitted = load_fitted_gad(gad_dir, net)
-    elif gad_dir is not None:
-        raise ConfigError("--gad is only used by methods gad:BASE (e.g. --method gad:saliency)")
-    out = []
-    for n in names:
-        if is_gad(n):
-            out.append(
-                build_gad_explainer(net, n, fitted, layer=layer, reshape=reshape, options=opts, references=refs)
-            )
-        else:
-            out.append(build_explainer(net, n, layer=layer, reshape=reshape, options=opts, references=refs))
-    return out
-
-
-def _references(data: Any, prep: Any, k: int = 16) -> Any:
-    """A fixed set of reference images for methods that sample baselines."""
-    import torch
-
-    x, _ = data.load(list(range(min(k, len(data)))))
-    if x is None:
-        return torch.zeros(1, 1 if prep.grayscale else 3, prep.size, prep.size)
-    return x
-
-
-def _print_skipped(ui: UI, skipped: dict[str, str]) -> None:
-    if skipped:
-        ui.err.print(f"skipped {len(skipped)} unreadable or non-image file(s):", markup=False)
-        for src, reason in sorted(skipped.items()):
-            ui.err.print(f"  {src}: {reason}", markup=False)
 
 
 @app.command("evaluate")
@@ -446,72 +340,16 @@ def evaluate_cmd(
     The terminal shows a summary; `cleargrad report STORE` shows every value.
     """
 
-    def body(ui: UI) -> None:
-        from .evaluate_run import EvaluateSettings, run_evaluate
+    params = dict(locals())  # first statement: exactly the options, one settings field each
 
-        run_evaluate(
-            EvaluateSettings(
-                model=model, dataset=dataset, methods=methods, metrics=metrics, store=store, weights=weights,
-                limit=limit, target=target, layer=layer, reshape=reshape, reference=reference,
-                option=list(option or []), metric_option=list(metric_option or []), gallery=gallery,
-                overlays=overlays, gad=gad, classes=classes, size=size, resize=resize, crop_fraction=crop_fraction,
-                grayscale=grayscale, mean=mean, std=std, batch_size=batch_size, seed=seed, device=device,
-                compile=compile_, metric_batch_size=metric_batch_size, fold_batchnorm=fold_batchnorm,
-            ),
-            ui,
-        )
+    def body(ui: UI) -> None:
+        from ..evaluation.run import EvaluationSettings, run_evaluate
+        from .tables import print_results
+
+        settings = EvaluationSettings.from_command(params, ignore=("quiet", "debug"))
+        run_evaluate(settings, ui, show=lambda st, h: print_results(ui, st, h, str(store)))
 
     _guard(debug, quiet, body)
-
-
-def _only_classes(data: Any, text: str) -> Any:
-    """``data`` restricted to images whose label is one of ``text`` (indices or class names)."""
-    from .explain_run import class_names_from
-    from .gad_cmd import parse_classes
-
-    wanted = set(parse_classes(text, class_names_from(data)) or ())
-    keep = [i for i, r in enumerate(data.records) if r.label in wanted]
-    if not keep:
-        raise ConfigError(f"--classes {text}: no image of those classes in {data.description}")
-    return _subset(data, keep, f"{data.description}, classes {text}")
-
-
-def _first(data: Any, n: int) -> Any:
-    return _subset(data, list(range(min(n, len(data)))), data.description)
-
-
-def _subset(data: Any, keep: list[int], description: str) -> Any:
-    import dataclasses
-
-    import torch
-
-    tensors = None if data.tensors is None else data.tensors[torch.tensor(keep, dtype=torch.long)]
-    return dataclasses.replace(
-        data, records=[data.records[i] for i in keep], tensors=tensors, description=description
-    )
-
-
-def _params(fn: Callable[..., Any]) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(fn).parameters)
-
-
-def _metric_options(items: list[str]) -> dict[str, dict[str, Any]]:
-    import json
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        metric, dot, name = key.strip().rpartition(".")
-        if not sep or not dot or not name:
-            raise ConfigError(f"--metric-option {item!r} must look like METRIC.KEY=VALUE")
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError:
-            parsed = value
-        out.setdefault(metric.lower().replace("-", "_"), {})[name] = parsed
-    return out
 
 
 @app.command("train")
@@ -565,6 +403,7 @@ def train_cmd(
     """
 
     def body(ui: UI) -> None:
+        from ..evaluation.prepare import resolve_run_device
         from .train import TrainSettings, run_training
 
         run_training(
@@ -587,7 +426,7 @@ def train_cmd(
                 size=size,
                 grayscale=grayscale,
                 seed=seed,
-                device=str(_device(device)),
+                device=str(resolve_run_device(device)),
                 baseline=baseline,
                 evaluate=evaluate,
                 eval_images=eval_images,
@@ -672,20 +511,21 @@ def gad_fit_cmd(
     """
 
     def body(ui: UI) -> None:
-        from .explain_run import read_class_names
-        from .gad_cmd import run_gad_fit
-        from .images import default_preprocess
+        from ..evaluation.explain_run import read_class_names
+        from ..evaluation.gad_fit import run_gad_fit
+        from ..evaluation.images import default_preprocess
+        from ..evaluation.prepare import file_digest, load_run_model, parse_floats, resolve_run_device
 
-        dev = _device(device)
-        net = _model(model, weights, seed, dev, ui)
+        dev = resolve_run_device(device)
+        net = load_run_model(model, weights, seed, dev, ui)
         fmnist = dataset.strip().lower().replace("_", "-") == "fashion-mnist"
         prep = None if fmnist else default_preprocess(
-            net, size, grayscale, _floats(mean, "mean"), _floats(std, "std"), resize, crop_fraction
+            net, size, grayscale, parse_floats(mean, "mean"), parse_floats(std, "std"), resize, crop_fraction
         )
         record = run_gad_fit(
             model=net,
             model_spec={"model": model, "weights": str(weights) if weights else None,
-                        "weights_sha256": _file_digest(weights)},
+                        "weights_sha256": file_digest(weights)},
             dataset=dataset, prep=prep, classes_text=classes,
             class_names=read_class_names(class_names) if class_names else None,
             strategy=strategy, groups_text=groups, out=out, n_support=support, epochs=epochs, lr=lr,
@@ -762,9 +602,10 @@ def demo_cmd(
     """Load the shipped SmallCNN on Fashion-MNIST, explain and score test images with every method, write a report."""
 
     def body(ui: UI) -> None:
-        from .demo import run_demo
+        from ..evaluation.demo import run_demo
+        from .tables import print_results
 
-        run_demo(out, ui=ui, n_images=n_images, retrain=retrain)
+        run_demo(out, ui=ui, n_images=n_images, retrain=retrain, show=lambda st, h: print_results(ui, st, h))
 
     _guard(debug, quiet, body)
 

@@ -11,10 +11,10 @@ from rich.measure import Measurement
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from ..evaluation.console import UI
+from ..evaluation.explainers import fast_defaults
+from ..evaluation.metric_runner import available_metrics
 from ..store import ResultStore
-from .console import UI
-from .explainers import fast_defaults
-from .metric_runner import available_metrics
 
 __all__ = ["print_gad_stats", "print_methods", "print_results", "results_tables"]
 
@@ -27,7 +27,9 @@ def _plain(text: str) -> str:
 def print_methods(ui: UI) -> None:
     """The registered methods and metrics with one-line descriptions (stdout)."""
     from ..core.registry import list_methods
+    from ..families import load_registries
 
+    load_registries()
     t = RichTable(title="methods", title_justify="left")
     for col in ("name", "family", "description", "command-line defaults"):
         t.add_column(col)

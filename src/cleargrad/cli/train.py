@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .console import UI
+from ..evaluation.console import UI
 
 __all__ = ["LOSSES", "TrainSettings", "run_training"]
 
@@ -97,7 +97,9 @@ class _Data:
 
 
 def _is_fashion_mnist(name: str) -> bool:
-    return name.strip().lower().replace("_", "-") == "fashion-mnist"
+    from ..core.names import dashed_key  # here: cleargrad.core loads torch
+
+    return dashed_key(name) == "fashion-mnist"
 
 
 def _load_data(s: TrainSettings) -> _Data:
@@ -165,7 +167,7 @@ def _load_data(s: TrainSettings) -> _Data:
 def _build_model(s: TrainSettings, data: _Data) -> Any:
     import torch
 
-    from .modelspec import load_model
+    from ..evaluation.modelspec import load_model
 
     if ":" in s.model:
         return load_model(s.model, None, seed=s.seed).train()
@@ -196,20 +198,19 @@ def _train_one(s: TrainSettings, data: _Data, ui: UI) -> tuple[Any, dict[str, An
     import torch
     from safetensors.torch import save_file
 
-    from ..training import fit
+    from ..training import Recipe, fit
 
     model = _build_model(s, data)
+    recipe = Recipe.paper(
+        epochs=s.epochs, optimizer=s.optimizer, lr=s.lr, batch_size=s.batch_size, schedule=s.schedule,
+        warmup_epochs=s.warmup_epochs,
+    )
     result = fit(
         model,
         data.train,
         data.test,
-        epochs=s.epochs,
+        recipe=recipe,
         loss_fn=_loss(s),
-        optimizer=s.optimizer,
-        lr=s.lr,
-        batch_size=s.batch_size,
-        schedule=s.schedule,
-        warmup_epochs=s.warmup_epochs,
         checkpoint_dir=s.out / "checkpoints",
         seed=s.seed,
         device=torch.device(s.device),
@@ -235,7 +236,7 @@ def _train_one(s: TrainSettings, data: _Data, ui: UI) -> tuple[Any, dict[str, An
 
 
 def _load_baseline(s: TrainSettings, data: _Data) -> tuple[Any, dict[str, Any]]:
-    from .modelspec import load_weights
+    from ..evaluation.modelspec import load_weights
 
     run = json.loads((Path(s.baseline) / "run.json").read_text())  # type: ignore[arg-type]
     b = TrainSettings(**{**run["settings"], "out": Path(run["settings"]["out"]), "baseline": None})
@@ -276,15 +277,21 @@ def _comparison(s: TrainSettings, data: _Data, model: Any, run: dict, ui: UI) ->
         return
     import torch
 
-    from .train_eval import METRICS, cam_faithfulness
+    from ..evaluation.train_eval import METRICS, cam_faithfulness, train_evaluation_settings
 
+    ev = train_evaluation_settings(
+        s.model, s.test_dataset or s.dataset, s.out, images=s.eval_images, seed=s.seed, device=s.device
+    )
     x, y = _test_tensors(data)
-    x, y = x[: s.eval_images], y[: s.eval_images]
-    dev = torch.device(s.device)
+    x, y = x[: ev.limit], y[: ev.limit]
+    dev = torch.device(ev.device)
     x, y = x.to(dev), y.to(dev)
     with ui.progress() as p:
-        ours = cam_faithfulness(model, x, y, mean=data.mean, std=data.std, progress=p)
-        base = cam_faithfulness(base_model, x, y, mean=data.mean, std=data.std, progress=p) if base_model else None
+        ours = cam_faithfulness(model, x, y, mean=data.mean, std=data.std, progress=p, settings=ev)
+        base = (
+            cam_faithfulness(base_model, x, y, mean=data.mean, std=data.std, progress=p, settings=ev)
+            if base_model else None
+        )
     t = Table(title=f"CAM metrics (%) on {len(y)} test images; Δ = this run − baseline ± s.e. (paired)")
     t.add_column("CAM")
     for k, d in METRICS.items():

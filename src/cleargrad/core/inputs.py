@@ -6,7 +6,7 @@ import torch
 
 from ..errors import InputError
 
-__all__ = ["check_input"]
+__all__ = ["broadcast_like", "check_input"]
 
 
 def check_input(x: object, *, ndim: int | None = None, name: str = "x") -> torch.Tensor:
@@ -45,3 +45,20 @@ def check_input(x: object, *, ndim: int | None = None, name: str = "x") -> torch
     if not bool(torch.isfinite(x).all()):
         raise InputError(f"{name} contains NaN or Inf values; clean the input before explaining it.")
     return x
+
+
+def broadcast_like(value: object, x: torch.Tensor, name: str, hint: str = "") -> torch.Tensor:
+    """``value`` (a number or a tensor broadcastable to ``x``) as a tensor of x's shape,
+    device and dtype (a broadcast view: clone it before writing into it).
+
+    Raises:
+        InputError: ``value`` does not broadcast to ``x``'s shape (``hint`` is appended
+            to the message, e.g. what to give instead).
+    """
+    b = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    try:
+        return torch.broadcast_to(b, x.shape)
+    except RuntimeError as e:
+        raise InputError(
+            f"{name} of shape {tuple(b.shape)} does not broadcast to x's shape {tuple(x.shape)}{hint}"
+        ) from e

@@ -7,14 +7,24 @@ method up here, so adding a method never touches a dispatch ladder.
 from __future__ import annotations
 
 import difflib
-import importlib
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import ConfigError
+from .names import method_key
 
-__all__ = ["FAMILY_PACKAGES", "MethodInfo", "get_method", "list_methods", "load_families", "register"]
+__all__ = [
+    "MethodInfo",
+    "add_loader",
+    "get_method",
+    "init_params",
+    "list_methods",
+    "load_families",
+    "make_method",
+    "register",
+]
 
 T = TypeVar("T")
 
@@ -33,28 +43,32 @@ class MethodInfo:
 _REGISTRY: dict[str, MethodInfo] = {}
 _ALIASES: dict[str, str] = {}
 
-#: packages whose import registers the built-in methods (imported on the first look-up,
-#: so that ``import cleargrad`` stays light); a new family adds its package here
-FAMILY_PACKAGES: tuple[str, ...] = ("cleargrad.attribution", "cleargrad.cam", "cleargrad.attention")
-_families_loaded = False
+_LOADERS: list[Callable[[], None]] = []
+_loaded = False
+
+
+def add_loader(loader: Callable[[], None]) -> None:
+    """Have ``loader()`` run before the first look-up (it imports packages that register
+    methods). The layer above the families adds the import of the built-in ones
+    (:mod:`cleargrad.families`), so that this module names no package above it."""
+    global _loaded
+    if loader not in _LOADERS:
+        _LOADERS.append(loader)
+        _loaded = False
 
 
 def load_families() -> None:
-    """Import :data:`FAMILY_PACKAGES` once, so that every built-in method is registered."""
-    global _families_loaded
-    if _families_loaded:
+    """Run the added loaders once (every built-in method is then registered)."""
+    global _loaded
+    if _loaded:
         return
-    _families_loaded = True  # first: a family's import may itself look a method up
-    for package in FAMILY_PACKAGES:
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as e:  # a family absent from this build; real import bugs still raise
-            if e.name != package:
-                raise
+    _loaded = True  # first: a family's import may itself look a method up
+    for loader in list(_LOADERS):
+        loader()
 
 
 def _norm(name: str) -> str:
-    return name.strip().lower().replace("-", "_").replace(" ", "_")
+    return method_key(name)
 
 
 def register(name: str, *, family: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
@@ -114,3 +128,32 @@ def list_methods(family: str | None = None) -> list[MethodInfo]:
     load_families()
     infos = [i for i in _REGISTRY.values() if family is None or i.family == family]
     return sorted(infos, key=lambda i: (i.family, i.name))
+
+
+def init_params(cls: type) -> set[str]:
+    """The keyword parameters a method class's constructor takes, following ``**kwargs``
+    up its bases (``model`` included)."""
+    params: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is None:
+            continue
+        sig = inspect.signature(init)
+        params |= {
+            p.name
+            for p in sig.parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+        if not any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
+    return params
+
+
+def make_method(model: Any, method: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """Build the method registered as ``method`` on ``model``: the keyword arguments its
+    constructor takes go to it; returns ``(instance, remaining attribute options)``."""
+    info = get_method(method)
+    init_keys = init_params(info.cls) - {"model"}
+    init_kw = {k: v for k, v in kwargs.items() if k in init_keys}
+    rest = {k: v for k, v in kwargs.items() if k not in init_keys}
+    return info.cls(model, **init_kw), rest

@@ -37,6 +37,7 @@ __all__ = [
     "SegmentationTarget",
     "BoxScoreTarget",
     "SimilarityTarget",
+    "as_class_indices",
     "is_target_object",
     "scores_are_targets",
     "target_selector",
@@ -326,7 +327,7 @@ def scores_are_targets(output: OutputSelector) -> bool:
     return bool(getattr(output, "target_matrix", False))
 
 
-def _as_class_indices(target: Any) -> Any:
+def as_class_indices(target: Any) -> Any:
     """``ClassTarget`` objects as the class indices they stand for (exact and cheaper)."""
     if isinstance(target, ClassTarget):
         return target.category
@@ -360,18 +361,19 @@ def bind_targets(method: Any, x: torch.Tensor, target: Any) -> Iterator[Any]:
     selector becomes the score matrix of :func:`target_selector` and the yielded target its
     integer index; any other target is yielded unchanged. Restored on exit, also after an
     error."""
-    target = _as_class_indices(target)
+    target = as_class_indices(target)
     if not is_target_object(target):
         yield target
         return
-    if getattr(method, "class_targets_only", False):
+    if getattr(method, "class_targets_only", False):  # Method.class_targets_only
         raise TargetError(
             f"{type(method).__name__} explains a class through its classifier weights: give class indices "
             "(or ClassTarget), not other target objects; GradCAM equals CAM on GAP-linear models and takes any target"
         )
     n = x.shape[0] if isinstance(x, torch.Tensor) and x.dim() else 1
     objects = _bound_objects(method)
-    saved = [(m, m.output, vars(m).get("_num_classes")) for m in objects]
+    missing = object()
+    saved = [(m, m.output, vars(m).get("_num_classes", missing)) for m in objects]
     try:
         for m in objects:
             select, k, index = target_selector(target, n, m.output)
@@ -380,7 +382,7 @@ def bind_targets(method: Any, x: torch.Tensor, target: Any) -> Iterator[Any]:
     finally:
         for m, output, num in saved:
             m.output = output
-            if num is None:
+            if num is missing:
                 vars(m).pop("_num_classes", None)
             else:
                 m._num_classes = num

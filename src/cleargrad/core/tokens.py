@@ -43,14 +43,15 @@ __all__ = [
     "TokenGrid",
     "grid_matches",
     "infer_token_grid",
-    "parse_reshape",
     "resolve_layout",
 ]
 
 #: the most prefix tokens ``"auto"`` considers (class + distillation + up to 14 registers)
 MAX_PREFIX_TOKENS = 16
 
-_CHANNELS_LAST = ("channels_last", "nhwc")
+#: the names of the channels-last layout (``"nhwc"`` is the short form)
+CHANNELS_LAST_NAMES = ("channels_last", "nhwc")
+_CHANNELS_LAST = CHANNELS_LAST_NAMES
 
 
 @dataclass(frozen=True)
@@ -183,40 +184,6 @@ def infer_token_grid(
         return None
     g = best[2]
     return tokens - g[0] * g[1], g
-
-
-def parse_reshape(text: str | None) -> ReshapeSpec:
-    """A reshape spec from its command-line form: ``auto``, ``none``, ``channels_last``
-    (``nhwc``), ``tokens`` (prefix and grid inferred), ``tokens:P`` (``P`` prefix tokens) or
-    ``tokens:P:HxW``."""
-    if text is None:
-        return "auto"
-    t = text.strip().lower()
-    if t in ("auto", ""):
-        return "auto"
-    if t in ("none", "nchw", "channels_first"):
-        return None
-    if t in _CHANNELS_LAST:
-        return "channels_last"
-    head, _, rest = t.partition(":")
-    if head == "tokens":
-        if not rest:
-            return TokenGrid(prefix=None)
-        p, _, g = rest.partition(":")
-        try:
-            prefix = int(p) if p else None
-            grid = None
-            if g:
-                h, sep, w = g.partition("x")
-                if not sep:
-                    raise ValueError
-                grid = (int(h), int(w))
-        except ValueError:
-            raise ConfigError(f"--reshape {text!r}: write tokens:P or tokens:P:HxW (e.g. tokens:1:14x14)") from None
-        return TokenGrid(prefix=prefix, grid=grid)
-    raise ConfigError(
-        f"unknown reshape {text!r}: use auto, none, channels_last, tokens, tokens:P or tokens:P:HxW"
-    )
 
 
 def _shape(out: Any) -> str:

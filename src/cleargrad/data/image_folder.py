@@ -13,7 +13,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from .._progress import track
+from ..core.progress import track
 from ..errors import ConfigError, DataError
 
 __all__ = [

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .._progress import progress_bar
+from ..core.progress import progress_bar
 from ..errors import DataError
 
 __all__ = ["collect_training_data"]

@@ -9,6 +9,7 @@ from typing import Union
 import torch
 
 from ..core import to_2d
+from ..core.maps import max_normalize
 from ..errors import ConfigError, InputError
 
 __all__ = ["COMBINES", "PAPER_TAU", "Threshold", "normalized_importance", "important_mask", "fuse"]
@@ -24,9 +25,7 @@ def normalized_importance(a: torch.Tensor, reduction: str = "abs_sum") -> torch.
     An all-zero map stays all zero. Dividing by the maximum itself (no epsilon) makes
     ``Ŝ`` the same for any positive rescaling of ``a``.
     """
-    s = to_2d(a, reduction)
-    m = s.flatten(1).amax(1).view(-1, 1, 1, 1)
-    return s / torch.where(m > 0, m, torch.ones_like(m))
+    return max_normalize(to_2d(a, reduction))
 
 
 #: ``tau="paper"``: the paper's notion of important pixels (>= 10 % of the map's maximum)

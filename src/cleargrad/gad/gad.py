@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..api import make_method
+from .. import families as _families  # noqa: F401  (base methods are looked up by name)
 from ..core import (
     DEFAULT_CHUNK_ELEMENTS,
     REDUCTIONS,
@@ -21,13 +21,15 @@ from ..core import (
     preserved_state,
     select_output,
 )
+from ..core.registry import init_params, make_method
 from ..core.targets import OutputSelector, TargetLike, resolve_targets
 from ..errors import ConfigError, ModelStateError, TargetError
 from .data import collect_training_data
-from .distancing import AlphaRule, Grouping, alpha_schedule, check_alphas
-from .fusion import COMBINES, Threshold, _check_tau, fuse
+from .distancing import Grouping, alpha_schedule, check_alphas
+from .fusion import COMBINES, _check_tau, fuse
 from .persistence import load_gad, save_gad
-from .stacked import AUTO_STACK, StackedModels
+from .settings import Distancing, Fusion, flat_parameters, split_settings
+from .stacked import StackedModels
 from .strategies import STRATEGIES, make_tasks
 from .support import SupportStats, TrainSettings, model_outputs, train_support_models
 
@@ -62,6 +64,11 @@ class GAD:
         classes: the classes concerned. ``strategy="pairwise"`` needs exactly two
             ``(k, l)``; for the other strategies ``None`` means every output class.
         n_support: number of support models ``S`` per task (4 [paper]).
+        distancing, training, fusion: the settings as three objects
+            (:class:`~cleargrad.gad.settings.Distancing`,
+            :class:`~cleargrad.gad.support.TrainSettings`, :class:`~cleargrad.gad.settings.Fusion`);
+            each field is also a flat keyword (the common case, ``epochs=10``), documented below.
+            A group given both ways is an error.
         strategy: ``"pairwise"`` (default), ``"one_vs_all"`` or ``"split"`` (§ 3.6).
         groups: for ``"split"``, the two groups of classes; ``None`` clusters the
             class-mean logit vectors in two (2-means) [spec PROPOSAL].
@@ -106,27 +113,18 @@ class GAD:
         classes: Sequence[int] | None = None,
         n_support: int = 4,
         *,
-        strategy: str = "pairwise",
-        groups: Sequence[Sequence[int]] | None = None,
-        alphas: AlphaRule = "std",
-        alpha_scale: float = 1.0,
-        epochs: int = 30,
-        lr: float = 3e-3,
-        batch_size: int = 32,
-        init: str = "warm",
-        bn_mode: str = "train",
-        regress: str = "all",
-        schedule: str = "cosine",
-        seed: int = 0,
-        deterministic: bool = True,
-        tau: Threshold = 0.3,
-        combine: str = "mask",
-        reduction: str = "abs_sum",
+        distancing: Distancing | None = None,
+        training: TrainSettings | None = None,
+        fusion: Fusion | None = None,
         base_options: dict[str, Any] | None = None,
-        batch_models: bool | str = "auto",
         output: OutputSelector = None,
         progress: bool = True,
+        **settings: Any,
     ) -> None:
+        groups_ = split_settings(settings, {"distancing": distancing, "training": training, "fusion": fusion})
+        d, ts, fu = groups_["distancing"], groups_["training"], groups_["fusion"]
+        strategy, groups, alphas, alpha_scale = d.strategy, d.groups, d.alphas, d.alpha_scale
+        tau, combine, reduction, batch_models = fu.tau, fu.combine, fu.reduction, fu.batch_models
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -161,10 +159,7 @@ class GAD:
         self.groups = None if groups is None else [[int(c) for c in g] for g in groups]
         self.alphas = alphas
         self.alpha_scale = float(alpha_scale)
-        self.train_settings = TrainSettings(
-            epochs=epochs, lr=lr, batch_size=batch_size, init=init, bn_mode=bn_mode, regress=regress,
-            schedule=schedule, seed=seed, deterministic=deterministic,
-        )
+        self.train_settings = ts
         self.tau = tau
         self.combine = combine
         self.reduction = reduction
@@ -178,6 +173,16 @@ class GAD:
         self.stats_: list[list[SupportStats]] = []
         self.num_classes_: int | None = None
         self.fit_time_: float | None = None
+
+    @property
+    def distancing(self) -> Distancing:
+        """The distancing settings as one object."""
+        return Distancing(strategy=self.strategy, groups=self.groups, alphas=self.alphas, alpha_scale=self.alpha_scale)
+
+    @property
+    def fusion(self) -> Fusion:
+        """The fusion settings as one object."""
+        return Fusion(tau=self.tau, combine=self.combine, reduction=self.reduction, batch_models=self.batch_models)
 
     def __repr__(self) -> str:
         state = "fitted" if self.is_fitted else "not fitted"
@@ -296,7 +301,7 @@ class GAD:
 
     def _use_stack(self) -> bool:
         if self.batch_models == "auto":
-            return self.base in AUTO_STACK
+            return bool(get_method(self.base).cls.stack_by_default)
         return bool(self.batch_models)
 
     def _base_maps(self, models: list[nn.Module], x: torch.Tensor, t: torch.Tensor) -> list[torch.Tensor]:
@@ -312,10 +317,11 @@ class GAD:
             return maps
         k, n = len(models), x.shape[0]
         stacked = StackedModels(models, n, self.output)
-        inst, opts = make_method(stacked, self.base, **options)
         # the class count is known; spares the base method a one-image probe, which the
         # stacked model (k blocks of n rows) cannot run
-        inst._num_classes = self.num_classes_
+        if "num_classes" in init_params(get_method(self.base).cls):
+            options["num_classes"] = self.num_classes_
+        inst, opts = make_method(stacked, self.base, **options)
         if "internal_batch_size" in inspect.signature(inst._attribute).parameters:
             rows = k * n
             per = max(1, x[0].numel())
@@ -372,3 +378,13 @@ class GAD:
         not match ``model``'s architecture.
         """
         return load_gad(cls, directory, model, **overrides)
+
+
+def _advertised_signature() -> inspect.Signature:
+    """``GAD.__init__`` with the settings groups' fields as flat keywords (their defaults from the groups)."""
+    sig = inspect.signature(GAD.__init__)
+    params = [p for p in sig.parameters.values() if p.kind != p.VAR_KEYWORD]
+    return sig.replace(parameters=[*params, *flat_parameters()])
+
+
+GAD.__init__.__signature__ = _advertised_signature()  # type: ignore[attr-defined]

@@ -16,16 +16,11 @@ from torch import nn
 from ..core import select_output
 from ..core.targets import OutputSelector
 
-__all__ = ["AUTO_STACK", "STACKABLE", "StackedModels"]
+__all__ = ["StackedModels"]
 
-#: base methods known to call the model only on whole repetitions of the stacked batch
-#: (one pass, or IG's steps with a chunk size that is a multiple of the stacked batch)
-STACKABLE = frozenset({"saliency", "input_x_gradient", "guided_backprop", "deconvolution", "integrated_gradients"})
-#: what ``batch_models="auto"`` stacks: the one-pass bases (a tie, 0.99-1.10x on 1 and 2 CPU threads);
-#: not Integrated Gradients, whose stacked steps ran 0.78-0.90x as fast as the sequential calls
-#: (benchmarks/results/gad_claims/gad_speed.md, quiet machine)
-AUTO_STACK = STACKABLE - {"integrated_gradients"}
-
+# which base methods stack is stated on their classes: ``Method.stackable`` (the model is
+# called only on whole repetitions of the stacked batch) and ``Method.stack_by_default``
+# (what ``batch_models="auto"`` stacks)
 
 class StackedModels(nn.Module):
     """``k`` models with one output each, evaluated on ``k`` consecutive blocks of ``block`` rows."""

@@ -12,19 +12,33 @@ import copy
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from .._progress import progress_bar
 from ..core import chunk_slices, select_output
+from ..core.progress import progress_bar
 from ..core.targets import OutputSelector
 from ..errors import ConfigError
 from .distancing import Grouping, distance_targets, group_margin
 
-if TYPE_CHECKING:
-    from .checkpoint import FitCheckpoint
+
+class SupportCheckpoint(Protocol):
+    """What :func:`train_support_models` needs of a checkpoint (met by
+    :class:`~cleargrad.gad.checkpoint.FitCheckpoint`; stated here so that this module does
+    not import the checkpoint's, which imports this one)."""
+
+    def finished(self, task: int, model: int) -> bool: ...
+
+    def restore(
+        self, task: int, model: int, into: nn.Module, shuffle: torch.Generator, device: torch.device
+    ) -> SupportStats: ...
+
+    def save(
+        self, task: int, model: int, trained: nn.Module, stats: SupportStats, shuffle: torch.Generator,
+        device: torch.device,
+    ) -> None: ...
 
 __all__ = ["TrainSettings", "SupportStats", "model_outputs", "train_support_models"]
 
@@ -247,7 +261,7 @@ def train_support_models(
     output: OutputSelector = None,
     progress: bool = True,
     description: str = "GAD",
-    checkpoint: FitCheckpoint | None = None,
+    checkpoint: SupportCheckpoint | None = None,
     task_index: int = 0,
 ) -> tuple[list[nn.Module], list[SupportStats]]:
     """Train one support model per row of ``alphas`` (``(S, 2)``); the original model is only copied.

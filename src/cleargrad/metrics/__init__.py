@@ -14,6 +14,7 @@ from .base import CATEGORIES, DIRECTIONS, METRICS, MetricInfo, get_metric, metri
 from .complexity import complexity, sparseness
 from .infidelity import infidelity
 from .insertion_deletion import (
+    CurveOptions,
     CurveResult,
     blur,
     blur_kernel,
@@ -36,6 +37,7 @@ __all__ = [
     "CATEGORIES",
     "DIRECTIONS",
     "METRICS",
+    "CurveOptions",
     "CurveResult",
     "MetricInfo",
     "RegionSensitivity",

@@ -166,7 +166,7 @@ def average_values(name: str, y: torch.Tensor, o: torch.Tensor, ag_denominator: 
     return mark_undefined(v, o.isnan(), name, stacklevel=4)
 
 
-@metric(direction="lower", category="faithfulness")
+@metric(direction="lower", category="faithfulness", shares="masked")
 def average_drop(model: nn.Module, x: torch.Tensor, explanation: Any, target: TargetLike = None, **kw: Any):
     """Average Drop (%): relative confidence lost when only the explained pixels are kept.
 
@@ -176,7 +176,7 @@ def average_drop(model: nn.Module, x: torch.Tensor, explanation: Any, target: Ta
     return average_values("average_drop", y, o)
 
 
-@metric(direction="higher", category="faithfulness")
+@metric(direction="higher", category="faithfulness", shares="masked", shared_options=("ag_denominator",))
 def average_gain(
     model: nn.Module,
     x: torch.Tensor,
@@ -197,7 +197,7 @@ def average_gain(
     return average_values("average_gain", y, o, ag_denominator)
 
 
-@metric(direction="higher", category="faithfulness")
+@metric(direction="higher", category="faithfulness", shares="masked")
 def average_increase(model: nn.Module, x: torch.Tensor, explanation: Any, target: TargetLike = None, **kw: Any):
     """Average Increase (%) / Increase in Confidence: whether masking by the map raises the confidence.
 

@@ -39,7 +39,7 @@ def _values(explanation: Any, reduction: str | None, metric_name: str) -> torch.
     return v
 
 
-@metric(direction="lower", category="complexity", needs_model=False)
+@metric(direction="lower", category="complexity", needs_model=False, shares="map")
 def complexity(explanation: Any, *, reduction: str | None = None) -> torch.Tensor:
     """Complexity: entropy of the importance distribution ``P = |Phi| / sum |Phi|`` (lower is simpler).
 
@@ -62,7 +62,7 @@ def complexity(explanation: Any, *, reduction: str | None = None) -> torch.Tenso
     return torch.where(total.squeeze(1) > 0, h, torch.full_like(h, float("nan")))
 
 
-@metric(direction="higher", category="complexity", needs_model=False)
+@metric(direction="higher", category="complexity", needs_model=False, shares="map")
 def sparseness(explanation: Any, *, reduction: str | None = None) -> torch.Tensor:
     """Sparseness: Gini index of ``|Phi|`` (higher is sparser).
 

@@ -45,7 +45,7 @@ def perturbation_fn(kind: str | Perturbation, noise_std: float, square_size: int
     raise ConfigError(f"perturbation must be one of {PERTURBATIONS} or a callable, got {kind!r}")
 
 
-@metric(direction="lower", category="faithfulness")
+@metric(direction="lower", category="faithfulness", shares="perturbed")
 def infidelity(
     model: nn.Module,
     x: torch.Tensor,

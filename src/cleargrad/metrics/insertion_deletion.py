@@ -15,24 +15,26 @@ in one forward pass under ``torch.inference_mode()``; probabilities stay on devi
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from ..core import check_input, plan_chunk
+from ..core.inputs import broadcast_like
+from ..core.maps import rise_blur, rise_blur_kernel
 from ..core.targets import OutputSelector, TargetLike
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError
 from .base import metric
 from .maps import blank_rows, mark_undefined, prepare_maps
 from .scoring import chunked_scores, evaluating, targets_for
 
 __all__ = [
     "SUBSTRATES",
+    "CurveOptions",
     "CurveResult",
     "blur",
     "blur_kernel",
@@ -56,36 +58,60 @@ class CurveResult(NamedTuple):
     curves: torch.Tensor
 
 
-def blur_kernel(klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """The RISE blur kernel: a centred delta Gaussian-filtered by scipy (reflect boundary).
+@dataclass(frozen=True)
+class CurveOptions:
+    """The options of a perturbation curve (insertion, deletion), travelling as one object
+    from the metric down to the passes; see :func:`insertion` for each one.
 
-    Returns a ``(klen, klen)`` float64 tensor. With the reflect boundary the mass
-    the Gaussian would put outside the window is folded back in, so the kernel sums to 1.
+    ``substrate=None`` is the metric's own default canvas (insertion ``"auto"``, deletion
+    ``"zero"``); :func:`perturbation_curve` reads ``step``, ``score``, ``output`` and
+    ``batch_size`` (``step=None``: the image width).
     """
-    if klen < 1 or sigma < 0:
-        raise ConfigError(f"need klen >= 1 and sigma >= 0, got klen={klen}, sigma={sigma}")
-    delta = np.zeros((klen, klen))
-    delta[klen // 2, klen // 2] = 1.0
-    return torch.from_numpy(gaussian_filter(delta, sigma, mode="reflect"))
+
+    step: int | None = None
+    substrate: Any = None
+    klen: int = 11
+    sigma: float = 5.0
+    which_class: str = "target"
+    score: str = "prob"
+    reduction: str = "abs_sum"
+    output: OutputSelector = None
+    batch_size: int | None = None
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """The option names."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def replace(self, **changes: Any) -> CurveOptions:
+        """A copy with ``changes``; an unknown name is an error that lists the valid ones."""
+        unknown = sorted(set(changes) - set(self.names()))
+        if unknown:
+            raise ConfigError(f"unknown curve option(s) {', '.join(unknown)}; valid: {', '.join(self.names())}")
+        return dataclasses.replace(self, **changes)
 
 
-def blur(x: torch.Tensor, klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Blur each channel of ``x`` with :func:`blur_kernel` (``conv2d``, zero padding ``klen // 2``)."""
-    c = x.shape[1]
-    k = blur_kernel(klen, sigma).to(device=x.device, dtype=x.dtype)
-    weight = k.expand(c, 1, klen, klen)
-    return F.conv2d(x, weight, padding=klen // 2, groups=c)
+def _options_of(options: CurveOptions | None, flat: dict[str, Any], where: str) -> CurveOptions:
+    """``options`` with the flat keywords of an older call applied (both at once is an error)."""
+    if options is None:
+        return CurveOptions().replace(**flat)
+    if flat:
+        raise ConfigError(
+            f"{where}: give the curve options either as options=CurveOptions(...) or as keywords "
+            f"({', '.join(sorted(flat))}), not both"
+        )
+    return options
+
+
+#: the RISE blur kernel and the blur of the curves' canvas (one home: :mod:`cleargrad.core.maps`)
+blur_kernel = rise_blur_kernel
+blur = rise_blur
 
 
 def substrate_for(x: torch.Tensor, substrate: Any, klen: int, sigma: float) -> torch.Tensor:
     """The canvas of a curve: ``"blur"``, ``"zero"``, ``"mean"`` or a tensor broadcast to ``x``."""
     if isinstance(substrate, torch.Tensor):
-        try:
-            return torch.broadcast_to(substrate.to(device=x.device, dtype=x.dtype), x.shape)
-        except RuntimeError as err:
-            raise InputError(
-                f"substrate of shape {tuple(substrate.shape)} does not broadcast to x of shape {tuple(x.shape)}"
-            ) from err
+        return broadcast_like(substrate, x, "substrate")
     if substrate == "auto":
         substrate = "blur" if min(x.shape[-2:]) >= AUTO_BLUR_MIN_SIDE else "zero"
     if substrate == "blur":
@@ -104,16 +130,17 @@ def perturbation_curve(
     start: torch.Tensor,
     finish: torch.Tensor,
     targets: torch.Tensor,
+    options: CurveOptions | None = None,
     *,
-    step: int,
-    score: str = "prob",
-    output: OutputSelector = None,
-    batch_size: int | None = None,
     rank: torch.Tensor | None = None,
     first: torch.Tensor | None = None,
     last: torch.Tensor | None = None,
+    **flat: Any,
 ) -> torch.Tensor:
     """Scores ``(N, n_steps + 1)`` while pixels move from ``start`` to ``finish`` by decreasing saliency.
+
+    ``options``: :class:`CurveOptions` (``step``, ``score``, ``output``, ``batch_size``);
+    the older keywords ``step=``, ``score=``, ``output=``, ``batch_size=`` still work.
 
     Point ``k`` is ``start`` with its ``k * step`` most important pixels (all channels)
     taken from ``finish``. Call inside :func:`~cleargrad.metrics.scoring.evaluating`.
@@ -122,6 +149,9 @@ def perturbation_curve(
     scores of ``start`` and ``finish`` themselves when the caller already has them (the
     clean image, a canvas shared by several maps): those points cost no pass.
     """
+    opts = _options_of(options, flat, "perturbation_curve")
+    step = check_step(x, opts.step, opts.batch_size)
+    score, output, batch_size = opts.score, opts.output, opts.batch_size
     n, _, h, w = x.shape
     n_steps = math.ceil(h * w / step)
     rank = pixel_rank(saliency) if rank is None else rank
@@ -177,11 +207,8 @@ def curves_for(
     start: torch.Tensor,
     finish: torch.Tensor,
     t: torch.Tensor,
+    options: CurveOptions,
     *,
-    step: int,
-    score: str,
-    output: OutputSelector,
-    batch_size: int | None,
     rank: torch.Tensor | None = None,
     first: torch.Tensor | None = None,
     last: torch.Tensor | None = None,
@@ -195,7 +222,7 @@ def curves_for(
     """
     blank = blank_rows(s)
     keep = torch.nonzero(~blank).flatten()
-    n_steps = math.ceil(x.shape[-2] * x.shape[-1] / step)
+    n_steps = math.ceil(x.shape[-2] * x.shape[-1] / check_step(x, options.step, options.batch_size))
     curves = torch.full((x.shape[0], n_steps + 1), float("nan"), dtype=x.dtype, device=x.device)
     if len(keep):  # an all-zero map ranks no pixel: no curve, no forward pass
 
@@ -203,8 +230,8 @@ def curves_for(
             return a if a is None or len(keep) == len(a) else a[keep]
 
         done = perturbation_curve(
-            model, rows(x), rows(s), rows(start), rows(finish), rows(t), step=step, score=score,
-            output=output, batch_size=batch_size, rank=rows(rank), first=rows(first), last=rows(last),
+            model, rows(x), rows(s), rows(start), rows(finish), rows(t), options,
+            rank=rows(rank), first=rows(first), last=rows(last),
         )
         curves[keep] = done.to(curves.dtype)
     return curves, blank
@@ -232,32 +259,32 @@ def _run(
     x: torch.Tensor,
     explanation: Any,
     target: TargetLike,
-    *,
-    step: int | None,
-    substrate: Any,
-    klen: int,
-    sigma: float,
-    which_class: str,
-    score: str,
+    options: CurveOptions,
     return_curves: bool,
-    reduction: str,
-    output: OutputSelector,
-    batch_size: int | None,
 ) -> torch.Tensor | CurveResult:
     check_input(x, ndim=4)
-    if which_class not in CLASS_CHOICES:
-        raise ConfigError(f"which_class must be one of {CLASS_CHOICES}, got {which_class!r}")
-    step = check_step(x, step, batch_size)
-    s = prepare_maps(explanation, x, reduction=reduction)
-    sub = substrate_for(x, substrate, klen, sigma)
+    o = options
+    if o.which_class not in CLASS_CHOICES:
+        raise ConfigError(f"which_class must be one of {CLASS_CHOICES}, got {o.which_class!r}")
+    o = o.replace(step=check_step(x, o.step, o.batch_size))
+    s = prepare_maps(explanation, x, reduction=o.reduction)
+    sub = substrate_for(x, _DEFAULT_SUBSTRATE[kind] if o.substrate is None else o.substrate, o.klen, o.sigma)
     start, finish = (x, sub) if kind == "deletion" else (sub, x)
     with evaluating(model):
-        t = targets_for(model, x, None if which_class == "predicted" else target, output=output, batch_size=batch_size)
-        curves, blank = curves_for(
-            model, x, s, start, finish, t, step=step, score=score, output=output, batch_size=batch_size
+        t = targets_for(
+            model, x, None if o.which_class == "predicted" else target, output=o.output, batch_size=o.batch_size
         )
+        curves, blank = curves_for(model, x, s, start, finish, t, o)
     auc = mark_undefined(trapezoid_auc(curves), blank, kind, stacklevel=4)
     return CurveResult(auc, curves) if return_curves else auc
+
+
+_DEFAULT_SUBSTRATE = {"insertion": "auto", "deletion": "zero"}
+
+
+def _flat(values: dict[str, Any]) -> CurveOptions:
+    """The :class:`CurveOptions` of a metric's flat keyword call (its local variables)."""
+    return CurveOptions(**{k: values[k] for k in CurveOptions.names()})
 
 
 _DOC = """
@@ -295,7 +322,10 @@ _DOC = """
 """
 
 
-@metric(direction="higher", category="faithfulness")
+@metric(
+    direction="higher", category="faithfulness", shares="curve",
+    shared_params={"start": "canvas", "substrate": "auto"},  # as insertion(): RISE blur from 64 px, else zero
+)
 def insertion(
     model: nn.Module,
     x: torch.Tensor,
@@ -325,14 +355,12 @@ def insertion(
     s.e.); on the test images of four models the zero canvas separated every CAM from the
     random map (``benchmarks/results/egc_claims.md``).
     """
-    return _run(
-        "insertion", model, x, explanation, target, step=step, substrate=substrate, klen=klen, sigma=sigma,
-        which_class=which_class, score=score, return_curves=return_curves, reduction=reduction, output=output,
-        batch_size=batch_size,
-    )
+    return _run("insertion", model, x, explanation, target, _flat(locals()), return_curves)
 
 
-@metric(direction="lower", category="faithfulness")
+@metric(
+    direction="lower", category="faithfulness", shares="curve", shared_params={"start": "image", "substrate": "zero"}
+)
 def deletion(
     model: nn.Module,
     x: torch.Tensor,
@@ -354,11 +382,7 @@ def deletion(
 
     The curve starts at ``x`` and ends at the substrate (zeros of the normalised tensor).
     """
-    return _run(
-        "deletion", model, x, explanation, target, step=step, substrate=substrate, klen=klen, sigma=sigma,
-        which_class=which_class, score=score, return_curves=return_curves, reduction=reduction, output=output,
-        batch_size=batch_size,
-    )
+    return _run("deletion", model, x, explanation, target, _flat(locals()), return_curves)
 
 
 insertion.__doc__ += _DOC

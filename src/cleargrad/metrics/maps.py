@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core import REDUCTIONS, to_2d
+from ..core.maps import minmax_normalize
 from ..errors import ConfigError, InputError
 
 __all__ = [
@@ -152,15 +153,9 @@ def prepare_attributions(explanation: Any, x: torch.Tensor, *, name: str = "expl
 
 
 def normalize_01(s: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Per-image min-max scaling of ``(N, ...)`` maps to ``[0, 1]``; a constant map becomes 0.
-
-    An all-equal map has no preferred pixel; it maps to zeros (no division by zero).
-    """
-    flat = s.reshape(s.shape[0], -1)
-    lo = flat.min(1, keepdim=True).values
-    hi = flat.max(1, keepdim=True).values
-    out = (flat - lo) / (hi - lo + eps)
-    return out.reshape(s.shape)
+    """Per-image min-max scaling of ``(N, ...)`` maps to ``[0, 1]``; a constant map becomes 0
+    (:func:`cleargrad.core.maps.minmax_normalize`)."""
+    return minmax_normalize(s, eps)
 
 
 def blank_rows(a: torch.Tensor) -> torch.Tensor:

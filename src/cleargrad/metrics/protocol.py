@@ -39,7 +39,7 @@ method instead of once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -48,11 +48,13 @@ from torch import nn
 from ..core import chunk_slices, gather_scores, plan_chunk, resolve_targets, run_model, select_output
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
+from . import complexity as _complexity  # noqa: F401 - registers sparseness, complexity
 from .average import average_values, masked_scores, unit_map
-from .complexity import complexity, sparseness
+from .base import METRICS, MetricInfo
 from .infidelity import infidelity_many, perturbation_fn
 from .insertion_deletion import (
     CLASS_CHOICES,
+    CurveOptions,
     check_step,
     curves_for,
     pixel_rank,
@@ -64,26 +66,43 @@ from .scoring import NormStat, evaluating
 
 __all__ = ["SHARED_METRICS", "SharedBatch"]
 
-_CURVE_OPTS = {"step", "substrate", "klen", "sigma", "which_class", "score", "reduction", "batch_size"}
+_CURVE_OPTS = set(CurveOptions.names()) - {"output"}  # the batch's output selector is the model's
 _AVERAGE_OPTS = {"normalize", "space", "mean", "std", "reduction", "batch_size"}
 _INFIDELITY_OPTS = {
     "perturbation", "n_perturb", "noise_std", "square_size", "baseline", "normalize", "score", "batch_size",
 }
-_CURVE_DEFAULTS = {
-    "insertion": {"substrate": "auto"},  # as insertion(): RISE blur from 64 px, the zero canvas below
-    "deletion": {"substrate": "zero"},
+#: the options each kind of shared work (:data:`cleargrad.metrics.base.SHARES`) takes
+_KIND_OPTS: dict[str, set[str]] = {
+    "curve": _CURVE_OPTS,
+    "masked": _AVERAGE_OPTS,
+    "perturbed": _INFIDELITY_OPTS,
+    "map": {"reduction"},
 }
+
+
+class _SharedMetrics(Mapping[str, set[str]]):
+    """``metric -> options`` of every registered metric that declares shared work
+    (``@metric(shares=...)``), read from the registry when asked (so metrics registered later count)."""
+
+    def _table(self) -> dict[str, set[str]]:
+        return {
+            name: _KIND_OPTS[info.shares] | set(info.shared_options)
+            for name, info in METRICS.items()
+            if info.shares in _KIND_OPTS
+        }
+
+    def __getitem__(self, name: str) -> set[str]:
+        return self._table()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+
 #: metrics :meth:`SharedBatch.score` computes with shared work, and the options it takes for each
-SHARED_METRICS: dict[str, set[str]] = {
-    "insertion": _CURVE_OPTS,
-    "deletion": _CURVE_OPTS,
-    "average_drop": _AVERAGE_OPTS,
-    "average_gain": _AVERAGE_OPTS | {"ag_denominator"},
-    "average_increase": _AVERAGE_OPTS,
-    "infidelity": _INFIDELITY_OPTS,
-    "sparseness": {"reduction"},
-    "complexity": {"reduction"},
-}
+SHARED_METRICS: Mapping[str, set[str]] = _SharedMetrics()
 
 
 def _key(v: Any) -> Any:
@@ -181,52 +200,45 @@ class SharedBatch:
         metric (infidelity: one set for every method).
         """
         opts = dict(options or {})
-        allowed = SHARED_METRICS.get(metric)
-        if allowed is None or not set(opts) <= allowed:
+        info = METRICS.get(metric)
+        if info is None or info.shares not in _KIND_OPTS:
             return None
-        if metric == "infidelity" and callable(opts.get("perturbation")):
+        allowed = _KIND_OPTS[info.shares] | set(info.shared_options)
+        if not set(opts) <= allowed:
+            return None
+        if info.shares == "perturbed" and callable(opts.get("perturbation")):
             return None
         if "batch_size" in allowed and opts.get("batch_size") is None:
             opts["batch_size"] = self.batch_size
-        if metric in ("insertion", "deletion"):
-            return {m: self._curve(metric, m, a, target, **opts) for m, a in explanations.items()}
-        if metric.startswith("average_"):
+        if info.shares == "curve":
+            curve = CurveOptions().replace(**opts)
+            return {m: self._curve(info, m, a, target, curve) for m, a in explanations.items()}
+        if info.shares == "masked":
             return {m: self._average(metric, m, a, target, **opts) for m, a in explanations.items()}
-        if metric == "infidelity":
+        if info.shares == "perturbed":
             return self._infidelity(explanations, target, generator, **opts)
-        fn = sparseness if metric == "sparseness" else complexity
-        return {m: fn(a, **opts) for m, a in explanations.items()}
+        return {m: info.fn(a, **opts) for m, a in explanations.items()}
 
     def _curve(
-        self,
-        kind: str,
-        method: str,
-        explanation: torch.Tensor,
-        target: torch.Tensor,
-        *,
-        step: int | None = None,
-        substrate: Any = None,
-        klen: int = 11,
-        sigma: float = 5.0,
-        which_class: str = "target",
-        score: str = "prob",
-        reduction: str = "abs_sum",
-        batch_size: int | None = None,
+        self, info: MetricInfo, method: str, explanation: torch.Tensor, target: torch.Tensor, options: CurveOptions
     ) -> torch.Tensor:
-        if which_class not in CLASS_CHOICES:
-            raise ConfigError(f"which_class must be one of {CLASS_CHOICES}, got {which_class!r}")
-        step = check_step(self.x, step, batch_size)
-        sub = self.canvas(_CURVE_DEFAULTS[kind]["substrate"] if substrate is None else substrate, klen, sigma)
-        start, finish = (self.x, sub) if kind == "deletion" else (sub, self.x)
-        t = self.targets(None) if which_class == "predicted" else target
-        s = self.map2d(method, explanation, reduction)
-        clean = self._kind(self.logits, score, t)
-        canvas = self._kind(self._canvas_logits(sub, batch_size), score, t)
-        first, last = (clean, canvas) if kind == "deletion" else (canvas, clean)
+        o = options
+        if o.which_class not in CLASS_CHOICES:
+            raise ConfigError(f"which_class must be one of {CLASS_CHOICES}, got {o.which_class!r}")
+        o = o.replace(step=check_step(self.x, o.step, o.batch_size), output=self.output)
+        kind, from_image = info.name, info.shared_params.get("start", "image") == "image"
+        sub = self.canvas(info.shared_params.get("substrate", "zero") if o.substrate is None else o.substrate,
+                          o.klen, o.sigma)
+        start, finish = (self.x, sub) if from_image else (sub, self.x)
+        t = self.targets(None) if o.which_class == "predicted" else target
+        s = self.map2d(method, explanation, o.reduction)
+        clean = self._kind(self.logits, o.score, t)
+        canvas = self._kind(self._canvas_logits(sub, o.batch_size), o.score, t)
+        first, last = (clean, canvas) if from_image else (canvas, clean)
         with evaluating(self.scorer):
             curves, blank = curves_for(
-                self.scorer, self.x, s, start, finish, t, step=step, score=score, output=self.output,
-                batch_size=batch_size, rank=self.rank(method, explanation, reduction), first=first, last=last,
+                self.scorer, self.x, s, start, finish, t, o, rank=self.rank(method, explanation, o.reduction),
+                first=first, last=last,
             )
         self.last_curves[(kind, method)] = curves
         return mark_undefined(trapezoid_auc(curves), blank, kind, stacklevel=4)

@@ -26,11 +26,13 @@ from ..core import (
     run_model,
     select_output,
 )
+from ..core.target_objects import scores_are_targets
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError, InputError
 
 __all__ = [
     "SCORE_KINDS",
+    "as_score",
     "chunked_scores",
     "class_scores",
     "clean_scores",
@@ -62,10 +64,18 @@ def evaluating(model: nn.Module) -> Iterator[None]:
         yield
 
 
+def as_score(logits: torch.Tensor, score: str, output: OutputSelector) -> torch.Tensor:
+    """``logits`` as the metric's score kind: softmax probabilities for ``"prob"``, except
+    when the columns are target objects' scores (a bound target selector: the target's
+    own score is used as it is; :class:`~cleargrad.core.target_objects.SoftmaxTarget`
+    gives a probability)."""
+    return logits.softmax(dim=1) if score == "prob" and not scores_are_targets(output) else logits
+
+
 def class_scores(model: nn.Module, inputs: torch.Tensor, *, score: str = "prob", output: OutputSelector = None):
     """``(M, C)`` softmax probabilities (``score="prob"``) or logits of one chunk."""
     s = select_output(run_model(model, inputs), output)
-    return s.softmax(dim=1) if score == "prob" else s
+    return as_score(s, score, output)
 
 
 def chunked_scores(
@@ -123,8 +133,7 @@ def clean_scores(
         logits = torch.cat(parts)
     logits = logits.clone()
     t = resolve_targets(target, x.shape[0], scores=logits, device=x.device)
-    s = logits.softmax(dim=1) if score == "prob" else logits
-    return t, gather_scores(s, t)
+    return t, gather_scores(as_score(logits, score, output), t)
 
 
 def targets_for(

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from ..core.names import dashed_key
 from ..errors import ConfigError
 from .mobilenet import cifar_mobilenet_v2
 from .resnet import cifar_resnet18
@@ -41,7 +42,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         ConfigError: unknown name (the message lists the known ones), or an argument the
             builder does not take.
     """
-    key = str(name).strip().lower().replace("_", "-")
+    key = dashed_key(name)
     if key not in _BUILDERS:
         close = difflib.get_close_matches(key, list(_BUILDERS), n=3, cutoff=0.4)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""

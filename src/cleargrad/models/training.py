@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._progress import progress_bar
+from ..core.progress import progress_bar
 from ..errors import ConfigError, DataError
 
 __all__ = ["TrainResult", "train_classifier", "evaluate_accuracy"]

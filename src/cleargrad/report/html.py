@@ -36,8 +36,21 @@ from .summary import MetricColumn, summarise
 
 __all__ = ["build_report", "render_report", "versions"]
 
-#: methods that coincide on a network whose head is global average pooling + one linear layer
-GAP_LINEAR_CAMS = {"cam", "gradcam", "hirescam", "xgradcam", "grad_cam", "hires_cam", "xgrad_cam"}
+
+def _gap_linear(name: str) -> bool:
+    """Whether ``name`` is a method that coincides with Grad-CAM on a network whose head is
+    global average pooling + one linear layer (stated on its class:
+    ``Method.gap_linear_equivalent``)."""
+    from ..core.registry import get_method
+    from ..errors import ConfigError
+    from ..families import load_families
+
+    load_families()
+
+    try:
+        return bool(getattr(get_method(name).cls, "gap_linear_equivalent", False))
+    except ConfigError:
+        return False
 
 
 def versions() -> dict[str, str]:
@@ -173,7 +186,7 @@ def _notes(
             "identical maps, up to a positive scale factor, on every gallery image" if evidence == "maps"
             else "identical values of every metric on every image"
         )
-        known = {m.lower() for m in members} <= GAP_LINEAR_CAMS
+        known = all(_gap_linear(m) for m in members)
         reason = (
             " They coincide by construction when the network ends in global average pooling and one "
             "linear layer (a GAP-linear head): the gradient of the class score is the same at every "

@@ -11,6 +11,7 @@ from .gradient_errors import ERRORS, gradient_error
 from .loop import PRESETS, SCHEDULES, FitResult, evaluate, fit, iterate_batches, lr_factor, resolve_milestones
 from .loss import SCORES, ClassificationLoss, InterpretableGradientLoss, LossParts
 from .passes import frozen_running_stats, same_randomness
+from .recipe import Recipe
 
 __all__ = [
     "ERRORS",
@@ -22,6 +23,7 @@ __all__ = [
     "FitResult",
     "InterpretableGradientLoss",
     "LossParts",
+    "Recipe",
     "evaluate",
     "fit",
     "frozen_running_stats",

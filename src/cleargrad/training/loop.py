@@ -9,6 +9,7 @@ resumes from the last one after an interruption.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import time
@@ -22,11 +23,12 @@ from rich.progress import Progress
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .._progress import progress_bar
 from ..core import select_output
+from ..core.progress import progress_bar
 from ..errors import ConfigError, DataError
 from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from .loss import ClassificationLoss, LossParts
+from .recipe import Recipe
 
 __all__ = ["PRESETS", "SCHEDULES", "FitResult", "fit", "evaluate", "iterate_batches", "lr_factor", "resolve_milestones"]
 
@@ -333,19 +335,8 @@ def fit(
     train_data: Data,
     test_data: Data | None = None,
     *,
-    epochs: int = 10,
+    recipe: Recipe | None = None,
     loss_fn: LossFn | None = None,
-    optimizer: str | None = None,
-    preset: str | None = "paper",
-    lr: float | None = None,
-    momentum: float | None = None,
-    weight_decay: float | None = None,
-    milestones: Sequence[float] | None = None,
-    gamma: float | None = None,
-    schedule: str | None = None,
-    warmup_epochs: int | None = None,
-    min_lr: float | None = None,
-    batch_size: int | None = None,
     eval_batch_size: int = 256,
     batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -356,6 +347,7 @@ def fit(
     num_workers: int = 0,
     quiet: bool = False,
     on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    **recipe_settings: Any,
 ) -> FitResult:
     """Train ``model`` on ``train_data``; evaluate, checkpoint and report after every epoch.
 
@@ -365,6 +357,10 @@ def fit(
             :mod:`cleargrad.data` readers...), an ``(images, labels)`` tuple of tensors,
             or a DataLoader (then its own batching and order are used as they are).
         test_data: optional data of the same kind; its accuracy is recorded each epoch.
+        recipe: how to optimise, a :class:`~cleargrad.training.recipe.Recipe` (default
+            ``Recipe()``: the paper preset, 10 epochs). Its fields are also flat keywords
+            (the common case, ``fit(model, data, epochs=30, lr=0.05)``), documented below;
+            both at once is an error.
         epochs: number of epochs.
         loss_fn: ``loss_fn(model, x, y)`` returning :class:`LossParts` (e.g.
             :class:`~cleargrad.InterpretableGradientLoss`) or a scalar tensor; None for
@@ -403,18 +399,9 @@ def fit(
         :class:`FitResult` with the per-epoch history.
     """
     loss_fn = loss_fn if loss_fn is not None else ClassificationLoss()
-    overrides = {
-        "lr": lr,
-        "momentum": momentum,
-        "weight_decay": weight_decay,
-        "milestones": milestones,
-        "gamma": gamma,
-        "batch_size": batch_size,
-        "schedule": schedule,
-        "warmup_epochs": warmup_epochs,
-        "min_lr": min_lr,
-    }
-    cfg = _config(preset, optimizer, overrides, epochs, seed, loss_fn)
+    rec = Recipe.of_call(recipe, recipe_settings)
+    epochs = rec.epochs
+    cfg = _config(rec.preset, rec.optimizer, rec.overrides(), epochs, seed, loss_fn)
     train = _as_dataset(train_data, "train_data")
     test = _as_dataset(test_data, "test_data") if test_data is not None else None
     cfg["train_size"] = len(train.dataset if isinstance(train, DataLoader) else train)  # type: ignore[arg-type]
@@ -469,6 +456,14 @@ def fit(
                     on_epoch_end(record)
     model.eval()
     return FitResult(model=model, history=history, checkpoint_dir=ckpt_dir, resumed_from=start)
+
+
+fit.__signature__ = inspect.signature(fit).replace(  # type: ignore[attr-defined]
+    parameters=[
+        *(p for p in inspect.signature(fit).parameters.values() if p.kind != p.VAR_KEYWORD),
+        *Recipe.parameters(),
+    ]
+)
 
 
 def _summary(r: dict[str, Any], epochs: int) -> str:

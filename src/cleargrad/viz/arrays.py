@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.maps import minmax_normalize
 from ..errors import InputError
 
 __all__ = ["as_rgb", "as_heatmap", "as_mask", "normalize_map", "resize_map"]
@@ -82,8 +83,8 @@ def as_mask(mask: Any) -> np.ndarray:
 
 def normalize_map(m: np.ndarray) -> np.ndarray:
     """Min-max scale to [0, 1]; a constant map becomes all zeros."""
-    lo, hi = float(m.min()), float(m.max())
-    return (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m, dtype=np.float64)
+    t = torch.from_numpy(np.asarray(m, dtype=np.float64))
+    return minmax_normalize(t[None], eps=0.0)[0].numpy()
 
 
 def resize_map(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
+from ..errors import ConfigError
 from .explainers import Explainer
 
-__all__ = ["target_rule", "targets_for"]
+__all__ = ["parse_target", "target_rule", "targets_for"]
 
 
 def targets_for(
@@ -41,3 +42,17 @@ def target_rule(explainer: Explainer, rule: str | int) -> str:
     if rule == "label":
         return f"label (prediction{among} where none)"
     return f"class {int(rule)}"
+
+
+def parse_target(text: str | int, allow_label: bool) -> str | int:
+    """``--target``: ``"auto"``, ``"label"`` (when ``allow_label``) or a class index."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    t = str(text).strip().lower()
+    if t == "auto" or (allow_label and t == "label"):
+        return t
+    try:
+        return int(t)
+    except ValueError:
+        valid = "auto, label or a class index" if allow_label else "auto or a class index"
+        raise ConfigError(f"--target must be {valid}, got {text!r}") from None

@@ -72,7 +72,9 @@ def _training_data(dataset: str, prep: Any, ui: Any = None) -> tuple[Any, Any, l
     files of a folder are skipped and listed on ``ui``."""
     import torch
 
-    key = dataset.strip().lower().replace("_", "-")
+    from ..core.names import dashed_key
+
+    key = dashed_key(dataset)
     if key == "fashion-mnist":
         from ..data import FASHION_MNIST_CLASSES, load_fashion_mnist
 
@@ -119,11 +121,12 @@ def run_gad_fit(
     """Fit (or resume, or find already fitted) a GAD into ``out``; returns the fit record."""
     import torch
 
+    from ..core.names import snake_key
     from ..gad import GAD
     from ..gad.checkpoint import FitCheckpoint
     from ..models import config_key
 
-    strategy = strategy.strip().lower().replace("-", "_")
+    strategy = snake_key(strategy)
     digest = state_digest(model)
     ui.info(f"loading the training images ({dataset})")
     x, y, data_names, desc = _training_data(dataset, prep, ui)

@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 __all__ = ["UI"]
 
@@ -43,16 +43,9 @@ class UI:
     @contextmanager
     def progress(self) -> Iterator[Progress]:
         """A rich progress display (disabled when quiet)."""
-        p = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=self.err,
-            disable=self.quiet,
-            transient=False,
-        )
+        from ..core.progress import rich_progress  # here: cleargrad.core loads torch
+
+        p = rich_progress(info=False, console=self.err, disable=self.quiet)
         with p:
             yield p
 

@@ -16,7 +16,7 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,8 @@ from .images import ImageRecord, ImageSet, Preprocess
 from .metric_runner import BatchContext, MetricRunner
 from .outputs import output_stems
 from .render import input_png, overlay_png
-from .targets import targets_for
+from .settings import EvaluationSettings
+from .targets import parse_target, targets_for
 
 __all__ = [
     "EvalPlan",
@@ -94,45 +95,86 @@ def seed_for(seed: int, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
-@dataclass
 class EvalPlan:
-    """Everything one evaluation needs.
+    """Everything one evaluation needs: the built objects, and the options as an
+    :class:`~cleargrad.evaluation.settings.EvaluationSettings` (:attr:`run`).
 
-    Attributes:
-        target: ``"auto"`` (the model's prediction), ``"label"`` (ground truth; images
-            without one use the prediction) or a class index.
-        gallery: how many images (the first by id) get overlays stored for the report.
-        overlay_dir: if set, every overlay is also written there as a PNG, and every
-            explanation as ``.npy`` when ``save_arrays``.
-        compile: run the metrics' forward passes through ``torch.compile`` (True, or a
-            backend name); eager with a one-line warning when compilation fails.
-        metric_batch_size: images per forward pass of the metrics (None: their default
-            chunk); bounds the metrics' peak memory.
-        fold_batchnorm: run the metrics' forward passes on a copy of the model with its
-            eval-mode batch norms folded into the preceding layers
-            (:func:`cleargrad.core.folded_forward`; faster, equal to float rounding). Not
-            with ``compile``, which compiles the model itself.
+    Args:
+        model, images, explainers, metrics, store: what is evaluated, and where rows go.
+        settings: the store's settings hash of the run.
+        preprocess: the images' preprocessing (denormalisation of the overlays).
+        run: the options the engine reads: ``batch_size``, ``seed``, ``target``
+            (``"auto"``: the model's prediction; ``"label"``: ground truth, the prediction
+            for images without one; or a class index), ``gallery``, ``overlays``,
+            ``compile``, ``metric_batch_size``, ``fold_batchnorm`` (see
+            :class:`~cleargrad.evaluation.settings.EvaluationSettings`). None: the defaults,
+            its ``model`` ... ``store`` describing the objects given.
+        references: explainers of the reference maps (scored by no metric).
+        shard: this process's share of the batches.
+        device: where the images go.
+        save_arrays: with ``overlays``, also write every explanation as ``.npy``.
+        **options: settings fields replacing those of ``run`` (``batch_size=4``;
+            ``overlay_dir`` is the former name of ``overlays``).
+
+    Options read and set as attributes too (``plan.batch_size``, ``plan.fold_batchnorm = False``:
+    setting one replaces :attr:`run` with a copy); :meth:`replace` copies with changes.
     """
 
-    model: nn.Module
-    images: ImageSet
-    explainers: list[Explainer]
-    metrics: list[MetricRunner]
-    store: ResultStore
-    settings: str
-    preprocess: Preprocess
-    batch_size: int = 16
-    seed: int = 0
-    target: str | int = "auto"
-    gallery: int = 8
-    overlay_dir: Path | None = None
-    save_arrays: bool = False
-    references: list[Explainer] = field(default_factory=list)
-    shard: Shard = field(default_factory=Shard)
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    compile: bool | str = False
-    metric_batch_size: int | None = None
-    fold_batchnorm: bool = True
+    def __init__(
+        self,
+        model: nn.Module,
+        images: ImageSet,
+        explainers: list[Explainer],
+        metrics: list[MetricRunner],
+        store: ResultStore,
+        settings: str,
+        preprocess: Preprocess,
+        *,
+        run: EvaluationSettings | None = None,
+        references: list[Explainer] | None = None,
+        shard: Shard | None = None,
+        device: torch.device | None = None,
+        save_arrays: bool = False,
+        **options: object,
+    ) -> None:
+        self.model, self.images, self.explainers, self.metrics = model, images, explainers, metrics
+        self.store, self.settings, self.preprocess = store, settings, preprocess
+        self.references = list(references or [])
+        self.shard = shard if shard is not None else Shard()
+        self.device = device if device is not None else torch.device("cpu")
+        self.save_arrays = save_arrays
+        if "overlay_dir" in options:
+            options["overlays"] = options.pop("overlay_dir")
+        if run is None:
+            run = EvaluationSettings(
+                model=type(model).__name__, dataset=images.description,
+                methods=",".join(e.name for e in explainers), metrics=",".join(m.name for m in metrics),
+                store=Path(store.path),
+            )
+        self.run = run.with_options(**options) if options else run
+
+    def __setattr__(self, name: str, value: object) -> None:
+        d = self.__dict__
+        if "run" in d and name not in d and name in EvaluationSettings.field_names():  # an option: into the settings
+            object.__setattr__(self, "run", self.run.with_options(**{name: value}))
+        else:
+            object.__setattr__(self, name, value)
+
+    def replace(self, **changes: object) -> EvalPlan:
+        """A copy with ``changes`` (constructor arguments or settings fields) replaced."""
+        current = {k: v for k, v in self.__dict__.items() if k != "run"}
+        return EvalPlan(**{**current, "run": self.run, **changes})  # type: ignore[arg-type]
+
+    def __getattr__(self, name: str) -> object:
+        run = self.__dict__.get("run")
+        if run is not None and name in EvaluationSettings.field_names():
+            return getattr(run, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def target(self) -> str | int:
+        """The target rule: ``"auto"``, ``"label"`` or a class index."""
+        return parse_target(self.run.target, allow_label=True)
 
 
 def _score_metric(
@@ -158,7 +200,7 @@ def _score_metric(
         t = wanted[members[0]]
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".* is undefined for ", category=RuntimeWarning)
-            gen = torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, mt.name))
+            gen = torch.Generator(device=x.device).manual_seed(seed_for(plan.run.seed, b, mt.name))
             values = shared.score(mt.name, {m: explain(m, t) for m in members}, t, dict(mt.options), gen)
         if values is not None:
             out.update({m: v.detach().to("cpu", torch.float64).reshape(-1) for m, v in values.items()})
@@ -174,9 +216,9 @@ def _score_metric(
                 targets=t,
                 attribution=explain(m, t),
                 explain_fn=lambda xx, tt, m=m: by_name[m].fn(
-                    xx, tt, torch.Generator(device=xx.device).manual_seed(seed_for(plan.seed, "sens", m))
+                    xx, tt, torch.Generator(device=xx.device).manual_seed(seed_for(plan.run.seed, "sens", m))
                 ),
-                generator=torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, m, mt.name)),
+                generator=torch.Generator(device=x.device).manual_seed(seed_for(plan.run.seed, b, m, mt.name)),
                 mean=plan.preprocess.mean,
                 std=plan.preprocess.std,
                 reference=explain(ref_name, t) if ref_name and ref_name in by_name else None,
@@ -186,8 +228,8 @@ def _score_metric(
 
 
 def _overlay_path(plan: EvalPlan, rec: ImageRecord, method: str) -> Path:
-    assert plan.overlay_dir is not None
-    return plan.overlay_dir / f"{output_stems([rec.image_id])[rec.image_id]}__{method}.png"
+    assert plan.run.overlays is not None
+    return plan.run.overlays / f"{output_stems([rec.image_id])[rec.image_id]}__{method}.png"
 
 
 def _write_files(plan: EvalPlan, rec: ImageRecord, method: str, png: bytes, arr: np.ndarray) -> None:
@@ -201,9 +243,9 @@ def _write_files(plan: EvalPlan, rec: ImageRecord, method: str, png: bytes, arr:
 def run_evaluation(plan: EvalPlan, ui: UI) -> int:
     """Compute and store every missing row of this process's shard; returns rows written."""
     n = len(plan.images)
-    batches = [list(range(i, min(i + plan.batch_size, n))) for i in range(0, n, plan.batch_size)]
+    batches = [list(range(i, min(i + plan.run.batch_size, n))) for i in range(0, n, plan.run.batch_size)]
     mine = [(b, idx) for b, idx in enumerate(batches) if b % plan.shard.world == plan.shard.rank]
-    gallery_ids = {r.image_id for r in sorted(plan.images.records, key=lambda r: r.image_id)[: plan.gallery]}
+    gallery_ids = {r.image_id for r in sorted(plan.images.records, key=lambda r: r.image_id)[: plan.run.gallery]}
     done = plan.store.done(plan.settings)
     have_overlay = plan.store.has_overlay(plan.settings)
     names = [e.name for e in plan.explainers]
@@ -213,10 +255,11 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
     # must not trace the folding wrapper's copy-and-check); else batch norms folded, if asked
     scorer = (
         compiled_forward(
-            plan.model, plan.compile, on_fallback=lambda why: ui.warn(f"torch.compile failed, running eagerly: {why}")
+            plan.model, plan.run.compile,
+            on_fallback=lambda why: ui.warn(f"torch.compile failed, running eagerly: {why}"),
         )
-        if plan.compile
-        else folded_forward(plan.model, plan.fold_batchnorm)
+        if plan.run.compile
+        else folded_forward(plan.model, plan.run.fold_batchnorm)
     )
     steps = len(names) + len(plan.metrics)
     with ui.progress() as progress:
@@ -232,7 +275,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                 for m in names
                 for r in recs_all
                 if (r.image_id in gallery_ids and (r.image_id, m) not in have_overlay)
-                or (plan.overlay_dir is not None and not _overlay_path(plan, r, m).exists())
+                or (plan.run.overlays is not None and not _overlay_path(plan, r, m).exists())
             }
             if not any(todo.values()) and not need_overlay:
                 progress.advance(task, steps)
@@ -247,7 +290,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
             plan.store.add_images((r.image_id, r.label, r.class_name, r.source) for r in recs)
             shared = SharedBatch(
                 plan.model, x, mean=plan.preprocess.mean, std=plan.preprocess.std,
-                batch_size=plan.metric_batch_size, scorer=scorer,
+                batch_size=plan.run.metric_batch_size, scorer=scorer,
             )
             logits = shared.logits  # the batch's one clean pass: targets and every metric
             labels = [r.label for r in recs]
@@ -259,7 +302,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
             ) -> torch.Tensor:
                 key = (name, tuple(t.tolist()))
                 if key not in cache:
-                    gen = torch.Generator(device=x.device).manual_seed(seed_for(plan.seed, b, name))
+                    gen = torch.Generator(device=x.device).manual_seed(seed_for(plan.run.seed, b, name))
                     cache[key] = by_name[name].fn(x, t, gen).detach()
                 return cache[key]
 
@@ -275,7 +318,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                         if r.image_id in gallery_ids:
                             items.append((r.image_id, m, png))
                             maps.append((r.image_id, m, to_2d(a[i : i + 1].float().cpu())[0, 0].numpy()))
-                        if plan.overlay_dir is not None:
+                        if plan.run.overlays is not None:
                             _write_files(plan, r, m, png, a[i].cpu().numpy())
                     if items:
                         plan.store.add_maps(maps, plan.settings)

@@ -19,8 +19,9 @@ from torch import nn
 from ..api import GAD_SETTINGS, make_method, split_gad
 from ..core.options import check_options
 from ..core.registry import get_method, list_methods
-from ..core.tokens import parse_reshape
 from ..errors import ConfigError
+from ..families import load_registries
+from .reshape import parse_reshape
 
 __all__ = [
     "Explainer",
@@ -35,16 +36,6 @@ __all__ = [
     "parse_options",
     "split_names",
 ]
-
-#: fast settings used unless the user sets the option (documented in ``cleargrad methods``)
-FAST_DEFAULTS: dict[str, dict[str, Any]] = {
-    "integrated_gradients": {"n_steps": 32},
-    "smoothgrad": {"n_samples": 16},
-    "expected_gradients": {"n_samples": 16},
-    "expected_gradcam": {"n_samples": 16},
-    "smooth_gradcam_pp": {"n_samples": 16},
-    "integrated_gradcam": {"n_steps": 16},
-}
 
 ExplainFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -70,27 +61,12 @@ class Explainer:
     accepts: frozenset[str] | None = None
 
 
-def load_registries() -> None:
-    """Import the method families and metrics so that they register themselves."""
-    import importlib
-
-    for module in ("cleargrad.attribution", "cleargrad.cam", "cleargrad.attention", "cleargrad.metrics"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:  # a family absent from this build; real import bugs still raise
-            if e.name != module:
-                raise
-
-
 def fast_defaults(name: str) -> dict[str, Any]:
     """The command line's fast defaults for the method registered as ``name`` (may be empty)."""
-    for key, value in FAST_DEFAULTS.items():
-        try:
-            if get_method(key).name == name:
-                return dict(value)
-        except ConfigError:  # a method not (yet) registered
-            continue
-    return {}
+    try:
+        return dict(get_method(name).cls.fast_options)  # stated on the class (Method.fast_options)
+    except (ConfigError, AttributeError):  # not a registered method, or not a Method
+        return {}
 
 
 def method_names() -> list[str]:
@@ -183,7 +159,7 @@ def build_explainer(
     """The registered method ``name`` bound to ``model``.
 
     ``layer`` goes to methods that take one (the CAM family), and so does ``reshape`` (the
-    command-line form of :func:`~cleargrad.core.tokens.parse_reshape`); ``references`` (a fixed set
+    command-line form of :func:`~cleargrad.cli.reshape.parse_reshape`); ``references`` (a fixed set
     of images) to methods that declare them (Expected Gradients, Expected Grad-CAM), and so
     does a seeded ``generator`` on every call. Options given for this method
     (``METHOD.KEY``) are passed as they are (the method rejects the ones it does not take);

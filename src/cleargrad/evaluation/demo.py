@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from .engine import EvalPlan, run_evaluation
 from .explainers import Explainer, build_explainer, fast_defaults, load_registries
 from .images import ImageSet, fashion_mnist_set
 from .metric_runner import MetricRunner, metric_runner
-from .tables import print_results
+from .settings import EvaluationSettings
 
 __all__ = ["DemoSettings", "fit_or_load_gad", "gad_key", "run_demo"]
 
@@ -192,6 +193,7 @@ def run_demo(
     n_images: int = 16,
     settings: DemoSettings | None = None,
     retrain: bool = False,
+    show: Callable[[ResultStore, str], None] | None = None,
 ) -> Path:
     """Run the whole demo into ``out``; returns the path of ``report.html``.
 
@@ -201,6 +203,7 @@ def run_demo(
         n_images: test images explained (ignored when ``settings`` is given).
         settings: what the demo runs (default :class:`DemoSettings`).
         retrain: train the SmallCNN again instead of loading the shipped or cached weights.
+        show: ``show(store, settings_hash)`` once the rows are in (the command prints its summary).
     """
     from ..core.registry import get_method
     from ..models import small_cnn_fashion_mnist, small_cnn_fashion_mnist_record
@@ -257,6 +260,11 @@ def run_demo(
         "fast_defaults": {n: fast_defaults(n) for n in names if fast_defaults(n)},
     }
     store_path = out / "results.sqlite"
+    evaluation = EvaluationSettings(
+        model="small-cnn-fashion-mnist", dataset="fashion-mnist", methods=",".join(e.name for e in explainers),
+        metrics=",".join(settings.metrics), store=store_path, target="label", gallery=8, overlays=out / "overlays",
+        batch_size=settings.batch_size, seed=settings.seed,
+    )
     ui.info(f"[3/4] explaining {len(data)} images with {len(explainers)} methods, {len(runners)} metrics")
     with ResultStore(store_path) as store:
         h = store.record_run(run_settings, versions())
@@ -264,14 +272,14 @@ def run_demo(
         store.add_images((r.image_id, r.label, r.class_name, r.source) for r in data.records)
         plan = EvalPlan(
             model=model, images=data, explainers=explainers, metrics=runners, store=store, settings=h,
-            preprocess=data.preprocess, batch_size=settings.batch_size, seed=settings.seed, target="label",
-            gallery=8, overlay_dir=out / "overlays", references=refs,
+            preprocess=data.preprocess, run=evaluation, references=refs,
         )
         run_evaluation(plan, ui)
         ui.info(f"[4/4] report {took()}")
         report = build_report(store_path, out / "report.html", title="cleargrad demo: Fashion-MNIST",
                               settings=h, gallery=8)
-        print_results(ui, store, h)
+        if show is not None:
+            show(store, h)
     ui.info(f"done {took()}")
     ui.out.print(f"report: {report.resolve()}", markup=False)
     return report

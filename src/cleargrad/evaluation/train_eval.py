@@ -22,7 +22,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["CAMS", "METRICS", "cam_faithfulness"]
+from .settings import EvaluationSettings
+
+__all__ = ["CAMS", "METRICS", "cam_faithfulness", "train_evaluation_settings"]
 
 #: display name -> registered method name
 CAMS = {
@@ -46,12 +48,15 @@ def cam_faithfulness(
     batch_size: int = 100,
     cams: dict[str, str] | None = None,
     progress: Any = None,
+    settings: EvaluationSettings | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Per-image AD / AG / AI / INS / DEL (%) of each CAM on ``(x, y)`` (true-class targets).
 
     Returns ``{cam display name: {"AD": tensor (N,), ..., "seconds_per_image": float,
     "n_blank": int}}``; the metrics are NaN for the ``n_blank`` images with an all-zero map.
-    ``progress`` is an optional ``rich`` Progress to report on.
+    ``progress`` is an optional ``rich`` Progress to report on. ``settings`` (as built by
+    ``cleargrad train --evaluate``), when given, sets ``batch_size`` and the CAMs (its
+    ``methods``, registered names of :data:`CAMS`).
     """
     from ..cam import AblationCAM, GradCAM, GradCAMPlusPlus, ScoreCAM, XGradCAM
     from ..metrics import deletion, insertion, masked_confidence
@@ -63,6 +68,10 @@ def cam_faithfulness(
         "ablationcam": AblationCAM,
         "xgradcam": XGradCAM,
     }
+    if settings is not None:
+        batch_size = settings.batch_size
+        display = {name: shown for shown, name in CAMS.items()}
+        cams = {display.get(n, n): n for n in (m.strip() for m in settings.methods.split(",")) if n}
     cams = cams or CAMS
     width = x.shape[-1]
     out: dict[str, dict[str, Any]] = {}
@@ -96,3 +105,15 @@ def cam_faithfulness(
         if task is not None:
             progress.update(task, advance=1)
     return out
+
+
+def train_evaluation_settings(
+    model: str, dataset: str, out: Any, *, images: int, seed: int, device: str, batch_size: int = 100
+) -> EvaluationSettings:
+    """The settings of ``cleargrad train --evaluate``: every CAM of :data:`CAMS`, AD/AG/AI and
+    insertion/deletion, the first ``images`` test images for their true class."""
+    return EvaluationSettings(
+        model=model, dataset=dataset, methods=",".join(CAMS.values()),
+        metrics="average_drop,average_gain,average_increase,insertion,deletion", store=out, limit=images,
+        target="label", batch_size=batch_size, seed=seed, device=device,
+    )

@@ -72,9 +72,9 @@ def explain_images(
       (method, class, probability), or with ``plain`` the bare overlay;
     - ``<stem>__<method>.npy``: the raw explanation (the method's output for that image);
     - ``manifest.csv`` / ``manifest.json``: one row per pair (see
-      :class:`~cleargrad.cli.outputs.ManifestRow`); the JSON also holds ``run``.
+      :class:`~cleargrad.evaluation.outputs.ManifestRow`); the JSON also holds ``run``.
 
-    Stems are :func:`~cleargrad.cli.outputs.output_stems` of the image ids. Returns the rows.
+    Stems are :func:`~cleargrad.evaluation.outputs.output_stems` of the image ids. Returns the rows.
     """
     from .render import overlay_png
 
