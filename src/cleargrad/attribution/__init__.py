@@ -5,6 +5,18 @@ from .expected import ExpectedGradients
 from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .integrated import IntegratedGradients
 from .noise import NoiseTunnel, SmoothGrad
+from .perturbation import (
+    RISE,
+    FeatureAblation,
+    KernelShap,
+    Lime,
+    Occlusion,
+    ShapleyValueSampling,
+    grid_mask,
+    rise_masks,
+    shapley_kernel_coalitions,
+    slic_mask,
+)
 
 __all__ = [
     "Attribution",
@@ -17,4 +29,14 @@ __all__ = [
     "NoiseTunnel",
     "Saliency",
     "SmoothGrad",
+    "FeatureAblation",
+    "KernelShap",
+    "Lime",
+    "Occlusion",
+    "RISE",
+    "ShapleyValueSampling",
+    "grid_mask",
+    "rise_masks",
+    "shapley_kernel_coalitions",
+    "slic_mask",
 ]
