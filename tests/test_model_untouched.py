@@ -25,6 +25,10 @@ EXTRA: dict[str, dict] = {
     "smooth_gradcam_pp": {"n_samples": 2},
     "integrated_gradcam": {"n_steps": 3},
     "expected_gradcam": {"n_samples": 3},
+    "shapley_value_sampling": {"n_samples": 1},
+    "lime": {"n_samples": 12, "interpretable_model": "linear"},  # the default Lasso zeroes tiny-model maps
+    "kernel_shap": {"n_samples": 12},
+    "rise": {"n_masks": 8},
 }
 
 MODELS = {
