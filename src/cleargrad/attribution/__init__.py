@@ -1,6 +1,7 @@
 """Pixel-level attribution methods, one small class each on a shared base."""
 
 from .base import Attribution, GradientAttribution
+from .controls import GuidedGradCAM, RandomAttribution
 from .expected import ExpectedGradients
 from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .integrated import IntegratedGradients
@@ -39,4 +40,6 @@ __all__ = [
     "rise_masks",
     "shapley_kernel_coalitions",
     "slic_mask",
+    "GuidedGradCAM",
+    "RandomAttribution",
 ]

@@ -1,0 +1,82 @@
+"""A random-attribution control and Guided Grad-CAM."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core import register
+from ..core.targets import OutputSelector, TargetLike
+from ..errors import ConfigError
+from .base import Attribution, GradientAttribution
+from .gradient import GuidedBackprop
+from .sampling import image_streams
+
+__all__ = ["GuidedGradCAM", "RandomAttribution"]
+
+_INTERPOLATE = ("nearest", "bilinear", "bicubic", "area", "nearest-exact")
+
+
+@register("random", family="attribution", aliases=("random_attribution", "random_map"))
+class RandomAttribution(Attribution):
+    """A random map: the control every metric should beat.
+
+    ``attribute(x, target=None, distribution="uniform", generator=None)`` returns
+    i.i.d. values shaped like ``x``: ``uniform`` on ``[0, 1)`` or standard ``normal``.
+    Each image draws from its own stream seeded from ``generator``
+    (:mod:`cleargrad.attribution.sampling`), so a batch equals its images drawn one by
+    one with the same generator. The model never runs on ``x``; an explicit ``target``
+    is checked against the number of classes (one probe forward of one image).
+    """
+
+    def _attribute(self, x: torch.Tensor, target: TargetLike, distribution: str = "uniform",
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+        if distribution not in ("uniform", "normal"):
+            raise ConfigError(f"distribution must be 'uniform' or 'normal', got {distribution!r}")
+        if target is not None:
+            self.targets(x, target)
+        draw = torch.rand if distribution == "uniform" else torch.randn
+        maps = [draw(x.shape[1:], generator=g, device=g.device, dtype=x.dtype)
+                for g in image_streams(x.shape[0], generator, x.device)]
+        return torch.stack(maps).to(x.device)
+
+
+@register("guided_gradcam", family="attribution", aliases=("guided_grad_cam",))
+class GuidedGradCAM(GradientAttribution):
+    """Guided Grad-CAM (Selvaraju et al. 2017): Guided Backprop times the upsampled Grad-CAM map.
+
+    ``GuidedGradCAM(model, layer="auto").attribute(x, target=None, interpolate_mode="nearest")``
+
+    ``GuidedBackprop(x) * up(ReLU(GradCAM_layer(x)))``, shaped like ``x``; ``up``
+    resizes the layer-resolution map to ``x``'s size with ``interpolate_mode``
+    (``"nearest"``: Captum's ``GuidedGradCam`` default; ``"bilinear"``: as the Grad-CAM
+    family upsamples, ``align_corners=False``). Both factors come from the public
+    :class:`~cleargrad.GradCAM` and :class:`~cleargrad.GuidedBackprop` (two forward and
+    two backward passes). ``layer`` as for the CAM family.
+    """
+
+    batch_gradient: ClassVar[bool] = True
+
+    def __init__(self, model: nn.Module, layer: object = "auto", *, output: OutputSelector = None,
+                 allow_train_mode: bool = False) -> None:
+        super().__init__(model, output=output, allow_train_mode=allow_train_mode)
+        from ..cam import GradCAM  # the CAM family imports lazily
+
+        self.layer = layer
+        self._gradcam = GradCAM(model, layer, output=output, allow_train_mode=allow_train_mode)
+        self._guided = GuidedBackprop(model, output=output, allow_train_mode=allow_train_mode)
+
+    def __repr__(self) -> str:
+        return f"GuidedGradCAM({type(self.model).__name__}, layer={self.layer!r})"
+
+    def _attribute(self, x: torch.Tensor, target: TargetLike, interpolate_mode: str = "nearest") -> torch.Tensor:
+        if interpolate_mode not in _INTERPOLATE:
+            raise ConfigError(f"interpolate_mode must be one of {_INTERPOLATE}, got {interpolate_mode!r}")
+        t = self.targets(x, target)
+        cam = self._gradcam.attribute(x, t, upsample=False, relu=True)
+        kw = {"align_corners": False} if interpolate_mode in ("bilinear", "bicubic") else {}
+        up = F.interpolate(cam, size=x.shape[2:], mode=interpolate_mode, **kw)
+        return self._guided.attribute(x, t) * up
