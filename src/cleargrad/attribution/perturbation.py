@@ -88,7 +88,7 @@ def slic_mask(x: torch.Tensor, n_segments: int = 50, compactness: float = 10.0, 
 
     ``x`` is ``(N, C, H, W)``; give the model's ``mean``/``std`` normalisation to segment
     the de-normalised image. Ids are numbered from 0 in each image (``skimage`` starts
-    at 1; ``start_label=0`` is passed). Needs ``scikit-image`` (the ``perturbation`` extra).
+    at 1; ``start_label=0`` is passed). Uses ``scikit-image`` (a dependency of cleargrad).
     """
     try:
         from skimage.segmentation import slic
