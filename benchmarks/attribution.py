@@ -2,6 +2,7 @@
 
     python benchmarks/attribution.py            # resnet18 (weights=None) batch 4 at 224x224, SmallCNN batch 64
     python benchmarks/attribution.py --quick    # tiny sizes, checks the script end to end
+    python benchmarks/attribution.py --perturbation  # Occlusion ... KernelSHAP, RISE, Guided Grad-CAM
 
 For each configuration (model, batch):
 
