@@ -486,3 +486,21 @@ def test_random_control_is_iid_reproducible_and_per_image() -> None:
         r.attribute(x, [0, 1, 99])
     with pytest.raises(cg.ConfigError):
         r.attribute(x, distribution="beta")
+
+
+def test_lasso_solver_equals_sklearn_weighted_lasso() -> None:
+    from sklearn.linear_model import Lasso
+
+    from cleargrad.attribution.perturbation import _lasso
+
+    g = torch.Generator().manual_seed(0)
+    z = (torch.rand(2, 60, 10, generator=g) < 0.5).double()
+    y = z @ torch.randn(10, generator=g).double() + 0.3 * torch.randn(2, 60, generator=g).double()
+    w = torch.rand(2, 60, generator=g).double()
+    ours = _lasso(z, y, w, 0.2)
+    for i in range(2):
+        ref = Lasso(alpha=0.2, tol=1e-12, max_iter=1_000_000)
+        ref.fit(z[i].numpy(), y[i].numpy(), sample_weight=w[i].numpy())
+        ref_coef = torch.from_numpy(ref.coef_)
+        assert (ref_coef == 0).any() and (ref_coef != 0).any()
+        assert torch.allclose(ours[i], ref_coef, atol=1e-7 * ref_coef.abs().max().item())

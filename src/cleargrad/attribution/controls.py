@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core import register
+from ..cam.capture import activations_and_gradients
+from ..core import find_layer, register
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
 from .base import Attribution, GradientAttribution
-from .gradient import GuidedBackprop
 from .sampling import image_streams
 
 __all__ = ["GuidedGradCAM", "RandomAttribution"]
@@ -50,33 +50,42 @@ class GuidedGradCAM(GradientAttribution):
 
     ``GuidedGradCAM(model, layer="auto").attribute(x, target=None, interpolate_mode="nearest")``
 
-    ``GuidedBackprop(x) * up(ReLU(GradCAM_layer(x)))``, shaped like ``x``; ``up``
+    ``GuidedBackprop(x) * up(ReLU(sum_k mean(dy_c/dA^k) A^k))`` with ``A`` the layer's
+    output (Grad-CAM's map, as :class:`~cleargrad.GradCAM`), shaped like ``x``; ``up``
     resizes the layer-resolution map to ``x``'s size with ``interpolate_mode``
     (``"nearest"``: Captum's ``GuidedGradCam`` default; ``"bilinear"``: as the Grad-CAM
-    family upsamples, ``align_corners=False``). Both factors come from the public
-    :class:`~cleargrad.GradCAM` and :class:`~cleargrad.GuidedBackprop` (two forward and
-    two backward passes). ``layer`` as for the CAM family.
+    family upsamples, ``align_corners=False``). Two forward+backward passes: a plain one
+    for Grad-CAM (whose argmax gives the targets when ``target`` is None) and a guided one.
+    ``layer`` as for the CAM family (a dotted name, a module or ``"auto"``).
     """
 
-    batch_gradient: ClassVar[bool] = True
+    relu_rule = "guided"
+    input_ndim: ClassVar[int | None] = 4
 
     def __init__(self, model: nn.Module, layer: object = "auto", *, output: OutputSelector = None,
                  allow_train_mode: bool = False) -> None:
         super().__init__(model, output=output, allow_train_mode=allow_train_mode)
-        from ..cam import GradCAM  # the CAM family imports lazily
-
         self.layer = layer
-        self._gradcam = GradCAM(model, layer, output=output, allow_train_mode=allow_train_mode)
-        self._guided = GuidedBackprop(model, output=output, allow_train_mode=allow_train_mode)
+        self._auto: dict[tuple[int, ...], nn.Module] = {}
 
     def __repr__(self) -> str:
         return f"GuidedGradCAM({type(self.model).__name__}, layer={self.layer!r})"
 
+    def _module(self, x: torch.Tensor) -> nn.Module:
+        if isinstance(self.layer, str) and self.layer == "auto":
+            key = tuple(x.shape[1:])
+            if key not in self._auto:
+                self._auto[key] = find_layer(self.model, "auto", example=x, output=self.output)
+            return self._auto[key]
+        return find_layer(self.model, self.layer)
+
     def _attribute(self, x: torch.Tensor, target: TargetLike, interpolate_mode: str = "nearest") -> torch.Tensor:
         if interpolate_mode not in _INTERPOLATE:
             raise ConfigError(f"interpolate_mode must be one of {_INTERPOLATE}, got {interpolate_mode!r}")
-        t = self.targets(x, target)
-        cam = self._gradcam.attribute(x, t, upsample=False, relu=True)
+        if target is not None:
+            target = self.targets(x, target)
+        (act,), (grad,), _, t = activations_and_gradients(self.model, x, [self._module(x)], target, self.output)
+        cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1, keepdim=True))
         kw = {"align_corners": False} if interpolate_mode in ("bilinear", "bicubic") else {}
-        up = F.interpolate(cam, size=x.shape[2:], mode=interpolate_mode, **kw)
-        return self._guided.attribute(x, t) * up
+        up = F.interpolate(cam.to(x.dtype), size=x.shape[2:], mode=interpolate_mode, **kw)
+        return self.gradients(x, t)[0] * up

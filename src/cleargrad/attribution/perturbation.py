@@ -489,33 +489,50 @@ def _wls(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def _lasso(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, alpha: float,
-           max_sweeps: int = 100000, tol: float = 1e-12) -> torch.Tensor:
-    """Weighted Lasso with an intercept, per image (sklearn's objective
-    ``sum_i w_i r_i^2 / (2 sum_i w_i) + alpha |b|_1``), by coordinate descent on the
-    weighted Gram matrix, all images at once, in float64 on the input's device, until no
-    coefficient moves by more than ``tol`` (relative to the largest)."""
+           max_iter: int = 100000, tol: float = 1e-11) -> torch.Tensor:
+    """Weighted Lasso with an intercept, per image: sklearn's objective
+    ``P(b) = sum_i w_i r_i^2 / (2 sum_i w_i) + alpha |b|_1``, all images at once, in
+    float64 on the input's device.
+
+    Accelerated proximal gradient (FISTA, step ``1 / L`` with ``L`` the largest
+    eigenvalue of the weighted Gram matrix, adaptive restart) on the centred problem; stops
+    when every image's duality gap is at most ``tol`` times its weighted variance of ``y``
+    (sklearn's rule, with its default ``tol=1e-4`` made much tighter), checked every 50
+    iterations, or after ``max_iter``.
+    """
     wn = w / w.sum(1, keepdim=True)
     zm = (wn[:, :, None] * z).sum(1, keepdim=True)
     ym = (wn * y).sum(1, keepdim=True)
     zc, yc = z - zm, y - ym
     g = torch.einsum("ns,nsf,nsk->nfk", wn, zc, zc)
     c = torch.einsum("ns,nsf,ns->nf", wn, zc, yc)
-    n, nf = c.shape
+    bb = (wn * yc * yc).sum(1)
+    lip = torch.linalg.eigvalsh(g)[:, -1:].clamp_min(1e-300)
     beta = torch.zeros_like(c)
-    diag = torch.diagonal(g, dim1=1, dim2=2)
-    safe = torch.where(diag > 0, diag, torch.ones_like(diag))
-    for _ in range(max_sweeps):
-        moved = torch.zeros(n, dtype=c.dtype, device=c.device)
-        for j in range(nf):
-            r = c[:, j] - (g[:, j, :] * beta).sum(1) + diag[:, j] * beta[:, j]
-            new = torch.sign(r) * torch.clamp(r.abs() - alpha, min=0) / safe[:, j]
-            new = torch.where(diag[:, j] > 0, new, torch.zeros_like(new))
-            moved = torch.maximum(moved, (new - beta[:, j]).abs())
-            beta[:, j] = new
-        scale = beta.abs().amax(1).clamp_min(1e-300)
-        if bool((moved <= tol * scale).all()):
+    v = beta.clone()
+    tk = torch.ones_like(lip)
+    for it in range(max_iter):
+        u = v - (torch.einsum("nfk,nk->nf", g, v) - c) / lip
+        new = torch.sign(u) * (u.abs() - alpha / lip).clamp_min(0)
+        restart = (((v - new) * (new - beta)).sum(1, keepdim=True) > 0)
+        tn = (1 + torch.sqrt(1 + 4 * tk * tk)) / 2
+        v = torch.where(restart, new, new + ((tk - 1) / tn) * (new - beta))
+        beta, tk = new, torch.where(restart, torch.ones_like(tn), tn)
+        if it % 50 == 49 and bool((_lasso_gap(g, c, bb, beta, alpha) <= tol * bb.clamp_min(1e-300)).all()):
             break
     return beta
+
+
+def _lasso_gap(g: torch.Tensor, c: torch.Tensor, bb: torch.Tensor, beta: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Duality gap of ``1/2 |b - A beta|^2 + alpha |beta|_1`` from ``G = A'A``, ``c = A'b``, ``bb = b'b``."""
+    gb = torch.einsum("nfk,nk->nf", g, beta)
+    cb = (beta * c).sum(1)
+    rr = (bb - 2 * cb + (beta * gb).sum(1)).clamp_min(0)  # |r|^2
+    corr = (c - gb).abs().amax(1)  # |A' r|_inf
+    sc = torch.where(corr > alpha, alpha / corr.clamp_min(1e-300), torch.ones_like(corr))
+    primal = 0.5 * rr + alpha * beta.abs().sum(1)
+    dual = 0.5 * bb - 0.5 * (bb - 2 * sc * (bb - cb) + sc * sc * rr)
+    return primal - dual
 
 
 class _SurrogateAttribution(PerturbationAttribution):
@@ -560,8 +577,8 @@ class Lime(_SurrogateAttribution):
     distance (or ``"euclidean"``) between the flattened input and the perturbed copy;
     each feature's coefficient is the attribution of its elements. As Captum's ``Lime``
     defaults: a Lasso with ``alpha=0.01`` and an intercept (sklearn's objective), solved
-    here to convergence by coordinate descent; ``interpretable_model="linear"``: weighted
-    least squares.
+    here to a duality gap of 1e-11 of the score variance by accelerated proximal gradient
+    on the input's device; ``interpretable_model="linear"``: weighted least squares.
     """
 
     def _attribute(self, x: torch.Tensor, target: TargetLike,
