@@ -2,6 +2,7 @@
 
     python benchmarks/attribution.py            # resnet18 (weights=None) batch 4 at 224x224, SmallCNN batch 64
     python benchmarks/attribution.py --quick    # tiny sizes, checks the script end to end
+    python benchmarks/attribution.py --perturbation  # Occlusion ... KernelSHAP, RISE, Guided Grad-CAM
 
 For each configuration (model, batch):
 
@@ -231,6 +232,131 @@ def bench_pareto(cfg: Config, repeats: int, unit: float) -> tuple[str, str]:
     return pareto, markdown_table(["rule", "passes for 1 % error: ours", "captum"], need)
 
 
+# ---------------------------------------------------------------------------------------
+# Perturbation methods, the random control and Guided Grad-CAM vs Captum (issue 28).
+# Self-contained: ``python benchmarks/attribution.py --perturbation [--quick]``.
+# Bound of a forward-only method = its perturbed copies (per image x images; the clean
+# pass not counted) x the best per-copy cost of one inference-mode forward pass, over the
+# batch sizes PERT_BATCHES (capped at the copies) and both input layouts; Guided
+# Grad-CAM's = two forward+backward passes of the batch.
+PERT_BATCHES = (4, 16, 64)
+
+
+def _per_copy(model: nn.Module, shape: tuple[int, ...], copies: int, repeats: int) -> float:
+    best = float("inf")
+    for b in sorted({min(b, copies) for b in PERT_BATCHES}):
+        xb = torch.randn(b, *shape)
+        runs = {}
+        for cl in (False, True):
+            xin = to_channels_last(xb) if cl else xb
+
+            def run(xin: torch.Tensor = xin) -> None:
+                with torch.inference_mode():
+                    model(xin)
+
+            runs[f"f{cl}"] = run
+        st = interleaved(runs, repeats=max(2, repeats))
+        best = min(best, min(v.median for v in st.values()) / b)
+    return best
+
+
+def perturbation_pairs(model: nn.Module, x: torch.Tensor, tl: list[int], cells: int, n_samples: int,
+                       layer: str) -> list[tuple[str, int, Callable, dict[str, Callable], bool]]:
+    """(name, perturbed copies per image, ours, {captum variant: call}, same samples)."""
+    import captum.attr as ca
+    from captum._utils.models.linear_model import SkLearnLinearRegression
+
+    from cleargrad.attribution import grid_mask
+
+    c, h, w = x.shape[1:]
+    win = (c, h // cells, w // cells)
+    mask = grid_mask(x.shape, cells)
+    nf = cells * cells
+    ppe = nf  # Captum batches as many perturbations as features per forward (its default is 1)
+    perms = torch.stack([torch.randperm(nf, generator=torch.Generator().manual_seed(i)) for i in range(2)])
+    samples = torch.cat([torch.ones(1, nf), torch.zeros(1, nf),
+                         (torch.rand(n_samples - 2, nf, generator=torch.Generator().manual_seed(0)) < 0.5)]).long()
+
+    def fixed(_inputs, **_kw):
+        for z in samples:
+            yield z.view(1, -1)
+
+    def svs():
+        ref = ca.ShapleyValueSampling(model)
+        ref.permutation_generator = lambda nf_, ns_: iter(perms.tolist())
+        return ref
+
+    def kshap():
+        ref = ca.KernelShap(model)
+        ref.perturb_func = fixed
+        return ref
+
+    gcam = model.get_submodule(layer)
+    return [
+        (f"Occlusion {nf} windows", nf,
+         lambda: cg.Occlusion(model).attribute(x, tl, sliding_window_shapes=win, strides=win),
+         {"captum ppe=1": lambda: ca.Occlusion(model).attribute(x, sliding_window_shapes=win, strides=win, target=tl),
+          f"captum ppe={ppe}": lambda: ca.Occlusion(model).attribute(
+              x, sliding_window_shapes=win, strides=win, target=tl, perturbations_per_eval=ppe)}, True),
+        (f"FeatureAblation {nf}", nf, lambda: cg.FeatureAblation(model).attribute(x, tl, feature_mask=mask),
+         {f"captum ppe={ppe}": lambda: ca.FeatureAblation(model).attribute(
+             x, feature_mask=mask, target=tl, perturbations_per_eval=ppe)}, True),
+        (f"ShapleyValueSampling {nf}x2", 2 * nf,
+         lambda: cg.ShapleyValueSampling(model).attribute(x, tl, feature_mask=mask, permutations=perms),
+         {f"captum ppe={ppe}": lambda: svs().attribute(x, feature_mask=mask, target=tl, n_samples=2,
+                                                       perturbations_per_eval=ppe)}, True),
+        (f"Lime {n_samples} (linear)", n_samples,
+         lambda: cg.Lime(model).attribute(x, tl, feature_mask=mask, samples=samples, interpretable_model="linear"),
+         {f"captum ppe={ppe}": lambda: ca.Lime(model, interpretable_model=SkLearnLinearRegression(),
+                                               perturb_func=fixed).attribute(
+             x, target=tl, feature_mask=mask, n_samples=n_samples, perturbations_per_eval=ppe)}, True),
+        (f"KernelShap {n_samples}", n_samples - 2,
+         lambda: cg.KernelShap(model).attribute(x, tl, feature_mask=mask, samples=samples),
+         {f"captum ppe={ppe}": lambda: kshap().attribute(x, target=tl, feature_mask=mask, n_samples=n_samples,
+                                                         perturbations_per_eval=ppe)}, True),
+        (f"RISE {n_samples} masks", n_samples,
+         lambda: cg.RISE(model).attribute(x, tl, n_masks=n_samples, generator=torch.Generator().manual_seed(0)),
+         {}, False),
+        ("GuidedGradCAM", 0, lambda: cg.GuidedGradCAM(model, layer).attribute(x, tl),
+         {"captum": lambda: ca.GuidedGradCam(model, gcam).attribute(x, tl)}, True),
+    ]
+
+
+def bench_perturbation(quick: bool, repeats: int) -> None:
+    torch.manual_seed(0)
+    resnet = randomise_bn(torchvision.models.resnet18(weights=None))
+    small = randomise_bn(SmallCNN())
+    cases = [
+        ("resnet18 b1 224x224", resnet, torch.randn(1, 3, 224, 224), 4, 32, "layer4"),
+        ("SmallCNN b16 28x28", small, torch.randn(16, 1, 28, 28), 4, 32, "features"),
+    ]
+    if quick:
+        cases = [("resnet18 b1 64x64 (quick)", resnet, torch.randn(1, 3, 64, 64), 2, 8, "layer4"),
+                 ("SmallCNN b4 28x28 (quick)", small, torch.randn(4, 1, 28, 28), 2, 8, "features")]
+    for name, model, x, cells, n_samples, layer in cases:
+        with torch.no_grad():
+            tl = model(x).argmax(1).tolist()
+        n = x.shape[0]
+        units = interleaved({"u": lambda m=model, xx=x, t=tl: input_gradient(m, xx, torch.tensor(t))}, repeats=repeats)
+        unit = units["u"].median
+        print(f"## {name}\n\none forward+backward of the batch {fmt_s(unit)}\n")
+        rows = []
+        for label, copies, ours, refs, same in perturbation_pairs(model, x, tl, cells, n_samples, layer):
+            stats = interleaved({"ours": ours, **refs}, repeats=repeats, warmup=1)
+            bound = copies * n * _per_copy(model, tuple(x.shape[1:]), copies * n, repeats) if copies else 2 * unit
+            a = ours()
+            t_o = stats["ours"].median
+            if not refs:
+                rows.append([label, "-", fmt_s(t_o), "-", "-", fmt_s(bound), f"{t_o / bound:.2f}", "-", "-"])
+            for ref_name, ref in refs.items():
+                b = ref()
+                t_r = stats[ref_name].median
+                rows.append([label, ref_name, fmt_s(t_o), fmt_s(t_r), f"{t_o / t_r:.2f}", fmt_s(bound),
+                             f"{t_o / bound:.2f}", f"{t_r / bound:.2f}", rel_diff(a, b) if same else "-"])
+        print(markdown_table(["method", "vs", "ours", "ref", "ours/ref", "bound", "ours/bound", "ref/bound",
+                              "max rel diff"], rows) + "\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes (end-to-end check)")
@@ -239,6 +365,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's; quick 1)")
     ap.add_argument("--skip-pareto", action="store_true")
     ap.add_argument("--config", default=None, help="only the configurations whose name contains this text")
+    ap.add_argument("--perturbation", action="store_true", help="only the perturbation / Guided Grad-CAM rows")
     args = ap.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     p_repeats = args.pareto_repeats or (1 if args.quick else 3)
@@ -249,6 +376,12 @@ def main() -> None:
     t_start = time.perf_counter()
     import captum
 
+    if args.perturbation:
+        print(f"# Perturbation methods: cleargrad vs Captum {captum.__version__}\n")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeats {repeats}, CPU\n")
+        bench_perturbation(args.quick, repeats)
+        print(f"total {time.perf_counter() - t_start:.0f} s")
+        return
     print(f"# Pixel attribution: cleargrad vs Captum {captum.__version__}\n")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, repeats {repeats}, CPU\n")
     for cfg in configs(args.quick):

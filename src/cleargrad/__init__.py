@@ -59,6 +59,17 @@ _LAZY: dict[str, str] = {
     "TargetError": ".errors",
     "GAD": ".gad",
     "InterpretableGradientLoss": ".training",
+    # perturbation methods, random control, Guided Grad-CAM (issue 28)
+    "FeatureAblation": ".attribution",
+    "GuidedGradCAM": ".attribution",
+    "KernelShap": ".attribution",
+    "Lime": ".attribution",
+    "Occlusion": ".attribution",
+    "RISE": ".attribution",
+    "RandomAttribution": ".attribution",
+    "ShapleyValueSampling": ".attribution",
+    "grid_mask": ".attribution",
+    "slic_mask": ".attribution",
 }
 
 __all__ = [
@@ -109,6 +120,16 @@ __all__ = [
     "host_memory_reuse",
     "set_memory_check",
     "set_memory_format",
+    "FeatureAblation",
+    "GuidedGradCAM",
+    "KernelShap",
+    "Lime",
+    "Occlusion",
+    "RISE",
+    "RandomAttribution",
+    "ShapleyValueSampling",
+    "grid_mask",
+    "slic_mask",
 ]
 
 
@@ -178,3 +199,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     )
     from .gad import GAD
     from .training import InterpretableGradientLoss
+
+if TYPE_CHECKING:  # issue 28: perturbation methods, random control, Guided Grad-CAM
+    from .attribution import (
+        RISE,
+        FeatureAblation,
+        GuidedGradCAM,
+        KernelShap,
+        Lime,
+        Occlusion,
+        RandomAttribution,
+        ShapleyValueSampling,
+        grid_mask,
+        slic_mask,
+    )
