@@ -32,6 +32,8 @@ class RandomAttribution(Attribution):
     is checked against the number of classes (one probe forward of one image).
     """
 
+    reads_model = False
+
     def _attribute(self, x: torch.Tensor, target: TargetLike, distribution: str = "uniform",
                    generator: torch.Generator | None = None) -> torch.Tensor:
         if distribution not in ("uniform", "normal"):

@@ -485,6 +485,8 @@ def _wls(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     sw = wn.sqrt()
     a = (z - zm) * sw[:, :, None]
     b = ((y - ym) * sw)[:, :, None]
+    if not bool(torch.isfinite(b).all()):  # NaN scores: LAPACK would abort; the guard names the images
+        return torch.full((a.shape[0], a.shape[2], 1), float("nan"), dtype=a.dtype, device=a.device)
     return torch.linalg.pinv(a) @ b if a.device.type != "cpu" else torch.linalg.lstsq(a, b, driver="gelsd").solution
 
 
@@ -725,6 +727,8 @@ def _constrained_wls(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, total: t
     last = z[:, :, -1:]
     a = (z[:, :, :-1] - last) * w.sqrt()[:, :, None]
     b = ((y - last.squeeze(2) * total[:, None]) * w.sqrt())[:, :, None]
+    if not bool(torch.isfinite(b).all()):  # NaN scores: LAPACK would abort; the guard names the images
+        return torch.full(z.shape[::2], float("nan"), dtype=z.dtype, device=z.device)
     if a.device.type == "cpu":
         head = torch.linalg.lstsq(a, b, driver="gelsd").solution.squeeze(2)
     else:

@@ -103,6 +103,9 @@ class Method:
     #: the method explains a class through something other than its score (CAM: the
     #: classifier's weight row), so it takes class indices (or ``ClassTarget``) only
     class_targets_only: ClassVar[bool] = False
+    #: the result is computed from the model's outputs (False for a control that only
+    #: draws random maps: a model with NaN scores cannot show in its result)
+    reads_model: ClassVar[bool] = True
 
     def __init__(
         self,
