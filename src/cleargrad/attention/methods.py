@@ -45,14 +45,13 @@ class AttentionMethod(Method):
     """Base of the attention methods: model state, input checks, token grid and
     post-processing. Subclasses implement :meth:`_relevance` (``(N, T, T)``).
 
+    ``model`` is a vision transformer whose attention modules can be read (torchvision
+    ViT, timm ViT/DeiT; see :mod:`cleargrad.attention.capture`); ``output``,
+    ``allow_train_mode`` and ``num_classes`` are :class:`~cleargrad.core.method.Method`'s.
+
     Args:
-        model: a vision transformer whose attention modules can be read
-            (torchvision ViT, timm ViT/DeiT; see :mod:`cleargrad.attention.capture`).
-        output: selector of the ``(N, C)`` scores in the model's output.
         tokens: the token layout, a :class:`~cleargrad.TokenGrid`; None (default) infers
             the prefix tokens and the grid from the token count and the input size.
-        allow_train_mode: explain a model in training mode (buffers restored after).
-        num_classes: the number of classes when known (spares a one-image probe).
     """
 
     family: ClassVar[str] = "attention"

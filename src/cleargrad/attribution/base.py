@@ -38,16 +38,9 @@ class Attribution(Method):
     Subclasses implement :meth:`_attribute`; its keyword parameters are the options of
     :meth:`attribute`. Every public call leaves the model exactly as it found it (module
     modes, ``requires_grad`` flags, existing ``.grad``, and buffers when
-    ``allow_train_mode=True``), also when it raises.
-
-    Args:
-        model: the classifier; its forward returns ``(N, C)`` scores, or anything from
-            which ``output`` selects them.
-        output: selector for models whose forward returns a tuple/dict: a key, an
-            index or a callable applied to the forward's result.
-        allow_train_mode: explain a model in training mode instead of raising
-            :class:`~cleargrad.ModelStateError`.
-        num_classes: the number of classes when known (spares a one-image probe).
+    ``allow_train_mode=True``), also when it raises. The constructor's arguments are
+    :class:`~cleargrad.core.method.Method`'s (``model``, ``output``, ``allow_train_mode``,
+    ``num_classes``).
     """
 
     family: ClassVar[str] = "attribution"

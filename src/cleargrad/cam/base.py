@@ -81,19 +81,15 @@ class BaseCAM(Method):
     map ``sum_k w_k A^k`` of every layer; most subclasses inherit it from an intermediate
     base and only state their weights.
 
+    ``model``, ``output``, ``allow_train_mode`` and ``num_classes`` are
+    :class:`~cleargrad.core.method.Method`'s.
+
     Args:
-        model: the classifier; its forward returns ``(N, C)`` scores, or anything from
-            which ``output`` selects them.
         layer: the target layer: a dotted name (``"layer4"``), a module of the model,
             ``"auto"`` (the last convolutional block of a CNN; for a vision transformer the
             last token layer whose patch tokens reach the score, see
             :func:`~cleargrad.core.auto_layer`), or a list of those (one map per layer plus
             a fused map).
-        output: selector for models whose forward returns a tuple/dict: a key, an index
-            or a callable applied to the forward's result.
-        allow_train_mode: explain a model in training mode instead of raising
-            :class:`~cleargrad.ModelStateError` (buffers are restored after the call).
-        num_classes: the number of classes when known (spares a one-image probe).
         reshape: how a layer output becomes ``(N, K, h, w)`` (its gradient goes the same
             way): ``"auto"`` (default: feature maps as they are, ``(N, T, D)`` tokens and
             ``(N, h, w, D)`` channels-last maps detected from the input size and the token
