@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import gather_scores, register, resolve_targets, select_output
-from ..core.layout import model_input
 from ..core.maps import minmax_normalize, upsample_maps
 from ..core.method import Method
 from ..core.options import signature_options
 from ..core.targets import OutputSelector, TargetLike
 from ..core.tokens import TokenGrid, resolve_layout
 from ..errors import ConfigError, LayerError
+from ..runtime.layout import model_input
 from .capture import AttentionMaps, attention_probabilities
 
 __all__ = ["AttentionMethod", "AttentionRollout", "AttentionRelevance"]

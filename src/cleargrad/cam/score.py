@@ -17,11 +17,11 @@ from ..core import (
     resolve_targets,
     select_output,
 )
-from ..core.fused import folded_forward
 from ..core.inputs import broadcast_like
 from ..core.maps import minmax_normalize
 from ..core.targets import TargetLike
 from ..errors import ConfigError
+from ..runtime.fused import folded_forward
 from .base import BaseCAM, weighted_sum
 
 __all__ = ["ScoreCAM"]

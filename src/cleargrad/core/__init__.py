@@ -1,12 +1,13 @@
-"""Method-agnostic machinery: inputs, targets, layers, hooks, model state, ReLU rules,
-chunked batching, the memory check of chunks, the host allocator's cache, 2-D reduction and the method registry."""
+"""The explanation kernel: the Method root and its guard, inputs, targets, layers, hooks,
+model state, ReLU rules, maps, sampling, 2-D reduction and the method registry.
 
-from .batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size, memory_guard
-from .compiled import CompiledForward, compiled_forward
-from .fused import FoldedForward, folded_forward
-from .gradmode import gradient_call, normal_options, normal_tensor
-from .hooks import capture_activations, forward_hooks
-from .hostmem import (
+The runtime names used by the methods (chunking, memory planning, layouts, folding,
+compiling) are re-exported from :mod:`cleargrad.runtime`, their home."""
+
+from ..runtime.batching import CPU_MAX_CHUNK, DEFAULT_CHUNK_ELEMENTS, chunk_slices, default_chunk_size, memory_guard
+from ..runtime.compiled import CompiledForward, compiled_forward
+from ..runtime.fused import FoldedForward, folded_forward
+from ..runtime.hostmem import (
     cached_host_bytes,
     get_host_cache_limit,
     host_memory_reuse,
@@ -14,9 +15,7 @@ from .hostmem import (
     set_host_cache_limit,
     set_host_memory_reuse,
 )
-from .inputs import check_input
-from .layers import auto_layer, find_layer, layer_name
-from .layout import (
+from ..runtime.layout import (
     MEMORY_FORMATS,
     contiguous_result,
     fast_layout,
@@ -26,7 +25,11 @@ from .layout import (
     run_model,
     set_memory_format,
 )
-from .memplan import available_bytes, get_memory_check, plan_chunk, set_memory_check
+from ..runtime.memplan import available_bytes, get_memory_check, plan_chunk, set_memory_check
+from .gradmode import gradient_call, normal_options, normal_tensor
+from .hooks import capture_activations, forward_hooks
+from .inputs import check_input
+from .layers import auto_layer, find_layer, layer_name
 from .reduce import REDUCTIONS, to_2d
 from .registry import get_method, list_methods, register
 from .relu_rules import relu_rule

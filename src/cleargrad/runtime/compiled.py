@@ -10,7 +10,7 @@ than eager for gradient passes. Compiled Score-CAM masked passes brought steady 
 the protocol from about 2.6x to 2.9x the peer's when the model still ran in the default
 layout, but moved insertion values by up to 4.7e-3 relative (maps within 2e-7; near-tied
 pixels change rank), so they stayed eager. Since one-channel inputs run channels-last
-(``core.layout``), eager passes of that model are fast enough that compiling the metric
+(``runtime.layout``), eager passes of that model are fast enough that compiling the metric
 passes no longer pays on it (``benchmarks/results/evaluate_pipeline.md``, section 8).
 """
 

@@ -54,8 +54,7 @@ from torch import nn
 from ..errors import ConfigError, ResourceError
 from .batching import default_chunk_size
 from .compiled import CompiledForward
-from .fused import FoldedForward
-from .hooks import no_hooks_memo
+from .fused import FoldedForward, no_hooks_memo
 from .hostmem import release_host_memory
 
 __all__ = [
