@@ -20,7 +20,8 @@ the input size, optional per-image min–max normalisation).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -115,9 +116,13 @@ class AttentionMethod(Method):
     def _run(self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> torch.Tensor:
         return self._relevance(x, target, **options).clone()
 
-    def _relevance(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
-        """The ``(N, T, T)`` token relevance matrix."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the hook: each method takes its own keyword options
+        _relevance: Callable[..., torch.Tensor]
+    else:
+
+        def _relevance(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
+            """The ``(N, T, T)`` token relevance matrix."""
+            raise NotImplementedError
 
     def _check_maps(self, maps: AttentionMaps, n: int) -> None:
         if not maps.probs:

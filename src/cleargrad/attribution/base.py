@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -56,8 +57,12 @@ class Attribution(Method):
     def _run(self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> Any:
         return contiguous_result(self._attribute(x, target, **options))
 
-    def _attribute(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the hook: each method takes its own keyword options
+        _attribute: Callable[..., Any]  # a map, or (map, deltas)
+    else:
+
+        def _attribute(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
+            raise NotImplementedError
 
     # helpers for subclasses -------------------------------------------------------
     def chunk_size(self, x: torch.Tensor, total: int, requested: int | None) -> int:

@@ -15,9 +15,9 @@ map is their element-wise maximum (normalised again when ``normalize=True``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -209,15 +209,19 @@ class BaseCAM(Method):
                     self._auto[key] = find_layer(self.model, "auto", example=x, output=self.output)
                 modules.append(self._auto[key])
             else:
-                modules.append(find_layer(self.model, spec))
+                modules.append(find_layer(self.model, cast(Union[str, nn.Module], spec)))
         return modules
 
     # subclass interface -----------------------------------------------------------
-    def _raw_maps(
-        self, x: torch.Tensor, target: TargetLike, modules: list[nn.Module], **options: Any
-    ) -> list[torch.Tensor]:
-        """The maps ``sum_k w_k A^k`` ``(N, 1, h, w)`` of every layer, before ReLU."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the hook: each method takes its own keyword options
+        _raw_maps: Callable[..., list[torch.Tensor]]
+    else:
+
+        def _raw_maps(
+            self, x: torch.Tensor, target: TargetLike, modules: list[nn.Module], **options: Any
+        ) -> list[torch.Tensor]:
+            """The maps ``sum_k w_k A^k`` ``(N, 1, h, w)`` of every layer, before ReLU."""
+            raise NotImplementedError
 
     # passes, for subclasses -------------------------------------------------------
     def chunk_size(

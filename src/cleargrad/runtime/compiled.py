@@ -36,6 +36,10 @@ class CompiledForward(nn.Module):
     when that happened.
     """
 
+    model: nn.Module
+    _compiled: Callable[..., Any] | None
+    _on_fallback: Callable[[str], None] | None
+
     def __init__(
         self,
         model: nn.Module,
@@ -66,7 +70,7 @@ class CompiledForward(nn.Module):
             warnings.warn(f"torch.compile failed, running eagerly: {reason}", RuntimeWarning, stacklevel=3)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self.fallback_reason is None:
+        if self.fallback_reason is None and self._compiled is not None:
             try:
                 return self._compiled(*args, **kwargs)
             except Exception as e:  # noqa: BLE001

@@ -82,6 +82,10 @@ class FoldedForward(nn.Module):
     model runs unfolded (and :attr:`reason` says why).
     """
 
+    model: nn.Module
+    _copy: nn.Module | None
+    _lock: threading.Lock
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
@@ -122,7 +126,7 @@ class FoldedForward(nn.Module):
                     return
                 for layer_name, bn_name in pairs:
                     layer, bn = twin.get_submodule(layer_name), twin.get_submodule(bn_name)
-                    fold = fuse_conv_bn_eval if isinstance(layer, nn.modules.conv._ConvNd) else fuse_linear_bn_eval
+                    fold: Any = fuse_conv_bn_eval if isinstance(layer, nn.modules.conv._ConvNd) else fuse_linear_bn_eval
                     _replace(twin, layer_name, fold(layer, bn))
                     _replace(twin, bn_name, nn.Identity())
                 for p in twin.parameters():
