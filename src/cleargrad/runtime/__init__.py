@@ -33,23 +33,10 @@ from .layout import (
 )
 from .memplan import available_bytes, check_batch, get_memory_check, pass_bytes_per_sample, plan_chunk, set_memory_check
 
-#: the process-wide switches and their getters
-SWITCHES: tuple[str, ...] = (
-    "get_host_cache_limit",
-    "get_memory_check",
-    "get_memory_format",
-    "host_memory_reuse",
-    "set_host_cache_limit",
-    "set_host_memory_reuse",
-    "set_memory_check",
-    "set_memory_format",
-)
-
 __all__ = [
     "CPU_MAX_CHUNK",
     "DEFAULT_CHUNK_ELEMENTS",
     "MEMORY_FORMATS",
-    "SWITCHES",
     "CompiledForward",
     "FoldedForward",
     "available_bytes",
