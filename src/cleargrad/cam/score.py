@@ -102,7 +102,7 @@ class ScoreCAM(BaseCAM):
         pixel = mask_space == "pixel" and mu is not None
 
         def masked(xs: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            if pixel:
+            if pixel and mu is not None and sd is not None:  # (pixel implies both are given)
                 return ((xs * sd + mu) * m - mu) / sd
             return xs * m
 
