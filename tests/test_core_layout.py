@@ -9,8 +9,8 @@ from helpers import ModelSnapshot
 from torch import nn
 
 import cleargrad as cg
-from cleargrad.runtime import layout
 from cleargrad.errors import ConfigError
+from cleargrad.runtime import layout
 
 
 class GapNet(nn.Module):
