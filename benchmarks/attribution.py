@@ -40,7 +40,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cleargrad.core.layout import channels_last as to_channels_last
+from cleargrad.runtime.layout import channels_last as to_channels_last
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import fmt_s, interleaved, markdown_table  # noqa: E402
@@ -108,7 +108,7 @@ def input_gradient(
     default or the channels-last memory layout."""
     xi = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        y = model(to_channels_last(xi) if channels_last else xi)  # one channel too (see core.layout)
+        y = model(to_channels_last(xi) if channels_last else xi)  # one channel too (see runtime.layout)
         return torch.autograd.grad(y.gather(1, target.view(-1, 1)).sum(), xi)[0]
 
 

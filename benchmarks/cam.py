@@ -54,7 +54,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 from torch import nn  # noqa: E402
 
-from cleargrad.core.layout import channels_last as to_channels_last  # noqa: E402
+from cleargrad.runtime.layout import channels_last as to_channels_last  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import fmt_s, interleaved, markdown_table, paired_ratio  # noqa: E402
@@ -144,7 +144,7 @@ def configs(quick: bool) -> list[Config]:
 
 
 def _layout(x: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return to_channels_last(x) if channels_last else x  # one channel too (see core.layout)
+    return to_channels_last(x) if channels_last else x  # one channel too (see runtime.layout)
 
 
 def per_sample_costs(cfg: Config, repeats: int) -> tuple[float, float]:

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from cleargrad.core.layout import channels_last
 from cleargrad.models import SmallCNN
+from cleargrad.runtime.layout import channels_last
 
 
 def forward(f, x):

@@ -324,7 +324,7 @@ class PassCounter:
 
 
 def per_image(model, x, backward: bool, repeats: int = 7) -> float:
-    from cleargrad.core.layout import channels_last
+    from cleargrad.runtime.layout import channels_last
 
     def once(cl):
         xl = channels_last(x) if cl else x  # one channel too (a plain .contiguous(channels_last) is a no-op there)
@@ -351,7 +351,7 @@ def layer_floor(model, x, repeats: int = 5) -> tuple[float, float]:
     """A generous floor per image: (forward, forward + input gradient) if every convolution and
     linear layer of ``model`` ran as fast as it does alone (channels-last, its own input shape
     at ``x``'s batch, median of ``repeats``) and every other operation were free."""
-    from cleargrad.core.layout import channels_last
+    from cleargrad.runtime.layout import channels_last
 
     shapes = []
     handles = [m.register_forward_hook(lambda mod, i, o: shapes.append((mod, i[0].shape)))
@@ -412,7 +412,7 @@ def floor_in_child(floor_args: list[str]) -> tuple[float, float]:
 
 
 def floorchild(args) -> None:
-    from cleargrad.core.hostmem import set_host_memory_reuse
+    from cleargrad.runtime.hostmem import set_host_memory_reuse
 
     set_host_memory_reuse(True)
     setup = fmnist_setup(args.images) if args.setup == "fmnist" else resnet_setup(args.images, args.size)
@@ -669,7 +669,7 @@ def memory_part(args, out_lines):
 
 
 def memchild(args):
-    from cleargrad.core.hostmem import cached_host_bytes, set_host_cache_limit
+    from cleargrad.runtime.hostmem import cached_host_bytes, set_host_cache_limit
     from cleargrad.store import ResultStore
 
     if args.host_cache_mb is not None:
@@ -736,7 +736,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.host_reuse and args.part != "memory":
-        from cleargrad.core.hostmem import set_host_memory_reuse
+        from cleargrad.runtime.hostmem import set_host_memory_reuse
 
         set_host_memory_reuse(True)
     if args.part == "memchild":

@@ -5,7 +5,7 @@
     python benchmarks/memory_plan.py --part oom       # a run that does not fit, in a memory-limited cgroup
 
 **accuracy**: for each model and pass kind (forward; forward and backward to the input),
-``cleargrad.core.memplan.pass_bytes_per_sample`` (the fake-tensor simulation, and the
+``cleargrad.runtime.memplan.pass_bytes_per_sample`` (the fake-tensor simulation, and the
 time it takes) against the measured growth of a fresh process's peak resident memory
 per input: one child process per batch size runs one pass after a warm-up pass, with the
 peak reset (``/proc/self/clear_refs``) just before the input is made and glibc's mmap
@@ -92,7 +92,7 @@ def child_measure(name: str, batch: int, grad: bool, reps: int) -> None:
 def accuracy() -> list[dict]:
     import torch
 
-    from cleargrad.core import memplan
+    from cleargrad.runtime import memplan
 
     torch.set_num_threads(1)
     rows = []
@@ -141,7 +141,7 @@ def accuracy() -> list[dict]:
 OOM_CHILD = r"""
 import json, sys, time, torch, torchvision
 import cleargrad as cg
-from cleargrad.core import memplan
+from cleargrad.runtime import memplan
 torch.set_num_threads(2)
 mode = sys.argv[1]
 torch.manual_seed(0)

@@ -39,7 +39,7 @@ import torchvision
 
 import cleargrad as cg
 from cleargrad.core import default_chunk_size
-from cleargrad.core.layout import channels_last as to_channels_last
+from cleargrad.runtime.layout import channels_last as to_channels_last
 
 
 class Timeout(Exception):
@@ -93,7 +93,7 @@ def per_image_pass(model: torch.nn.Module, x: torch.Tensor, backward: bool, repe
     channels-last inputs, so the bound allows that too)."""
 
     def once(cl: bool) -> None:
-        xl = to_channels_last(x) if cl else x  # one channel too (see core.layout)
+        xl = to_channels_last(x) if cl else x  # one channel too (see runtime.layout)
         if backward:
             xi = xl.detach().requires_grad_(True)
             with torch.enable_grad():

@@ -382,7 +382,7 @@ def test_a_chunk_too_big_for_memory_is_one_error_line_with_the_size_to_use(
 ) -> None:
     import math
 
-    from cleargrad.core import memplan
+    from cleargrad.runtime import memplan
 
     per = memplan.pass_bytes_per_sample(load_model(spec(workspace)).eval(), (1, 28, 28), grad=True)
     room = memplan.MARGIN + math.ceil(3.5 * per * memplan.SLACK["cpu"])  # 3 inputs fit, 4 do not

@@ -8,7 +8,7 @@ import warnings
 import pytest
 import torch
 
-import cleargrad.core.compiled as compiled_mod
+import cleargrad.runtime.compiled as compiled_mod
 from cleargrad.core import CompiledForward, compiled_forward
 from cleargrad.metrics import SharedBatch
 from cleargrad.models import SmallCNN

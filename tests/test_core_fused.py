@@ -187,7 +187,7 @@ class ViewHead(nn.Module):
 
 def test_model_that_needs_contiguous_inputs_still_folds_and_the_layout_fallback_still_works() -> None:
     import cleargrad as cg
-    from cleargrad.core import layout
+    from cleargrad.runtime import layout
 
     model = ViewHead().eval()
     f = FoldedForward(model)

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import cleargrad as cg
-import cleargrad.core.batching as batching
-import cleargrad.core.hostmem as hostmem
+import cleargrad.runtime.batching as batching
+import cleargrad.runtime.hostmem as hostmem
 from cleargrad.errors import ConfigError
 
 
@@ -243,7 +243,7 @@ def test_the_environment_turns_reuse_on_at_import(env, on):
     e = {k: v for k, v in os.environ.items() if k != "CLEARGRAD_HOST_REUSE"}
     if env is not None:
         e["CLEARGRAD_HOST_REUSE"] = env
-    code = "import cleargrad.core.hostmem as h; print(h.host_memory_reuse())"
+    code = "import cleargrad.runtime.hostmem as h; print(h.host_memory_reuse())"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=e, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split()[-1] == str(on)

@@ -1,4 +1,4 @@
-"""Channels-last model inputs (cleargrad.core.layout): used where allowed, same results,
+"""Channels-last model inputs (cleargrad.runtime.layout): used where allowed, same results,
 safe fallback for models whose forward needs a contiguous tensor."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from helpers import ModelSnapshot
 from torch import nn
 
 import cleargrad as cg
-from cleargrad.core import layout
 from cleargrad.errors import ConfigError
+from cleargrad.runtime import layout
 
 
 class GapNet(nn.Module):

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import cleargrad as cg
-from cleargrad.core import memplan
+from cleargrad.runtime import memplan
 
 
 def _machine_with_room_for(monkeypatch, per: int, k: int) -> None:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import cleargrad as cg
-from cleargrad.core import memplan
+from cleargrad.runtime import memplan
 
 
 def test_cuda_availability_is_within_the_device():

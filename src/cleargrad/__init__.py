@@ -12,6 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+#: the process-wide runtime switches: exported from :mod:`cleargrad.runtime`, not part of
+#: ``__all__``; ``cleargrad.set_memory_check`` and the others still resolve for old code
+_RUNTIME_SWITCHES = (
+    "get_host_cache_limit",
+    "get_memory_check",
+    "get_memory_format",
+    "host_memory_reuse",
+    "set_host_cache_limit",
+    "set_host_memory_reuse",
+    "set_memory_check",
+    "set_memory_format",
+)
+
 #: public name -> submodule that defines it (relative to this package)
 _LAZY: dict[str, str] = {
     "explain": ".api",
@@ -40,14 +53,6 @@ _LAZY: dict[str, str] = {
     "SmoothGradCAMPlusPlus": ".cam",
     "XGradCAM": ".cam",
     "internal_saturation": ".cam",
-    "get_memory_format": ".core.layout",
-    "get_host_cache_limit": ".core.hostmem",
-    "get_memory_check": ".core.memplan",
-    "set_host_cache_limit": ".core.hostmem",
-    "set_host_memory_reuse": ".core.hostmem",
-    "host_memory_reuse": ".core.hostmem",
-    "set_memory_check": ".core.memplan",
-    "set_memory_format": ".core.layout",
     "TokenGrid": ".core.tokens",
     "ConfigError": ".errors",
     "DataError": ".errors",
@@ -108,18 +113,10 @@ __all__ = [
     "XGradCAM",
     "__version__",
     "explain",
-    "get_host_cache_limit",
-    "get_memory_check",
-    "get_memory_format",
     "internal_saturation",
     "make_method",
     "methods",
     "metrics",
-    "set_host_cache_limit",
-    "set_host_memory_reuse",
-    "host_memory_reuse",
-    "set_memory_check",
-    "set_memory_format",
     "FeatureAblation",
     "GuidedGradCAM",
     "KernelShap",
@@ -137,6 +134,8 @@ def __getattr__(name: str) -> Any:
     """Import a public name (or a submodule such as ``cleargrad.data``) on first access."""
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name in _RUNTIME_SWITCHES:  # old spelling of cleargrad.runtime.<switch>
+        value = getattr(importlib.import_module(".runtime", __name__), name)
     elif not name.startswith("__"):
         try:
             value = importlib.import_module(f".{name}", __name__)
@@ -183,9 +182,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
         XGradCAM,
         internal_saturation,
     )
-    from .core.hostmem import get_host_cache_limit, host_memory_reuse, set_host_cache_limit, set_host_memory_reuse
-    from .core.layout import get_memory_format, set_memory_format
-    from .core.memplan import get_memory_check, set_memory_check
     from .core.tokens import TokenGrid
     from .errors import (
         ConfigError,

@@ -293,7 +293,7 @@ class ResultStore:
         if method is not None:
             sql += " AND method = ?"
             args.append(method)
-        return {tuple(r) for r in self._query(sql, args)}  # type: ignore[misc]
+        return {tuple(r) for r in self._query(sql, args)}
 
     def has_overlay(self, settings: str) -> set[tuple[str, str]]:
         """The ``(image_id, method)`` pairs that already have an overlay."""

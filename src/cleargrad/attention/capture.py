@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -193,6 +193,6 @@ def attention_probabilities(model: nn.Module) -> Iterator[AttentionMaps]:
             stack.callback(m.register_forward_pre_hook(enter).remove)
             stack.callback(m.register_forward_hook(leave, always_call=True).remove)
             if _is_timm_attention(m):
-                stack.callback(m.attn_drop.register_forward_hook(dropped(m)).remove)
+                stack.callback(cast(nn.Module, m.attn_drop).register_forward_hook(dropped(m)).remove)
         stack.enter_context(mode)
         yield maps

@@ -20,20 +20,21 @@ the input size, optional per-image min–max normalisation).
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..core import gather_scores, register, resolve_targets, select_output
-from ..core.layout import model_input
 from ..core.maps import minmax_normalize, upsample_maps
 from ..core.method import Method
 from ..core.options import signature_options
 from ..core.targets import OutputSelector, TargetLike
 from ..core.tokens import TokenGrid, resolve_layout
 from ..errors import ConfigError, LayerError
+from ..runtime.layout import model_input
 from .capture import AttentionMaps, attention_probabilities
 
 __all__ = ["AttentionMethod", "AttentionRollout", "AttentionRelevance"]
@@ -45,14 +46,13 @@ class AttentionMethod(Method):
     """Base of the attention methods: model state, input checks, token grid and
     post-processing. Subclasses implement :meth:`_relevance` (``(N, T, T)``).
 
+    ``model`` is a vision transformer whose attention modules can be read (torchvision
+    ViT, timm ViT/DeiT; see :mod:`cleargrad.attention.capture`); ``output``,
+    ``allow_train_mode`` and ``num_classes`` are :class:`~cleargrad.core.method.Method`'s.
+
     Args:
-        model: a vision transformer whose attention modules can be read
-            (torchvision ViT, timm ViT/DeiT; see :mod:`cleargrad.attention.capture`).
-        output: selector of the ``(N, C)`` scores in the model's output.
         tokens: the token layout, a :class:`~cleargrad.TokenGrid`; None (default) infers
             the prefix tokens and the grid from the token count and the input size.
-        allow_train_mode: explain a model in training mode (buffers restored after).
-        num_classes: the number of classes when known (spares a one-image probe).
     """
 
     family: ClassVar[str] = "attention"
@@ -116,9 +116,13 @@ class AttentionMethod(Method):
     def _run(self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> torch.Tensor:
         return self._relevance(x, target, **options).clone()
 
-    def _relevance(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
-        """The ``(N, T, T)`` token relevance matrix."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the hook: each method takes its own keyword options
+        _relevance: Callable[..., torch.Tensor]
+    else:
+
+        def _relevance(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
+            """The ``(N, T, T)`` token relevance matrix."""
+            raise NotImplementedError
 
     def _check_maps(self, maps: AttentionMaps, n: int) -> None:
         if not maps.probs:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
@@ -38,16 +39,9 @@ class Attribution(Method):
     Subclasses implement :meth:`_attribute`; its keyword parameters are the options of
     :meth:`attribute`. Every public call leaves the model exactly as it found it (module
     modes, ``requires_grad`` flags, existing ``.grad``, and buffers when
-    ``allow_train_mode=True``), also when it raises.
-
-    Args:
-        model: the classifier; its forward returns ``(N, C)`` scores, or anything from
-            which ``output`` selects them.
-        output: selector for models whose forward returns a tuple/dict: a key, an
-            index or a callable applied to the forward's result.
-        allow_train_mode: explain a model in training mode instead of raising
-            :class:`~cleargrad.ModelStateError`.
-        num_classes: the number of classes when known (spares a one-image probe).
+    ``allow_train_mode=True``), also when it raises. The constructor's arguments are
+    :class:`~cleargrad.core.method.Method`'s (``model``, ``output``, ``allow_train_mode``,
+    ``num_classes``).
     """
 
     family: ClassVar[str] = "attribution"
@@ -63,8 +57,12 @@ class Attribution(Method):
     def _run(self, x: torch.Tensor, target: TargetLike, options: dict[str, Any]) -> Any:
         return contiguous_result(self._attribute(x, target, **options))
 
-    def _attribute(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the hook: each method takes its own keyword options
+        _attribute: Callable[..., Any]  # a map, or (map, deltas)
+    else:
+
+        def _attribute(self, x: torch.Tensor, target: TargetLike, **options: Any) -> torch.Tensor:
+            raise NotImplementedError
 
     # helpers for subclasses -------------------------------------------------------
     def chunk_size(self, x: torch.Tensor, total: int, requested: int | None) -> int:

@@ -22,12 +22,12 @@ NT_TYPES = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 def noise_std(x: torch.Tensor, stdevs: float | None, noise_level: float | None) -> torch.Tensor:
     """Per-image noise std: absolute ``stdevs`` or ``noise_level * (max(x) - min(x))``."""
-    if (stdevs is None) == (noise_level is None):
-        raise ConfigError("give exactly one of stdevs= (absolute) or noise_level= (relative)")
-    if stdevs is not None:
+    if stdevs is not None and noise_level is None:
         if stdevs < 0:
             raise ConfigError(f"stdevs must be >= 0, got {stdevs}")
         return torch.full((x.shape[0],), float(stdevs), device=x.device, dtype=x.dtype)
+    if noise_level is None or stdevs is not None:
+        raise ConfigError("give exactly one of stdevs= (absolute) or noise_level= (relative)")
     if noise_level < 0:
         raise ConfigError(f"noise_level must be >= 0, got {noise_level}")
     flat = x.flatten(1)
@@ -194,7 +194,7 @@ class SmoothGrad(NoiseTunnel):
     ) -> None:
         super().__init__(Saliency(model, output=output, allow_train_mode=allow_train_mode, num_classes=num_classes))
 
-    def _attribute(  # type: ignore[override]
+    def _attribute(
         self,
         x: torch.Tensor,
         target: TargetLike,

@@ -18,10 +18,9 @@ from ..core import (
     resolve_targets,
     select_output,
 )
-from ..core.targets import OutputSelector, TargetLike
+from ..core.targets import TargetLike
 from ..errors import ConfigError
 from .base import BaseCAM, LayersSpec, weighted_sum
-from .capture import ReshapeArg
 from .sampling import default_batch
 from .split import LayerSplit, split_at_layer
 
@@ -53,18 +52,9 @@ class AblationCAM(BaseCAM):
     minimum is not 0 (layers that can be negative); pass ``ablation_value`` to choose.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        layer: LayersSpec = "auto",
-        *,
-        output: OutputSelector = None,
-        allow_train_mode: bool = False,
-        reshape: ReshapeArg = "auto",
-        num_classes: int | None = None,
-    ) -> None:
-        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode, reshape=reshape,
-                         num_classes=num_classes)
+    def __init__(self, model: nn.Module, layer: LayersSpec = "auto", **kwargs: Any) -> None:
+        """``kwargs``: those of :class:`~cleargrad.cam.base.BaseCAM`."""
+        super().__init__(model, layer, **kwargs)
         self._splits: dict[int, LayerSplit | None] = {}
 
     def _split(self, module: nn.Module) -> LayerSplit | None:

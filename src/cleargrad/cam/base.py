@@ -15,9 +15,9 @@ map is their element-wise maximum (normalised again when ``normalize=True``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union, cast
 
 import torch
 import torch.nn.functional as F
@@ -82,19 +82,15 @@ class BaseCAM(Method):
     map ``sum_k w_k A^k`` of every layer; most subclasses inherit it from an intermediate
     base and only state their weights.
 
+    ``model``, ``output``, ``allow_train_mode`` and ``num_classes`` are
+    :class:`~cleargrad.core.method.Method`'s.
+
     Args:
-        model: the classifier; its forward returns ``(N, C)`` scores, or anything from
-            which ``output`` selects them.
         layer: the target layer: a dotted name (``"layer4"``), a module of the model,
             ``"auto"`` (the last convolutional block of a CNN; for a vision transformer the
             last token layer whose patch tokens reach the score, see
             :func:`~cleargrad.core.auto_layer`), or a list of those (one map per layer plus
             a fused map).
-        output: selector for models whose forward returns a tuple/dict: a key, an index
-            or a callable applied to the forward's result.
-        allow_train_mode: explain a model in training mode instead of raising
-            :class:`~cleargrad.ModelStateError` (buffers are restored after the call).
-        num_classes: the number of classes when known (spares a one-image probe).
         reshape: how a layer output becomes ``(N, K, h, w)`` (its gradient goes the same
             way): ``"auto"`` (default: feature maps as they are, ``(N, T, D)`` tokens and
             ``(N, h, w, D)`` channels-last maps detected from the input size and the token
@@ -216,15 +212,19 @@ class BaseCAM(Method):
                     self._auto[key] = find_layer(self.model, "auto", example=x, output=self.output)
                 modules.append(self._auto[key])
             else:
-                modules.append(find_layer(self.model, spec))
+                modules.append(find_layer(self.model, cast(Union[str, nn.Module], spec)))
         return modules
 
     # subclass interface -----------------------------------------------------------
-    def _raw_maps(
-        self, x: torch.Tensor, target: TargetLike, modules: list[nn.Module], **options: Any
-    ) -> list[torch.Tensor]:
-        """The maps ``sum_k w_k A^k`` ``(N, 1, h, w)`` of every layer, before ReLU."""
-        raise NotImplementedError
+    if TYPE_CHECKING:  # the hook: each method takes its own keyword options
+        _raw_maps: Callable[..., list[torch.Tensor]]
+    else:
+
+        def _raw_maps(
+            self, x: torch.Tensor, target: TargetLike, modules: list[nn.Module], **options: Any
+        ) -> list[torch.Tensor]:
+            """The maps ``sum_k w_k A^k`` ``(N, 1, h, w)`` of every layer, before ReLU."""
+            raise NotImplementedError
 
     # passes, for subclasses -------------------------------------------------------
     def chunk_size(

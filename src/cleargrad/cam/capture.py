@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any, Union, cast
 
 import torch
 from torch import nn
@@ -56,7 +56,7 @@ def reshape_specs(reshape: ReshapeArg, n: int) -> list[ReshapeSpec]:
         if len(reshape) != n:
             raise ConfigError(f"reshape= has {len(reshape)} entries but there are {n} layers; give one per layer")
         return list(reshape)
-    return [reshape] * n
+    return [cast(ReshapeSpec, reshape)] * n
 
 
 class _StopForward(Exception):
@@ -194,8 +194,8 @@ def activations_and_gradients(
 
             with forward_hooks(modules, count):
                 scores = select_output(model(model_input(model, x)), output)
-        acts = cap.activations
-        layouts = check_layer_outputs(model, modules, acts, calls, size=x.shape[-2:], reshape=reshape)
+        layouts = check_layer_outputs(model, modules, cap.activations, calls, size=x.shape[-2:], reshape=reshape)
+        acts = cast(list[torch.Tensor], cap.activations)  # every layer ran (checked above)
         t = resolve_targets(target, x.shape[0], scores=scores)
         need = [a for a in acts if a.requires_grad]
         grads_needed: Sequence[torch.Tensor | None] = ()

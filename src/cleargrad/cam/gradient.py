@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 from ..core import find_layer, layer_name, register, resolve_targets
-from ..core.targets import OutputSelector, TargetLike
+from ..core.targets import TargetLike
 from ..errors import LayerError
 from .base import BaseCAM, LayersSpec, weighted_sum
-from .capture import ReshapeArg
 from .weights import gradcam_pp_weights, gradcam_weights, xgrad_weights
 
 __all__ = ["GradientCAM", "GradCAM", "GradCAMPlusPlus", "XGradCAM", "AxiomCAM", "LayerCAM", "HiResCAM", "CAM"]
@@ -125,13 +124,10 @@ class CAM(BaseCAM):
         layer: LayersSpec = "auto",
         *,
         fc_layer: str | nn.Module = "auto",
-        output: OutputSelector = None,
-        allow_train_mode: bool = False,
-        reshape: ReshapeArg = "auto",
-        num_classes: int | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, layer, output=output, allow_train_mode=allow_train_mode, reshape=reshape,
-                         num_classes=num_classes)
+        """``kwargs``: those of :class:`~cleargrad.cam.base.BaseCAM`."""
+        super().__init__(model, layer, **kwargs)
         self.fc_layer = fc_layer
 
     def _fc(self) -> nn.Linear:

@@ -17,12 +17,12 @@ from ..core import (
     resolve_targets,
     select_output,
 )
-from ..core.fused import folded_forward
 from ..core.inputs import broadcast_like
 from ..core.maps import minmax_normalize
 from ..core.target_objects import scores_are_targets
 from ..core.targets import TargetLike
 from ..errors import ConfigError
+from ..runtime.fused import folded_forward
 from .base import BaseCAM, weighted_sum
 
 __all__ = ["ScoreCAM"]
@@ -105,7 +105,7 @@ class ScoreCAM(BaseCAM):
         pixel = mask_space == "pixel" and mu is not None
 
         def masked(xs: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-            if pixel:
+            if pixel and mu is not None and sd is not None:  # (pixel implies both are given)
                 return ((xs * sd + mu) * m - mu) / sd
             return xs * m
 

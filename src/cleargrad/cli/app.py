@@ -614,7 +614,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cleargrad`` console script and ``python -m cleargrad``.
 
     The command's process runs with the host allocator's reuse mode
-    (:func:`cleargrad.set_host_memory_reuse`, applied when :mod:`cleargrad.core.hostmem` is
+    (:func:`cleargrad.set_host_memory_reuse`, applied when :mod:`cleargrad.runtime.hostmem` is
     first imported; ``CLEARGRAD_HOST_REUSE=off`` leaves glibc's defaults): the process is
     ours, and at 224² it saves the page faults of every pass. Set through the environment so
     that ``--help`` still imports no torch.

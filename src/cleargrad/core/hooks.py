@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..runtime.fused import no_hooks_memo  # noqa: F401  (its home is runtime: copies of models)
+
 __all__ = ["forward_hooks", "ActivationCapture", "capture_activations", "no_hooks_memo"]
 
 
@@ -74,15 +76,3 @@ def capture_activations(
 
     with forward_hooks(cap.modules, hook):
         yield cap
-
-
-def no_hooks_memo(model: nn.Module) -> dict[int, Any]:
-    """A ``copy.deepcopy`` memo that gives every module of the copy empty hook dictionaries
-    (``copy.deepcopy(model, no_hooks_memo(model))``): no hook of the model's, and no state a
-    hook holds, is copied."""
-    memo: dict[int, Any] = {}
-    for m in model.modules():
-        for name, value in vars(m).items():
-            if "hooks" in name and isinstance(value, dict):
-                memo[id(value)] = type(value)()
-    return memo

@@ -36,10 +36,10 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..runtime.layout import fast_layout_call, model_input
+from ..runtime.memplan import check_batch
 from .gradmode import gradient_call, normal_options, normal_tensor
 from .inputs import check_input
-from .layout import fast_layout_call, model_input
-from .memplan import check_batch
 from .options import (
     check_common_options,
     check_finite_result,
@@ -83,7 +83,7 @@ class Method:
     input_ndim: ClassVar[int | None] = None
     #: whether a call runs a gradient pass on the whole batch it is given (else forward
     #: passes only; chunked loops check their own chunks). The memory check sizes the batch
-    #: for it before the call runs (:func:`~cleargrad.core.memplan.check_batch`).
+    #: for it before the call runs (:func:`~cleargrad.runtime.memplan.check_batch`).
     batch_gradient: ClassVar[bool] = False
     #: keyword arguments of ``attribute`` handled by the family's post-processing (not
     #: passed to the hook; listed among the valid options in error messages)

@@ -33,7 +33,7 @@ def pickle_refusal(path: str | os.PathLike, error: BaseException, fix: str) -> U
     text = _ANSI.sub("", str(error))
     m = _GLOBAL.search(text)
     needs = f"it needs {m.group(1)}" if m else "it holds objects other than tensors and plain containers"
-    is_class = bool(m) and m.group(1).rsplit(".", 1)[-1][:1].isupper()
+    is_class = m is not None and m.group(1).rsplit(".", 1)[-1][:1].isupper()
     kind = " (a pickled object, e.g. a whole model saved with torch.save(model))" if is_class else ""
     return UnsafePickleError(
         f"refusing to load {path}: {needs}{kind}; torch.load(weights_only=True) refused it, so nothing in "

@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from ..core import release_host_memory, to_2d
-from ..core.compiled import compiled_forward
-from ..core.fused import folded_forward
 from ..metrics.protocol import SharedBatch
+from ..runtime.compiled import compiled_forward
+from ..runtime.fused import folded_forward
 from ..store import ResultRow, ResultStore
 from .console import UI
 from .explainers import Explainer

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..api import GAD_SETTINGS, make_method, split_gad
 from ..core.options import check_options
-from ..core.registry import get_method, list_methods
+from ..core.registry import get_method, init_params, list_methods
 from ..errors import ConfigError
 from ..families import load_registries
 from .reshape import parse_reshape
@@ -135,16 +135,7 @@ def _declared(obj: Any) -> set[str]:
 
 
 def _init_accepts(cls: type, name: str) -> bool:
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters
-        if name in params:
-            return True
-        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            return False
-    return False
+    return name in init_params(cls)
 
 
 def build_explainer(
@@ -272,13 +263,4 @@ def check_global_options(options: Mapping[str, Mapping[str, Any]], explainers: S
 
 
 def _init_names(cls: type) -> set[str]:
-    names: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is None:
-            continue
-        params = inspect.signature(init).parameters.values()
-        names |= {p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-        if not any(p.kind == p.VAR_KEYWORD for p in params):
-            break
-    return names - {"self", "model"}
+    return init_params(cls) - {"model"}

@@ -179,7 +179,7 @@ class SupportStats:
         """Inverse of :meth:`to_dict` (derived values are recomputed; missing new fields are NaN)."""
         names = [f.name for f in fields(cls)]
         kw = {k: (math.nan if d.get(k) is None else d[k]) for k in names if k in d}
-        kw["alpha"] = tuple(float(v) for v in d["alpha"])  # type: ignore[union-attr]
+        kw["alpha"] = tuple(float(v) for v in d["alpha"])
         return cls(**kw)  # type: ignore[arg-type]
 
 

@@ -56,7 +56,7 @@ def _check_kind(score: str) -> None:
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[None]:
     """Guard ``model`` for a metric: eval mode, no parameter grads, everything restored;
-    channels-last model inputs allowed (:mod:`cleargrad.core.layout`)."""
+    channels-last model inputs allowed (:mod:`cleargrad.runtime.layout`)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     with preserved_state(model, allow_train_mode=True), fast_layout():

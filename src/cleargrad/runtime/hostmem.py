@@ -95,6 +95,7 @@ def _limit_bytes(mib: object, what: str) -> int:
 def _parse_limit(value: str) -> int | None:
     if value.strip().lower() in ("off", "none", ""):
         return None
+    mib: object
     try:
         mib = float(value)
     except ValueError:

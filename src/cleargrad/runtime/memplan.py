@@ -46,7 +46,7 @@ import os
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -54,8 +54,7 @@ from torch import nn
 from ..errors import ConfigError, ResourceError
 from .batching import default_chunk_size
 from .compiled import CompiledForward
-from .fused import FoldedForward
-from .hooks import no_hooks_memo
+from .fused import FoldedForward, no_hooks_memo
 from .hostmem import release_host_memory
 
 __all__ = [
@@ -302,7 +301,8 @@ def _peak_of_pass(twin: nn.Module, shape: tuple[int, ...], dtype: torch.dtype, d
                 x.requires_grad_(True)
                 outs = [t for t in tree_leaves(twin(x)) if isinstance(t, torch.Tensor) and t.requires_grad]
                 if outs:
-                    torch.autograd.grad(sum(t.float().sum() for t in outs), x, allow_unused=True)
+                    total = cast(torch.Tensor, sum(t.float().sum() for t in outs))
+                    torch.autograd.grad(total, x, allow_unused=True)
                 del outs
         else:
             with torch.no_grad():

@@ -36,14 +36,24 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from .hooks import no_hooks_memo
-
-__all__ = ["FoldedForward", "folded_forward"]
+__all__ = ["FoldedForward", "folded_forward", "no_hooks_memo"]
 
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 #: the folded copy's probe output must agree with the unfolded one this closely (relative to its largest value)
 _CHECK_RTOL = 1e-4
+
+
+def no_hooks_memo(model: nn.Module) -> dict[int, Any]:
+    """A ``copy.deepcopy`` memo that gives every module of the copy empty hook dictionaries
+    (``copy.deepcopy(model, no_hooks_memo(model))``): no hook of the model's, and no state a
+    hook holds, is copied."""
+    memo: dict[int, Any] = {}
+    for m in model.modules():
+        for name, value in vars(m).items():
+            if "hooks" in name and isinstance(value, dict):
+                memo[id(value)] = type(value)()
+    return memo
 
 
 def _training(model: nn.Module) -> bool:
@@ -71,6 +81,10 @@ class FoldedForward(nn.Module):
     run. :attr:`folded` lists the ``(layer, norm)`` names folded; empty when the
     model runs unfolded (and :attr:`reason` says why).
     """
+
+    model: nn.Module
+    _copy: nn.Module | None
+    _lock: threading.Lock
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -112,7 +126,7 @@ class FoldedForward(nn.Module):
                     return
                 for layer_name, bn_name in pairs:
                     layer, bn = twin.get_submodule(layer_name), twin.get_submodule(bn_name)
-                    fold = fuse_conv_bn_eval if isinstance(layer, nn.modules.conv._ConvNd) else fuse_linear_bn_eval
+                    fold: Any = fuse_conv_bn_eval if isinstance(layer, nn.modules.conv._ConvNd) else fuse_linear_bn_eval
                     _replace(twin, layer_name, fold(layer, bn))
                     _replace(twin, bn_name, nn.Identity())
                 for p in twin.parameters():

@@ -181,5 +181,5 @@ def contiguous_result(out: T) -> T:
         return out.contiguous()  # type: ignore[return-value]
     if isinstance(out, (tuple, list)) and any(isinstance(o, torch.Tensor) for o in out):
         items = [o.contiguous() if isinstance(o, torch.Tensor) else o for o in out]
-        return type(out)(items) if not hasattr(out, "_fields") else type(out)(*items)  # type: ignore[return-value]
+        return type(out)(items) if not hasattr(out, "_fields") else type(out)(*items)
     return out

@@ -10,7 +10,7 @@ than eager for gradient passes. Compiled Score-CAM masked passes brought steady 
 the protocol from about 2.6x to 2.9x the peer's when the model still ran in the default
 layout, but moved insertion values by up to 4.7e-3 relative (maps within 2e-7; near-tied
 pixels change rank), so they stayed eager. Since one-channel inputs run channels-last
-(``core.layout``), eager passes of that model are fast enough that compiling the metric
+(``runtime.layout``), eager passes of that model are fast enough that compiling the metric
 passes no longer pays on it (``benchmarks/results/evaluate_pipeline.md``, section 8).
 """
 
@@ -35,6 +35,10 @@ class CompiledForward(nn.Module):
     warning line and every later call runs eagerly. :attr:`fallback_reason` says why
     when that happened.
     """
+
+    model: nn.Module
+    _compiled: Callable[..., Any] | None
+    _on_fallback: Callable[[str], None] | None
 
     def __init__(
         self,
@@ -66,7 +70,7 @@ class CompiledForward(nn.Module):
             warnings.warn(f"torch.compile failed, running eagerly: {reason}", RuntimeWarning, stacklevel=3)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self.fallback_reason is None:
+        if self.fallback_reason is None and self._compiled is not None:
             try:
                 return self._compiled(*args, **kwargs)
             except Exception as e:  # noqa: BLE001

@@ -45,7 +45,7 @@ def chunk_slices(total: int, chunk: int | None) -> Iterator[slice]:
 
     Between two chunks (and after the last) the C allocator's freed host memory is handed
     back once resident memory has grown by more than its limit since the last release
-    (:func:`~cleargrad.core.hostmem.release_host_memory`), so that peak memory follows the
+    (:func:`~cleargrad.runtime.hostmem.release_host_memory`), so that peak memory follows the
     chunk size instead of the heap's fragmentation."""
     if chunk is None or chunk <= 0 or chunk >= total:
         yield slice(0, total)
