@@ -14,13 +14,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import logging
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mkdocs.structure.files import File
 
+log = logging.getLogger("mkdocs.hooks.cleargrad")
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 PKG = ROOT / "src" / "cleargrad"
@@ -99,15 +103,45 @@ def _reference_index(names: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _execute(path: Path):
+CACHE = ROOT / ".cache" / "docs-notebooks"
+
+
+def _source_digest() -> str:
+    """Digest of the package sources: an executed notebook is reused only while the
+    notebook and every file of ``src/cleargrad`` are unchanged."""
+    h = hashlib.sha256()
+    for p in sorted(PKG.rglob("*")):
+        if p.is_file() and "__pycache__" not in p.parts:
+            h.update(p.relative_to(PKG).as_posix().encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def _execute(path: Path, digest: str) -> str:
+    """Execute a notebook (a cell that raises fails the build); returns it as JSON text.
+    ``CLEARGRAD_DOCS_CACHE=off`` executes even when a cached result is valid."""
     import nbformat
     from nbclient import NotebookClient
 
+    key = hashlib.sha256(path.read_bytes() + digest.encode()).hexdigest()[:20]
+    cached = CACHE / f"{path.stem}-{key}.ipynb"
+    if cached.exists() and os.environ.get("CLEARGRAD_DOCS_CACHE", "on") != "off":
+        return cached.read_text(encoding="utf-8")
     nb = nbformat.read(path, as_version=4)
-    env_timeout = int(os.environ.get("CLEARGRAD_DOCS_CELL_TIMEOUT", "300"))
-    NotebookClient(nb, timeout=env_timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
-    return nb
+    timeout = int(os.environ.get("CLEARGRAD_DOCS_CELL_TIMEOUT", "300"))
+    NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    text = nbformat.writes(nb)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for old in CACHE.glob(f"{path.stem}-*.ipynb"):
+        old.unlink()
+    cached.write_text(text, encoding="utf-8")
+    return text
+
+
+def _execute_timed(args: tuple[Path, str]) -> tuple[str, float]:
+    t0 = time.perf_counter()
+    text = _execute(*args)
+    return text, time.perf_counter() - t0
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -133,7 +167,7 @@ def _to_markdown(nb, stem: str, folder: str) -> tuple[str, dict[str, bytes]]:
                     parts.append("```text\n" + text + "\n```")
             elif "image/png" in data:
                 name = f"{stem}_files/cell{i}_{j}.png"
-                images[f"{folder}/{name}"] = base64.b64decode(data["image/png"])
+                images[f"{folder}/{name}" if folder else name] = base64.b64decode(data["image/png"])
                 parts.append(f"![output of cell {i}]({name})")
             elif "text/plain" in data:
                 parts.append("```text\n" + _ANSI.sub("", data["text/plain"]).rstrip() + "\n```")
@@ -158,23 +192,24 @@ def on_files(files, config, **kwargs):
     files.append(File.generated(config, "reference/index.md", content=_reference_index(names)))
     for n in names:
         files.append(File.generated(config, f"reference/{n}.md", content=_reference_page(n)))
-    for path, folder in _notebooks():
-        t0 = time.perf_counter()
-        nb = _execute(path)
+    notebooks = _notebooks()
+    digest = _source_digest()
+    workers = max(1, min(len(notebooks), int(os.environ.get("CLEARGRAD_DOCS_JOBS", "2"))))
+    with ThreadPoolExecutor(workers) as pool:  # each notebook runs in its own kernel process
+        done = list(pool.map(_execute_timed, [(path, digest) for path, _ in notebooks]))
+    for (path, folder), (text, seconds) in zip(notebooks, done):
+        nb = nbformat.reads(text, as_version=4)
         prefix = f"{folder}/" if folder else ""
         md, images = _to_markdown(nb, path.stem, folder)
         files.append(File.generated(config, f"{prefix}{path.stem}.md", content=md))
-        files.append(File.generated(config, f"{prefix}{path.stem}.ipynb", content=nbformat.writes(nb)))
+        files.append(File.generated(config, f"{prefix}{path.stem}.ipynb", content=text))
         for uri, data in images.items():
-            files.append(File.generated(config, uri.lstrip("/"), content=data))
-        print(f"INFO    -  executed {prefix}{path.name} in {time.perf_counter() - t0:.1f} s")
+            files.append(File.generated(config, uri, content=data))
+        log.info("notebook %s%s: %.1f s", prefix, path.name, seconds)
     if RESULTS.is_dir():
         for p in sorted(RESULTS.rglob("*")):
-            rel = p.relative_to(ROOT).as_posix()
             if p.is_file():
-                files.append(File.generated(config, rel, abs_src_path=str(p)))
-            elif p.is_dir() or p == RESULTS:
-                pass
+                files.append(File.generated(config, p.relative_to(ROOT).as_posix(), abs_src_path=str(p)))
         for d in [RESULTS, *sorted(q for q in RESULTS.rglob("*") if q.is_dir())]:
             rel = d.relative_to(ROOT).as_posix()
             if (d / "index.md").exists():
