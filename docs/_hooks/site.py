@@ -221,3 +221,24 @@ def on_files(files, config, **kwargs):
                 body.append(f"- [`{e.name}{'/' if e.is_dir() else ''}`]({link})")
             files.append(File.generated(config, f"{rel}/index.md", content="\n".join(body) + "\n"))
     return files
+
+
+_REMOTE = re.compile(
+    r"""<(?:script|img|iframe|source)\b[^>]*\bsrc=["']?(?:https?:)?//|<link\b[^>]*\bhref=["']?(?:https?:)?//""", re.I
+)
+
+
+def on_post_build(config, **kwargs):
+    """Fail the build if a page would fetch anything from the network when viewed
+    (scripts, styles, fonts, images from another host)."""
+    from mkdocs.exceptions import PluginError
+
+    bad = []
+    for page in Path(config["site_dir"]).rglob("*.html"):
+        text = page.read_text(encoding="utf-8", errors="replace")
+        for m in _REMOTE.finditer(text):
+            bad.append(f"{page.relative_to(config['site_dir'])}: {text[m.start():m.start() + 120]}")
+    css = [p for p in Path(config["site_dir"]).rglob("*.css") if "fonts.googleapis" in p.read_text(errors="replace")]
+    if bad or css:
+        found = bad[:20] + [str(c) for c in css]
+        raise PluginError("the site would fetch assets from the network:\n" + "\n".join(found))
