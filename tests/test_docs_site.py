@@ -109,3 +109,13 @@ def test_readme_snippets_run() -> None:
         exec(compile(code, "README.md", "exec"), ns)
     assert ns["a"].shape == ns["x"].shape and ns["m"].shape == (4, 1, 28, 28)
     assert isinstance(ns["fig"], Figure)
+
+
+@pytest.mark.parametrize("page", ["guides/targets.md", "guides/expected-gradcam.md"])
+def test_self_contained_guide_snippets_run(page) -> None:
+    """Guides whose snippets need nothing but the package and the Fashion-MNIST files."""
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / page).read_text(encoding="utf-8"), re.S)
+    assert blocks
+    ns: dict = {}
+    for code in blocks:
+        exec(compile(code, page, "exec"), ns)

@@ -33,7 +33,7 @@ NOT_REFERENCE = {"cli", "api", "__main__"}  # the command line has its own guide
 
 # the known guides in reading order; any other guides/*.md page follows them
 GUIDES = [
-    "python-api", "pixel-methods", "cam-methods", "cams", "transformers", "deeplift-lrp", "perturbation",
+    "python-api", "targets", "pixel-methods", "cam-methods", "cams", "transformers", "deeplift-lrp", "perturbation",
     "gad", "expected-gradcam", "interpretable-training", "metrics", "metrics-sanity", "evaluating-datasets",
     "cli", "report", "speed", "errors", "models-and-data", "testing-and-benchmarks", "development",
 ]
