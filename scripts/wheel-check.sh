@@ -16,7 +16,14 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-"$PY" -m build --no-isolation --wheel --sdist --outdir "$OUT/dist" . >"$OUT/build.log" 2>&1 \
+# build from a clean copy of the files git tracks (or would: untracked, not ignored), so that
+# no stale build/ or *.egg-info of the working tree can add files to the wheel; the wheel is
+# built from the sdist (python -m build's default), which checks that the sdist is complete
+mkdir -p "$OUT/tree"
+git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+    [ -e "$f" ] && printf '%s\0' "$f"
+done | tar --null -T - -cf - | tar -xf - -C "$OUT/tree"
+"$PY" -m build --no-isolation --outdir "$OUT/dist" "$OUT/tree" >"$OUT/build.log" 2>&1 \
     || { tail -n 40 "$OUT/build.log"; echo "wheel-check: the build failed (log: $OUT/build.log)"; exit 1; }
 wheel=$(ls "$OUT"/dist/cleargrad-*.whl)
 sdist=$(ls "$OUT"/dist/cleargrad-*.tar.gz)
