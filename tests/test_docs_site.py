@@ -119,3 +119,17 @@ def test_self_contained_guide_snippets_run(page) -> None:
     ns: dict = {}
     for code in blocks:
         exec(compile(code, page, "exec"), ns)
+
+
+def test_results_links_written_either_way_point_at_the_published_copy() -> None:
+    site = _load("site")
+
+    class _File:
+        src_uri = "guides/topic.md"
+
+    class _Page:
+        file = _File()
+
+    md = "[a](../../benchmarks/results/x.md) [b](../benchmarks/results/y/z.png) [c](other.md)"
+    out = site.on_page_markdown(md, _Page())
+    assert out == "[a](../benchmarks/results/x.md) [b](../benchmarks/results/y/z.png) [c](other.md)"

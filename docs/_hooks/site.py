@@ -242,3 +242,14 @@ def on_post_build(config, **kwargs):
     if bad or css:
         found = bad[:20] + [str(c) for c in css]
         raise PluginError("the site would fetch assets from the network:\n" + "\n".join(found))
+
+
+_RESULTS_LINK = re.compile(r"\]\(((?:\.\./)*|/)benchmarks/results/")
+
+
+def on_page_markdown(markdown, page, **kwargs):
+    """Links to ``benchmarks/results/`` work written either way: relative to the repository
+    (``../../benchmarks/results/x.md`` from ``docs/guides/``, right on a code host) or
+    relative to the site (``../benchmarks/results/x.md``); both point at the published copy."""
+    depth = page.file.src_uri.count("/")
+    return _RESULTS_LINK.sub("](" + "../" * depth + "benchmarks/results/", markdown)
