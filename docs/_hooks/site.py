@@ -8,7 +8,10 @@
   at build time (a cell that raises fails the build) and rendered as a Markdown page with
   its figures; the executed notebook is published beside it;
 - ``benchmarks/results/`` is published under the same path, so the docs link the
-  measured tables and figures (folders get an index page).
+  measured tables and figures (folders get an index page); links to it may be written
+  relative to the repository or to the site;
+- after the build, a page that would fetch a script, style, font or image from another
+  host fails it (the site must work offline).
 """
 
 from __future__ import annotations
