@@ -10,14 +10,27 @@ FMNIST_FILE := $(FMNIST_DIR)/t10k-labels-idx1-ubyte.gz
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-cuda venv data browser lint bench clean
+.PHONY: demo test test-cuda venv data browser lint bench clean docs wheel-check
 
 demo: venv data
 	$(PY) -m cleargrad demo --out $(DEMO_OUT)
 
 test: venv data browser
-	$(PY) -m ruff check src tests tests_cuda benchmarks
+	$(PY) -m ruff check src tests tests_cuda benchmarks docs/_hooks
 	$(PY) -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory docs
+	$(MAKE) --no-print-directory wheel-check
+
+# the documentation site into site/ (open site/index.html): strict, so a broken link,
+# anchor or API reference fails; the tutorial notebooks are executed during the build
+# (results cached in .cache/docs-notebooks/ until a notebook or the package changes)
+docs: venv data
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+# build the wheel and sdist, install the wheel into a fresh venv, run an import smoke
+# test and `cleargrad demo` from it (scripts/wheel-check.sh says how torch is shared)
+wheel-check: venv data
+	PY=$(PY) bash scripts/wheel-check.sh
 
 # checks that need a CUDA device (not part of `make test`: CI has no GPU)
 test-cuda: venv
@@ -60,4 +73,4 @@ bench: venv data
 	$(PY) benchmarks/attribution.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache site build/wheel-check .cache/docs-notebooks

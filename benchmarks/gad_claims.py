@@ -53,7 +53,7 @@ BASES = ["saliency", "deconvolution", "input_x_gradient", "guided_backprop", "in
 SHORT = {"saliency": "Sal", "deconvolution": "Deconv", "input_x_gradient": "IxG", "guided_backprop": "GBP",
          "integrated_gradients": "IG"}
 #: support-model training settings compared by the sweep: the spec's proposal before issue 11
-#: and the library's defaults after it (see README "GAD")
+#: and the library's defaults after it (see docs/research/gad.md)
 TRAIN = {
     "spec": {"lr": 1e-5, "schedule": "constant"},
     "new": {"lr": 1e-3, "schedule": "cosine"},

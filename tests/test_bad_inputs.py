@@ -1,7 +1,7 @@
 """Bad inputs found by the issue-16 audit: each gets a specific ExplanationError (library)
 or a one-line message and exit code (command line) that says what to do.
 
-The README section "Bad input and the error it gets" lists these cases; the original
+The docs page docs/guides/errors.md ("Bad input and the error it gets") lists these cases; the original
 table of input/target/option errors is ``BAD`` in ``test_attribution_errors.py``.
 """
 

@@ -104,7 +104,8 @@ def test_save_overlay_png(tmp_path) -> None:
 
 def test_figure_grid(tmp_path) -> None:
     rows = [(f"image {i}", torch.rand(1, 16, 16), {"a": torch.rand(16, 16), "b": torch.rand(4, 4)}) for i in range(3)]
-    p = figure_grid(rows, tmp_path / "grid.png", panel_size=1.0, dpi=50)
+    p = tmp_path / "grid.png"
+    figure_grid(rows, p, panel_size=1.0, dpi=50)
     with Image.open(p) as im:
         assert im.size == (150, 150)  # 3 columns (input + 2 maps) x 3 rows, 50 px each
     mask = torch.zeros(16, 16, dtype=torch.bool)
@@ -113,9 +114,10 @@ def test_figure_grid(tmp_path) -> None:
         GridRow("x", torch.rand(3, 16, 16), [torch.rand(16, 16)], mask=mask),
         ("y", torch.rand(16, 16), torch.rand(16, 16)),  # a single map, not in a list
     ]
-    p2 = figure_grid(
+    p2 = tmp_path / "g2.png"
+    figure_grid(
         rows2,
-        tmp_path / "g2.png",
+        p2,
         column_titles=["m"],
         panel_size=1.0,
         dpi=40,

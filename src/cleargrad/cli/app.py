@@ -148,16 +148,22 @@ def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T], registries: bool = T
         raise typer.Exit(1) from None
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    """cleargrad: sharper, more faithful gradient explanations of image classifiers."""
-    if version:
+def _print_version(value: bool) -> None:
+    # eager: runs while the options are parsed, before click asks for a command
+    if value:
         from .. import __version__
 
-        typer.echo(__version__)
+        typer.echo(f"cleargrad {__version__}")
         raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=_print_version)
+    ] = False,
+) -> None:
+    """cleargrad: sharper, more faithful gradient explanations of image classifiers."""
 
 
 @app.command("methods")

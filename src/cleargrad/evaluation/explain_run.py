@@ -133,10 +133,10 @@ def _figure(
     image: torch.Tensor, attribution: torch.Tensor, e: Explainer, k: int, name: str, p: float, rule: str, source: str
 ) -> bytes:
     from ..core import to_2d
-    from ..viz.annotated import explanation_figure
+    from ..viz import explanation_png
 
     heat = to_2d(attribution.float().unsqueeze(0))[0, 0]
     cls = f"class {k}" + (f" {name!r}" if name else "")
     caption = f"{e.name} · {cls} · p = {p:.3f} · target: {rule}\n{Path(source).name}"
     unit = "fused importance (GAD, in [0, 1])" if e.family == "gad" else "importance"
-    return explanation_figure(image, heat, caption, colorbar_label=unit)
+    return explanation_png(image, heat, caption, colorbar_label=unit)

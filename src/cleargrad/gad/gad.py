@@ -82,7 +82,7 @@ class GAD:
             start; chosen in issue 11 because the spec's proposal, 10 epochs [paper] at lr
             1e-5 with BatchNorm frozen, realises 10-50 % of the intended margin gain, and
             30 epochs in training mode realise at least 80 % on every Fashion-MNIST pair:
-            see README "GAD").
+            see docs/research/gad.md).
         tau: importance threshold of the fusion: a number (a fraction of each map's maximum;
             default 0.3, chosen on a validation split in issue 11), ``"paper"`` (0.1, the
             paper's 10 % rule, the spec's proposal), a quantile ``"q90"``, or ``"positive"``

@@ -55,9 +55,9 @@ class TrainSettings:
     Attributes:
         epochs: passes over the training set per support model: 30 (issue 11; the paper's
             10 leave the first support model at about 50-70 % of its alpha on the
-            confusable Fashion-MNIST pairs, see README "GAD").
+            confusable Fashion-MNIST pairs, see docs/research/gad.md).
         lr: Adam learning rate: 3e-3 (issue 11; the spec's proposal 1e-5 moves the
-            margins by about 10-50 % of alpha on Fashion-MNIST, see README "GAD").
+            margins by about 10-50 % of alpha on Fashion-MNIST, see docs/research/gad.md).
         batch_size: 32 [spec PROPOSAL].
         init: ``"warm"`` (``M_s`` starts from ``M_{s-1}``, default [spec PROPOSAL]) or
             ``"original"`` (every ``M_s`` starts from ``M_0``).
@@ -66,7 +66,7 @@ class TrainSettings:
             images (Dropout is active); the fitted model is explained in eval mode, and
             :class:`SupportStats` are measured in eval mode. ``"eval"``: train with every
             module in eval mode (BatchNorm keeps the classifier's statistics, Dropout off);
-            it realises much less of the intended distancing (README "GAD").
+            it realises much less of the intended distancing (docs/research/gad.md).
         regress: ``"all"`` (default): the MSE covers every output (outputs of classes
             not concerned keep their original values as targets); ``"groups"``: only
             the outputs of the classes concerned.

@@ -1,10 +1,13 @@
 """One explanation as a self-describing figure: the input, the map over it with a colour
-bar in the map's own units, and a caption (method, class, probability, ...)."""
+bar in the map's own units, and a caption (method, class, probability, ...). A matplotlib
+``Figure`` (shown inline by Jupyter), written to a file only when asked."""
 
 from __future__ import annotations
 
 import io
+import os
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,22 +19,24 @@ from matplotlib.figure import Figure
 from ..errors import ConfigError
 from .arrays import as_heatmap, as_rgb, resize_map
 
-__all__ = ["explanation_figure"]
+__all__ = ["explanation_figure", "explanation_png"]
 
 
 def explanation_figure(
     image: Any,
     heatmap: Any,
-    caption: str,
+    caption: str = "",
     *,
     cmap: str = "jet",
     alpha: float = 0.5,
     colorbar_label: str = "importance",
     panel_size: float = 3.0,
     dpi: int = 100,
-) -> bytes:
-    """PNG bytes of a two-panel figure: ``image`` (left) and ``heatmap`` blended over it
-    (right) with a colour bar, under ``caption`` (wrapped; newlines kept).
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """A two-panel matplotlib ``Figure``: ``image`` (left) and ``heatmap`` blended over it
+    (right) with a colour bar, under ``caption`` (wrapped; newlines kept). In a notebook the
+    returned figure is shown inline; nothing is written unless ``path`` is given.
 
     Args:
         image: the input (any layout :func:`cleargrad.viz.arrays.as_rgb` accepts).
@@ -42,6 +47,8 @@ def explanation_figure(
         cmap, alpha: colour map and weight of the map over the image.
         colorbar_label: label of the colour bar.
         panel_size: panel size in inches; ``dpi``: resolution (a panel is ``panel_size * dpi`` pixels).
+        path: if given, the figure is also saved there (format from the suffix, PNG by
+            default; parent folders are created).
 
     Small images are drawn with nearest-neighbour interpolation (pixels stay visible).
     Rendering uses matplotlib's Agg canvas only (no display, no pyplot state).
@@ -79,9 +86,25 @@ def explanation_figure(
     bar.set_label(colorbar_label, fontsize=7)
     bar.ax.tick_params(labelsize=6)
     fig.text(0.02, 0.985, "\n".join(lines), ha="left", va="top", fontsize=8, family="sans-serif", parse_math=False)
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def explanation_png(image: Any, heatmap: Any, caption: str = "", **options: Any) -> bytes:
+    """:func:`explanation_figure` rendered as PNG bytes (what ``cleargrad explain`` writes);
+    takes the same options except ``path``."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    explanation_figure(image, heatmap, caption, **options).savefig(buf, format="png")
     return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Save ``fig`` to ``path`` (format from the suffix; parent folders are created)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p)
+    return p
 
 
 def _mappable(cm: Any, norm: Normalize) -> Any:

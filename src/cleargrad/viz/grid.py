@@ -1,17 +1,18 @@
-"""Method-comparison figures: one row per image, the image then one overlay per method."""
+"""Method-comparison figures: one row per image, the image then one overlay per method.
+Returned as a matplotlib ``Figure`` (shown inline by Jupyter), saved only when asked."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ..errors import ConfigError
+from .annotated import save_figure
 from .arrays import as_mask, as_rgb
 from .overlay import overlay
 
@@ -48,7 +49,7 @@ def _row(r: Any) -> GridRow:
 
 def figure_grid(
     rows: Sequence[Any],
-    path: str | os.PathLike,
+    path: str | os.PathLike | None = None,
     *,
     column_titles: Sequence[str] | None = None,
     alpha: float = 0.5,
@@ -56,15 +57,15 @@ def figure_grid(
     panel_size: float = 1.8,
     dpi: int = 100,
     mask_color: str = "white",
-) -> Path:
-    """Save a grid figure comparing heatmaps: row = image, column = method.
+) -> Figure:
+    """A grid figure comparing heatmaps: row = image, column = method.
 
     Args:
         rows: :class:`GridRow` objects or tuples ``(title, image, heatmaps)`` (heatmaps a
             list or a ``{column title: map}`` dict) or ``(title, image, map1, map2, ...)``.
             All rows need the same number of heatmaps.
-        path: output file (PNG, or any format matplotlib writes from the suffix); parent
-            folders are created.
+        path: if given, the figure is also saved there (PNG, or any format matplotlib
+            writes from the suffix; parent folders are created). Without it nothing is written.
         column_titles: titles of the heatmap columns (default: the dict keys of the first
             row, else none); the first column is always the input image.
         alpha, cmap: overlay settings (see :func:`cleargrad.viz.overlay`).
@@ -73,7 +74,8 @@ def figure_grid(
         mask_color: colour of region outlines (drawn with ``contour`` at level 0.5).
 
     Returns:
-        The path written. Rendering uses the Agg backend only (no display needed).
+        The matplotlib ``Figure`` (a notebook shows it inline). Rendering uses the Agg
+        canvas only (no display needed, no pyplot state).
     """
     grid = [_row(r) for r in rows]
     if not grid:
@@ -104,7 +106,6 @@ def figure_grid(
             if i == 0:
                 ax.set_title("input" if j == 0 else (column_titles[j - 1] if column_titles else ""), fontsize=8)
     fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p)
-    return p
+    if path is not None:
+        save_figure(fig, path)
+    return fig
