@@ -21,6 +21,10 @@ MAP = torch.rand(2, 1, 12, 12)
 REGION = torch.zeros(2, 12, 12, dtype=torch.bool)
 REGION[:, 3:7, 2:9] = True
 
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
 # name -> call(model, target); kept tiny
 CASES: dict[str, Callable[[nn.Module, object], object]] = {
     "average_drop": lambda m, t: cg.metrics.average_drop(m, X, MAP, t),
@@ -33,6 +37,9 @@ CASES: dict[str, Callable[[nn.Module, object], object]] = {
     "max_sensitivity": lambda m, t: cg.metrics.max_sensitivity(
         cg.Saliency(m).attribute, X, t, n_samples=2, model=m
     ),
+    "road_morf": lambda m, t: cg.metrics.road_morf(m, X, MAP, t, fractions=(0.2, 0.6), generator=_gen()),
+    "road_lerf": lambda m, t: cg.metrics.road_lerf(m, X, MAP, t, fractions=(0.2, 0.6), solver="cg", generator=_gen()),
+    "road_combined": lambda m, t: cg.metrics.road_combined(m, X, MAP, t, fractions=(0.5,), generator=_gen()),
 }
 
 
@@ -46,6 +53,7 @@ def test_registry_entries() -> None:
         "average_drop", "average_gain", "average_increase", "insertion", "deletion", "infidelity",
         "max_sensitivity", "sparseness", "complexity", "convex_hull_region", "region_complexity",
         "region_sensitivity", "pointing_game", "energy_pointing_game",
+        "road_morf", "road_lerf", "road_combined",
     } - {"convex_hull_region"}  # a region builder, not a metric
     assert set(METRICS) == expected
     for info in METRICS.values():

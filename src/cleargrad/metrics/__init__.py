@@ -75,3 +75,27 @@ __all__ = [
     "unit_map",
     "uniform_ball",
 ]
+
+from .road import (  # noqa: E402
+    NEIGHBOUR_WEIGHTS,
+    ROAD_FRACTIONS,
+    RoadResult,
+    linear_imputation,
+    road_combined,
+    road_curves,
+    road_lerf,
+    road_morf,
+    road_removal_mask,
+)
+
+__all__ += [
+    "NEIGHBOUR_WEIGHTS",
+    "ROAD_FRACTIONS",
+    "RoadResult",
+    "linear_imputation",
+    "road_combined",
+    "road_curves",
+    "road_lerf",
+    "road_morf",
+    "road_removal_mask",
+]
