@@ -40,7 +40,14 @@ CASES: dict[str, Callable[[nn.Module, object], object]] = {
     "road_morf": lambda m, t: cg.metrics.road_morf(m, X, MAP, t, fractions=(0.2, 0.6), generator=_gen()),
     "road_lerf": lambda m, t: cg.metrics.road_lerf(m, X, MAP, t, fractions=(0.2, 0.6), solver="cg", generator=_gen()),
     "road_combined": lambda m, t: cg.metrics.road_combined(m, X, MAP, t, fractions=(0.5,), generator=_gen()),
+    "mprt": lambda m, t: cg.metrics.mprt(m, X, "saliency", t, layers=["classifier", "features.3.0"]),
+    "smooth_mprt": lambda m, t: cg.metrics.smooth_mprt(m, X, "saliency", t, n_samples=2, layers=["classifier"],
+                                                       generator=_gen()),
+    "efficient_mprt": lambda m, t: cg.metrics.efficient_mprt(m, X, "saliency", t, layers=["classifier"]),
+    "random_logit": lambda m, t: cg.metrics.random_logit(m, X, "saliency", t, generator=_gen()),
 }
+#: metrics whose explainer (a cleargrad method) refuses a model in training mode
+_EXPLAINER_METRICS = {"max_sensitivity", "mprt", "smooth_mprt", "efficient_mprt", "random_logit"}
 
 
 def test_every_model_metric_is_in_the_table() -> None:
@@ -53,7 +60,7 @@ def test_registry_entries() -> None:
         "average_drop", "average_gain", "average_increase", "insertion", "deletion", "infidelity",
         "max_sensitivity", "sparseness", "complexity", "convex_hull_region", "region_complexity",
         "region_sensitivity", "pointing_game", "energy_pointing_game",
-        "road_morf", "road_lerf", "road_combined",
+        "road_morf", "road_lerf", "road_combined", "mprt", "smooth_mprt", "efficient_mprt", "random_logit",
     } - {"convex_hull_region"}  # a region builder, not a metric
     assert set(METRICS) == expected
     for info in METRICS.values():
@@ -111,7 +118,7 @@ def test_model_untouched_after_error_inside_forward(name: str) -> None:
     snap.assert_same(model)
 
 
-@pytest.mark.parametrize("name", sorted(set(CASES) - {"max_sensitivity"}))
+@pytest.mark.parametrize("name", sorted(set(CASES) - _EXPLAINER_METRICS))
 def test_training_mode_model_is_scored_in_eval_mode_and_restored(name: str) -> None:
     model = tiny_cnn()
     expected = CASES[name](model, [0, 1])

@@ -99,3 +99,35 @@ __all__ += [
     "road_morf",
     "road_removal_mask",
 ]
+
+from .randomisation import (  # noqa: E402
+    LAYER_ORDERS,
+    MPRTResult,
+    efficient_mprt,
+    explanation_entropy,
+    mprt,
+    random_logit,
+    randomisable_layers,
+    randomised_copies,
+    sanity_check,
+    smooth_mprt,
+)
+from .similarity import SIMILARITIES, pearson, spearman, ssim, ssim_flat  # noqa: E402
+
+__all__ += [
+    "LAYER_ORDERS",
+    "MPRTResult",
+    "SIMILARITIES",
+    "efficient_mprt",
+    "explanation_entropy",
+    "mprt",
+    "pearson",
+    "random_logit",
+    "randomisable_layers",
+    "randomised_copies",
+    "sanity_check",
+    "smooth_mprt",
+    "spearman",
+    "ssim",
+    "ssim_flat",
+]

@@ -16,10 +16,12 @@ from ..errors import ConfigError
 __all__ = ["CATEGORIES", "DIRECTIONS", "METRICS", "MetricInfo", "get_metric", "metric"]
 
 Direction = Literal["higher", "lower"]
-Category = Literal["faithfulness", "complexity", "localisation", "region", "robustness"]
+Category = Literal["faithfulness", "complexity", "localisation", "region", "robustness", "randomisation", "axiomatic"]
 
 DIRECTIONS: tuple[str, ...] = ("higher", "lower")
-CATEGORIES: tuple[str, ...] = ("faithfulness", "complexity", "localisation", "region", "robustness")
+CATEGORIES: tuple[str, ...] = (
+    "faithfulness", "complexity", "localisation", "region", "robustness", "randomisation", "axiomatic",
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
