@@ -131,3 +131,21 @@ __all__ += [
     "ssim",
     "ssim_flat",
 ]
+
+from .verdict import (  # noqa: E402
+    MetricVerdict,
+    Separation,
+    format_verdicts,
+    paired_difference,
+    random_map_verdict,
+    separation_mark,
+)
+
+__all__ += [
+    "MetricVerdict",
+    "Separation",
+    "format_verdicts",
+    "paired_difference",
+    "random_map_verdict",
+    "separation_mark",
+]
