@@ -52,6 +52,13 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor]
                                                      layers=["classifier"], generator=g),
         "efficient_mprt": lambda m, x, e: M.efficient_mprt(m, x, explain_blank_second, Y),
         "random_logit": lambda m, x, e: M.random_logit(m, x, explain_blank_second, Y, generator=g),
+        "relevance_mass_accuracy": lambda m, x, e: M.relevance_mass_accuracy(e, masks),
+        "relevance_rank_accuracy": lambda m, x, e: M.relevance_rank_accuracy(e, masks),
+        "top_k_intersection": lambda m, x, e: M.top_k_intersection(e, masks, k=20),
+        "attribution_localisation": lambda m, x, e: M.attribution_localisation(e, masks),
+        "localisation_auc": lambda m, x, e: M.localisation_auc(e, masks),
+        "effective_complexity": lambda m, x, e: M.effective_complexity(e),
+        "completeness": lambda m, x, e: M.completeness(m, x, e, Y),
     }
 
 

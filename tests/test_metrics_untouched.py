@@ -45,6 +45,7 @@ CASES: dict[str, Callable[[nn.Module, object], object]] = {
                                                        generator=_gen()),
     "efficient_mprt": lambda m, t: cg.metrics.efficient_mprt(m, X, "saliency", t, layers=["classifier"]),
     "random_logit": lambda m, t: cg.metrics.random_logit(m, X, "saliency", t, generator=_gen()),
+    "completeness": lambda m, t: cg.metrics.completeness(m, X, MAP, t),
 }
 #: metrics whose explainer (a cleargrad method) refuses a model in training mode
 _EXPLAINER_METRICS = {"max_sensitivity", "mprt", "smooth_mprt", "efficient_mprt", "random_logit"}
@@ -61,6 +62,8 @@ def test_registry_entries() -> None:
         "max_sensitivity", "sparseness", "complexity", "convex_hull_region", "region_complexity",
         "region_sensitivity", "pointing_game", "energy_pointing_game",
         "road_morf", "road_lerf", "road_combined", "mprt", "smooth_mprt", "efficient_mprt", "random_logit",
+        "relevance_mass_accuracy", "relevance_rank_accuracy", "top_k_intersection", "attribution_localisation",
+        "localisation_auc", "effective_complexity", "completeness",
     } - {"convex_hull_region"}  # a region builder, not a metric
     assert set(METRICS) == expected
     for info in METRICS.values():

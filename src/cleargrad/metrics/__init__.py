@@ -149,3 +149,22 @@ __all__ += [
     "random_map_verdict",
     "separation_mark",
 ]
+
+from .axiomatic import completeness, effective_complexity  # noqa: E402
+from .localisation_masks import (  # noqa: E402
+    attribution_localisation,
+    localisation_auc,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    top_k_intersection,
+)
+
+__all__ += [
+    "attribution_localisation",
+    "completeness",
+    "effective_complexity",
+    "localisation_auc",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
+    "top_k_intersection",
+]

@@ -1,0 +1,118 @@
+"""Quantus's localisation, complexity and axiomatic metrics: ours equal Quantus's on the
+same maps and object masks (the synthetic shapes set), hand-computed cases, and bad
+inputs. Where Quantus's definition differs (batch-wide normalisation, exact float
+equality for completeness) the test states the setting that makes them coincide."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import ModelSnapshot, tiny_cnn
+
+import cleargrad as cg
+from cleargrad.data.synthetic import SyntheticShapes
+from cleargrad.metrics import (
+    attribution_localisation,
+    completeness,
+    effective_complexity,
+    localisation_auc,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    top_k_intersection,
+)
+
+DATA = SyntheticShapes(n=6, size=16, seed=3)
+X, Y, MASKS = DATA.images, DATA.labels, DATA.masks
+# a map that is mostly on the shape plus noise; distinct values (no ties)
+MAPS = MASKS.float() * 0.5 + torch.rand(6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+
+
+def _q(cls, **kw):
+    quantus = pytest.importorskip("quantus")
+    metric = getattr(quantus, cls)(disable_warnings=True, **kw)
+    return np.array(metric(model=None, x_batch=X.numpy(), y_batch=Y.numpy(), a_batch=MAPS.numpy(),
+                           s_batch=MASKS.numpy().astype(float), device="cpu"), dtype=float)
+
+
+@pytest.mark.parametrize(("ours", "cls", "kw", "qkw"), [
+    (relevance_mass_accuracy, "RelevanceMassAccuracy", {}, {}),
+    (relevance_rank_accuracy, "RelevanceRankAccuracy", {}, {}),
+    (top_k_intersection, "TopKIntersection", {"k": 40}, {"k": 40}),
+    (top_k_intersection, "TopKIntersection", {"k": 40, "concept_influence": True},
+     {"k": 40, "concept_influence": True}),
+    (attribution_localisation, "AttributionLocalisation", {}, {}),
+    (localisation_auc, "AUC", {}, {}),
+])
+def test_localisation_equals_quantus(ours, cls, kw, qkw) -> None:
+    np.testing.assert_allclose(ours(MAPS, MASKS, **kw).numpy(), _q(cls, **qkw), atol=1e-6)
+
+
+def test_effective_complexity_equals_quantus_without_its_batch_normalisation() -> None:
+    a = MAPS * (MAPS > 0.8)
+    quantus = pytest.importorskip("quantus")
+    q = quantus.EffectiveComplexity(eps=0.9, normalise=False, disable_warnings=True)(
+        model=None, x_batch=X.numpy(), y_batch=Y.numpy(), a_batch=a.numpy(), device="cpu")
+    np.testing.assert_array_equal(effective_complexity(a, eps=0.9, normalise=False).numpy(), q)
+
+
+def test_localisation_by_hand() -> None:
+    m = torch.zeros(1, 4, 4, dtype=torch.bool)
+    m[0, 0, :2] = True  # object = pixels (0, 0) and (0, 1)
+    s = torch.zeros(1, 4, 4)
+    s[0, 0, 0], s[0, 0, 2], s[0, 1, 1] = 3.0, 1.0, 4.0  # 3 on the object, 5 off it
+    assert relevance_mass_accuracy(s, m).item() == pytest.approx(3 / 8)
+    assert relevance_rank_accuracy(s, m).item() == pytest.approx(1 / 2)  # top-2: 4 (off), 3 (on)
+    assert top_k_intersection(s, m, k=3).item() == pytest.approx(1 / 3)
+    assert top_k_intersection(s, m, k=3, concept_influence=True).item() == pytest.approx(1 / 3 * 16 / 2)
+    assert attribution_localisation(s, m, weighted=True).item() == pytest.approx(3 / 8 * 16 / 2)
+    # AUC: object scores {3, 0}, background 14 values {4, 1, 0 x 12}: P(on > off) + 1/2 P(tie)
+    # 3 beats 13 of 14; 0 beats none and ties 12
+    assert localisation_auc(s, m).item() == pytest.approx((13 + 0.5 * 12) / (2 * 14))
+    assert effective_complexity(s, eps=0.5).item() == 2  # 3/4 and 4/4 exceed 0.5 of the peak
+
+
+def test_completeness_of_integrated_gradients_and_a_linear_model() -> None:
+    w = torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+
+    class Lin(torch.nn.Module):
+        def forward(self, x):
+            z = (x * w).flatten(1).sum(1)
+            return torch.stack([z, -z], 1)
+
+    x = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    exact = x * w  # input x gradient of a linear model from a zero baseline: complete
+    assert completeness(Lin(), x, exact, 0).max() < 1e-5
+    assert completeness(Lin(), x, 2 * exact, 0, relative=True).sub(1).abs().max() < 1e-5  # sum off by 100 %
+    model = tiny_cnn(seed=1)
+    ig = cg.IntegratedGradients(model).attribute(X[:2], Y[:2], n_steps=64)
+    sal = cg.Saliency(model).attribute(X[:2], Y[:2])
+    assert (completeness(model, X[:2], ig, Y[:2], relative=True) < completeness(model, X[:2], sal, Y[:2],
+                                                                                 relative=True)).all()
+
+
+def test_completeness_leaves_the_model_untouched() -> None:
+    model = tiny_cnn()
+    model.classifier.weight.grad = torch.ones_like(model.classifier.weight)
+    snap = ModelSnapshot.take(model)
+    completeness(model, X[:2], MAPS[:2], [0, 1])
+    with pytest.raises(cg.TargetError):
+        completeness(model, X[:2], MAPS[:2], [0, 99])
+    snap.assert_same(model)
+
+
+def test_bad_inputs_and_undefined_values() -> None:
+    with pytest.raises(cg.InputError, match="masks"):
+        relevance_mass_accuracy(MAPS, MASKS[:2])
+    with pytest.raises(cg.ConfigError, match="k must be"):
+        top_k_intersection(MAPS, MASKS, k=10_000)
+    with pytest.raises(cg.ConfigError, match="eps"):
+        effective_complexity(MAPS, eps=-1)
+    with pytest.raises(cg.InputError, match="baseline"):
+        completeness(tiny_cnn(), X[:2], MAPS[:2], [0, 1], baseline=torch.zeros(3, 3))
+    empty = MASKS.clone()
+    empty[0] = False
+    for fn in (relevance_mass_accuracy, relevance_rank_accuracy, attribution_localisation, localisation_auc):
+        with pytest.warns(RuntimeWarning, match="empty"):
+            v = fn(MAPS, empty)
+        assert torch.isnan(v[0]) and torch.isfinite(v[1:]).all()
