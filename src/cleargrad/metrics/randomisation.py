@@ -63,7 +63,7 @@ from ..errors import ConfigError, InputError
 from .base import metric
 from .maps import as_float_tensor, blank_rows, mark_undefined, prepare_maps
 from .scoring import evaluating, targets_for
-from .similarity import SIMILARITIES, similarity
+from .similarity import SIMILARITIES, average_ranks, similarity, spearman
 
 __all__ = [
     "LAYER_ORDERS",
@@ -256,8 +256,15 @@ _ARGS = """
 def _curves(model, x, fn, t, steps, ref, sim, *, reduction, absolute, normalise, explain=None):
     explain = explain or (lambda m: _maps(fn, m, x, t, reduction=reduction, absolute=absolute, normalise=normalise))
     cols, names = [], []
+    ranks = average_ranks(ref) if sim == "spearman" else None  # the reference's ranks, once
     for name, work in steps:
-        cols.append(similarity(sim, ref, explain(work)).to(x.dtype))
+        b = explain(work)
+        if ranks is not None:
+            if b.shape != ref.shape:
+                raise InputError(f"maps of shapes {tuple(ref.shape)} and {tuple(b.shape)} cannot be compared")
+            cols.append(spearman(ref, b, ranks_a=ranks).to(x.dtype))
+        else:
+            cols.append(similarity(sim, ref, b).to(x.dtype))
         names.append(name)
     return torch.stack(cols, 1), tuple(names)
 

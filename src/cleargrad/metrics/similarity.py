@@ -39,15 +39,20 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def average_ranks(a: torch.Tensor) -> torch.Tensor:
     """``(N, F)`` 1-based ranks of each row, ties sharing their average rank."""
     a = _rows(a)
-    s = a.sort(dim=1).values
+    s, order = a.sort(dim=1)
+    if not bool((s[:, 1:] == s[:, :-1]).any()):  # no ties: the ordinal ranks
+        r = torch.empty_like(a)
+        r.scatter_(1, order, torch.arange(1, a.shape[1] + 1, dtype=a.dtype, device=a.device).expand_as(a))
+        return r
     lo = torch.searchsorted(s, a, right=False)
     hi = torch.searchsorted(s, a, right=True)
     return (lo + hi + 1).double() / 2
 
 
-def spearman(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(N,)`` Spearman rank correlation of the flattened rows."""
-    return pearson(average_ranks(a), average_ranks(b))
+def spearman(a: torch.Tensor, b: torch.Tensor, *, ranks_a: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N,)`` Spearman rank correlation of the flattened rows (``ranks_a``: :func:`average_ranks`
+    of ``a`` when the caller compares one reference with many maps)."""
+    return pearson(average_ranks(a) if ranks_a is None else ranks_a, average_ranks(b))
 
 
 def _ssim_windows(a: torch.Tensor, b: torch.Tensor, pool, win: int) -> torch.Tensor:
