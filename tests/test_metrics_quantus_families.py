@@ -16,7 +16,9 @@ from cleargrad.metrics import (
     attribution_localisation,
     completeness,
     effective_complexity,
+    faithfulness_correlation,
     localisation_auc,
+    monotonicity_arya,
     relevance_mass_accuracy,
     relevance_rank_accuracy,
     top_k_intersection,
@@ -116,3 +118,70 @@ def test_bad_inputs_and_undefined_values() -> None:
         with pytest.warns(RuntimeWarning, match="empty"):
             v = fn(MAPS, empty)
         assert torch.isnan(v[0]) and torch.isfinite(v[1:]).all()
+
+
+# -- faithfulness correlation and monotonicity ------------------------------------------------
+
+
+def test_faithfulness_correlation_equals_quantus_with_its_subsets() -> None:
+    quantus = pytest.importorskip("quantus")
+    model = tiny_cnn(seed=1).eval()
+    x = torch.randn(3, 1, 10, 10, generator=torch.Generator().manual_seed(0))
+    a = torch.randn(3, 1, 10, 10, generator=torch.Generator().manual_seed(1))
+    y = np.array([0, 1, 2])
+    np.random.seed(0)
+    runs = []
+    for _ in range(10):  # Quantus's draws, in its order
+        runs.append(np.stack([np.random.choice(100, 20, replace=False) for _ in range(3)]))
+        np.random.uniform(0.0, 1.0, size=3)  # its baseline table also draws a "uniform" entry per call
+    np.random.seed(0)
+    q = quantus.FaithfulnessCorrelation(nr_runs=10, subset_size=20, return_aggregate=False, disable_warnings=True)(
+        model=model, x_batch=x.numpy(), y_batch=y, a_batch=a.numpy(), device="cpu")
+    ours = faithfulness_correlation(model, x, a, y.tolist(), subsets=torch.from_numpy(np.stack(runs, 1)))
+    np.testing.assert_allclose(ours.numpy(), q, atol=1e-5)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert torch.equal(faithfulness_correlation(model, x, a, 0, n_runs=5, subset_size=10, generator=g1),
+                       faithfulness_correlation(model, x, a, 0, n_runs=5, subset_size=10, generator=g2))
+
+
+class _Lin(torch.nn.Module):
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = w
+
+    def forward(self, x):
+        z = (x * self.w).flatten(1).sum(1)
+        return torch.stack([z, -z], 1)
+
+
+def test_faithfulness_correlation_of_the_exact_contributions_is_one() -> None:
+    w = torch.randn(1, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    x = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    # baseline 0: the logit drop of a subset is exactly the sum of w * x over it
+    v = faithfulness_correlation(_Lin(w), x, x * w, 0, n_runs=20, subset_size=5, baseline=0.0,
+                                 generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(v, torch.ones(2), atol=1e-5)
+
+
+def test_monotonicity_arya_by_hand() -> None:
+    x = torch.ones(1, 1, 2, 2)
+    pos = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    mixed = torch.tensor([[[[1.0, -1.0], [2.0, 3.0]]]])
+    # restoring pixels of a model whose weights are all positive only raises the logit
+    ok, curves = monotonicity_arya(_Lin(pos), x, pos, 0, baseline=0.0, score="logit", return_curves=True)
+    assert ok.item() == 1 and curves.tolist() == [[0.0, 1.0, 3.0, 6.0, 10.0]]  # order 1, 2, 3, 4
+    # the pixel of weight -1 lowers it when restored (its |attribution| 1 ranks it among the first)
+    assert monotonicity_arya(_Lin(mixed), x, mixed, 0, baseline=0.0, score="logit").item() == 0
+    assert monotonicity_arya(_Lin(mixed), x, mixed, 0, baseline=0.0, score="logit", tolerance=1.5).item() == 1
+
+
+def test_faithfulness_bad_inputs() -> None:
+    model = tiny_cnn()
+    with pytest.raises(cg.ConfigError, match="subset_size"):
+        faithfulness_correlation(model, X, MAPS, 0, subset_size=10_000)
+    with pytest.raises(cg.InputError, match="subsets"):
+        faithfulness_correlation(model, X, MAPS, 0, subsets=torch.zeros(2, 3, 4, dtype=torch.long))
+    with pytest.raises(cg.ConfigError, match="baseline"):
+        monotonicity_arya(model, X, MAPS, 0, baseline="grey")
+    with pytest.raises(cg.ConfigError, match="step"):
+        monotonicity_arya(model, X, MAPS, 0, step=0)

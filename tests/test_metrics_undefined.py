@@ -59,6 +59,9 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor]
         "localisation_auc": lambda m, x, e: M.localisation_auc(e, masks),
         "effective_complexity": lambda m, x, e: M.effective_complexity(e),
         "completeness": lambda m, x, e: M.completeness(m, x, e, Y),
+        "faithfulness_correlation": lambda m, x, e: M.faithfulness_correlation(m, x, e, Y, n_runs=4, subset_size=8,
+                                                                               generator=g),
+        "monotonicity_arya": lambda m, x, e: M.monotonicity_arya(m, x, e, Y, step=24),
     }
 
 

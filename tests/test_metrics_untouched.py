@@ -46,6 +46,10 @@ CASES: dict[str, Callable[[nn.Module, object], object]] = {
     "efficient_mprt": lambda m, t: cg.metrics.efficient_mprt(m, X, "saliency", t, layers=["classifier"]),
     "random_logit": lambda m, t: cg.metrics.random_logit(m, X, "saliency", t, generator=_gen()),
     "completeness": lambda m, t: cg.metrics.completeness(m, X, MAP, t),
+    "faithfulness_correlation": lambda m, t: cg.metrics.faithfulness_correlation(
+        m, X, MAP, t, n_runs=3, subset_size=10, generator=_gen()
+    ),
+    "monotonicity_arya": lambda m, t: cg.metrics.monotonicity_arya(m, X, MAP, t, step=24),
 }
 #: metrics whose explainer (a cleargrad method) refuses a model in training mode
 _EXPLAINER_METRICS = {"max_sensitivity", "mprt", "smooth_mprt", "efficient_mprt", "random_logit"}
@@ -63,7 +67,7 @@ def test_registry_entries() -> None:
         "region_sensitivity", "pointing_game", "energy_pointing_game",
         "road_morf", "road_lerf", "road_combined", "mprt", "smooth_mprt", "efficient_mprt", "random_logit",
         "relevance_mass_accuracy", "relevance_rank_accuracy", "top_k_intersection", "attribution_localisation",
-        "localisation_auc", "effective_complexity", "completeness",
+        "localisation_auc", "effective_complexity", "completeness", "faithfulness_correlation", "monotonicity_arya",
     } - {"convex_hull_region"}  # a region builder, not a metric
     assert set(METRICS) == expected
     for info in METRICS.values():

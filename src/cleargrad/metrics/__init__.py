@@ -168,3 +168,7 @@ __all__ += [
     "relevance_rank_accuracy",
     "top_k_intersection",
 ]
+
+from .faithfulness_extra import faithfulness_correlation, monotonicity_arya  # noqa: E402
+
+__all__ += ["faithfulness_correlation", "monotonicity_arya"]
