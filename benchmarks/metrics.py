@@ -319,9 +319,12 @@ def road_mprt_blocks(blocks: list[str], repeats: int, quick: bool) -> None:
             med = interleaved(runs, repeats, {})
             print(f"\n### ROAD MoRF, {label}, {n} images, fractions {fractions}, noise 0.01\n")
             print("| runner | images through the model | median s | x ours |\n|---|---|---|---|")
+            # ours: one clean pass + the imputed images; pytorch-grad-cam reruns the clean batch per percentile
+            passes = {"cleargrad road_morf": n * (len(fractions) + 1),
+                      "pytorch-grad-cam ROADMostRelevantFirst": 2 * n * len(fractions),
+                      "quantus ROAD": n * len(fractions)}
             for k, v in med.items():
-                print(f"| {k} | {n * len(fractions) + (n if 'cleargrad' in k or 'grad-cam' in k else 0)} | "
-                      f"{fmt(v)} | {v / med['cleargrad road_morf']:.2f} |")
+                print(f"| {k} | {passes[k]} | {fmt(v)} | {v / med['cleargrad road_morf']:.2f} |")
         if "mprt" in blocks:
             layers = cg.metrics.randomisable_layers(model)
 
