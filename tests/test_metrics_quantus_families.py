@@ -185,3 +185,24 @@ def test_faithfulness_bad_inputs() -> None:
         monotonicity_arya(model, X, MAPS, 0, baseline="grey")
     with pytest.raises(cg.ConfigError, match="step"):
         monotonicity_arya(model, X, MAPS, 0, step=0)
+
+
+def test_avg_sensitivity_is_the_mean_of_the_distances_max_sensitivity_maximises() -> None:
+    model = tiny_cnn(seed=1)
+    explain = cg.Saliency(model).attribute
+    x = X[:3]
+    kw = dict(radius=0.05, n_samples=4)
+    dist, zero = cg.metrics.sensitivity_distances(explain, x, [0, 1, 2], generator=torch.Generator().manual_seed(0),
+                                                  **kw)
+    avg = cg.metrics.avg_sensitivity(explain, x, [0, 1, 2], generator=torch.Generator().manual_seed(0), **kw)
+    mx = cg.metrics.max_sensitivity(explain, x, [0, 1, 2], generator=torch.Generator().manual_seed(0), **kw)
+    torch.testing.assert_close(avg, dist.mean(1))
+    torch.testing.assert_close(mx, dist.amax(1))
+    assert (avg <= mx).all() and not zero.any()
+    # by hand: one draw, a fixed perturbation d: ||Phi(x + d) - Phi(x)|| / ||Phi(x)||
+    d = torch.full_like(x[:1], 0.03)
+    one = cg.metrics.avg_sensitivity(explain, x[:1], [0], n_samples=1, perturbation=lambda xi, g: d)
+    p0, p1 = explain(x[:1], [0]), explain(x[:1] + d, [0])
+    assert one.item() == pytest.approx(((p1 - p0).norm() / p0.norm()).item(), rel=1e-5)
+    with pytest.raises(cg.ConfigError, match="n_samples"):
+        cg.metrics.avg_sensitivity(explain, x, n_samples=0)

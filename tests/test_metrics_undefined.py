@@ -62,6 +62,7 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor]
         "faithfulness_correlation": lambda m, x, e: M.faithfulness_correlation(m, x, e, Y, n_runs=4, subset_size=8,
                                                                                generator=g),
         "monotonicity_arya": lambda m, x, e: M.monotonicity_arya(m, x, e, Y, step=24),
+        "avg_sensitivity": lambda m, x, e: M.avg_sensitivity(blank_second, x, Y, n_samples=2, generator=g),
     }
 
 

@@ -172,3 +172,7 @@ __all__ += [
 from .faithfulness_extra import faithfulness_correlation, monotonicity_arya  # noqa: E402
 
 __all__ += ["faithfulness_correlation", "monotonicity_arya"]
+
+from .sensitivity_avg import avg_sensitivity, sensitivity_distances  # noqa: E402
+
+__all__ += ["avg_sensitivity", "sensitivity_distances"]
