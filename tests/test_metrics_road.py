@@ -204,3 +204,14 @@ def test_bad_inputs_raise_specific_errors() -> None:
     with pytest.warns(RuntimeWarning, match="undefined"):
         v = road_morf(model, x, torch.cat([m[:1], torch.zeros(1, 1, 8, 8)]))
     assert torch.isfinite(v[0]) and torch.isnan(v[1])
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_a_fully_removed_image_is_imputed_as_zero(solver: str) -> None:
+    x = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(0)) + 1
+    rem = torch.zeros(2, 1, 6, 6, dtype=torch.bool)
+    rem[0] = True
+    rem[1, 0, 2, 2] = True
+    out = linear_imputation(x, rem, solver=solver)
+    assert torch.equal(out[0], torch.zeros_like(out[0]))
+    assert torch.isfinite(out).all() and out[1, 0, 2, 2] > 1

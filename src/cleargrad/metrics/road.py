@@ -152,6 +152,9 @@ def _direct(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     rem = removed.detach().to("cpu", torch.bool).numpy().reshape(bsz, h * w)
     img = x.detach().to("cpu", torch.float64).numpy().reshape(bsz, c, h * w)
     out = img.copy()
+    full = rem.all(1)  # a fully removed image has no kept pixel to anchor the means: impute 0
+    out[full] = 0.0
+    rem = rem & ~full[:, None]
     n_unknown = int(rem.sum())
     if n_unknown == 0:
         return torch.from_numpy(out.reshape(x.shape)).to(x.device)
