@@ -206,3 +206,27 @@ def test_avg_sensitivity_is_the_mean_of_the_distances_max_sensitivity_maximises(
     assert one.item() == pytest.approx(((p1 - p0).norm() / p0.norm()).item(), rel=1e-5)
     with pytest.raises(cg.ConfigError, match="n_samples"):
         cg.metrics.avg_sensitivity(explain, x, n_samples=0)
+
+
+def test_selectivity_curve_equals_quantus() -> None:
+    quantus = pytest.importorskip("quantus")
+    model = tiny_cnn(seed=1).eval()
+    x = torch.randn(3, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    a = torch.rand(3, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    y = np.array([0, 1, 2])  # 16 px: no padding (Quantus's "black" would then include its zero padding)
+    q = quantus.Selectivity(patch_size=4, disable_warnings=True)(
+        model=model, x_batch=x.numpy(), y_batch=y, a_batch=a.numpy(), device="cpu")
+    value, curves = cg.metrics.selectivity(model, x, a, y.tolist(), patch_size=4, return_curves=True)
+    np.testing.assert_allclose(curves.numpy(), np.array(q), atol=1e-6)
+    torch.testing.assert_close(value, curves.mean(1))
+
+
+def test_selectivity_by_hand_with_border_patches() -> None:
+    w = torch.tensor([[[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0], [7.0, 8.0, 9.0]]]])
+    x = torch.ones(1, 1, 3, 3)
+    # 2x2 patches on 3x3: {0,1,3,4} sum 12, {2,5} 9, {6,7} 15, {8} 9 -> removal order 15, 12, 9 (patch 1), 9
+    _, curves = cg.metrics.selectivity(_Lin(w), x, w, 0, patch_size=2, baseline=0.0, score="logit",
+                                       return_curves=True)
+    assert curves.tolist() == [[45.0 - 15, 45.0 - 27, 45.0 - 36, 0.0]]
+    with pytest.raises(cg.ConfigError, match="patch_size"):
+        cg.metrics.selectivity(_Lin(w), x, w, 0, patch_size=0)

@@ -50,6 +50,7 @@ CASES: dict[str, Callable[[nn.Module, object], object]] = {
         m, X, MAP, t, n_runs=3, subset_size=10, generator=_gen()
     ),
     "monotonicity_arya": lambda m, t: cg.metrics.monotonicity_arya(m, X, MAP, t, step=24),
+    "selectivity": lambda m, t: cg.metrics.selectivity(m, X, MAP, t, patch_size=6),
 }
 #: metrics whose explainer (a cleargrad method) refuses a model in training mode
 _EXPLAINER_METRICS = {"max_sensitivity", "mprt", "smooth_mprt", "efficient_mprt", "random_logit"}
@@ -68,7 +69,7 @@ def test_registry_entries() -> None:
         "road_morf", "road_lerf", "road_combined", "mprt", "smooth_mprt", "efficient_mprt", "random_logit",
         "relevance_mass_accuracy", "relevance_rank_accuracy", "top_k_intersection", "attribution_localisation",
         "localisation_auc", "effective_complexity", "completeness", "faithfulness_correlation", "monotonicity_arya",
-        "avg_sensitivity",
+        "avg_sensitivity", "selectivity",
     } - {"convex_hull_region"}  # a region builder, not a metric
     assert set(METRICS) == expected
     for info in METRICS.values():

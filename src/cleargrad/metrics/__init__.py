@@ -169,9 +169,9 @@ __all__ += [
     "top_k_intersection",
 ]
 
-from .faithfulness_extra import faithfulness_correlation, monotonicity_arya  # noqa: E402
+from .faithfulness_extra import faithfulness_correlation, monotonicity_arya, selectivity  # noqa: E402
 
-__all__ += ["faithfulness_correlation", "monotonicity_arya"]
+__all__ += ["faithfulness_correlation", "monotonicity_arya", "selectivity"]
 
 from .sensitivity_avg import avg_sensitivity, sensitivity_distances  # noqa: E402
 

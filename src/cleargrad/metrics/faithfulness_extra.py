@@ -22,6 +22,7 @@ images are built chunk by chunk on ``x``'s device and scored in batched passes u
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -36,7 +37,7 @@ from .maps import blank_rows, mark_undefined, prepare_attributions
 from .scoring import chunked_scores, clean_scores, evaluating
 from .similarity import pearson
 
-__all__ = ["faithfulness_correlation", "monotonicity_arya"]
+__all__ = ["faithfulness_correlation", "monotonicity_arya", "selectivity"]
 
 
 def _baseline(x: torch.Tensor, baseline: Any) -> torch.Tensor:
@@ -167,3 +168,64 @@ def monotonicity_arya(
     ok = (curves[:, 1:] - curves[:, :-1] >= -tolerance).all(1).to(x.dtype)
     ok = mark_undefined(ok, blank_rows(a), "monotonicity_arya")
     return (ok, curves) if return_curves else ok
+
+
+def _patch_rank(a: torch.Tensor, h: int, w: int, patch: int) -> tuple[torch.Tensor, int]:
+    """``(N, 1, H, W)`` rank of each pixel's patch by decreasing summed attribution (0 = first
+    removed; ties by patch index) on a grid of ``patch x patch`` patches (smaller at the
+    right and bottom borders), and the patch count."""
+    n = a.shape[0]
+    rows, cols = torch.arange(h, device=a.device) // patch, torch.arange(w, device=a.device) // patch
+    npw = math.ceil(w / patch)
+    n_patches = math.ceil(h / patch) * npw
+    pid = (rows.view(-1, 1) * npw + cols.view(1, -1)).reshape(-1)
+    sums = torch.zeros(n, n_patches, dtype=a.dtype, device=a.device)
+    sums.scatter_add_(1, pid.expand(n, -1), a)
+    order = torch.argsort(sums, dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(n_patches, device=a.device).expand(n, -1))
+    return rank[:, pid].view(n, 1, h, w), n_patches
+
+
+@metric(direction="lower", category="faithfulness")
+def selectivity(
+    model: nn.Module,
+    x: torch.Tensor,
+    explanation: Any,
+    target: TargetLike = None,
+    *,
+    patch_size: int = 8,
+    baseline: Any = "black",
+    score: str = "prob",
+    return_curves: bool = False,
+    output: OutputSelector = None,
+    batch_size: int | None = None,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Selectivity (Montavon et al. 2018): mean class score as patches are removed by decreasing relevance.
+
+    The image is cut into ``patch_size`` squares; the patches are set to the baseline one
+    after another in order of decreasing summed (signed) attribution and the score is
+    recorded after each removal. Lower is better (a faithful map makes the score fall
+    fast). ``return_curves``: also the ``(N, n_patches)`` curve (Quantus's ``Selectivity``
+    curve). Cost: ``N n_patches`` forwarded images.
+    """
+    check_input(x, ndim=4)
+    if patch_size < 1:
+        raise ConfigError(f"patch_size must be >= 1, got {patch_size}")
+    n, _, h, w = x.shape
+    a = _pixel_attribution(explanation, x)
+    prank, n_patches = _patch_rank(a, h, w, patch_size)
+    base = _baseline(x, baseline)
+    img = torch.arange(n, device=x.device).repeat_interleave(n_patches)
+    k = torch.arange(1, n_patches + 1, device=x.device).repeat(n)
+    with evaluating(model):
+        t, _ = clean_scores(model, x, target, score=score, output=output, batch_size=batch_size)
+
+        def build(sl: slice) -> torch.Tensor:
+            i = img[sl]
+            return torch.where(prank[i] < k[sl].view(-1, 1, 1, 1), base[i], x[i])
+
+        curves = chunked_scores(model, build, t[img], sample_shape=x.shape[1:], score=score, output=output,
+                                batch_size=batch_size).view(n, n_patches).to(x.dtype)
+    value = mark_undefined(curves.mean(1), blank_rows(a), "selectivity")
+    return (value, curves) if return_curves else value
