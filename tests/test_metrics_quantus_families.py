@@ -230,3 +230,24 @@ def test_selectivity_by_hand_with_border_patches() -> None:
     assert curves.tolist() == [[45.0 - 15, 45.0 - 27, 45.0 - 36, 0.0]]
     with pytest.raises(cg.ConfigError, match="patch_size"):
         cg.metrics.selectivity(_Lin(w), x, w, 0, patch_size=0)
+
+
+def test_local_lipschitz_estimate_by_hand() -> None:
+    model = tiny_cnn(seed=1)
+    explain = cg.Saliency(model).attribute
+    x = X[:2]
+    d = torch.full_like(x, 0.05)
+    got = cg.metrics.local_lipschitz_estimate(explain, x, [0, 1], n_samples=1, perturbation=lambda xi, g: d)
+    p0, p1 = explain(x, [0, 1]), explain(x + d, [0, 1])
+    want = (p1 - p0).flatten(1).norm(dim=1) / d.flatten(1).norm(dim=1)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
+    # a linear model's gradient does not move: Lipschitz estimate 0
+    lin = _Lin(torch.randn(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))).eval()
+    lin_explain = cg.Saliency(lin).attribute
+    z = cg.metrics.local_lipschitz_estimate(lin_explain, x, [0, 0], n_samples=3,
+                                            generator=torch.Generator().manual_seed(1))
+    assert torch.equal(z, torch.zeros(2))
+    with pytest.warns(RuntimeWarning, match="undefined"):
+        nan = cg.metrics.local_lipschitz_estimate(explain, x, [0, 1], n_samples=1,
+                                                  perturbation=lambda xi, g: torch.zeros_like(xi))
+    assert torch.isnan(nan).all()

@@ -64,6 +64,8 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor]
         "monotonicity_arya": lambda m, x, e: M.monotonicity_arya(m, x, e, Y, step=24),
         "avg_sensitivity": lambda m, x, e: M.avg_sensitivity(blank_second, x, Y, n_samples=2, generator=g),
         "selectivity": lambda m, x, e: M.selectivity(m, x, e, Y, patch_size=6),
+        "local_lipschitz_estimate": lambda m, x, e: M.local_lipschitz_estimate(blank_second, x, Y, n_samples=2,
+                                                                               generator=g),
     }
 
 

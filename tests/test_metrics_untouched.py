@@ -69,7 +69,7 @@ def test_registry_entries() -> None:
         "road_morf", "road_lerf", "road_combined", "mprt", "smooth_mprt", "efficient_mprt", "random_logit",
         "relevance_mass_accuracy", "relevance_rank_accuracy", "top_k_intersection", "attribution_localisation",
         "localisation_auc", "effective_complexity", "completeness", "faithfulness_correlation", "monotonicity_arya",
-        "avg_sensitivity", "selectivity",
+        "avg_sensitivity", "selectivity", "local_lipschitz_estimate",
     } - {"convex_hull_region"}  # a region builder, not a metric
     assert set(METRICS) == expected
     for info in METRICS.values():

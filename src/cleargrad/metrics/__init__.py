@@ -173,6 +173,6 @@ from .faithfulness_extra import faithfulness_correlation, monotonicity_arya, sel
 
 __all__ += ["faithfulness_correlation", "monotonicity_arya", "selectivity"]
 
-from .sensitivity_avg import avg_sensitivity, sensitivity_distances  # noqa: E402
+from .sensitivity_avg import avg_sensitivity, local_lipschitz_estimate, sensitivity_distances  # noqa: E402
 
-__all__ += ["avg_sensitivity", "sensitivity_distances"]
+__all__ += ["avg_sensitivity", "local_lipschitz_estimate", "sensitivity_distances"]
