@@ -106,7 +106,7 @@ def _reset(module: nn.Module, seed: int) -> None:
     with torch.random.fork_rng(devices=sorted({d.index or 0 for d in devices}), enabled=True):
         torch.manual_seed(seed)
         with torch.no_grad():
-            module.reset_parameters()
+            getattr(module, "reset_parameters")()  # noqa: B009 (a method, whatever the module type)
 
 
 def randomised_copies(
@@ -152,10 +152,10 @@ def randomised_copies(
 
 def _restore(dst: nn.Module, src: nn.Module) -> None:
     with torch.no_grad():
-        for (_, a), (_, b) in zip(dst.named_parameters(), src.named_parameters()):
-            a.copy_(b)
-        for (_, a), (_, b) in zip(dst.named_buffers(), src.named_buffers()):
-            a.copy_(b)
+        for p_dst, p_src in zip(dst.parameters(), src.parameters()):
+            p_dst.copy_(p_src)
+        for b_dst, b_src in zip(dst.buffers(), src.buffers()):
+            b_dst.copy_(b_src)
 
 
 # -- explainers ---------------------------------------------------------------------------
@@ -359,11 +359,11 @@ def smooth_mprt(
     if noise_magnitude < 0:
         raise ConfigError(f"noise_magnitude must be >= 0, got {noise_magnitude}")
     fn, t = _setup(model, x, target, explainer, explainer_options, similarity, batch_size)
-    kw = dict(reduction=reduction, absolute=absolute, normalise=normalise)
+    kw: dict[str, Any] = dict(reduction=reduction, absolute=absolute, normalise=normalise)
     state = generator.get_state() if generator is not None else None
 
     def explain(m: nn.Module) -> torch.Tensor:
-        if state is not None:
+        if state is not None and generator is not None:
             generator.set_state(state)  # the same noise for every model
         return _smooth(fn, m, x, t, n_samples, noise_magnitude, generator, **kw)
 
@@ -436,7 +436,7 @@ def efficient_mprt(
         raise ConfigError("efficient_mprt compares with the fully randomised model: order must be "
                           "'bottom_up' or 'top_down'")
     fn, t = _setup(model, x, target, explainer, explainer_options, None, batch_size)
-    kw = dict(reduction=reduction, absolute=absolute, normalise=normalise)
+    kw: dict[str, Any] = dict(reduction=reduction, absolute=absolute, normalise=normalise)
     ref = _maps(fn, model, x, t, **kw)
     h0 = explanation_entropy(ref, n_bins)
     work = None
@@ -487,7 +487,7 @@ def random_logit(
         off = resolve_targets(off_target, x.shape[0], n_classes, device=x.device)
         if bool((off == t).any()):
             raise InputError("off_target must differ from the target for every image")
-    kw = dict(reduction=reduction, absolute=absolute, normalise=normalise)
+    kw: dict[str, Any] = dict(reduction=reduction, absolute=absolute, normalise=normalise)
     a = _maps(fn, model, x, t, **kw)
     b = _maps(fn, model, x, off, **kw)
     out = _sim(similarity, a, b).to(x.dtype)
@@ -523,5 +523,5 @@ def sanity_check(result: MPRTResult | torch.Tensor, *, threshold: float = 0.5, z
     return {"passes": mean + z * se < threshold, "mean": mean, "se": se, "n": n, "threshold": threshold}
 
 
-mprt.__doc__ += _ARGS
-smooth_mprt.__doc__ += _ARGS
+mprt.__doc__ = (mprt.__doc__ or "") + _ARGS
+smooth_mprt.__doc__ = (smooth_mprt.__doc__ or "") + _ARGS

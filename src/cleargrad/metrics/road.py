@@ -145,14 +145,14 @@ def linear_imputation(
 def _direct(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     """The imputation equations of every image as one sparse block-diagonal system (SuperLU)."""
     import numpy as np
-    from scipy.sparse import csc_matrix
-    from scipy.sparse.linalg import spsolve
+    from scipy.sparse import csc_matrix  # type: ignore[import-untyped]
+    from scipy.sparse.linalg import spsolve  # type: ignore[import-untyped]
 
     bsz, c, h, w = x.shape
     rem = removed.detach().to("cpu", torch.bool).numpy().reshape(bsz, h * w)
     img = x.detach().to("cpu", torch.float64).numpy().reshape(bsz, c, h * w)
     out = img.copy()
-    full = rem.all(1)  # a fully removed image has no kept pixel to anchor the means: impute 0
+    full = np.asarray(rem.all(1))  # a fully removed image has no kept pixel to anchor the means: impute 0
     out[full] = 0.0
     rem = rem & ~full[:, None]
     n_unknown = int(rem.sum())
@@ -477,7 +477,7 @@ def road_combined(
     batch_size: int | None = None,
 ) -> torch.Tensor | RoadResult:
     """ROAD combined: (LeRF - MoRF) / 2 averaged over the fractions (pytorch-grad-cam's ROADCombined)."""
-    kw = dict(fractions=fractions, selection=selection, imputation=imputation, noise=noise, fill=fill,
+    kw: dict[str, Any] = dict(fractions=fractions, selection=selection, imputation=imputation, noise=noise, fill=fill,
               score=score, relative=False, reduction=reduction, generator=generator, tol=tol, max_iter=max_iter,
               solver=solver, output=output, batch_size=batch_size)
     lerf = road_curves(model, x, explanation, target, order="lerf", **kw)
@@ -488,4 +488,4 @@ def road_combined(
 
 
 for _fn in (road_morf, road_lerf, road_combined):
-    _fn.__doc__ += _DOC
+    _fn.__doc__ = (_fn.__doc__ or "") + _DOC
