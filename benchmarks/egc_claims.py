@@ -45,6 +45,7 @@ import torch.nn.functional as F
 import cleargrad as cg
 from cleargrad.data import FASHION_MNIST_MEAN, FASHION_MNIST_STD, load_fashion_mnist
 from cleargrad.metrics import complexity, deletion, infidelity, insertion
+from cleargrad.metrics.verdict import paired_difference, separation_mark
 from cleargrad.models import FashionMNISTRecipe, fashion_mnist_model, fashion_mnist_model_record
 
 CONFIGS = {  # name: (architecture, layer)
@@ -189,21 +190,13 @@ def mean_se(v: list[float]) -> tuple[float, float, int]:
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> tuple[float, float, int]:
-    keys = [k for k in a if k in b and a[k] is not None and b[k] is not None
-            and math.isfinite(a[k]) and math.isfinite(b[k])]
-    return mean_se([a[k] - b[k] for k in keys])
+    return paired_difference(a, b)
 
 
 def mark(d: float, se: float, direction: str) -> str:
     """``+``/``-``: significantly better/worse for the first method (|z| > 2), ``++``/``--``
-    beyond 3 s.e.; blank: within 2 s.e."""
-    if not (math.isfinite(d) and math.isfinite(se)) or se == 0:
-        return ""
-    z = d / se if direction == "lower" else -d / se  # z > 0: first method worse
-    if abs(z) <= 2:
-        return ""
-    sign = "-" if z > 0 else "+"
-    return sign * (2 if abs(z) > 3 else 1)
+    beyond 3 s.e.; blank: within 2 s.e. (:func:`cleargrad.metrics.verdict.separation_mark`)."""
+    return separation_mark(d, se, direction, z=2.0)
 
 
 def fmt(m: float, se: float, digits: int = 4) -> str:

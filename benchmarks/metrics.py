@@ -18,6 +18,14 @@ medians, as a markdown table with the ratio to ours and to the lower bound:
    ``sensitivity_max`` and Quantus ``MaxSensitivity`` (all three explain with our
    Saliency, so only the metric's own overhead differs).
 
+4. ROAD (``--blocks road``): MoRF with noisy linear imputation at a few removal
+   fractions, against pytorch-grad-cam's ``ROADMostRelevantFirst`` (one call per
+   percentile) and, on 1-channel images, Quantus ``ROAD``; resnet18 at 224 px and
+   SmallCNN at 28 px (random init).
+5. MPRT (``--blocks mprt``): cascading top-down randomisation of every layer, Saliency
+   explanations, Spearman similarity, against Quantus ``MPRT`` (same explainer, same
+   layers); cost in explanations (forward+backward of the batch).
+
 Lower bound = number of images forwarded (or forwarded and back-propagated) x the
 measured time per image of one batched pass at our chunk size.
 """
@@ -130,7 +138,7 @@ def table(title: str, medians: dict[str, float], work: dict[str, int], ours: str
     return "\n".join(lines)
 
 
-BLOCKS = ("insdel", "infidelity", "sensitivity")
+BLOCKS = ("insdel", "infidelity", "sensitivity", "road", "mprt")
 
 
 def main() -> None:
@@ -268,6 +276,77 @@ def main() -> None:
         work = {k: n_infd * (n_pert + 1) for k in med}  # forward+backward passes, the same for all three
         print(table(f"max-sensitivity of Saliency ({n_infd} images, {n_pert} samples; unit: forward+backward)", med,
                     work, "cleargrad max_sensitivity", fb_b))
+    if "road" in args.blocks or "mprt" in args.blocks:
+        road_mprt_blocks(args.blocks, repeats, args.quick)
+
+
+def road_mprt_blocks(blocks: list[str], repeats: int, quick: bool) -> None:
+    """Blocks 4 and 5: ROAD and MPRT against pytorch-grad-cam / Quantus, on resnet18 (224 px)
+    and SmallCNN (28 px), alternating the runners (ratios, not seconds, on a loaded machine)."""
+    import quantus
+    from pytorch_grad_cam.metrics.road import ROADMostRelevantFirst
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
+
+    from cleargrad.models import SmallCNN
+
+    torch.manual_seed(0)
+    configs = [("SmallCNN 28 px", SmallCNN(num_classes=10).eval(), 1, 28, 4 if quick else 16)]
+    if not quick:
+        configs.insert(0, ("resnet18 224 px", torchvision.models.resnet18(weights=None).eval(), 3, 224, 2))
+    fractions = (0.2, 0.5, 0.8)
+    for label, model, c, size, n in configs:
+        x = torch.randn(n, c, size, size)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        maps = cg.metrics.prepare_maps(torch.rand(n, 1, 7, 7), x)[:, 0]  # a CAM-like map
+        if "road" in blocks:
+            def ours_road(model=model, x=x, y=y, maps=maps) -> None:
+                cg.metrics.road_morf(model, x, maps, y, fractions=fractions, generator=torch.Generator().manual_seed(0))
+
+            def pgc_road(model=model, x=x, y=y, maps=maps) -> None:
+                targets = [ClassifierOutputSoftmaxTarget(int(t)) for t in y]
+                for f in fractions:
+                    ROADMostRelevantFirst(percentile=round(100 * (1 - f)))(x, maps.numpy(), targets, model)
+
+            runs = {"cleargrad road_morf": ours_road, "pytorch-grad-cam ROADMostRelevantFirst": pgc_road}
+            if c == 1:
+                def quantus_road(model=model, x=x, y=y, maps=maps) -> None:
+                    quantus.ROAD(percentages=[round(100 * f) for f in fractions], disable_warnings=True)(
+                        model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=maps[:, None].numpy(),
+                        device="cpu")
+
+                runs["quantus ROAD"] = quantus_road
+            med = interleaved(runs, repeats, {})
+            print(f"\n### ROAD MoRF, {label}, {n} images, fractions {fractions}, noise 0.01\n")
+            print("| runner | images through the model | median s | x ours |\n|---|---|---|---|")
+            # ours: one clean pass + the imputed images; pytorch-grad-cam reruns the clean batch per percentile
+            passes = {"cleargrad road_morf": n * (len(fractions) + 1),
+                      "pytorch-grad-cam ROADMostRelevantFirst": 2 * n * len(fractions),
+                      "quantus ROAD": n * len(fractions)}
+            for k, v in med.items():
+                print(f"| {k} | {passes[k]} | {fmt(v)} | {v / med['cleargrad road_morf']:.2f} |")
+        if "mprt" in blocks:
+            layers = cg.metrics.randomisable_layers(model)
+
+            def ours_mprt(model=model, x=x, y=y) -> None:
+                cg.metrics.mprt(model, x, "saliency", y, seed=43)
+
+            def quantus_explain(model, inputs, targets, **kw):  # noqa: ARG001
+                return cg.Saliency(model).attribute(torch.as_tensor(inputs), torch.as_tensor(targets)).numpy()
+
+            a0 = quantus_explain(model, x.numpy(), y.numpy())
+
+            def quantus_mprt(model=model, x=x, y=y, a0=a0) -> None:
+                quantus.MPRT(layer_order="top_down", seed=42, disable_warnings=True)(
+                    model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a0, explain_func=quantus_explain,
+                    device="cpu")
+
+            med = interleaved({"cleargrad mprt": ours_mprt, "quantus MPRT": quantus_mprt}, repeats, {})
+            print(f"\n### MPRT top-down, Saliency, Spearman, {label}, {n} images, {len(layers)} layers\n")
+            print("| runner | explanations of the batch (forward+backward) | median s | x ours |\n|---|---|---|---|")
+            cost = {"cleargrad mprt": 1 + len(layers), "quantus MPRT": 2 + len(layers)}
+            for k, v in med.items():
+                print(f"| {k} | {cost[k]} | {fmt(v)} | {v / med['cleargrad mprt']:.2f} |")
 
 
 if __name__ == "__main__":

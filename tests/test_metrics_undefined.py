@@ -27,6 +27,9 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor]
     def blank_second(xi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:  # explain_fn: image 1 blank
         return xi.abs() * (t != Y[1]).view(-1, 1, 1, 1)
 
+    def explain_blank_second(m: torch.nn.Module, xi: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return m(xi)[:, :1].view(-1, 1, 1, 1) * xi.abs() * (torch.arange(len(xi)) != 1).view(-1, 1, 1, 1)
+
     return {
         "average_drop": lambda m, x, e: M.average_drop(m, x, e, Y),
         "average_gain": lambda m, x, e: M.average_gain(m, x, e, Y),
@@ -41,6 +44,28 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor]
         "region_complexity": lambda m, x, e: M.region_complexity(e, torch.rand(2, 12, 12)),
         "region_sensitivity": lambda m, x, e: M.region_sensitivity(m, x, M.convex_hull_region(e), Y).rs,
         "max_sensitivity": lambda m, x, e: M.max_sensitivity(blank_second, x, Y, n_samples=2, generator=g),
+        "road_morf": lambda m, x, e: M.road_morf(m, x, e, Y, fractions=(0.5,), generator=g),
+        "road_lerf": lambda m, x, e: M.road_lerf(m, x, e, Y, fractions=(0.5,), generator=g),
+        "road_combined": lambda m, x, e: M.road_combined(m, x, e, Y, fractions=(0.5,), generator=g),
+        "mprt": lambda m, x, e: M.mprt(m, x, explain_blank_second, Y, layers=["classifier"]),
+        "smooth_mprt": lambda m, x, e: M.smooth_mprt(m, x, explain_blank_second, Y, n_samples=2,
+                                                     layers=["classifier"], generator=g),
+        "efficient_mprt": lambda m, x, e: M.efficient_mprt(m, x, explain_blank_second, Y),
+        "random_logit": lambda m, x, e: M.random_logit(m, x, explain_blank_second, Y, generator=g),
+        "relevance_mass_accuracy": lambda m, x, e: M.relevance_mass_accuracy(e, masks),
+        "relevance_rank_accuracy": lambda m, x, e: M.relevance_rank_accuracy(e, masks),
+        "top_k_intersection": lambda m, x, e: M.top_k_intersection(e, masks, k=20),
+        "attribution_localisation": lambda m, x, e: M.attribution_localisation(e, masks),
+        "localisation_auc": lambda m, x, e: M.localisation_auc(e, masks),
+        "effective_complexity": lambda m, x, e: M.effective_complexity(e),
+        "completeness": lambda m, x, e: M.completeness(m, x, e, Y),
+        "faithfulness_correlation": lambda m, x, e: M.faithfulness_correlation(m, x, e, Y, n_runs=4, subset_size=8,
+                                                                               generator=g),
+        "monotonicity_arya": lambda m, x, e: M.monotonicity_arya(m, x, e, Y, step=24),
+        "avg_sensitivity": lambda m, x, e: M.avg_sensitivity(blank_second, x, Y, n_samples=2, generator=g),
+        "selectivity": lambda m, x, e: M.selectivity(m, x, e, Y, patch_size=6),
+        "local_lipschitz_estimate": lambda m, x, e: M.local_lipschitz_estimate(blank_second, x, Y, n_samples=2,
+                                                                               generator=g),
     }
 
 

@@ -21,6 +21,10 @@ MAP = torch.rand(2, 1, 12, 12)
 REGION = torch.zeros(2, 12, 12, dtype=torch.bool)
 REGION[:, 3:7, 2:9] = True
 
+def _gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
 # name -> call(model, target); kept tiny
 CASES: dict[str, Callable[[nn.Module, object], object]] = {
     "average_drop": lambda m, t: cg.metrics.average_drop(m, X, MAP, t),
@@ -33,7 +37,23 @@ CASES: dict[str, Callable[[nn.Module, object], object]] = {
     "max_sensitivity": lambda m, t: cg.metrics.max_sensitivity(
         cg.Saliency(m).attribute, X, t, n_samples=2, model=m
     ),
+    "road_morf": lambda m, t: cg.metrics.road_morf(m, X, MAP, t, fractions=(0.2, 0.6), generator=_gen()),
+    "road_lerf": lambda m, t: cg.metrics.road_lerf(m, X, MAP, t, fractions=(0.2, 0.6), solver="cg", generator=_gen()),
+    "road_combined": lambda m, t: cg.metrics.road_combined(m, X, MAP, t, fractions=(0.5,), generator=_gen()),
+    "mprt": lambda m, t: cg.metrics.mprt(m, X, "saliency", t, layers=["classifier", "features.3.0"]),
+    "smooth_mprt": lambda m, t: cg.metrics.smooth_mprt(m, X, "saliency", t, n_samples=2, layers=["classifier"],
+                                                       generator=_gen()),
+    "efficient_mprt": lambda m, t: cg.metrics.efficient_mprt(m, X, "saliency", t, layers=["classifier"]),
+    "random_logit": lambda m, t: cg.metrics.random_logit(m, X, "saliency", t, generator=_gen()),
+    "completeness": lambda m, t: cg.metrics.completeness(m, X, MAP, t),
+    "faithfulness_correlation": lambda m, t: cg.metrics.faithfulness_correlation(
+        m, X, MAP, t, n_runs=3, subset_size=10, generator=_gen()
+    ),
+    "monotonicity_arya": lambda m, t: cg.metrics.monotonicity_arya(m, X, MAP, t, step=24),
+    "selectivity": lambda m, t: cg.metrics.selectivity(m, X, MAP, t, patch_size=6),
 }
+#: metrics whose explainer (a cleargrad method) refuses a model in training mode
+_EXPLAINER_METRICS = {"max_sensitivity", "mprt", "smooth_mprt", "efficient_mprt", "random_logit"}
 
 
 def test_every_model_metric_is_in_the_table() -> None:
@@ -46,6 +66,10 @@ def test_registry_entries() -> None:
         "average_drop", "average_gain", "average_increase", "insertion", "deletion", "infidelity",
         "max_sensitivity", "sparseness", "complexity", "convex_hull_region", "region_complexity",
         "region_sensitivity", "pointing_game", "energy_pointing_game",
+        "road_morf", "road_lerf", "road_combined", "mprt", "smooth_mprt", "efficient_mprt", "random_logit",
+        "relevance_mass_accuracy", "relevance_rank_accuracy", "top_k_intersection", "attribution_localisation",
+        "localisation_auc", "effective_complexity", "completeness", "faithfulness_correlation", "monotonicity_arya",
+        "avg_sensitivity", "selectivity", "local_lipschitz_estimate",
     } - {"convex_hull_region"}  # a region builder, not a metric
     assert set(METRICS) == expected
     for info in METRICS.values():
@@ -103,7 +127,7 @@ def test_model_untouched_after_error_inside_forward(name: str) -> None:
     snap.assert_same(model)
 
 
-@pytest.mark.parametrize("name", sorted(set(CASES) - {"max_sensitivity"}))
+@pytest.mark.parametrize("name", sorted(set(CASES) - _EXPLAINER_METRICS))
 def test_training_mode_model_is_scored_in_eval_mode_and_restored(name: str) -> None:
     model = tiny_cnn()
     expected = CASES[name](model, [0, 1])

@@ -77,3 +77,104 @@ __all__ = [
     "unit_map",
     "uniform_ball",
 ]
+
+from .road import (  # noqa: E402
+    NEIGHBOUR_WEIGHTS,
+    ROAD_FRACTIONS,
+    RoadResult,
+    linear_imputation,
+    road_combined,
+    road_curves,
+    road_lerf,
+    road_morf,
+    road_removal_mask,
+)
+
+__all__ += [
+    "NEIGHBOUR_WEIGHTS",
+    "ROAD_FRACTIONS",
+    "RoadResult",
+    "linear_imputation",
+    "road_combined",
+    "road_curves",
+    "road_lerf",
+    "road_morf",
+    "road_removal_mask",
+]
+
+from .randomisation import (  # noqa: E402
+    LAYER_ORDERS,
+    MPRTResult,
+    efficient_mprt,
+    explanation_entropy,
+    mprt,
+    random_logit,
+    randomisable_layers,
+    randomised_copies,
+    sanity_check,
+    smooth_mprt,
+)
+from .similarity import SIMILARITIES, pearson, spearman, ssim, ssim_flat  # noqa: E402
+
+__all__ += [
+    "LAYER_ORDERS",
+    "MPRTResult",
+    "SIMILARITIES",
+    "efficient_mprt",
+    "explanation_entropy",
+    "mprt",
+    "pearson",
+    "random_logit",
+    "randomisable_layers",
+    "randomised_copies",
+    "sanity_check",
+    "smooth_mprt",
+    "spearman",
+    "ssim",
+    "ssim_flat",
+]
+
+from .verdict import (  # noqa: E402
+    MetricVerdict,
+    Separation,
+    format_verdicts,
+    paired_difference,
+    random_map_verdict,
+    separation_mark,
+)
+
+__all__ += [
+    "MetricVerdict",
+    "Separation",
+    "format_verdicts",
+    "paired_difference",
+    "random_map_verdict",
+    "separation_mark",
+]
+
+from .axiomatic import completeness, effective_complexity  # noqa: E402
+from .localisation_masks import (  # noqa: E402
+    attribution_localisation,
+    localisation_auc,
+    relevance_mass_accuracy,
+    relevance_rank_accuracy,
+    top_k_intersection,
+)
+
+__all__ += [
+    "attribution_localisation",
+    "completeness",
+    "effective_complexity",
+    "localisation_auc",
+    "relevance_mass_accuracy",
+    "relevance_rank_accuracy",
+    "top_k_intersection",
+]
+
+from .faithfulness_extra import faithfulness_correlation, monotonicity_arya, selectivity  # noqa: E402
+
+__all__ += ["faithfulness_correlation", "monotonicity_arya", "selectivity"]
+
+from .sensitivity_avg import avg_sensitivity, local_lipschitz_estimate, sensitivity_distances  # noqa: E402
+
+__all__ += ["avg_sensitivity", "local_lipschitz_estimate", "sensitivity_distances"]

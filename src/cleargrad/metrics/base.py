@@ -20,10 +20,12 @@ from ..errors import ConfigError
 __all__ = ["CATEGORIES", "DIRECTIONS", "METRICS", "SHARES", "MetricInfo", "get_metric", "metric"]
 
 Direction = Literal["higher", "lower"]
-Category = Literal["faithfulness", "complexity", "localisation", "region", "robustness"]
+Category = Literal["faithfulness", "complexity", "localisation", "region", "robustness", "randomisation", "axiomatic"]
 
 DIRECTIONS: tuple[str, ...] = ("higher", "lower")
-CATEGORIES: tuple[str, ...] = ("faithfulness", "complexity", "localisation", "region", "robustness")
+CATEGORIES: tuple[str, ...] = (
+    "faithfulness", "complexity", "localisation", "region", "robustness", "randomisation", "axiomatic",
+)
 #: the work :class:`cleargrad.metrics.SharedBatch` shares between metrics and methods:
 #: ``"curve"``: the perturbation-curve passes over a map's pixel ranking and a canvas
 #: (insertion, deletion); ``"masked"``: the one pass of the image masked by a map (average
