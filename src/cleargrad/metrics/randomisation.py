@@ -188,9 +188,16 @@ def _explain_fn(explainer: Explainer, model: nn.Module, options: dict[str, Any] 
     """``f(model_or_copy, x, target) -> explanation`` for any accepted explainer."""
     opts = dict(options or {})
     if isinstance(explainer, str):
-        from ..api import explain  # resolved by name: the registry lives above the metrics
+        from ..core.registry import make_method
+        from ..families import load_families
 
-        return lambda m, x, t: explain(m, x, method=explainer, target=t, **opts)
+        load_families()  # the built-in methods registered, so a name resolves
+
+        def by_name(m: nn.Module, x: torch.Tensor, t: Any) -> Any:
+            inst, rest = make_method(m, explainer, **opts)
+            return inst.attribute(x, target=t, **rest)
+
+        return by_name
     if hasattr(explainer, "attribute") and isinstance(getattr(explainer, "model", None), nn.Module):
         if explainer.model is not model:
             raise InputError("the explainer instance is bound to another model than the one given; "
