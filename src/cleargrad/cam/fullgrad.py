@@ -61,7 +61,7 @@ class FullGradDecomposition:
         scores: ``(N,)`` target scores.
         input_term: ``(N,)`` ``sum(x ⊙ dy/dx)``.
         bias_terms: ``(N, L)`` ``sum(b ⊙ dy/db)`` of each bias layer.
-        layers: the bias layers' dotted names.
+        layers: the dotted names of the bias layers the forward pass used.
     """
 
     scores: torch.Tensor
@@ -104,18 +104,19 @@ class FullGrad(BaseCAM):
 
     def _grads(
         self, x: torch.Tensor, target: TargetLike, layers: list[nn.Module]
-    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, list[torch.Tensor | None], torch.Tensor, torch.Tensor]:
         x = x.detach().requires_grad_(True)
         with torch.enable_grad(), capture_activations(layers, requires_grad=True) as cap:
             scores = select_output(self.model(model_input(self.model, x)), self.output)
             t = resolve_targets(target, x.shape[0], scores=scores.detach())
             y = scores.gather(1, t.to(scores.device)[:, None])[:, 0]
-            for m, out in zip(layers, cap.activations):
-                if out is None:
-                    raise LayerError(f"FullGrad: bias layer {type(m).__name__} was not called in the forward pass")
-            got = torch.autograd.grad(y.sum(), [x, *cap.activations], allow_unused=True)
+            used = [i for i, out in enumerate(cap.activations) if isinstance(out, torch.Tensor)]
+            got = torch.autograd.grad(y.sum(), [x, *(cap.activations[i] for i in used)], allow_unused=True)
         gx = torch.zeros_like(x) if got[0] is None else got[0]
-        gl = [torch.zeros_like(a) if g is None else g for a, g in zip(cap.activations, got[1:])]
+        gl: list[torch.Tensor | None] = [None] * len(layers)  # None: not called in this forward pass
+        for i, g in zip(used, got[1:]):
+            a = cap.activations[i]
+            gl[i] = torch.zeros_like(a) if g is None else g
         return gx.detach(), gl, y.detach(), t
 
     def _raw_maps(
@@ -128,6 +129,8 @@ class FullGrad(BaseCAM):
         size = tuple(x.shape[2:])
         parts = [_norm_resize((gx * x).abs(), size)]
         for m, g in zip(layers, gl):
+            if g is None:
+                continue
             if g.dim() != x.dim():
                 raise LayerError(f"FullGrad: bias layer {type(m).__name__} gives a {g.dim()}-D output")
             b = _bias(m).to(device=g.device, dtype=g.dtype).view(1, -1, *([1] * (g.dim() - 2)))
@@ -150,11 +153,13 @@ class FullGrad(BaseCAM):
         with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
             layers = bias_layers(self.model)
             gx, gl, y, _ = self._grads(x, target, layers)
-            terms = []
+            terms, names = [], []
             for m, g in zip(layers, gl):
+                if g is None:
+                    continue
+                names.append(layer_name(self.model, m))
                 b = _bias(m).to(device=g.device, dtype=g.dtype)
                 shape = (1, -1) + (1,) * (g.dim() - 2) if not isinstance(m, nn.Linear) else (1,) * (g.dim() - 1) + (-1,)
                 terms.append((b.view(shape) * g).flatten(1).sum(dim=1))
             bias = torch.stack(terms, dim=1) if terms else y.new_zeros(y.shape[0], 0)
-            names = tuple(layer_name(self.model, m) for m in layers)
-        return FullGradDecomposition(y, (gx * x).flatten(1).sum(dim=1), bias, names)
+        return FullGradDecomposition(y, (gx * x).flatten(1).sum(dim=1), bias, tuple(names))

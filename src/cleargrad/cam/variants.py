@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..core import register, resolve_targets
 from ..core.options import check_generator
@@ -106,6 +107,8 @@ class ShapleyCAM(GradientCAM):
     One forward pass and two backward passes (the second through the graph of the first,
     from the score down to the layer only). Where the network is piecewise linear after
     the layer (ReLU, max-pooling, linear heads) ``H A = 0`` and it equals Grad-CAM.
+    Scaled-dot-product attention runs with its math kernel during the call (the fused
+    kernels have no second derivative; pytorch-grad-cam fails on such models).
     """
 
     def _raw_maps(
@@ -120,9 +123,11 @@ class ShapleyCAM(GradientCAM):
             t_box.append(t)
             return scores.gather(1, t.to(scores.device)[:, None])[:, 0]
 
-        p = objective_pass(self.model, x, modules, objective, self.output, self.reshape, create_graph=True)
+        # the math attention kernel: the fused ones have no second derivative
+        with sdpa_kernel([SDPBackend.MATH]):
+            p = objective_pass(self.model, x, modules, objective, self.output, self.reshape, create_graph=True)
         maps = []
-        with torch.enable_grad():
+        with torch.enable_grad(), sdpa_kernel([SDPBackend.MATH]):
             for raw, g, lay in zip(p.raws, p.grads, p.layouts):
                 hvp = None
                 if g.requires_grad:
