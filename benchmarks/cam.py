@@ -401,6 +401,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 5, quick 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; quick: 1)")
     ap.add_argument("--transformers", action="store_true", help="only the vit_b_16 and swin_t rows (issue 14)")
+    ap.add_argument("--memory-format", default=None, help="cleargrad's input layout (cg.set_memory_format): "
+                    "auto, channels_last or contiguous")
     ap.add_argument("--new", action="store_true", help="only the issue-29 rows (new CAMs and smoothing options)")
     ap.add_argument("--config", default=None, help="only the configurations whose name contains this text")
     ap.add_argument("--rows", default=None, help="only these methods (comma-separated row names, e.g. ScoreCAM)")
@@ -414,6 +416,9 @@ def main() -> None:
     slow_repeats = args.slow_repeats or (max(1, repeats // 2) if not args.quick else 1)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, grad-cam 1.5.x")
+    if args.memory_format:
+        cg.set_memory_format(args.memory_format)
+    print(f"cleargrad memory format: {cg.get_memory_format()}")
     if args.new:
         bench_new(repeats, args.quick)
         return
