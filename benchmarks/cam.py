@@ -371,11 +371,11 @@ def bench_new(repeats: int, quick: bool) -> None:
          tc(SSCAM, num_samples=s_ss)),
         (f"IS-CAM S={s_is} (layer1, 1x32px)", lambda: iss.attribute(xs, target=t0, n_samples=s_is, batch_size=64),
          tc(ISCAM, num_samples=s_is)),
-        (f"SS-CAM S={s_ss} fold_batchnorm=False",
-         lambda: ss.attribute(xs, target=t0, n_samples=s_ss, batch_size=64, fold_batchnorm=False),
+        (f"SS-CAM S={s_ss} fold_batchnorm=True",
+         lambda: ss.attribute(xs, target=t0, n_samples=s_ss, batch_size=64, fold_batchnorm=True),
          tc(SSCAM, num_samples=s_ss)),
-        (f"IS-CAM S={s_is} fold_batchnorm=False",
-         lambda: iss.attribute(xs, target=t0, n_samples=s_is, batch_size=64, fold_batchnorm=False),
+        (f"IS-CAM S={s_is} fold_batchnorm=True",
+         lambda: iss.attribute(xs, target=t0, n_samples=s_is, batch_size=64, fold_batchnorm=True),
          tc(ISCAM, num_samples=s_is)),
     ):
         st = interleaved({"ours": mine, "peer": ref}, repeats=max(1, repeats // 2), warmup=1)

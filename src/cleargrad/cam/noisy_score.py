@@ -85,15 +85,16 @@ class SSCAM(_NoisyScoreCAM):
     """SS-CAM (Wang et al. 2020, TorchCAM's definition): Score-CAM with noisy masks.
 
     ``attribute(x, target=None, upsample=True, normalize=False, relu=True, n_samples=35,
-    noise_std=2.0, generator=None, batch_size=None, fold_batchnorm=True)``
+    noise_std=2.0, generator=None, batch_size=None, fold_batchnorm=False)``
 
     ``w = softmax_k( (1/S) sum_s [ y_c((M_k + delta_s) ⊙ x) - y_c(x) ] )`` with ``M_k`` the
     channel min–max normalised at the layer's resolution and upsampled (bilinear), and
     ``delta_s ~ N(0, noise_std²)`` drawn per image, sample and channel at the input's
     resolution (absolute, in mask units; TorchCAM's defaults ``S = 35``, ``std = 2``).
     ``y`` are logits. The ``N·S·K`` masked passes run in chunks of ``batch_size`` under
-    ``torch.inference_mode()`` (on a batch-norm-folded copy with ``fold_batchnorm``), the
-    masks and noise of a chunk made just before it runs.
+    ``torch.inference_mode()``, the masks and noise of a chunk made just before it runs;
+    ``fold_batchnorm=True`` runs them on a batch-norm-folded copy as Score-CAM does (off by
+    default: slower in the small settings of ``benchmarks/results/cam_new.md``).
     """
 
     def _raw_maps(
@@ -105,7 +106,7 @@ class SSCAM(_NoisyScoreCAM):
         noise_std: float = 2.0,
         generator: torch.Generator | None = None,
         batch_size: int | None = None,
-        fold_batchnorm: bool = True,
+        fold_batchnorm: bool = False,
     ) -> list[torch.Tensor]:
         check_positive_int("n_samples", n_samples)
         if isinstance(noise_std, bool) or not isinstance(noise_std, (int, float)) or noise_std < 0:
@@ -119,7 +120,7 @@ class ISCAM(_NoisyScoreCAM):
     """IS-CAM (Naidu et al. 2020, TorchCAM's definition): Score-CAM integrated over mask scales.
 
     ``attribute(x, target=None, upsample=True, normalize=False, relu=True, n_samples=10,
-    batch_size=None, fold_batchnorm=True)``
+    batch_size=None, fold_batchnorm=False)``
 
     ``w = softmax_k( (1/S) sum_{s=0}^{S-1} [ y_c(c_s M_k ⊙ x) - y_c(x) ] )`` with
     ``c_s = sum_{j=1}^{s+1} j / S`` (TorchCAM's cumulative coefficient; it reaches
@@ -133,7 +134,7 @@ class ISCAM(_NoisyScoreCAM):
         modules: list[nn.Module],
         n_samples: int = 10,
         batch_size: int | None = None,
-        fold_batchnorm: bool = True,
+        fold_batchnorm: bool = False,
     ) -> list[torch.Tensor]:
         check_positive_int("n_samples", n_samples)
         return self._weights(x, target, modules, n_samples, batch_size, fold_batchnorm, None, None)
