@@ -4,6 +4,7 @@
     python benchmarks/cam.py --quick    # tiny sizes, checks the script end to end
     python benchmarks/cam.py --transformers   # vit_b_16 and swin_t (weights=None) only
     python benchmarks/cam.py --config resnet18 --rows ScoreCAM --slow-repeats 4   # one row
+    python benchmarks/cam.py --new --threads 1  # issue 29: the new CAMs and smoothing options vs their peers
 
 Transformer rows (issue 14): torchvision vit_b_16 and swin_t at random init (heads
 re-initialised non-zero), batch 1. pytorch-grad-cam gets the layer's
@@ -285,12 +286,124 @@ def bench_config(cfg: Config, repeats: int, slow_repeats: int, only: list[str] |
         print(f"\n{line}")
 
 
+def bench_new(repeats: int, quick: bool) -> None:
+    """Issue 29 rows: each new CAM against its peer (pytorch-grad-cam; TorchCAM for SS-/IS-CAM)
+    on the same model, input, layer, targets and threads, timed interleaved; and every time
+    against one forward pass of the batch (inference mode): EigenCAM-type methods need one
+    forward (up to the layer) and an SVD."""
+    import pytorch_grad_cam as pgc
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    from torchcam.methods import ISCAM, SSCAM
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    size = 64 if quick else 112
+    x = torch.randn(2, 3, size, size)
+    layer = "layer4"
+    module = dict(model.named_modules())[layer]
+    with torch.no_grad():
+        targets = model(x).argmax(1)
+    tg = [ClassifierOutputTarget(int(t)) for t in targets]
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    def gc(cls: type, layers: list | None = None, **call: object) -> Callable[[], object]:
+        def run() -> object:
+            cam = cls(model, [module] if layers is None else layers)
+            try:
+                return cam(x, targets=tg, **call)
+            finally:
+                cam.activations_and_grads.gradients = []
+                cam.activations_and_grads.release()
+        return run
+
+    def ours(cls: type, **opts: object) -> Callable[[], object]:
+        inst = cls(model, layer=layer) if cls is not cg.FullGrad else cls(model)
+        return lambda: inst.attribute(x, target=targets, normalize=True, **opts)
+
+    rows_spec = [
+        ("EigenCAM", ours(cg.EigenCAM), gc(pgc.EigenCAM)),
+        ("EigenGradCAM", ours(cg.EigenGradCAM), gc(pgc.EigenGradCAM)),
+        ("KPCA-CAM", ours(cg.KPCACAM), gc(pgc.KPCA_CAM)),
+        ("GradCAMElementWise", ours(cg.GradCAMElementWise), gc(pgc.GradCAMElementWise)),
+        ("FEM", ours(cg.FEM), gc(pgc.FEM)),
+        ("RandomCAM", ours(cg.RandomCAM), gc(pgc.RandomCAM)),
+        ("ShapleyCAM", ours(cg.ShapleyCAM), gc(pgc.ShapleyCAM)),
+        ("FinerCAM", ours(cg.FinerCAM), lambda: _finer(pgc, model, module, x)),
+        ("FullGrad", ours(cg.FullGrad), gc(pgc.FullGrad, layers=[])),
+        ("GradCAM eigen_smooth", ours(cg.GradCAM, eigen_smooth=True), gc(pgc.GradCAM, eigen_smooth=True)),
+        ("GradCAM aug_smooth", ours(cg.GradCAM, aug_smooth=True), gc(pgc.GradCAM, aug_smooth=True)),
+    ]
+    unit_f = interleaved({"f": forward}, repeats=repeats)["f"].median
+    print(f"\n## issue 29: resnet18 b2 {size}px, layer4; one forward of the batch = {fmt_s(unit_f)}\n")
+    rows = []
+    for name, mine, ref in rows_spec:
+        st = interleaved({"ours": mine, "peer": ref}, repeats=repeats, warmup=1)
+        mean, se, k = paired_ratio(st["ours"].samples, st["peer"].samples)
+        rows.append([name, "pytorch-grad-cam", fmt_s(st["ours"].median), fmt_s(st["peer"].median),
+                     f"{mean:.3f} ± {se:.3f}", f"{st['ours'].median / unit_f:.2f}"])
+        print(f"  {name}: {st['ours']}", flush=True)
+    # SS-CAM / IS-CAM: a 64-channel layer, one image, few samples (N·S·K masked passes on both sides)
+    xs = x[:1, :, :32, :32].contiguous()
+    t0 = int(targets[0])
+    s_ss, s_is = (2, 3) if quick else (4, 4)
+
+    def tc(cls: type, **kw: object) -> Callable[[], object]:
+        def run() -> object:
+            with cls(model, "layer1", batch_size=64, input_shape=(3, 32, 32), **kw) as ex:
+                with torch.no_grad():
+                    model(xs)
+                return ex(class_idx=[t0])
+        return run
+
+    ss = cg.SSCAM(model, layer="layer1")
+    iss = cg.ISCAM(model, layer="layer1")
+
+    def forward_s() -> None:
+        with torch.inference_mode():
+            model(xs)
+
+    unit_s = interleaved({"f": forward_s}, repeats=repeats)["f"].median
+    for name, mine, ref in (
+        (f"SS-CAM S={s_ss} (layer1, 1x32px)", lambda: ss.attribute(xs, target=t0, n_samples=s_ss, batch_size=64),
+         tc(SSCAM, num_samples=s_ss)),
+        (f"IS-CAM S={s_is} (layer1, 1x32px)", lambda: iss.attribute(xs, target=t0, n_samples=s_is, batch_size=64),
+         tc(ISCAM, num_samples=s_is)),
+        (f"SS-CAM S={s_ss} fold_batchnorm=True",
+         lambda: ss.attribute(xs, target=t0, n_samples=s_ss, batch_size=64, fold_batchnorm=True),
+         tc(SSCAM, num_samples=s_ss)),
+        (f"IS-CAM S={s_is} fold_batchnorm=True",
+         lambda: iss.attribute(xs, target=t0, n_samples=s_is, batch_size=64, fold_batchnorm=True),
+         tc(ISCAM, num_samples=s_is)),
+    ):
+        st = interleaved({"ours": mine, "peer": ref}, repeats=max(1, repeats // 2), warmup=1)
+        mean, se, k = paired_ratio(st["ours"].samples, st["peer"].samples)
+        rows.append([name, "TorchCAM", fmt_s(st["ours"].median), fmt_s(st["peer"].median),
+                     f"{mean:.3f} ± {se:.3f}", f"{st['ours'].median / unit_s:.1f}"])
+        print(f"  {name}: {st['ours']}", flush=True)
+    print()
+    print(markdown_table(["method", "peer", "ours", "peer time", "ours/peer (paired)", "ours / 1 forward"], rows))
+
+
+def _finer(pgc: object, model: nn.Module, module: nn.Module, x: torch.Tensor) -> object:
+    cam = pgc.FinerCAM(model, [module])  # type: ignore[attr-defined]
+    try:
+        return cam(x, targets=None)
+    finally:
+        cam.base_cam.activations_and_grads.release()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny sizes: check the script end to end")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per method (default 5, quick 1)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; quick: 1)")
     ap.add_argument("--transformers", action="store_true", help="only the vit_b_16 and swin_t rows (issue 14)")
+    ap.add_argument("--memory-format", default=None, help="cleargrad's input layout (cg.set_memory_format): "
+                    "auto, channels_last or contiguous")
+    ap.add_argument("--new", action="store_true", help="only the issue-29 rows (new CAMs and smoothing options)")
     ap.add_argument("--config", default=None, help="only the configurations whose name contains this text")
     ap.add_argument("--rows", default=None, help="only these methods (comma-separated row names, e.g. ScoreCAM)")
     ap.add_argument("--slow-repeats", type=int, default=None,
@@ -303,6 +416,12 @@ def main() -> None:
     slow_repeats = args.slow_repeats or (max(1, repeats // 2) if not args.quick else 1)
     warnings.filterwarnings("ignore")
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, grad-cam 1.5.x")
+    if args.memory_format:
+        cg.set_memory_format(args.memory_format)
+    print(f"cleargrad memory format: {cg.get_memory_format()}")
+    if args.new:
+        bench_new(repeats, args.quick)
+        return
     for cfg in transformer_configs(args.quick) if args.transformers else configs(args.quick):
         if args.config is None or args.config in cfg.name:
             bench_config(cfg, repeats, slow_repeats, args.rows.split(",") if args.rows else None)

@@ -2,12 +2,16 @@
 
 from .ablation import AblationCAM
 from .base import BaseCAM, CAMMaps, fuse_maps, normalize_maps, upsample_maps
+from .eigen import KPCACAM, EigenCAM, EigenGradCAM
 from .expected import ExpectedGradCAM
+from .fullgrad import FullGrad, FullGradDecomposition
 from .gradient import CAM, AxiomCAM, GradCAM, GradCAMPlusPlus, GradientCAM, HiResCAM, LayerCAM, XGradCAM
 from .integrated import IntegratedGradCAM
+from .noisy_score import ISCAM, SSCAM
 from .saturation import internal_saturation
 from .score import ScoreCAM
 from .smooth import SmoothGradCAMPlusPlus
+from .variants import FEM, FinerCAM, GradCAMElementWise, RandomCAM, ShapleyCAM
 
 __all__ = [
     "CAM",
@@ -29,4 +33,16 @@ __all__ = [
     "internal_saturation",
     "normalize_maps",
     "upsample_maps",
+    "EigenCAM",
+    "EigenGradCAM",
+    "FEM",
+    "FinerCAM",
+    "FullGrad",
+    "FullGradDecomposition",
+    "GradCAMElementWise",
+    "KPCACAM",
+    "RandomCAM",
+    "ShapleyCAM",
+    "SSCAM",
+    "ISCAM",
 ]

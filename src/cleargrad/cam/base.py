@@ -39,6 +39,8 @@ from .capture import (
     forward_with_layers,
     layer_activations,
 )
+from .projection import combine_channels  # hook: cam/smoothing.py
+from .smoothing import SMOOTHING_OPTIONS, smoothed_layers
 
 __all__ = [
     "NORMALIZE_EPS", "BaseCAM", "CAMMaps", "LayersSpec", "normalize_maps", "upsample_maps", "fuse_maps", "weighted_sum",
@@ -57,7 +59,7 @@ def weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tenso
     per channel) or ``(N, K, h, w)`` (one weight per activation element)."""
     if weights.dim() == 2:
         weights = weights[:, :, None, None]
-    return (weights * activation).sum(dim=1, keepdim=True)
+    return combine_channels(weights * activation)  # hook: the channel sum, or eigen_smooth's projection
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class BaseCAM(Method):
         **options: Any,
     ) -> CAMMaps:
         """Like :meth:`attribute`, returning every layer's map and the fused map."""
+        if "aug_smooth" in options or "eigen_smooth" in options:  # hook: cam/smoothing.py (aug_smooth, eigen_smooth)
+            return smoothed_layers(self, x, target, upsample=upsample, normalize=normalize, relu=relu, **options)
         modules, raw = self.guarded_call(x, target, options)
         names = tuple(layer_name(self.model, m) for m in modules)
         if relu:
@@ -197,7 +201,7 @@ class BaseCAM(Method):
     def option_names(self) -> list[str]:
         """The method's own options of :meth:`attribute` (besides ``upsample``,
         ``normalize`` and ``relu``)."""
-        return signature_options(self._raw_maps, skip=3)[0]
+        return signature_options(self._raw_maps, skip=3)[0] + list(SMOOTHING_OPTIONS)  # hook: cam/smoothing.py
 
     def resolve_layers(self, x: torch.Tensor) -> list[nn.Module]:
         """The target layer modules (``"auto"`` is looked up once per input shape)."""
