@@ -1,6 +1,7 @@
 """Pixel-level attribution methods, one small class each on a shared base."""
 
 from .base import Attribution, GradientAttribution
+from .deeplift import DeepLift, DeepLiftShap
 from .expected import ExpectedGradients
 from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .integrated import IntegratedGradients
@@ -9,6 +10,8 @@ from .noise import NoiseTunnel, SmoothGrad
 __all__ = [
     "Attribution",
     "Deconvolution",
+    "DeepLift",
+    "DeepLiftShap",
     "ExpectedGradients",
     "GradientAttribution",
     "GuidedBackprop",
