@@ -5,6 +5,7 @@ from .deeplift import DeepLift, DeepLiftShap
 from .expected import ExpectedGradients
 from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .integrated import IntegratedGradients
+from .lrp import LRP, Composite
 from .noise import NoiseTunnel, SmoothGrad
 
 __all__ = [
@@ -17,6 +18,8 @@ __all__ = [
     "GuidedBackprop",
     "InputXGradient",
     "IntegratedGradients",
+    "LRP",
+    "Composite",
     "NoiseTunnel",
     "Saliency",
     "SmoothGrad",
