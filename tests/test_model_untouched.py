@@ -25,6 +25,7 @@ EXTRA: dict[str, dict] = {
     "smooth_gradcam_pp": {"n_samples": 2},
     "integrated_gradcam": {"n_steps": 3},
     "expected_gradcam": {"n_samples": 3},
+    "deeplift_shap": {"baselines": torch.zeros(2, 1, 12, 12)},
 }
 
 MODELS = {

@@ -59,6 +59,10 @@ _LAZY: dict[str, str] = {
     "TargetError": ".errors",
     "GAD": ".gad",
     "InterpretableGradientLoss": ".training",
+    "DeepLift": ".attribution",
+    "DeepLiftShap": ".attribution",
+    "LRP": ".attribution",
+    "Composite": ".attribution",
 }
 
 __all__ = [
@@ -109,6 +113,10 @@ __all__ = [
     "host_memory_reuse",
     "set_memory_check",
     "set_memory_format",
+    "DeepLift",
+    "DeepLiftShap",
+    "LRP",
+    "Composite",
 ]
 
 
@@ -138,7 +146,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from .api import explain, make_method, methods
     from .attention import AttentionRelevance, AttentionRollout
     from .attribution import (
+        LRP,
+        Composite,
         Deconvolution,
+        DeepLift,
+        DeepLiftShap,
         ExpectedGradients,
         GuidedBackprop,
         InputXGradient,
