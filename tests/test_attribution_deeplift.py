@@ -200,3 +200,30 @@ def test_deeplift_shap_needs_baselines():
         DeepLiftShap(m).attribute(x, target=0)
     with pytest.raises(cg.ConfigError, match="eps"):
         DeepLift(m).attribute(x, target=0, eps=-1.0)
+
+
+def test_input_equal_to_baseline_in_a_region_uses_the_gradient_there():
+    """Where input and baseline agree, |Δu| < eps: the ordinary gradient (as Captum)."""
+    m = _mixed_net(5).double()  # float64: see test_deeplift_shap_equals_captum
+    x, b = (t.double() for t in _inputs(2, seed=11))
+    x[:, :, :10, :10] = b[:, :, :10, :10]
+    ours = DeepLift(m).attribute(x, target=[1, 4], baselines=b)
+    ref = ca.DeepLift(m).attribute(x, b, target=[1, 4])
+    assert _close(ours, ref) <= RTOL
+    assert (ours[:, :, :10, :10] == 0).all()
+
+
+def test_torchvision_resnet18_reused_relu_modules():
+    """resnet18 calls one nn.ReLU module twice per block, which Captum's DeepLift refuses
+    (RuntimeError); ours catches every call and keeps summation-to-delta."""
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    x, b = _inputs(2, (3, 32, 32), seed=12)
+    _, d = DeepLift(m).attribute(x, target=[2, 5], baselines=b, return_convergence_delta=True)
+    with torch.no_grad():
+        gap = (m(x) - m(b))[[0, 1], [2, 5]].abs()
+    assert (d.abs() <= 1e-4 * gap.clamp_min(1.0)).all()
+    with pytest.raises(RuntimeError, match="more than once"):
+        ca.DeepLift(m).attribute(x, b, target=[2, 5])

@@ -151,10 +151,12 @@ class _Rescale(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor):
         u, y = ctx.saved_tensors
         du, dy = _halves(u), _halves(y)
-        with torch.enable_grad():
+        small = du.abs() < ctx.eps
+        if not bool(small.any()):
+            return g * dy / du, None, None, None
+        with torch.enable_grad():  # the ordinary derivative, where input and baseline agree
             uu = u.detach().requires_grad_(True)
             (plain,) = torch.autograd.grad(ctx.fn(uu), uu, g)
-        small = du.abs() < ctx.eps
         rescaled = g * dy / torch.where(small, torch.ones_like(du), du)
         return torch.where(small, plain, rescaled), None, None, None
 
@@ -175,15 +177,18 @@ class _MaxPoolRule(torch.autograd.Function):
         y_in, y_ref = y.chunk(2)
         top = torch.maximum(y_in, y_ref)
         split = torch.cat([top - y_ref, y_in - top])
+        du = _halves(u)
+        small = du.abs() < ctx.eps
+        need_plain = bool(small.any())
         with torch.enable_grad():
             uu = u.detach().requires_grad_(True)
             yy = ctx.pool(uu)
-            (routed,) = torch.autograd.grad(yy, uu, g * split, retain_graph=True)
-            (plain,) = torch.autograd.grad(yy, uu, g)
+            (routed,) = torch.autograd.grad(yy, uu, g * split, retain_graph=need_plain)
+            plain = torch.autograd.grad(yy, uu, g)[0] if need_plain else None
         a, b = routed.chunk(2)
         num = torch.cat([a + b, a + b])
-        du = _halves(u)
-        small = du.abs() < ctx.eps
+        if plain is None:
+            return num / du, None, None
         return torch.where(small, plain, num / torch.where(small, torch.ones_like(du), du)), None, None
 
 
