@@ -36,3 +36,17 @@ def test_gad_over_deeplift_and_lrp(fitted: cg.GAD, base: str, opts: dict) -> Non
     assert fused.shape == (3, 1, 8, 8)
     torch.testing.assert_close(fused, fuse(direct, tau=gad.tau), rtol=1e-5, atol=1e-6)
     assert (fused != 0).any()
+
+
+def test_cli_explainer_gives_deeplift_shap_the_reference_images() -> None:
+    from cleargrad.cli.explainers import build_explainer
+
+    model = trained_model()
+    refs = torch.zeros(3, 1, 8, 8)
+    ex = build_explainer(model, "deeplift_shap", references=refs)
+    x, _ = pair_data(2, seed=3)
+    t = torch.tensor([0, 1])
+    got = ex.fn(x, t, torch.Generator().manual_seed(0))
+    want = cg.DeepLiftShap(model).attribute(x, target=t, baselines=refs)
+    torch.testing.assert_close(got, want)
+    assert "baselines" not in ex.options
