@@ -4,6 +4,7 @@ relevance conservation, functional ReLUs, custom rules, the model left untouched
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
@@ -92,7 +93,8 @@ def test_lrp_equals_zennit(arch: str, composite: str) -> None:
     ours = LRP(model).attribute(x, target=t, composite=composite, low=-3.0, high=3.0)
     snap.assert_same(model)
     can = [SequentialMergeBatchNorm()] if arch == "vgg11_bn" else [ResNetCanonizer()]
-    ref = _zennit(model, ZENNIT[composite](can), x, t)
+    # on a copy: Zennit 1.0's BatchNorm merge leaves new zero biases behind (test below)
+    ref = _zennit(copy.deepcopy(model), ZENNIT[composite](can), x, t)
     assert _close(ours, ref) <= RTOL
 
 
@@ -320,3 +322,20 @@ def test_model_untouched_when_a_forward_hook_raises_mid_call() -> None:
         # and a normal call afterwards is unaffected by the interrupted one
         x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(8))
         assert torch.equal(LRP(model).attribute(x, target=0), LRP(model).attribute(x, target=0))
+
+
+def test_zennit_merge_leaves_parameters_behind_ours_leaves_none() -> None:
+    """Zennit 1.0 merges BatchNorm by giving bias-free convolutions a new ``bias``
+    parameter, which its restore does not unregister: the state_dict gains keys. Ours
+    folds on copies inside the backward rule and never writes the model."""
+    model = copy.deepcopy(_model("resnet18"))
+    keys = set(model.state_dict())
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    snap = ModelSnapshot.take(model)
+    LRP(model).attribute(x, target=0)
+    snap.assert_same(model)
+    _zennit(model, EpsilonPlusFlat(canonizers=[ResNetCanonizer()]), x, [0])
+    from importlib.metadata import version
+
+    if int(version("zennit").split(".")[0]) >= 1:  # 0.5 restored with setattr, which unregisters
+        assert set(model.state_dict()) - keys  # e.g. conv1.bias
