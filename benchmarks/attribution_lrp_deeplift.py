@@ -21,6 +21,7 @@ be small there; GradientSHAP draws differ between the libraries ("-").
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 import warnings
@@ -66,12 +67,13 @@ def pairs(model, x, target, kind, n_refs, samples):  # noqa: ANN001
     refs = torch.randn(n_refs, *x.shape[1:], generator=gen)
     onehot = F.one_hot(target, model(x[:1]).shape[1]).to(x.dtype)
     low, high = float(x.min()), float(x.max())
+    zmodel = copy.deepcopy(model)  # Zennit 1.0's BatchNorm merge leaves new bias parameters behind
 
     def zennit(comp_cls):  # noqa: ANN001, ANN202
         def run() -> torch.Tensor:
             can = [ResNetCanonizer()] if kind == "resnet" else [SequentialMergeBatchNorm()]
             kw = {"low": low, "high": high} if comp_cls is EpsilonGammaBox else {}
-            with Gradient(model, comp_cls(canonizers=can, **kw)) as attributor:
+            with Gradient(zmodel, comp_cls(canonizers=can, **kw)) as attributor:
                 return attributor(x, lambda out: out * onehot)[1]
         return run
 

@@ -160,15 +160,23 @@ class Epsilon(Rule):
 class _TwoSign(Rule):
     """Rules that treat positive and negative inputs and weights apart."""
 
-    def _terms(self, op, x, pw, nw, pb, nb, sp, sn):  # noqa: ANN001
-        """``x+ * (P^T sp + N^T sn) + x- * (N^T sp + P^T sn)`` (skipping zero coefficients)."""
-        xp, xn = _pos(x), _neg(x)
+    def _terms(self, op, x, pw, nw, sp, sn, nonneg):  # noqa: ANN001
+        """``x+ * (P^T sp + N^T sn) + x- * (N^T sp + P^T sn)`` (skipping zero terms:
+        ``sn`` None, or no negative input, as after a ReLU)."""
+        xp = _pos(x)
         gp = op.transpose(sp, pw, x)
-        gn = op.transpose(sp, nw, x)
         if sn is not None:
             gp = gp + op.transpose(sn, nw, x)
+        if nonneg:
+            return xp * gp
+        gn = op.transpose(sp, nw, x)
+        if sn is not None:
             gn = gn + op.transpose(sn, pw, x)
-        return xp * gp + xn * gn
+        return xp * gp + _neg(x) * gn
+
+
+def _with_negative(op: LinearOp, z: torch.Tensor, xn: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor:
+    return z if xn is None else z + op.forward(xn, w)
 
 
 class AlphaBeta(_TwoSign):
@@ -192,14 +200,15 @@ class AlphaBeta(_TwoSign):
     def relevance(self, op, x, z, r):  # noqa: ANN001
         w = op.weight
         pw, nw = _pos(w), _neg(w)
-        xp, xn = _pos(x), _neg(x)
-        zp = op.forward(xp, pw, _bias(op, _pos, self.zero_bias)) + op.forward(xn, nw)
+        nonneg = not bool((x < 0).any())
+        xp, xn = _pos(x), (None if nonneg else _neg(x))
+        zp = _with_negative(op, op.forward(xp, pw, _bias(op, _pos, self.zero_bias)), xn, nw)
         sp = self.alpha * r / stabilize(zp, self.stabilizer)
         sn = None
         if self.beta:
-            zn = op.forward(xp, nw, _bias(op, _neg, self.zero_bias)) + op.forward(xn, pw)
+            zn = _with_negative(op, op.forward(xp, nw, _bias(op, _neg, self.zero_bias)), xn, pw)
             sn = -self.beta * r / stabilize(zn, self.stabilizer)
-        return self._terms(op, x, pw, nw, None, None, sp, sn)
+        return self._terms(op, x, pw, nw, sp, sn, nonneg)
 
 
 class ZPlus(AlphaBeta):
@@ -229,14 +238,15 @@ class Gamma(_TwoSign):
     def relevance(self, op, x, z, r):  # noqa: ANN001
         g, w = self.gamma, op.weight
         pw, nw = w + g * _pos(w), w + g * _neg(w)
-        xp, xn = _pos(x), _neg(x)
+        nonneg = not bool((x < 0).any())
+        xp, xn = _pos(x), (None if nonneg else _neg(x))
         bp = _bias(op, lambda b: b + g * _pos(b), self.zero_bias)
         bn = _bias(op, lambda b: b + g * _neg(b), self.zero_bias)
-        zp = op.forward(xp, pw, bp) + op.forward(xn, nw)
-        zn = op.forward(xp, nw, bn) + op.forward(xn, pw)
+        zp = _with_negative(op, op.forward(xp, pw, bp), xn, nw)
+        zn = _with_negative(op, op.forward(xp, nw, bn), xn, pw)
         sp = (z > 0).to(r.dtype) * r / stabilize(zp, self.stabilizer)
         sn = (z < 0).to(r.dtype) * r / stabilize(zn, self.stabilizer)
-        return self._terms(op, x, pw, nw, None, None, sp, sn)
+        return self._terms(op, x, pw, nw, sp, sn, nonneg)
 
 
 class ZBox(Rule):
