@@ -114,6 +114,21 @@ LIBRARY = [
      cg.ModelStateError, r"GradCAM: the model produced NaN or Inf.*\[1\]"),
     ("nan_weight", lambda m: cg.InputXGradient(_nan_weight_model(m)).attribute(X, target=0), cg.ModelStateError,
      r"image\(s\) \[0, 1\]"),
+    ("deeplift_shap_no_baselines", lambda m: cg.DeepLiftShap(m).attribute(X, target=0), cg.InputError,
+     r"DeepLiftShap needs baselines=<tensor of shape \(R, 1, 12, 12\)>"),
+    ("deeplift_baseline_shape", lambda m: cg.DeepLift(m).attribute(X, target=0, baselines=torch.zeros(3, 1, 5, 5)),
+     cg.InputError, r"cannot be broadcast.*give a scalar"),
+    ("deeplift_eps_negative", lambda m: cg.DeepLift(m).attribute(X, target=0, eps=-1.0), cg.ConfigError,
+     r"eps must be a non-negative number"),
+    ("lrp_unknown_composite", lambda m: cg.LRP(m).attribute(X, target=0, composite="epsilon_flat"),
+     cg.ConfigError, r"unknown LRP composite 'epsilon_flat'; valid: epsilon_plus_flat"),
+    ("lrp_unknown_rule", lambda m: cg.LRP(m).attribute(X, target=0, rules={nn.Conv2d: "z_plus_plus"}),
+     cg.ConfigError, r"unknown LRP rule 'z_plus_plus'"),
+    ("lrp_zbox_bounds", lambda m: cg.LRP(m).attribute(X, target=0, composite="epsilon_gamma_box",
+                                                      low=torch.zeros(7), high=1.0),
+     cg.ConfigError, r"ZBox bounds of shape \(7,\) do not broadcast"),
+    ("lrp_option_typo", lambda m: cg.LRP(m).attribute(X, target=0, composit="epsilon"), cg.ConfigError,
+     r"did you mean 'composite'"),
 ]
 
 

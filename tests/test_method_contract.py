@@ -87,7 +87,7 @@ def _options(inst: object, x: torch.Tensor) -> dict[str, object]:
         fn = getattr(inst, hook, None)
         if fn is not None:
             names |= set(inspect.signature(fn).parameters)
-    given: dict[str, object] = {**FAST, "references": x.flip(0)}
+    given: dict[str, object] = {**FAST, "references": x.flip(0), "baselines": x.flip(0)}
     return {k: v for k, v in given.items() if k in names}
 
 

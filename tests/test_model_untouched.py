@@ -29,6 +29,7 @@ EXTRA: dict[str, dict] = {
     "lime": {"n_samples": 12, "interpretable_model": "linear"},  # the default Lasso zeroes tiny-model maps
     "kernel_shap": {"n_samples": 12},
     "rise": {"n_masks": 8},
+    "deeplift_shap": {"baselines": torch.zeros(2, 1, 12, 12)},
 }
 
 MODELS = {

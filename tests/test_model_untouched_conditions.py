@@ -317,6 +317,7 @@ ARCH_EXTRA: dict[str, dict] = {
     "smooth_gradcam_pp": {"n_samples": 2},
     "integrated_gradcam": {"n_steps": 2},
     "expected_gradcam": {"n_samples": 2, "references": torch.zeros(1, 3, 32, 32)},
+    "deeplift_shap": {"baselines": torch.zeros(2, 3, 32, 32)},
 }
 #: the two slowest architectures (convnext_tiny: 28M parameters) run fewer methods
 FEWER = {"convnext_tiny": MUST_WORK, "densenet121": tuple(m for m in CNN_METHODS if m not in PER_CHANNEL_CAMS)}

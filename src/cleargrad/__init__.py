@@ -86,6 +86,10 @@ _LAZY: dict[str, str] = {
     "ShapleyValueSampling": ".attribution",
     "grid_mask": ".attribution",
     "slic_mask": ".attribution",
+    "DeepLift": ".attribution",
+    "DeepLiftShap": ".attribution",
+    "LRP": ".attribution",
+    "Composite": ".attribution",
 }
 
 __all__ = [
@@ -149,6 +153,10 @@ __all__ = [
     "ShapleyCAM",
     "SSCAM",
     "ISCAM",
+    "DeepLift",
+    "DeepLiftShap",
+    "LRP",
+    "Composite",
 ]
 
 
@@ -180,7 +188,11 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
     from .api import explain, make_method, methods
     from .attention import AttentionRelevance, AttentionRollout
     from .attribution import (
+        LRP,
+        Composite,
         Deconvolution,
+        DeepLift,
+        DeepLiftShap,
         ExpectedGradients,
         GuidedBackprop,
         InputXGradient,

@@ -2,9 +2,11 @@
 
 from .base import Attribution, GradientAttribution
 from .controls import GuidedGradCAM, RandomAttribution
+from .deeplift import DeepLift, DeepLiftShap
 from .expected import ExpectedGradients
 from .gradient import Deconvolution, GuidedBackprop, InputXGradient, Saliency
 from .integrated import IntegratedGradients
+from .lrp import LRP, Composite
 from .noise import NoiseTunnel, SmoothGrad
 from .perturbation import (
     RISE,
@@ -22,11 +24,15 @@ from .perturbation import (
 __all__ = [
     "Attribution",
     "Deconvolution",
+    "DeepLift",
+    "DeepLiftShap",
     "ExpectedGradients",
     "GradientAttribution",
     "GuidedBackprop",
     "InputXGradient",
     "IntegratedGradients",
+    "LRP",
+    "Composite",
     "NoiseTunnel",
     "Saliency",
     "SmoothGrad",

@@ -182,12 +182,15 @@ def build_explainer(
     takes_generator = "generator" in declared
     if references is not None and "references" in declared:
         rest.setdefault("references", references)
+    elif references is not None and info.name == "deeplift_shap":
+        rest.setdefault("baselines", references)  # its baseline distribution, named as in Captum
 
     def fn(x: torch.Tensor, targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         extra = {"generator": generator} if takes_generator else {}
         return inst.attribute(x, target=targets, **rest, **extra)
 
-    shown = {k: v for k, v in {**kw, **specific, **rest}.items() if k != "references" and k not in dropped}
+    shown = {k: v for k, v in {**kw, **specific, **rest}.items()
+             if k != "references" and k not in dropped and v is not references}
     if "reshape" in kw and "reshape" in shown:
         shown["reshape"] = reshape  # the command-line text, not the spec object
     return Explainer(info.name, fn, info.family, info.summary, options=shown, accepts=frozenset(declared))
