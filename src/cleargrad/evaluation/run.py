@@ -58,6 +58,8 @@ def _image_set(s: EvaluationSettings, net: Any, target: str | int) -> tuple[Any,
         )
         data = image_set([s.dataset], prep)
         refs = reference_images(data, prep)
+    if s.class_names is not None:
+        data = _named(data, s.class_names)
     if s.classes:
         data = only_classes(data, s.classes)
     if s.limit is not None:
@@ -67,6 +69,20 @@ def _image_set(s: EvaluationSettings, net: Any, target: str | int) -> tuple[Any,
     check_model_takes(net, refs)
     assert prep is not None
     return data, prep, refs
+
+
+def _named(data: Any, path: Any) -> Any:
+    """``data`` with each labelled image's class name read from the file ``path`` (line i = class i)."""
+    import dataclasses
+
+    from .explain_run import read_class_names
+
+    names = read_class_names(path)
+    high = max((r.label for r in data.records if r.label is not None), default=-1)
+    if high >= len(names):
+        raise ConfigError(f"--class-names {path} names {len(names)} classes but the images have label {high}")
+    records = [r if r.label is None else dataclasses.replace(r, class_name=names[r.label]) for r in data.records]
+    return dataclasses.replace(data, records=records)
 
 
 def _reference_explainers(
