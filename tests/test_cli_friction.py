@@ -67,6 +67,7 @@ def test_a_factory_model_without_weights_warns_and_the_report_says_random_init(t
     head = html[html.index('id="what-ran"') : html.index("</table>", html.index('id="what-ran"'))]
     assert "random init" in head
     assert "class names" in head and "boot, sandal" in head  # the file's names, not the folders'
+    assert "``" not in html and "|Phi|" in html  # sparseness's summary, reST literals rendered as text
 
 
 def test_the_report_names_the_weights_file_and_digest(tmp_path: Path, train_run: Path, shapes: Path) -> None:
@@ -162,3 +163,60 @@ def test_a_missing_fashion_mnist_folder_in_the_variable_is_an_error(tmp_path: Pa
     monkeypatch.setenv("CLEARGRAD_FASHION_MNIST", str(tmp_path / "nowhere"))
     with pytest.raises(DataError, match="CLEARGRAD_FASHION_MNIST=.*nowhere is not a folder"):
         fashion_mnist_dir()
+
+
+def test_methods_shows_the_whole_first_sentence() -> None:
+    import io
+
+    from rich.console import Console
+
+    from cleargrad.cli.tables import print_methods
+    from cleargrad.evaluation.console import UI
+
+    ui = UI(quiet=True)
+    buf = io.StringIO()
+    ui.out = Console(file=buf, width=2000)
+    print_methods(ui)
+    out = buf.getvalue()
+    # HiResCAM's and Attention rollout's first sentences run over two docstring lines
+    assert "the gradient is not averaged" in out and "with the residual identity; class-agnostic." in out
+    assert "``" not in out
+
+
+def test_report_curves_get_distinct_hues(monkeypatch) -> None:
+    import colorsys
+
+    import matplotlib.axes
+    import matplotlib.colors
+
+    from cleargrad.report.plots import curves_uri
+
+    colours: list[tuple[float, ...]] = []
+    real = matplotlib.axes.Axes.plot
+
+    def plot(self, *args, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        colours.append(matplotlib.colors.to_rgb(kw["color"]))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", plot)
+    methods = [f"m{k}" for k in range(10)]
+    curves_uri("insertion", methods, {m: np.linspace(0, 1, 5) for m in methods}, {m: 1 for m in methods})
+    hsv = [colorsys.rgb_to_hsv(*c) for c in colours]
+    assert len(hsv) == 10
+    for i in range(10):
+        for j in range(i + 1, 10):
+            if hsv[i][1] > 0.2 and hsv[j][1] > 0.2:  # two coloured (not grey) curves
+                d = abs(hsv[i][0] - hsv[j][0])
+                assert min(d, 1 - d) > 0.02, (i, j, colours[i], colours[j])
+
+
+def test_the_reference_smallcnn_message_says_the_weights_ship(tmp_path: Path) -> None:
+    pytest.importorskip("safetensors")
+    photo = tmp_path / "a.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(photo)
+    r = _invoke([
+        "explain", "--model", "small-cnn-fashion-mnist", "--images", photo, "--method", "saliency",
+        "--out", tmp_path / "ex",
+    ])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "first use" not in r.output and "ship" in r.output

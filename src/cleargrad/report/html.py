@@ -30,6 +30,7 @@ from markupsafe import Markup, escape
 from ..store import ResultRow, ResultStore
 from .gallery import CMAP, build_gallery, gallery_order
 from .plots import colour_scale_uri, curves_uri, strip_plot_uri
+from .rst import plain_rst
 from .settings_view import settings_rows
 from .stats import MeanCI, coinciding_methods, mean_ci, separated_pairs
 from .summary import MetricColumn, summarise
@@ -278,7 +279,8 @@ def render_report(
     rows = store.results(settings) if settings else []
     info = store.metric_info()
     columns = {
-        name: MetricColumn(name, d, c, s) for name, (d, c, s) in info.items() if any(r.metric == name for r in rows)
+        name: MetricColumn(name, d, c, plain_rst(s))
+        for name, (d, c, s) in info.items() if any(r.metric == name for r in rows)
     }
     images = store.images()
     class_of = {i: v[1] if v[1] is not None else (str(v[0]) if v[0] is not None else None) for i, v in images.items()}
