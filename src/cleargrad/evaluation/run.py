@@ -114,6 +114,20 @@ def _reference_explainers(
     return out
 
 
+def _curve_default(runners: list[Any], mopts: dict[str, dict[str, Any]], size: int) -> dict[str, Any]:
+    """``{"curve_steps": ...}`` when a curve metric runs at its default step and that step
+    differs from the one before ``n_steps`` (the image width): those values changed, so
+    the run gets a new settings hash; at 28×28 the step is the same and nothing is added."""
+    from ..metrics.insertion_deletion import DEFAULT_N_STEPS
+
+    for r in runners:
+        given = mopts.get(r.name, {})
+        default = r.name in ("insertion", "deletion") and "step" not in given and "n_steps" not in given
+        if default and -(-size * size // DEFAULT_N_STEPS) != size:
+            return {"curve_steps": f"n_steps={DEFAULT_N_STEPS}"}
+    return {}
+
+
 def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None) -> None:
     """Run the evaluation described by ``s``: resumable rows in ``s.store``; on rank 0, once every
     shard is done, ``show(store, settings_hash)`` (the command prints its summary there)."""
@@ -163,6 +177,7 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         metric_options=mopts,
         # values that differ from older versions' rows: a new settings hash, never mixed in one table
         **({"infidelity_draws": "shared across methods"} if any(r.name == "infidelity" for r in runners) else {}),
+        **_curve_default(runners, mopts, prep.size),
     )
     with distributed(shard), ResultStore(s.store) as st:
         h = st.record_run(record, versions())
