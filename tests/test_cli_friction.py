@@ -103,8 +103,9 @@ def test_a_train_run_loads_back_by_its_folder_or_its_weights_file(
     ])  # fmt: skip
     assert r.exit_code == 0, r.output
     manifest = json.loads((tmp_path / "ex" / "manifest.json").read_text())
-    rows = manifest["rows"] if isinstance(manifest, dict) and "rows" in manifest else manifest
-    assert any("class" in json.dumps(row) for row in rows)  # names from run.json's classes
+    assert manifest["run"]["class_names_used"] == ["class0", "class1"]  # from run.json's classes
+    assert manifest["run"]["weights_used"] == str(weights)
+    assert {row["class_name"] for row in manifest["rows"]} <= {"class0", "class1"}
 
 
 def test_a_size_mismatch_is_one_line_naming_the_width(tmp_path: Path, train_run: Path) -> None:
@@ -145,8 +146,9 @@ def test_explain_takes_methods_and_target_label(tmp_path: Path) -> None:
         "--target", "label", "--out", tmp_path / "ex", "-q",
     ])  # fmt: skip
     assert r.exit_code == 0, r.output
-    text = (tmp_path / "ex" / "manifest.csv").read_text()
-    assert "label" in text
+    manifest = json.loads((tmp_path / "ex" / "manifest.json").read_text())
+    assert manifest["run"]["target"] == "label" and manifest["run"]["weights_used"] == "random init"
+    assert all(row["class_index"] == row["label"] for row in manifest["rows"])  # explained for the label
     loose = tmp_path / "loose"
     loose.mkdir()
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(loose / "a.png")

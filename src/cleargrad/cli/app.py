@@ -254,6 +254,10 @@ def explain_cmd(
             "model": model,
             "weights": str(weights) if weights else None,
             "weights_sha256": file_digest(weights),
+            "weights_used": str(weights) if weights else (
+                "shipped reference weights" if builtin_class_names(model) else "random init"
+            ),
+            "class_names_used": list(labels) if labels else None,
             "gad": gad_identity(gad),
             "images": [str(p) for p in images],
             "preprocess": prep.as_dict(),
