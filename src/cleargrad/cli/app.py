@@ -43,7 +43,7 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="'package.module:factory', 'path/to/file.py:factory', or a built-in name "
-        "(small-cnn, cifar-resnet18, cifar-mobilenet-v2, small-cnn-fashion-mnist = trained and cached). "
+        "(small-cnn, cifar-resnet18, cifar-mobilenet-v2, small-cnn-fashion-mnist = the shipped trained SmallCNN). "
         "A module or file is imported, which runs its code: name only files you trust.",
     ),
 ]
