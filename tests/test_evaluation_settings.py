@@ -32,6 +32,10 @@ KNOWN_HASHES = {
         ],
         "7e835683b2cbf454",
     ),
+    # insertion/deletion at their default step: 28 pixels on 28x28 images before and after n_steps
+    "curve metrics at the default step": (
+        ["--methods", "saliency", "--metrics", "insertion,deletion", "--limit", "2"], "9900908dc224b0ed"
+    ),
 }
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from cleargrad.errors import ConfigError
 from cleargrad.metrics import METRICS, SHARED_METRICS, SharedBatch, deletion, insertion, metric, sparseness
 
-CURVE = {"step", "substrate", "klen", "sigma", "which_class", "score", "reduction", "batch_size"}
+CURVE = {"step", "n_steps", "substrate", "klen", "sigma", "which_class", "score", "reduction", "batch_size"}
 AVERAGE = {"normalize", "space", "mean", "std", "reduction", "batch_size"}
 INFIDELITY = {"perturbation", "n_perturb", "noise_std", "square_size", "baseline", "normalize", "score", "batch_size"}
 

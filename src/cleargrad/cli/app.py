@@ -43,7 +43,7 @@ ModelOpt = Annotated[
         "--model",
         "-m",
         help="'package.module:factory', 'path/to/file.py:factory', or a built-in name "
-        "(small-cnn, cifar-resnet18, cifar-mobilenet-v2, small-cnn-fashion-mnist = trained and cached). "
+        "(small-cnn, cifar-resnet18, cifar-mobilenet-v2, small-cnn-fashion-mnist = the shipped trained SmallCNN). "
         "A module or file is imported, which runs its code: name only files you trust.",
     ),
 ]
@@ -180,10 +180,14 @@ def explain_cmd(
     images: Annotated[list[Path], typer.Option("--images", "-i", help="Image file or folder; repeatable.")],
     method: Annotated[
         list[str],
-        typer.Option("--method", help="Method name(s), comma-separated or repeated; gad:BASE needs --gad."),
+        typer.Option(
+            "--method", "--methods", help="Method name(s), comma-separated or repeated; gad:BASE needs --gad."
+        ),
     ],
     weights: WeightsOpt = None,
-    target: Annotated[str, typer.Option("--target", help="Class index, or 'auto' (the prediction).")] = "auto",
+    target: Annotated[
+        str, typer.Option("--target", help="'auto' (prediction), 'label' (the class sub-folder) or a class index.")
+    ] = "auto",
     layer: LayerOpt = "auto",
     reshape: ReshapeOpt = "auto",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("explanations"),
@@ -233,25 +237,33 @@ def explain_cmd(
         if not names:
             raise ConfigError("give at least one --method")
         opts = parse_options(option or [])
-        tgt = parse_target(target, allow_label=False)
+        tgt = parse_target(target, allow_label=True)
         dev = resolve_run_device(device)
         net = load_run_model(model, weights, seed, dev, ui)
         prep = default_preprocess(
             net, size, grayscale, parse_floats(mean, "mean"), parse_floats(std, "std"), resize, crop_fraction
         )
         data = image_set(images, prep)
+        if tgt == "label":
+            data.check_labels()
         refs = reference_images(data, prep)
         check_model_takes(net, refs)
         explainers = build_explainers(net, names, gad, layer, reshape, opts, refs)
         check_global_options(opts, explainers)
         labels = (
-            read_class_names(class_names) if class_names else (class_names_from(data) or builtin_class_names(model))
+            read_class_names(class_names)
+            if class_names
+            else (class_names_from(data) or builtin_class_names(model, weights))
         )
         run = {
             "command": "explain",
             "model": model,
             "weights": str(weights) if weights else None,
             "weights_sha256": file_digest(weights),
+            "weights_used": str(weights) if weights else (
+                "shipped reference weights" if builtin_class_names(model) else "random init"
+            ),
+            "class_names_used": list(labels) if labels else None,
             "gad": gad_identity(gad),
             "images": [str(p) for p in images],
             "preprocess": prep.as_dict(),
@@ -280,7 +292,7 @@ def explain_cmd(
 def evaluate_cmd(
     model: ModelOpt,
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="'fashion-mnist' (test split) or an image folder.")],
-    methods: Annotated[str, typer.Option("--methods", help="Comma-separated method names.")],
+    methods: Annotated[str, typer.Option("--methods", "--method", help="Comma-separated method names.")],
     metrics: Annotated[str, typer.Option("--metrics", help="Comma-separated metric names.")],
     store: Annotated[Path, typer.Option("--store", "-s", help="SQLite results file (created or resumed).")],
     weights: WeightsOpt = None,
@@ -335,6 +347,7 @@ def evaluate_cmd(
             "batch norms folded into the layers before them (faster; equal to float rounding).",
         ),
     ] = True,
+    class_names: ClassNamesOpt = None,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:

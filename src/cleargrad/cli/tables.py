@@ -20,8 +20,17 @@ __all__ = ["print_gad_stats", "print_methods", "print_results", "results_tables"
 
 
 def _plain(text: str) -> str:
-    """A docstring line without reST literal markers."""
-    return text.replace("``", "")
+    """A docstring sentence without reST markup."""
+    from ..report.rst import plain_rst
+
+    return plain_rst(text)
+
+
+def _described(obj: object, summary: str) -> str:
+    """The whole first sentence of ``obj``'s docstring (``summary`` is its first line)."""
+    from ..report.rst import first_sentence
+
+    return _plain(first_sentence(getattr(obj, "__doc__", None), summary))
 
 
 def print_methods(ui: UI) -> None:
@@ -35,7 +44,7 @@ def print_methods(ui: UI) -> None:
         t.add_column(col)
     for info in list_methods():
         fast = ", ".join(f"{k}={v}" for k, v in fast_defaults(info.name).items())
-        t.add_row(info.name, info.family, _plain(info.summary), fast)
+        t.add_row(info.name, info.family, _described(info.cls, info.summary), fast)
     t.add_row(
         "gad:BASE", "gad", "GAD over any method above (e.g. gad:saliency): the pixels BASE finds important in "
         "the model and in every support model", "--gad DIR from `cleargrad gad fit`",
@@ -47,7 +56,7 @@ def print_methods(ui: UI) -> None:
     for name, (info, why) in available_metrics().items():
         arrow = "\u2191 higher" if info.direction == "higher" else "\u2193 lower"
         note = f" (not from the command line: {why})" if why else ""
-        m.add_row(name, arrow, info.category, _plain(info.summary) + note)
+        m.add_row(name, arrow, info.category, _described(info.fn, info.summary) + note)
     ui.out.print(m)
 
 

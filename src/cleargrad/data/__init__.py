@@ -14,6 +14,7 @@ from .fashion_mnist import (
 )
 from .idx import read_idx, write_idx
 from .image_folder import IMAGE_EXTENSIONS, ImageFolder, SkippedFile, list_images, load_image_folder
+from .presets import IMAGENET_MEAN, IMAGENET_STD, PRESETS, get_preset
 from .synthetic import SHAPE_CLASSES, SyntheticShapes
 
 __all__ = [
@@ -35,4 +36,8 @@ __all__ = [
     "normalize_fashion_mnist",
     "read_idx",
     "write_idx",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PRESETS",
+    "get_preset",
 ]

@@ -93,12 +93,22 @@ def fashion_mnist_dir(root: str | os.PathLike | None = None, split: Split | None
     ``split`` (of both splits when ``split`` is None).
 
     Raises:
-        DataError: no such directory; the message says how to install the data.
+        DataError: no such directory; the message says how to install the data. Also when
+            ``$CLEARGRAD_FASHION_MNIST`` is set but lacks the files (a set variable is
+            never passed over for the other places).
     """
     if root is not None:
         candidates = [Path(root)]
     else:
         env = os.environ.get(ENV_VAR)
+        if env:
+            missing = [s for s in ([split] if split else list(_FILES)) if not _has_split(Path(env), s)]
+            if missing:
+                what = "is not a folder" if not Path(env).is_dir() else f"has no {'/'.join(missing)} IDX files"
+                raise DataError(
+                    f"{ENV_VAR}={env} {what}: point it at the folder of the IDX files or unset it. "
+                    + _missing_message([Path(env)])
+                )
         candidates = ([Path(env)] if env else []) + [SYSTEM_DIR, default_cache_dir()]
     splits = [split] if split else list(_FILES)
     for c in candidates:

@@ -220,13 +220,14 @@ def load_image_folder(
     source: str | os.PathLike | Sequence[str | os.PathLike],
     *,
     size: int | Sequence[int] | None = None,
-    channels: int = 3,
+    channels: int | None = None,
     mean: float | Sequence[float] | None = None,
     std: float | Sequence[float] | None = None,
     recursive: bool = True,
     quiet: bool = True,
     resize: str = "crop",
-    crop_fraction: float = 1.0,
+    crop_fraction: float | None = None,
+    preset: str | None = None,
 ) -> ImageFolder:
     """Load images into one batch tensor.
 
@@ -238,7 +239,7 @@ def load_image_folder(
         size: bring every image to ``size`` (int, or ``(height, width)``) with bilinear
             filtering, as ``resize`` says; None keeps the size of the first readable image
             and brings the others to it.
-        channels: 3 (RGB) or 1 (grayscale).
+        channels: 3 (RGB, default) or 1 (grayscale).
         mean, std: per-channel (or scalar) normalisation applied after scaling to [0, 1].
         recursive: scan sub-folders.
         quiet: no progress bar or report of skipped files on the console.
@@ -247,7 +248,11 @@ def load_image_folder(
             resize-then-centre-crop) or ``"squash"`` (scale each side to ``size``; the
             aspect ratio changes).
         crop_fraction: with ``"crop"``, the share of the scaled image the crop keeps
-            (1.0: the shorter side is scaled to ``size``; ImageNet models: 0.875).
+            (1.0, default: the shorter side is scaled to ``size``; ImageNet models: 0.875).
+        preset: a named preprocessing of :mod:`cleargrad.data.presets` (``"imagenet"``:
+            224², RGB, crop fraction 0.875, ImageNet mean/std, exactly what the command
+            line gives an RGB model; ``"fashion-mnist"``); it fills ``size``, ``channels``,
+            ``mean``, ``std`` and ``crop_fraction`` where they are not given.
 
     Pixels are read at their full range: 8-bit images (grayscale, RGB, RGBA, palette,
     CMYK, ...) are converted by PIL and divided by 255, 16-bit images (``I;16`` PNG/TIFF)
@@ -264,6 +269,17 @@ def load_image_folder(
         DataError: ``source`` is neither a folder nor a file, or no image could be loaded.
         ConfigError: bad ``size``, ``channels``, ``mean`` or ``std``.
     """
+    if preset is not None:
+        from .presets import get_preset
+
+        p = get_preset(preset)
+        size = p.size if size is None else size
+        channels = p.channels if channels is None else channels
+        mean = p.mean if mean is None else mean
+        std = p.std if std is None else std
+        crop_fraction = p.crop_fraction if crop_fraction is None else crop_fraction
+    channels = 3 if channels is None else channels
+    crop_fraction = 1.0 if crop_fraction is None else crop_fraction
     if channels not in _MODES:
         raise ConfigError(f"channels must be 1 or 3, got {channels}")
     if resize not in RESIZE_MODES:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from ..data.presets import IMAGENET_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError, DataError
 
 __all__ = [
@@ -26,10 +27,7 @@ __all__ = [
     "image_set",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: torchvision's ImageNet evaluation transform: shorter side 256, centre crop 224
-IMAGENET_CROP_FRACTION = 0.875
+# the ImageNet constants live in cleargrad.data.presets (shared with load_image_folder(preset="imagenet"))
 
 
 @dataclass(frozen=True)

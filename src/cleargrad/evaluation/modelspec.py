@@ -17,7 +17,7 @@ from torch import nn
 from ..core.safe_load import pickle_refusal
 from ..errors import ConfigError, DataError
 
-__all__ = ["ModelLoadError", "builtin_models", "load_model", "load_weights"]
+__all__ = ["ModelLoadError", "builtin_models", "load_model", "load_weights", "train_run", "weights_file"]
 
 
 class ModelLoadError(DataError):
@@ -67,14 +67,87 @@ def _import_factory(spec: str) -> Any:
     return factory
 
 
+def weights_file(weights: str | Path) -> Path:
+    """The weights file ``weights`` names: itself, or ``model.safetensors`` of a
+    ``cleargrad train`` run folder."""
+    path = Path(weights)
+    return path / "model.safetensors" if path.is_dir() else path
+
+
+def train_run(weights: str | Path | None) -> dict[str, Any] | None:
+    """The ``run.json`` of the ``cleargrad train`` run folder ``weights`` is (or lies in),
+    else None."""
+    if weights is None:
+        return None
+    path = Path(weights)
+    record = path / "run.json" if path.is_dir() else path.parent / "run.json"
+    if not record.is_file():
+        if path.is_dir():
+            raise ModelLoadError(f"--weights {path} is a folder but not a `cleargrad train` run (no run.json there)")
+        return None
+    import json
+
+    try:
+        run = json.loads(record.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"cannot read {record}: {_one_line(e)}") from e
+    return run if isinstance(run, dict) and isinstance(run.get("settings"), dict) else None
+
+
+def _train_run_kwargs(spec: str, run: dict[str, Any]) -> dict[str, Any]:
+    """``build_model`` arguments that rebuild the built-in model a train run saved."""
+    settings = run["settings"]
+    trained = str(settings.get("model", ""))
+    if trained.strip().lower().replace("_", "-") != spec.strip().lower().replace("_", "-"):
+        raise ConfigError(f"--weights come from a `cleargrad train` run of model {trained!r}; pass --model {trained}")
+    kw: dict[str, Any] = {}
+    mean = run.get("mean")
+    if isinstance(mean, list) and len(mean) in (1, 3):
+        kw["in_channels"] = len(mean)
+    if isinstance(run.get("classes"), list) and run["classes"]:
+        kw["num_classes"] = len(run["classes"])
+    width = settings.get("width")
+    if width is not None:  # as cleargrad train passes it: SmallCNN a channel count, others a multiplier
+        kw["width"] = int(width) if float(width).is_integer() else width
+    return kw
+
+
+def _mismatch_message(spec: str, weights: str | Path, e: RuntimeError, run: dict[str, Any] | None) -> str:
+    """One line for a state dict that does not fit the model (size mismatch, missing keys)."""
+    import re
+
+    text = str(e)
+    size = re.search(r"size mismatch for ([\w.]+): copying a param with shape (torch.Size\(\[[^\]]*\]\)) from "
+                     r"checkpoint, the shape in current model is (torch.Size\(\[[^\]]*\]\))", text)
+    if size:
+        what = f"size mismatch for {size.group(1)}: file {size.group(2)}, model {size.group(3)}"
+    else:
+        first = text.strip().splitlines()
+        what = " ".join(line.strip() for line in first[:3])
+    if run is not None:
+        width = run["settings"].get("width")
+        hint = f" (the train run used --model {run['settings'].get('model')} --width {width})"
+    else:
+        hint = (
+            f"; they were saved from another architecture or width than {spec!r}: a `cleargrad train --width W` "
+            "model loads with --weights RUN_FOLDER (its run.json gives the model and width)"
+        )
+    return f"weights {weights} do not match the model {spec!r}: {what}{hint}"
+
+
 def load_model(spec: str, weights: str | Path | None = None, seed: int = 0) -> nn.Module:
     """Build the model named by ``spec``, load ``weights`` if given, return it in eval mode.
 
     ``spec`` is ``package.module:factory``, ``path/to/file.py:factory`` (the factory is
     called without arguments, or is an ``nn.Module`` instance) or a built-in name of
     :func:`cleargrad.models.build_model`. Construction runs under ``torch.manual_seed(seed)``
-    so a randomly initialised model is the same in every process.
+    so a randomly initialised model is the same in every process. ``weights`` may be a
+    ``cleargrad train`` run folder or a file in one: a built-in model is then built as its
+    ``run.json`` says (width, input channels, classes).
     """
+    run = train_run(weights)
+    state = load_weights(weights_file(weights)) if weights is not None else None
+    build_kw = _train_run_kwargs(spec, run) if run is not None and ":" not in spec else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if ":" in spec:
@@ -93,20 +166,16 @@ def load_model(spec: str, weights: str | Path | None = None, seed: int = 0) -> n
                 model = models.SmallCNN()
             else:
                 try:
-                    model = build(spec)
+                    model = build(spec, **build_kw)
                 except (KeyError, ValueError) as e:
                     raise ConfigError(f"unknown model {spec!r}: {_one_line(e)}") from e
     if not isinstance(model, nn.Module):
         raise ModelLoadError(f"model spec {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
-    if weights is not None:
-        state = load_weights(weights)
+    if state is not None:
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise ModelLoadError(
-                f"weights {weights} do not match the model: {' '.join(l.strip() for l in first[:3])}"
-            ) from e
+            raise ModelLoadError(_mismatch_message(spec, weights, e, run)) from e
     return model.eval()
 
 

@@ -48,9 +48,13 @@ def parse_floats(text: str | None, name: str) -> tuple[float, ...] | None:
 
 
 def file_digest(path: Path | None) -> str | None:
-    """SHA-256 (16 hex digits) of a file's bytes; None for no file."""
+    """SHA-256 (16 hex digits) of a file's bytes (of ``model.safetensors`` for a
+    ``cleargrad train`` run folder); None for no file."""
     if path is None:
         return None
+    from .modelspec import weights_file
+
+    path = weights_file(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -74,12 +78,13 @@ def load_run_model(spec: str, weights: Path | None, seed: int, device: Any, ui: 
     if spec.strip().lower().replace("_", "-") == "small-cnn-fashion-mnist" and weights is None:
         from ..models import small_cnn_fashion_mnist
 
-        ui.info("loading the reference SmallCNN (trained on Fashion-MNIST on first use, then cached)")
+        ui.info("loading the reference SmallCNN (its Fashion-MNIST weights ship with cleargrad)")
         model = small_cnn_fashion_mnist(device="cpu", quiet=ui.quiet)
     else:
         model = load_model(spec, weights, seed=seed)
-        if weights is None and ":" not in spec:
-            ui.warn(f"built-in model {spec!r} without --weights has random weights")
+        if weights is None:
+            kind = "model factory" if ":" in spec else "built-in model"
+            ui.warn(f"{kind} {spec!r} without --weights has random weights (pass --weights FILE or a train run folder)")
     return model.to(torch.device(device)).eval()
 
 
@@ -94,8 +99,14 @@ def gad_identity(gad: Path | None) -> dict[str, Any] | None:
     return {"path": str(gad), "fit_key": key or file_digest(gad / "support.safetensors")}
 
 
-def builtin_class_names(spec: str) -> list[str] | None:
-    """Class names of a built-in model trained on Fashion-MNIST."""
+def builtin_class_names(spec: str, weights: Path | None = None) -> list[str] | None:
+    """Class names of a built-in model trained on Fashion-MNIST, or of the ``cleargrad
+    train`` run whose folder ``weights`` is (or lies in)."""
+    from .modelspec import train_run
+
+    run = train_run(weights)
+    if run is not None and isinstance(run.get("classes"), list) and run["classes"]:
+        return [str(c) for c in run["classes"]]
     if spec.strip().lower().replace("_", "-") == "small-cnn-fashion-mnist":
         from ..data import FASHION_MNIST_CLASSES
 
@@ -201,3 +212,4 @@ def parse_metric_options(items: list[str]) -> dict[str, dict[str, Any]]:
             parsed = value
         out.setdefault(metric.lower().replace("-", "_"), {})[name] = parsed
     return out
+

@@ -58,6 +58,8 @@ def _image_set(s: EvaluationSettings, net: Any, target: str | int) -> tuple[Any,
         )
         data = image_set([s.dataset], prep)
         refs = reference_images(data, prep)
+    if s.class_names is not None:
+        data = _named(data, s.class_names)
     if s.classes:
         data = only_classes(data, s.classes)
     if s.limit is not None:
@@ -67,6 +69,20 @@ def _image_set(s: EvaluationSettings, net: Any, target: str | int) -> tuple[Any,
     check_model_takes(net, refs)
     assert prep is not None
     return data, prep, refs
+
+
+def _named(data: Any, path: Any) -> Any:
+    """``data`` with each labelled image's class name read from the file ``path`` (line i = class i)."""
+    import dataclasses
+
+    from .explain_run import read_class_names
+
+    names = read_class_names(path)
+    high = max((r.label for r in data.records if r.label is not None), default=-1)
+    if high >= len(names):
+        raise ConfigError(f"--class-names {path} names {len(names)} classes but the images have label {high}")
+    records = [r if r.label is None else dataclasses.replace(r, class_name=names[r.label]) for r in data.records]
+    return dataclasses.replace(data, records=records)
 
 
 def _reference_explainers(
@@ -96,6 +112,20 @@ def _reference_explainers(
             )
             have.add(e.reference)
     return out
+
+
+def _curve_default(runners: list[Any], mopts: dict[str, dict[str, Any]], size: int) -> dict[str, Any]:
+    """``{"curve_steps": ...}`` when a curve metric runs at its default step and that step
+    differs from the one before ``n_steps`` (the image width): those values changed, so
+    the run gets a new settings hash; at 28×28 the step is the same and nothing is added."""
+    from ..metrics.insertion_deletion import DEFAULT_N_STEPS
+
+    for r in runners:
+        given = mopts.get(r.name, {})
+        default = r.name in ("insertion", "deletion") and "step" not in given and "n_steps" not in given
+        if default and -(-size * size // DEFAULT_N_STEPS) != size:
+            return {"curve_steps": f"n_steps={DEFAULT_N_STEPS}"}
+    return {}
 
 
 def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None) -> None:
@@ -147,6 +177,7 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         metric_options=mopts,
         # values that differ from older versions' rows: a new settings hash, never mixed in one table
         **({"infidelity_draws": "shared across methods"} if any(r.name == "infidelity" for r in runners) else {}),
+        **_curve_default(runners, mopts, prep.size),
     )
     with distributed(shard), ResultStore(s.store) as st:
         h = st.record_run(record, versions())

@@ -48,7 +48,9 @@ class EvaluationSettings:
     per metric forward pass (memory); ``fold_batchnorm`` runs the metrics' passes, and
     Score-CAM's masked passes, on a copy with eval-mode batch norms folded into the layers
     before them (faster, equal to float rounding); False also sets Score-CAM's
-    ``fold_batchnorm`` option unless given.
+    ``fold_batchnorm`` option unless given; ``class_names``: a text file of class names,
+    one per line (line i names class i), for images whose label has no name or a
+    different one.
 
     Code that builds the model, images and explainers itself (the demo, the benchmarks)
     still fills ``model`` ... ``store`` with what it runs; the engine reads only the
@@ -84,6 +86,7 @@ class EvaluationSettings:
     compile: bool | str = False
     metric_batch_size: int | None = field(default=None, metadata=_UNLESS_DEFAULT)
     fold_batchnorm: bool = True
+    class_names: Path | None = field(default=None, metadata=_UNLESS_DEFAULT)
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

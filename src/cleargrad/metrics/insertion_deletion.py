@@ -6,6 +6,8 @@ the substrate (zeros by default); insertion starts from the substrate (a blurred
 ``x`` by default) and copies pixels of ``x``. The class probability is recorded
 before each step and after the last one, giving a curve of ``n_steps + 1`` points
 (``n_steps = ceil(H W / step)``) whose trapezoid area on ``[0, 1]`` is the score.
+By default ``step = ceil(H W / 28)`` (:data:`DEFAULT_N_STEPS`: 28 steps at any size, the
+image width on 28×28 images); ``n_steps="all"`` (or ``step=1``) is the per-pixel curve.
 
 Implementation: one ranking per image; the ``N (n_steps + 1)`` intermediate images
 are never materialised together. Each chunk of ``(image, step)`` pairs is written
@@ -33,6 +35,7 @@ from .maps import blank_rows, mark_undefined, prepare_maps
 from .scoring import chunked_scores, evaluating, targets_for
 
 __all__ = [
+    "DEFAULT_N_STEPS",
     "SUBSTRATES",
     "CurveOptions",
     "CurveResult",
@@ -46,6 +49,8 @@ __all__ = [
 ]
 
 SUBSTRATES = ("auto", "blur", "zero", "mean")
+#: steps of a curve when neither ``step`` nor ``n_steps`` is given (``benchmarks/results/insertion_steps.md``)
+DEFAULT_N_STEPS = 28
 #: smallest image side at which insertion's ``substrate="auto"`` uses the RISE blur
 AUTO_BLUR_MIN_SIDE = 64
 CLASS_CHOICES = ("target", "predicted")
@@ -65,10 +70,12 @@ class CurveOptions:
 
     ``substrate=None`` is the metric's own default canvas (insertion ``"auto"``, deletion
     ``"zero"``); :func:`perturbation_curve` reads ``step``, ``score``, ``output`` and
-    ``batch_size`` (``step=None``: the image width).
+    ``batch_size``, and ``n_steps`` (``step`` and ``n_steps`` None: ``ceil(H W / 28)``
+    pixels per step, see :func:`check_step`).
     """
 
     step: int | None = None
+    n_steps: int | str | None = None
     substrate: Any = None
     klen: int = 11
     sigma: float = 5.0
@@ -150,7 +157,7 @@ def perturbation_curve(
     clean image, a canvas shared by several maps): those points cost no pass.
     """
     opts = _options_of(options, flat, "perturbation_curve")
-    step = check_step(x, opts.step, opts.batch_size)
+    step = check_step(x, opts.step, opts.batch_size, opts.n_steps)
     score, output, batch_size = opts.score, opts.output, opts.batch_size
     n, _, h, w = x.shape
     n_steps = math.ceil(h * w / step)
@@ -222,7 +229,8 @@ def curves_for(
     """
     blank = blank_rows(s)
     keep = torch.nonzero(~blank).flatten()
-    n_steps = math.ceil(x.shape[-2] * x.shape[-1] / check_step(x, options.step, options.batch_size))
+    step = check_step(x, options.step, options.batch_size, options.n_steps)
+    n_steps = math.ceil(x.shape[-2] * x.shape[-1] / step)
     curves = torch.full((x.shape[0], n_steps + 1), float("nan"), dtype=x.dtype, device=x.device)
     if len(keep):  # an all-zero map ranks no pixel: no curve, no forward pass
 
@@ -237,9 +245,30 @@ def curves_for(
     return curves, blank
 
 
-def check_step(x: torch.Tensor, step: int | None, batch_size: int | None) -> int:
-    """Pixels per step (default: the image width), validated with ``batch_size``."""
-    step = x.shape[-1] if step is None else int(step)
+def check_step(
+    x: torch.Tensor, step: int | None, batch_size: int | None, n_steps: int | str | None = None
+) -> int:
+    """Pixels per step, validated with ``batch_size``: ``step`` as given, else
+    ``ceil(H W / n_steps)`` (``n_steps="all"``: 1, the per-pixel curve; default
+    :data:`DEFAULT_N_STEPS`). The curve then has ``ceil(H W / step)`` steps (at most
+    ``n_steps``).
+
+    Raises:
+        ConfigError: both ``step`` and ``n_steps`` given, or a value below 1.
+    """
+    hw = x.shape[-2] * x.shape[-1]
+    if step is not None and n_steps is not None:
+        raise ConfigError(f"give step (pixels per step) or n_steps (steps per curve), not both: {step}, {n_steps}")
+    if step is None:
+        if isinstance(n_steps, str):
+            if n_steps.strip().lower() != "all":
+                raise ConfigError(f"n_steps must be a positive integer or 'all' (one pixel per step), got {n_steps!r}")
+            n_steps = hw
+        n = DEFAULT_N_STEPS if n_steps is None else int(n_steps)
+        if n < 1:
+            raise ConfigError(f"n_steps (steps per curve) must be >= 1, got {n_steps}")
+        step = math.ceil(hw / min(n, hw))
+    step = int(step)
     if step < 1:
         raise ConfigError(f"step (pixels per step) must be >= 1, got {step}")
     if batch_size is not None and batch_size < 1:
@@ -266,7 +295,7 @@ def _run(
     o = options
     if o.which_class not in CLASS_CHOICES:
         raise ConfigError(f"which_class must be one of {CLASS_CHOICES}, got {o.which_class!r}")
-    o = o.replace(step=check_step(x, o.step, o.batch_size))
+    o = o.replace(step=check_step(x, o.step, o.batch_size, o.n_steps), n_steps=None)
     s = prepare_maps(explanation, x, reduction=o.reduction)
     sub = substrate_for(x, _DEFAULT_SUBSTRATE[kind] if o.substrate is None else o.substrate, o.klen, o.sigma)
     start, finish = (x, sub) if kind == "deletion" else (sub, x)
@@ -295,8 +324,11 @@ _DOC = """
             ``(N, 1, H, W)`` or ``(N, H, W)`` map, tensor or numpy array; resized
             bilinearly to ``x`` if needed. Only the pixel order matters.
         target: class per image (int, sequence, LongTensor) or None (predicted class).
-        step: pixels changed per step (default: the image width, i.e. 224 at 224 px
-            as in RISE; the interpretable-gradient protocol uses ``8 * W``).
+        step: pixels changed per step (the interpretable-gradient protocol uses
+            ``8 * W``); give ``step`` or ``n_steps``, not both.
+        n_steps: steps per curve (default :data:`DEFAULT_N_STEPS` = 28, so
+            ``step = ceil(H W / 28)``: 28 at 28×28, 1792 at 224×224); ``"all"``: one
+            pixel per step, RISE's per-pixel curve (``H W`` passes per image).
         substrate: ``"blur"``, ``"zero"`` (0 of the normalised tensor), ``"mean"``
             (each image's per-channel mean), a tensor broadcastable to ``x``, or
             ``"auto"`` (insertion's default: ``"blur"`` when both image sides are at
@@ -333,6 +365,7 @@ def insertion(
     target: TargetLike = None,
     *,
     step: int | None = None,
+    n_steps: int | str | None = None,
     substrate: Any = "auto",
     klen: int = 11,
     sigma: float = 5.0,
@@ -368,6 +401,7 @@ def deletion(
     target: TargetLike = None,
     *,
     step: int | None = None,
+    n_steps: int | str | None = None,
     substrate: Any = "zero",
     klen: int = 11,
     sigma: float = 5.0,

@@ -225,7 +225,7 @@ class SharedBatch:
         o = options
         if o.which_class not in CLASS_CHOICES:
             raise ConfigError(f"which_class must be one of {CLASS_CHOICES}, got {o.which_class!r}")
-        o = o.replace(step=check_step(self.x, o.step, o.batch_size), output=self.output)
+        o = o.replace(step=check_step(self.x, o.step, o.batch_size, o.n_steps), n_steps=None, output=self.output)
         kind, from_image = info.name, info.shared_params.get("start", "image") == "image"
         sub = self.canvas(info.shared_params.get("substrate", "zero") if o.substrate is None else o.substrate,
                           o.klen, o.sigma)

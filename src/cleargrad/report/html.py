@@ -30,6 +30,7 @@ from markupsafe import Markup, escape
 from ..store import ResultRow, ResultStore
 from .gallery import CMAP, build_gallery, gallery_order
 from .plots import colour_scale_uri, curves_uri, strip_plot_uri
+from .rst import plain_rst
 from .settings_view import settings_rows
 from .stats import MeanCI, coinciding_methods, mean_ci, separated_pairs
 from .summary import MetricColumn, summarise
@@ -94,6 +95,29 @@ def _num(v: float | None, digits: int = 3) -> str:
     if v == 0:
         return "0"
     return f"{v:.{digits}g}"
+
+
+def _weights_text(run: dict[str, Any]) -> str | None:
+    """Where a run's weights came from, in words: the file and its digest, the shipped
+    reference weights, or random init (None for a run record without a model)."""
+    if "model" not in run:
+        return None
+    if run.get("weights"):
+        digest = run.get("weights_sha256")
+        return f"{run['weights']} (sha256 {digest})" if digest else str(run["weights"])
+    if str(run["model"]).strip().lower().replace("_", "-") == "small-cnn-fashion-mnist":
+        return "shipped reference weights (Fashion-MNIST)"
+    return "random init (no --weights)"
+
+
+def _class_names_text(run: dict[str, Any], images: dict[str, Any]) -> str:
+    """The class names a run used: its ``--class-names`` file, else the names of its images'
+    labels in label order, else a note that classes are indices."""
+    named = {v[0]: v[1] for v in images.values() if v[0] is not None and v[1] is not None}
+    names = ", ".join(named[k] for k in sorted(named))
+    if run.get("class_names"):
+        return f"{run['class_names']}: {names}" if names else str(run["class_names"])
+    return names or "(none: classes are shown as indices)"
 
 
 def _gad_bases(methods: list[str]) -> dict[str, str]:
@@ -255,7 +279,8 @@ def render_report(
     rows = store.results(settings) if settings else []
     info = store.metric_info()
     columns = {
-        name: MetricColumn(name, d, c, s) for name, (d, c, s) in info.items() if any(r.metric == name for r in rows)
+        name: MetricColumn(name, d, c, plain_rst(s))
+        for name, (d, c, s) in info.items() if any(r.metric == name for r in rows)
     }
     images = store.images()
     class_of = {i: v[1] if v[1] is not None else (str(v[0]) if v[0] is not None else None) for i, v in images.items()}
@@ -307,14 +332,25 @@ def render_report(
             colour_scale=colour_scale_uri(CMAP) if maps else None,
             skipped=store.skipped(),
             settings_hash=settings,
-            what_ran=[(k, v) for k, v in settings_rows(run_settings)
-                      if k in ("model", "dataset", "target", "reference", "command", "model_test_accuracy")],
+            what_ran=_what_ran(run_settings, images),
             settings=settings_rows(run_settings),
             versions=sorted(run[2].items()) if run else sorted(versions().items()),
             other_runs=sorted(h for h in used if h != settings),
         )
     )
     return html
+
+
+def _what_ran(run: dict[str, Any], images: dict[str, Any]) -> list[tuple[str, str]]:
+    """The header rows: command, model, its weights, data set, class names, target, reference."""
+    rows = [(k, v) for k, v in settings_rows(run)
+            if k in ("model", "dataset", "target", "reference", "command", "model_test_accuracy")]
+    weights = _weights_text(run)
+    if weights is not None:
+        at = next((i + 1 for i, (k, _) in enumerate(rows) if k == "model"), len(rows))
+        rows.insert(at, ("weights", weights))
+        rows.append(("class names", _class_names_text(run, images)))
+    return rows
 
 
 def build_report(store_path: str | Path, out: str | Path | None = None, **kwargs: Any) -> Path:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .stats import MeanCI
 
-__all__ = ["colour_scale_uri", "curves_uri", "png_uri", "strip_plot_uri"]
+__all__ = ["colour_scale_uri", "curves_uri", "curve_style", "png_uri", "strip_plot_uri"]
 
 #: figure width in inches at :data:`DPI`: 1100 px, narrower than the page's content column
 WIDTH_IN = 11.0
@@ -73,19 +73,26 @@ def strip_plot_uri(
     return _fig_uri(fig)
 
 
+def curve_style(k: int) -> tuple[tuple[float, float, float, float], str]:
+    """``(colour, line style)`` of the ``k``-th method's curve: ten distinct hues
+    (matplotlib's ``tab10``), then the same hues dashed, dotted, dash-dotted."""
+    import matplotlib
+
+    return matplotlib.colormaps["tab10"](k % 10), ["-", "--", ":", "-."][(k // 10) % 4]
+
+
 def curves_uri(metric: str, methods: Sequence[str], mean_curves: dict[str, np.ndarray], n: dict[str, int]) -> str:
     """Mean curve of a curve metric (insertion, deletion) per method: model score
     against the fraction of pixels inserted or deleted."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(WIDTH_IN, 4.6), layout="constrained")
-    cmap = plt.get_cmap("tab20")
-    styles = ["-", "--", ":", "-."]
     for k, m in enumerate(methods):
         c = mean_curves.get(m)
         if c is None:
             continue
         x = np.linspace(0.0, 1.0, len(c))
-        ax.plot(x, c, color=cmap(k % 20), ls=styles[(k // 20) % 4], lw=1.4, label=f"{m} (n={n.get(m, 0)})")
+        colour, style = curve_style(k)
+        ax.plot(x, c, color=colour, ls=style, lw=1.4, label=f"{m} (n={n.get(m, 0)})")
     what = "inserted" if "insert" in metric else "deleted" if "delet" in metric else "perturbed"
     ax.set_xlabel(f"fraction of pixels {what} (most important first)", fontsize=9)
     ax.set_ylabel("model score of the explained class", fontsize=9)
