@@ -244,7 +244,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                 progress.advance(task, steps)
                 continue
             x = x.to(plan.device)
-            plan.store.add_images((r.image_id, r.label, r.class_name, r.source) for r in recs)
+            plan.store.add_images(((r.image_id, r.label, r.class_name, r.source) for r in recs), plan.settings)
             shared = SharedBatch(
                 plan.model, x, mean=plan.preprocess.mean, std=plan.preprocess.std,
                 batch_size=plan.metric_batch_size, scorer=scorer,

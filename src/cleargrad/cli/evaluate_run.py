@@ -185,7 +185,7 @@ def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
     with distributed(shard), ResultStore(s.store) as st:
         h = st.record_run(settings, versions())
         st.add_metric_info((r.name, r.direction, r.category, r.summary) for r in runners)
-        st.add_images((r.image_id, r.label, r.class_name, r.source) for r in data.records)
+        st.add_images(((r.image_id, r.label, r.class_name, r.source) for r in data.records), h)
         plan = EvalPlan(
             model=net,
             images=data,
