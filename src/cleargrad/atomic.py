@@ -18,7 +18,15 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["TEMP_SUFFIX", "atomic_path", "atomic_write", "is_temp_file", "refuse_same_file"]
+__all__ = [
+    "TEMP_SUFFIX",
+    "atomic_path",
+    "atomic_save_npy",
+    "atomic_write",
+    "is_complete_png",
+    "is_temp_file",
+    "refuse_same_file",
+]
 
 TEMP_SUFFIX = ".tmp"
 
@@ -88,6 +96,36 @@ def atomic_write(path: str | os.PathLike, data: bytes | str | Callable[[Path], o
         else:
             tmp.write_bytes(bytes(data))
     return dest
+
+
+def atomic_save_npy(path: str | os.PathLike, array: object) -> Path:
+    """``numpy.save`` of ``array`` to exactly ``path`` (no suffix added), atomically."""
+    import numpy as np
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(array))
+
+    return atomic_write(path, write)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def is_complete_png(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file that starts with the PNG signature and ends with the
+    ``IEND`` chunk (a torn PNG does not); reads 20 bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_PNG_SIGNATURE))
+            f.seek(0, os.SEEK_END)
+            if f.tell() < len(_PNG_SIGNATURE) + len(_PNG_END):
+                return False
+            f.seek(-len(_PNG_END), os.SEEK_END)
+            return head == _PNG_SIGNATURE and f.read() == _PNG_END
+    except OSError:
+        return False
 
 
 def _same(a: Path, b: Path) -> bool:

@@ -363,12 +363,14 @@ class GAD:
         save_gad(self, directory)
 
     @classmethod
-    def load(cls, directory: str, model: nn.Module, **overrides: Any) -> GAD:
+    def load(cls, directory: str, model: nn.Module, check_weights: bool = True, **overrides: Any) -> GAD:
         """Rebuild a fitted GAD saved by :meth:`save` around ``model`` (the original classifier).
 
         ``overrides`` replace saved settings that only affect :meth:`attribute`
         (``tau``, ``combine``, ``reduction``, ``base_options``, ``batch_models``,
         ``progress``). Raises :class:`~cleargrad.DataError` when the saved weights do
-        not match ``model``'s architecture.
+        not match ``model``'s architecture, when ``model``'s weights are not those the
+        support models were fitted on (``gad.json``'s ``model_digest``; ``check_weights=False``
+        skips this check), or when a file of the folder is missing, torn or damaged.
         """
-        return load_gad(cls, directory, model, **overrides)
+        return load_gad(cls, directory, model, check_weights=check_weights, **overrides)

@@ -104,7 +104,9 @@ def figure_grid(
             if i == 0:
                 ax.set_title("input" if j == 0 else (column_titles[j - 1] if column_titles else ""), fontsize=8)
     fig.tight_layout()
+    from ..atomic import atomic_write
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p)
+    fmt = p.suffix.lstrip(".").lower() or "png"
+    atomic_write(p, lambda tmp: fig.savefig(tmp, format=fmt))
     return p
