@@ -83,6 +83,7 @@ def _process_device(dev: Any, world: int) -> Any:
 
 def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
     """Run the evaluation described by ``s``: resumable rows in ``s.store``, a summary on rank 0."""
+    from ..data.identity import dataset_identity
     from ..report import versions
     from ..store import ResultStore
     from .app import (
@@ -166,6 +167,9 @@ def run_evaluate(s: EvaluateSettings, ui: UI) -> None:
         "weights": str(s.weights) if s.weights else None,
         "weights_sha256": _file_digest(s.weights),
         "dataset": data.description,
+        # an image folder: its resolved path and file-list digest (a changed folder is a new run)
+        **({"dataset_files": dataset_identity(s.dataset)} if s.dataset.strip().lower().replace("_", "-")
+           != "fashion-mnist" else {}),
         "limit": s.limit,
         "preprocess": prep.as_dict(),
         "target": tgt,

@@ -63,6 +63,16 @@ def parse_classes(text: str | None, names: list[str] | None) -> tuple[int, ...] 
     return tuple(out)
 
 
+def _folder_identity(dataset: str) -> dict[str, Any]:
+    """``{"dataset_files": identity}`` of an image folder (absent for Fashion-MNIST): a fit
+    folder is bound to the files it was fitted on (:mod:`cleargrad.data.identity`)."""
+    if dataset.strip().lower().replace("_", "-") == "fashion-mnist":
+        return {}
+    from ..data.identity import dataset_identity
+
+    return {"dataset_files": dataset_identity(dataset)}
+
+
 def _groups(text: str | None, names: list[str] | None) -> list[list[int]] | None:
     if text is None or not text.strip():
         return None
@@ -146,6 +156,7 @@ def run_gad_fit(
         "model": model_spec,
         "model_digest": digest,
         "dataset": desc,
+        **_folder_identity(dataset),
         "limit": limit,
         "preprocess": prep.as_dict() if prep is not None else "fashion-mnist (normalised)",
         "classes": None if classes is None else list(classes),
