@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,7 @@ class _Data:
     channels: int
     classes: list[str]
     description: str
+    skipped: list[Any] = field(default_factory=list)
 
 
 def _is_fashion_mnist(name: str) -> bool:
@@ -136,9 +137,11 @@ def _load_data(s: TrainSettings) -> _Data:
             f"--dataset {s.dataset} has no class sub-folders: put each class's images in a sub-folder named after it"
         )
     classes = list(folder.classes)
+    skipped = list(folder.skipped)
     x, y = folder.images, folder.labels
     if s.test_dataset is not None:
         tf = load_image_folder(s.test_dataset, size=size, channels=channels)
+        skipped += list(tf.skipped)
         if tf.labels is None or list(tf.classes) != classes:
             raise ConfigError(f"--test-dataset {s.test_dataset} must have the same class sub-folders as --dataset")
         train, test = (x, y), (tf.images, tf.labels)
@@ -164,6 +167,7 @@ def _load_data(s: TrainSettings) -> _Data:
         channels,
         classes,
         f"{s.dataset} ({len(train[1])} train / {len(test[1])} test images, {size}x{size}, {channels} channel(s))",
+        skipped,
     )
 
 
@@ -413,6 +417,10 @@ def run_training(s: TrainSettings, ui: UI) -> dict[str, Any]:
     s.out = Path(s.out)
     s.check()
     data = _load_data(s)
+    if data.skipped:
+        ui.warn(f"skipped {len(data.skipped)} file(s) that could not be read:")
+        for f in data.skipped:
+            ui.warn(f"  {f.path}: {f.reason}")
     ui.info(f"training {s.model} on {data.description} with {_loss_label(s.loss, s.lam)} for {s.epochs} epoch(s)")
     model, run = _train_one(s, data, ui)
     _comparison(s, data, model, run, ui)
