@@ -38,9 +38,11 @@ def _init_params(cls: type) -> set[str]:
     return params
 
 
-def make_method(model: nn.Module, method: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
-    """Build the named method; returns ``(instance, remaining attribute options)``."""
-    info: MethodInfo = get_method(method)
+def make_method(model: nn.Module, name: str, /, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+    """Build the method registered as ``name``; returns ``(instance, remaining attribute
+    options)``. ``name`` is positional-only, so every option name is free (Integrated
+    Gradients' quadrature rule is its ``method`` option)."""
+    info: MethodInfo = get_method(name)
     init_keys = _init_params(info.cls) - {"model"}
     init_kw = {k: v for k, v in kwargs.items() if k in init_keys}
     rest = {k: v for k, v in kwargs.items() if k not in init_keys}
@@ -64,6 +66,7 @@ def explain(
     target: TargetLike = None,
     *,
     gad: Any = None,
+    options: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     """Explain ``x`` with the method registered as ``method``.
@@ -79,9 +82,20 @@ def explain(
     GAD. The result is the fused map ``(N, 1, H, W)`` in [0, 1]; ``target=None`` explains
     the model's prediction among the classes the GAD was fitted for.
 
+    ``options``: more keyword arguments, for option names that ``explain`` takes itself
+    (Integrated Gradients' quadrature rule ``method``); merged with ``kwargs``.
+
     >>> cg.explain(model, x, method="integrated_gradients", target=3, n_steps=32)
+    >>> cg.explain(model, x, method="integrated_gradients", options={"method": "riemann_trapezoid"})
     >>> cg.explain(model, x, method="gad:saliency", gad="gad-dir")
     """
+    if options is not None:
+        if not isinstance(options, dict):
+            raise ConfigError(f"options= must be a dict of option names to values, got {type(options).__name__}")
+        both = sorted(set(options) & set(kwargs))
+        if both:
+            raise ConfigError(f"option(s) {', '.join(both)} given both in options= and as keyword arguments")
+        kwargs = {**kwargs, **options}
     base = split_gad(method)
     if base is not None:
         return gad_for(model, gad, base, **kwargs).attribute(x, target=target)
