@@ -122,7 +122,7 @@ def test_evaluate_then_report(workspace: dict[str, Path]) -> None:
     assert [v for (v,) in rc] == [1.0] * 6
     skipped = con.execute("SELECT source FROM skipped").fetchall()
     assert [Path(s).name for (s,) in skipped] == ["bad.png"]
-    classes = {c for (c,) in con.execute("SELECT class_name FROM images")}
+    classes = {c for (c,) in con.execute("SELECT class_name FROM run_images")}
     assert classes == {"boot", SCRIPT_CLASS}
     con.close()
     # the summary table is printed (one row per method)

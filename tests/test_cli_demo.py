@@ -53,7 +53,7 @@ def test_demo_writes_overlays_store_and_report_and_reuses_the_cache(tiny_demo: P
     con = sqlite3.connect(str(out / "results.sqlite"))
     (n,) = con.execute("SELECT COUNT(*) FROM results").fetchone()
     methods = {m for (m,) in con.execute("SELECT DISTINCT method FROM results")}
-    classes = {c for (c,) in con.execute("SELECT class_name FROM images")}
+    classes = {c for (c,) in con.execute("SELECT class_name FROM run_images")}
     # GAD's region is compared with its base method's region: RC of the base itself is 1
     rc = [v for (v,) in con.execute("SELECT value FROM results WHERE method='saliency' AND metric='region_complexity'")]
     con.close()

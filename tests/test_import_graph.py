@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "cleargrad"
 #: lowest first; each entry is one layer (top-level packages and modules of cleargrad)
 LAYERS: list[tuple[str, ...]] = [
     ("errors",),                                   # the exception types: no cleargrad import
+    ("atomic",),                                   # atomic file writes (temp file + fsync + rename)
     ("runtime",),                                  # memory planning, layouts, folding, compiling
     ("core", "_progress"),                         # the explanation kernel, the Method root (+ an old alias)
     ("attribution", "cam", "attention"),           # the method families

@@ -38,6 +38,7 @@ def explain(
     target: TargetLike = None,
     *,
     gad: Any = None,
+    options: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> torch.Tensor:
     """Explain ``x`` with the method registered as ``method``.
@@ -53,9 +54,20 @@ def explain(
     GAD. The result is the fused map ``(N, 1, H, W)`` in [0, 1]; ``target=None`` explains
     the model's prediction among the classes the GAD was fitted for.
 
+    ``options``: more keyword arguments, for option names that ``explain`` takes itself
+    (Integrated Gradients' quadrature rule ``method``); merged with ``kwargs``.
+
     >>> cg.explain(model, x, method="integrated_gradients", target=3, n_steps=32)
+    >>> cg.explain(model, x, method="integrated_gradients", options={"method": "riemann_trapezoid"})
     >>> cg.explain(model, x, method="gad:saliency", gad="gad-dir")
     """
+    if options is not None:
+        if not isinstance(options, dict):
+            raise ConfigError(f"options= must be a dict of option names to values, got {type(options).__name__}")
+        both = sorted(set(options) & set(kwargs))
+        if both:
+            raise ConfigError(f"option(s) {', '.join(both)} given both in options= and as keyword arguments")
+        kwargs = {**kwargs, **options}
     base = split_gad(method)
     if base is not None:
         return gad_for(model, gad, base, **kwargs).attribute(x, target=target)

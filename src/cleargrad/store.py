@@ -19,9 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import sqlite3
 import time
+import urllib.parse
 from array import array
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -97,7 +99,22 @@ CREATE TABLE IF NOT EXISTS skipped (
     source TEXT PRIMARY KEY,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS run_images (
+    settings_hash TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    label INTEGER,
+    class_name TEXT,
+    source TEXT,
+    UNIQUE (settings_hash, image_id)
+);
 """
+
+_SCHEMA_TABLES = tuple(
+    line.split()[5] for line in _SCHEMA.splitlines() if line.startswith("CREATE TABLE IF NOT EXISTS")
+)
+
+#: the tables every results store has (any version); a SQLite file without them is not a store
+_STORE_TABLES = frozenset({"runs", "results"})
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
@@ -121,10 +138,16 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def _check_store_path(path: Path) -> None:
-    """Refuse a folder, or an existing file that is not SQLite (never overwritten)."""
+    """Refuse a folder, a device or other non-regular file, or an existing file that is not
+    SQLite (never overwritten)."""
     if path.is_dir():
         raise ConfigError(
             f"the results store {path} is a folder; give a file path such as {path / 'results.sqlite'}"
+        )
+    if path.exists() and not path.is_file():
+        raise ConfigError(
+            f"the results store {path} is not a regular file (a device, pipe or socket); give a file path "
+            "such as results.sqlite"
         )
     if path.is_file() and path.stat().st_size > 0:
         with open(path, "rb") as f:
@@ -136,6 +159,45 @@ def _check_store_path(path: Path) -> None:
             )
 
 
+def _readonly_uri(path: Path) -> str:
+    """SQLite URI that opens ``path`` read-only; ``immutable=1`` where its folder cannot be
+    written (read-only media: SQLite could not create the WAL index there)."""
+    resolved = path.resolve()
+    uri = f"file:{urllib.parse.quote(str(resolved))}?mode=ro"
+    if not os.access(resolved.parent, os.W_OK):
+        uri += "&immutable=1"
+    return uri
+
+
+def _damaged(path: Path, e: BaseException) -> DataError:
+    return DataError(
+        f"the results store {path} is damaged or truncated ({e}); restore it from a copy, or give a new "
+        "--store path (and rerun to recompute)"
+    )
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
+
+
+def _check_integrity(conn: sqlite3.Connection, path: Path) -> None:
+    """``PRAGMA quick_check``: a damaged page raises :class:`DataError` naming the file."""
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as e:
+        raise _damaged(path, e) from e
+    if [tuple(r) for r in rows] != [("ok",)]:
+        raise _damaged(path, "; ".join(str(r[0]) for r in rows[:3]))
+
+
+def _not_a_store(path: Path) -> DataError:
+    return DataError(
+        f"{path} is an SQLite file but not a cleargrad results store (it has no 'results' and 'runs' "
+        "tables); it was left as it was. Give the .sqlite file written by `cleargrad evaluate --store` "
+        "or `cleargrad demo`"
+    )
+
+
 class ResultStore:
     """A SQLite results file shared safely between processes.
 
@@ -144,15 +206,49 @@ class ResultStore:
         timeout: seconds a write keeps retrying while the database is locked.
     """
 
-    def __init__(self, path: str | Path, timeout: float = 120.0) -> None:
+    def __init__(self, path: str | Path, timeout: float = 120.0, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        _check_store_path(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.readonly = readonly
         self.timeout = timeout
-        self._conn = sqlite3.connect(str(self.path), timeout=min(timeout, 30.0), isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
-        self._retry(lambda: self._conn.executescript(_SCHEMA))
+        _check_store_path(self.path)
+        if readonly:
+            if not self.path.is_file():
+                raise DataError(f"results store not found: {self.path}")
+            try:
+                self._conn = sqlite3.connect(_readonly_uri(self.path), uri=True, timeout=min(timeout, 30.0))
+                self._conn.execute("PRAGMA busy_timeout = 30000")
+                tables = self._retry(lambda: _tables(self._conn))
+            except sqlite3.DatabaseError as e:
+                raise _damaged(self.path, e) from e
+            if not tables >= _STORE_TABLES:
+                self._conn.close()
+                raise _not_a_store(self.path)
+            self._tables = tables
+            _check_integrity(self._conn, self.path)
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the folder of the results store {self.path}: {e}") from e
+        if self.path.exists() and not os.access(self.path, os.W_OK) or not os.access(self.path.parent, os.W_OK):
+            raise ConfigError(
+                f"the results store {self.path} cannot be written (read-only file or folder); give a --store "
+                "path on writable storage (`cleargrad report` and `export` read it where it is)"
+            )
+        try:
+            self._conn = sqlite3.connect(str(self.path), timeout=min(timeout, 30.0), isolation_level=None)
+            self._conn.execute("PRAGMA busy_timeout = 30000")
+            tables = self._retry(lambda: _tables(self._conn))
+            if tables and not tables & _STORE_TABLES:
+                self._conn.close()
+                raise _not_a_store(self.path)
+            if tables:
+                _check_integrity(self._conn, self.path)
+            self._retry(lambda: self._conn.execute("PRAGMA journal_mode = WAL"))
+            self._retry(lambda: self._conn.executescript(_SCHEMA))
+        except sqlite3.DatabaseError as e:
+            raise _damaged(self.path, e) from e
+        self._tables = set(_SCHEMA_TABLES)
 
     # context manager ---------------------------------------------------------------
     def close(self) -> None:
@@ -176,6 +272,8 @@ class ResultStore:
             except sqlite3.OperationalError as e:
                 msg = str(e).lower()
                 if ("locked" not in msg and "busy" not in msg) or time.monotonic() > deadline:
+                    if "disk i/o" in msg or "readonly" in msg or "unable to open" in msg or "full" in msg:
+                        raise ConfigError(f"cannot write the results store {self.path}: {e}") from e
                     raise
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
@@ -196,7 +294,14 @@ class ResultStore:
                     cur.execute("ROLLBACK")
                 raise
 
-        self._retry(run)
+        if self.readonly:
+            raise ConfigError(f"the results store {self.path} was opened read-only")
+        try:
+            self._retry(run)
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:  # a programming or lock error, not a damaged file
+                raise
+            raise _damaged(self.path, e) from e
 
     def record_run(self, settings: dict[str, Any], versions: dict[str, str]) -> str:
         """Store the run settings (once per hash); returns the settings hash."""
@@ -212,9 +317,18 @@ class ResultStore:
         )
         return h
 
-    def add_images(self, images: Iterable[tuple[str, int | None, str | None, str | None]]) -> None:
-        """Record ``(image_id, label, class_name, source)`` rows (first write wins)."""
-        self._transaction([("INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?)", images)])
+    def add_images(
+        self, images: Iterable[tuple[str, int | None, str | None, str | None]], settings: str | None = None
+    ) -> None:
+        """Record ``(image_id, label, class_name, source)`` rows of the run ``settings`` (one
+        row per run and image: several runs of one store never share image metadata).
+        Without ``settings`` the rows go to the store-wide table (first write wins), as
+        older versions wrote them."""
+        if settings is None:
+            self._transaction([("INSERT OR IGNORE INTO images VALUES (?, ?, ?, ?)", images)])
+            return
+        data = [(settings, *tuple(r)) for r in images]
+        self._transaction([("INSERT OR IGNORE INTO run_images VALUES (?, ?, ?, ?, ?)", data)])
 
     def add_metric_info(self, infos: Iterable[tuple[str, str, str, str]]) -> None:
         """Record ``(name, direction, category, summary)`` of metrics (for the report)."""
@@ -284,7 +398,20 @@ class ResultStore:
 
     # reading -------------------------------------------------------------------------
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._retry(lambda: self._conn.execute(sql, tuple(args)).fetchall())
+        try:
+            return self._retry(lambda: self._conn.execute(sql, tuple(args)).fetchall())
+        except sqlite3.OperationalError as e:
+            if self.readonly and "no such table" in str(e).lower():
+                return []  # a store of an older version, read as it is: the table's data is absent
+            raise
+        except sqlite3.DatabaseError as e:
+            if type(e) is not sqlite3.DatabaseError:
+                raise
+            raise _damaged(self.path, e) from e
+
+    def has_table(self, name: str) -> bool:
+        """Whether the store has table ``name`` (older stores lack the newer tables)."""
+        return name in self._tables
 
     def done(self, settings: str, method: str | None = None) -> set[tuple[str, str, str]]:
         """The ``(image_id, method, metric)`` keys already stored for ``settings``."""
@@ -318,9 +445,21 @@ class ResultStore:
         """Number of result rows."""
         return int(self._query("SELECT COUNT(*) FROM results")[0][0])
 
-    def images(self) -> dict[str, tuple[int | None, str | None, str | None]]:
-        """``image_id -> (label, class_name, source)``."""
-        return {r[0]: (r[1], r[2], r[3]) for r in self._query("SELECT * FROM images")}
+    def images(self, settings: str | None = None) -> dict[str, tuple[int | None, str | None, str | None]]:
+        """``image_id -> (label, class_name, source)`` of the run ``settings`` (or of every run).
+
+        Stores written before per-run image rows existed keep one ``images`` row per id
+        (the first run's); those are used for images the run has no row of its own for.
+        """
+        legacy_rows = self._query("SELECT image_id, label, class_name, source FROM images")
+        legacy = {r[0]: (r[1], r[2], r[3]) for r in legacy_rows}
+        sql = "SELECT image_id, label, class_name, source FROM run_images"
+        args: list[Any] = []
+        if settings is not None:
+            sql += " WHERE settings_hash = ?"
+            args.append(settings)
+        own = {r[0]: (r[1], r[2], r[3]) for r in self._query(sql + " ORDER BY settings_hash", args)}
+        return {**legacy, **own}
 
     def metric_info(self) -> dict[str, tuple[str, str, str]]:
         """``metric name -> (direction, category, summary)``."""
@@ -330,9 +469,15 @@ class ResultStore:
         """``(source, reason)`` of the files that were skipped."""
         return [(a, b) for a, b in self._query("SELECT source, reason FROM skipped ORDER BY source")]
 
-    def overlays(self, limit_images: int | None = None) -> list[tuple[str, str, bytes]]:
-        """``(image_id, method, png)`` for the first ``limit_images`` images (by id)."""
-        rows = self._query("SELECT image_id, method, png FROM overlays ORDER BY image_id, method")
+    def overlays(
+        self, limit_images: int | None = None, settings: str | None = None
+    ) -> list[tuple[str, str, bytes]]:
+        """``(image_id, method, png)`` for the first ``limit_images`` images (by id), of the
+        run ``settings`` (or of every run)."""
+        sql, args = "SELECT image_id, method, png FROM overlays", []
+        if settings is not None:
+            sql, args = sql + " WHERE settings_hash = ?", [settings]
+        rows = self._query(sql + " ORDER BY image_id, method", args)
         if limit_images is not None:
             keep = sorted({r[0] for r in rows})[:limit_images]
             rows = [r for r in rows if r[0] in set(keep)]

@@ -79,14 +79,14 @@ class IntegratedGradients(GradientAttribution):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         base = make_baseline(baselines, x)
         t = self.targets(x, target)
+        n = x.shape[0]
+        work = n_steps * n if isinstance(n_steps, int) and n_steps > 0 else 0
+        chunk = self.chunk_size(x, max(work, 1), internal_batch_size)  # the memory check before the nodes
         alphas, weights = quadrature(method, n_steps)
         alphas = alphas.to(device=x.device, dtype=x.dtype)
         weights = weights.to(device=x.device, dtype=x.dtype)
-        n = x.shape[0]
         diff = x - base
         total = torch.zeros_like(x)
-        work = n_steps * n
-        chunk = self.chunk_size(x, work, internal_batch_size)
         view = (-1,) + (1,) * (x.dim() - 1)
         for sl in chunk_slices(work, chunk):
             k = torch.arange(sl.start, sl.stop, device=x.device)

@@ -7,6 +7,10 @@ An output folder holds everything of one run::
     OUT/model.safetensors the final weights
     OUT/history.json      one record per epoch (loss, its parts, accuracies, LR, time)
     OUT/run.json          the settings, the data split and the final accuracy
+    OUT/inputs.json       what the run is bound to: model, width, data (resolved path and
+                          file-list digest), size; a rerun into OUT with other inputs is refused
+
+Every file is written atomically (a temporary file renamed over it).
 
 ``--baseline DIR`` names another run's folder (trained the same way, usually with
 ``--loss ce``); the final table then compares accuracies and, with ``--evaluate``, the CAM
@@ -17,11 +21,12 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from ..atomic import atomic_write
+from ..errors import ConfigError, DataError
 from ..evaluation.console import UI
 
 __all__ = ["LOSSES", "TrainSettings", "run_training"]
@@ -94,6 +99,7 @@ class _Data:
     channels: int
     classes: list[str]
     description: str
+    skipped: list[Any] = field(default_factory=list)
 
 
 def _is_fashion_mnist(name: str) -> bool:
@@ -133,9 +139,11 @@ def _load_data(s: TrainSettings) -> _Data:
             f"--dataset {s.dataset} has no class sub-folders: put each class's images in a sub-folder named after it"
         )
     classes = list(folder.classes)
+    skipped = list(folder.skipped)
     x, y = folder.images, folder.labels
     if s.test_dataset is not None:
         tf = load_image_folder(s.test_dataset, size=size, channels=channels)
+        skipped += list(tf.skipped)
         if tf.labels is None or list(tf.classes) != classes:
             raise ConfigError(f"--test-dataset {s.test_dataset} must have the same class sub-folders as --dataset")
         train, test = (x, y), (tf.images, tf.labels)
@@ -161,6 +169,7 @@ def _load_data(s: TrainSettings) -> _Data:
         channels,
         classes,
         f"{s.dataset} ({len(train[1])} train / {len(test[1])} test images, {size}x{size}, {channels} channel(s))",
+        skipped,
     )
 
 
@@ -194,12 +203,86 @@ def _run_config(s: TrainSettings) -> dict[str, Any]:
     return d
 
 
+#: the file in --out that binds it to its inputs
+INPUTS_FILE = "inputs.json"
+
+
+def _data_identity(name: str | None) -> Any:
+    if name is None:
+        return None
+    if _is_fashion_mnist(name):
+        return "fashion-mnist"
+    from ..data.identity import dataset_identity
+
+    return dataset_identity(name)
+
+
+def _inputs(s: TrainSettings) -> dict[str, Any]:
+    """What a run folder is bound to: a resume with any other value is refused."""
+    return {
+        "model": s.model,
+        "width": s.width,
+        "dataset": _data_identity(s.dataset),
+        "test_dataset": _data_identity(s.test_dataset),
+        "size": s.size,
+        "grayscale": s.grayscale,
+        "holdout": s.holdout,
+        "train_limit": s.train_limit,
+        "seed": s.seed,
+    }
+
+
+def _describe(v: Any) -> str:
+    if isinstance(v, dict) and "path" in v:
+        return f"{v['path']} ({v['files']} files, digest {v['digest']})"
+    return repr(v)
+
+
+def _bind_out(s: TrainSettings) -> None:
+    """Refuse to resume into ``--out`` written for other inputs (one line), else record them.
+
+    Folders of older versions (no ``inputs.json``) are checked against their ``run.json``
+    settings where there is one.
+    """
+    now = _inputs(s)
+    path = s.out / INPUTS_FILE
+    saved: dict[str, Any] | None = None
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path} cannot be read ({e}); delete it or choose another --out") from e
+    elif (s.out / "run.json").is_file():
+        try:
+            old = json.loads((s.out / "run.json").read_text(encoding="utf-8")).get("settings", {})
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as e:
+            raise DataError(f"{s.out / 'run.json'} cannot be read ({e}); delete it or choose another --out") from e
+        for k in ("model", "width", "size", "grayscale"):
+            if k in old and old[k] != now[k]:
+                raise ConfigError(
+                    f"--out {s.out} holds a run with {k} {old[k]!r}, not {now[k]!r}; choose another --out "
+                    "or delete it to start over"
+                )
+    if saved is not None:
+        diff = [k for k in now if saved.get(k) != now[k]]
+        if diff:
+            k = diff[0]
+            raise ConfigError(
+                f"--out {s.out} holds a run of other inputs ({k}: {_describe(saved.get(k))}, now {_describe(now[k])}"
+                f"{f'; also {len(diff) - 1} other setting(s)' if len(diff) > 1 else ''}); choose another --out "
+                "or delete it to start over"
+            )
+        return
+    atomic_write(path, json.dumps(now, indent=1))
+
+
 def _train_one(s: TrainSettings, data: _Data, ui: UI) -> tuple[Any, dict[str, Any]]:
     import torch
     from safetensors.torch import save_file
 
     from ..training import Recipe, fit
 
+    _bind_out(s)
     model = _build_model(s, data)
     recipe = Recipe.paper(
         epochs=s.epochs, optimizer=s.optimizer, lr=s.lr, batch_size=s.batch_size, schedule=s.schedule,
@@ -219,8 +302,8 @@ def _train_one(s: TrainSettings, data: _Data, ui: UI) -> tuple[Any, dict[str, An
     model = result.model.eval()
     s.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(s.out / "model.safetensors"))
-    (s.out / "history.json").write_text(json.dumps(result.history, indent=1))
+    atomic_write(s.out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+    atomic_write(s.out / "history.json", json.dumps(result.history, indent=1))
     run = {
         "settings": _run_config(s),
         "dataset": data.description,
@@ -231,7 +314,7 @@ def _train_one(s: TrainSettings, data: _Data, ui: UI) -> tuple[Any, dict[str, An
         "epochs_done": len(result.history),
         "seconds": sum(h["seconds"] for h in result.history),
     }
-    (s.out / "run.json").write_text(json.dumps(run, indent=1))
+    atomic_write(s.out / "run.json", json.dumps(run, indent=1))
     return model, run
 
 
@@ -322,7 +405,7 @@ def _comparison(s: TrainSettings, data: _Data, model: Any, run: dict, ui: UI) ->
         | {"seconds_per_image": v["seconds_per_image"], "n_blank": v["n_blank"]}
         for cam, v in ours.items()
     }
-    (s.out / "cam_metrics.json").write_text(json.dumps({"images": len(y), "cams": summary}, indent=1))
+    atomic_write(s.out / "cam_metrics.json", json.dumps({"images": len(y), "cams": summary}, indent=1))
 
 
 def _test_tensors(data: _Data) -> tuple[Any, Any]:
@@ -341,6 +424,10 @@ def run_training(s: TrainSettings, ui: UI) -> dict[str, Any]:
     s.out = Path(s.out)
     s.check()
     data = _load_data(s)
+    if data.skipped:
+        ui.warn(f"skipped {len(data.skipped)} file(s) that could not be read:")
+        for f in data.skipped:
+            ui.warn(f"  {f.path}: {f.reason}")
     ui.info(f"training {s.model} on {data.description} with {_loss_label(s.loss, s.lam)} for {s.epochs} epoch(s)")
     model, run = _train_one(s, data, ui)
     _comparison(s, data, model, run, ui)

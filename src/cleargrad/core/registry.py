@@ -149,9 +149,11 @@ def init_params(cls: type) -> set[str]:
     return params
 
 
-def make_method(model: Any, method: str, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+def make_method(model: Any, method: str, /, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
     """Build the method registered as ``method`` on ``model``: the keyword arguments its
-    constructor takes go to it; returns ``(instance, remaining attribute options)``."""
+    constructor takes go to it; returns ``(instance, remaining attribute options)``.
+    ``model`` and ``method`` are positional-only, so every option name is free (Integrated
+    Gradients' quadrature rule is its ``method`` option)."""
     info = get_method(method)
     init_keys = init_params(info.cls) - {"model"}
     init_kw = {k: v for k, v in kwargs.items() if k in init_keys}

@@ -11,6 +11,12 @@ must never record the frozen flags of another, and one call's hooks must never s
 another's forward passes. Calls on different models run in parallel; nested calls
 in one thread (a metric running an explanation) re-enter the lock. To explain in
 parallel, give each thread its own copy of the model (``copy.deepcopy(model)``).
+
+A model being trained by :func:`cleargrad.training.fit` (held in :func:`training_guard`)
+cannot be explained from another thread: the explanation freezes and restores the very
+flags and weights the optimiser is changing, so both would break. The call raises
+:class:`ModelStateError` at once; ``fit`` likewise refuses a model that another thread is
+explaining. Explain a copy, or after training.
 """
 
 from __future__ import annotations
@@ -25,11 +31,61 @@ from torch import nn
 
 from ..errors import ModelStateError
 
-__all__ = ["preserved_state", "check_eval_mode", "model_lock", "unique_parameters"]
+__all__ = ["preserved_state", "check_eval_mode", "model_lock", "training_guard", "unique_parameters"]
 
 #: id(key object) -> lock; an entry is dropped when its key object is collected
 _locks: dict[int, threading.RLock] = {}
 _locks_guard = threading.Lock()
+
+
+#: id(lock key) -> ident of the thread training that model (see training_guard)
+_training: dict[int, int] = {}
+
+
+def _key(model: nn.Module) -> object:
+    key: object = next(model.parameters(), None)
+    return model if key is None else key
+
+
+_BUSY_TRAINING = (
+    "the model is being trained by another thread (cleargrad.training.fit); explaining it now would "
+    "break both. Explain a copy (copy.deepcopy(model)) or wait until training ends"
+)
+
+
+def _check_not_trained_elsewhere(model: nn.Module) -> None:
+    owner = _training.get(id(_key(model)))
+    if owner is not None and owner != threading.get_ident():
+        raise ModelStateError(_BUSY_TRAINING)
+
+
+@contextmanager
+def training_guard(model: nn.Module) -> Iterator[None]:
+    """Mark ``model`` as being trained by this thread for the duration: cleargrad calls on it
+    from other threads raise :class:`ModelStateError`, and so does entering this guard
+    while another thread is explaining or training it. Calls from this thread (a loss that
+    explains the model) go on."""
+    k = id(_key(model))
+    me = threading.get_ident()
+    with _locks_guard:
+        owner = _training.get(k)
+        if owner is not None and owner != me:
+            raise ModelStateError("the model is already being trained by another thread; train a copy")
+        _training[k] = me  # set before the lock test below: an explanation entering later sees it
+    lock = model_lock(model)
+    if not lock.acquire(blocking=False):  # held by an explanation in another thread
+        if owner is None:
+            _training.pop(k, None)
+        raise ModelStateError(
+            "the model is being explained by another thread; training it now would break both. "
+            "Train a copy (copy.deepcopy(model)) or wait until the explanation returns"
+        )
+    lock.release()
+    try:
+        yield
+    finally:
+        if owner is None:
+            _training.pop(k, None)
 
 
 def model_lock(model: nn.Module) -> threading.RLock:
@@ -93,6 +149,7 @@ def preserved_state(
             duration, so that backward passes compute no parameter gradients.
     """
     with model_lock(model):
+        _check_not_trained_elsewhere(model)
         check_eval_mode(model, allow_train_mode)
         with _restored(model, allow_train_mode=allow_train_mode, freeze_params=freeze_params):
             yield

@@ -69,6 +69,12 @@ def select_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
     return out
 
 
+def _check_int64(v: int) -> None:
+    """A class index beyond int64 cannot be any model's class: a TargetError, not OverflowError."""
+    if not -(2**63) <= v < 2**63:
+        raise TargetError(f"target {v} is not a class index (far beyond any number of classes); give 0 .. C-1")
+
+
 def resolve_targets(
     target: TargetLike,
     n: int,
@@ -104,6 +110,7 @@ def resolve_targets(
             raise TargetError(f"target array must hold integers, got dtype {target.dtype}")
         target = torch.from_numpy(np.ascontiguousarray(target))
     if isinstance(target, (int, np.integer)):
+        _check_int64(int(target))
         t = torch.full((n,), int(target), dtype=torch.long, device=device)
     elif isinstance(target, torch.Tensor):
         if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
@@ -121,6 +128,8 @@ def resolve_targets(
         vals = list(target)
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in vals):
             raise TargetError(f"target sequence must hold ints, got {vals!r}")
+        for v in vals:
+            _check_int64(int(v))
         t = torch.tensor([int(v) for v in vals], dtype=torch.long, device=device)
     else:
         raise TargetError(

@@ -22,7 +22,10 @@ __all__ = [
     "ImageFolder",
     "SkippedFile",
     "crop_resize",
+    "MAX_IMAGE_PIXELS",
+    "OversizedImage",
     "UnsupportedImage",
+    "check_crop_fraction",
     "load_image_folder",
     "list_images",
     "non_image_files",
@@ -33,6 +36,12 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".
 """File suffixes (lower case) treated as images when a folder is scanned."""
 
 _MODES = {1: "L", 3: "RGB"}
+
+MAX_IMAGE_PIXELS = 89_478_485
+"""The most pixels an image may declare, and the most an intermediate resize may produce
+(PIL's own decompression-bomb bound, about 9459×9459; at most a few hundred MB per image).
+An image beyond it is skipped with the reason, never decoded: a 99-byte PNG can declare
+20000×20000 pixels, and an extreme aspect ratio makes the aspect-keeping resize huge."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +140,22 @@ RESIZE_MODES: tuple[str, ...] = ("crop", "squash")
 (torchvision's ``Resize`` + ``CenterCrop``); ``squash``: scale each side to the target."""
 
 
+def check_crop_fraction(size: int, crop_fraction: float, option: str = "crop_fraction") -> None:
+    """Refuse a crop fraction whose scaled square (``size / crop_fraction`` per side) is over
+    :data:`MAX_IMAGE_PIXELS` (every image would need a giant intermediate).
+
+    Raises:
+        ConfigError: naming the smallest value that fits.
+    """
+    side = size / crop_fraction
+    if side * side > MAX_IMAGE_PIXELS:
+        least = size / (MAX_IMAGE_PIXELS**0.5)
+        raise ConfigError(
+            f"{option} {crop_fraction:g} would scale every image to {side:,.0f} pixels a side before the "
+            f"{size}-pixel crop; give a value of at least {least:.3g} (ImageNet models: 0.875)"
+        )
+
+
 def crop_resize(im: Image.Image, size: tuple[int, int], crop_fraction: float = 1.0) -> Image.Image:
     """Scale ``im`` (bilinear, aspect ratio kept) so that it covers ``size / crop_fraction``
     (``(height, width)``), then cut the central ``size``.
@@ -150,6 +175,12 @@ def crop_resize(im: Image.Image, size: tuple[int, int], crop_fraction: float = 1
     else:
         scale = max(h / H, w / W) / crop_fraction
         new_w, new_h = max(w, int(round(W * scale))), max(h, int(round(H * scale)))
+    if new_w * new_h > MAX_IMAGE_PIXELS:
+        raise OversizedImage(
+            f"scaling its {W}x{H} pixels to {new_w}x{new_h} before the centre crop would exceed the "
+            f"{MAX_IMAGE_PIXELS:,}-pixel bound (an extreme aspect ratio or crop fraction); crop the file "
+            "first, or use --resize squash"
+        )
     if (new_w, new_h) != (W, H):
         im = im.resize((new_w, new_h), Image.Resampling.BILINEAR)
     top, left = int(round((new_h - h) / 2.0)), int(round((new_w - w) / 2.0))
@@ -162,6 +193,10 @@ _WIDE_UINT16 = ("I;16", "I;16L", "I;16B", "I;16N")
 
 class UnsupportedImage(ValueError):
     """An image that cannot be read without distorting it (skipped, with this reason)."""
+
+
+class OversizedImage(UnsupportedImage):
+    """An image that cannot be decoded or resized within :data:`MAX_IMAGE_PIXELS`."""
 
 
 def _wide_values(im: Image.Image, path: Path) -> np.ndarray:
@@ -206,6 +241,12 @@ def _read(
     (not clipped to 8 bits); 32-bit integer images and floats outside [0, 1] raise
     :class:`UnsupportedImage`."""
     with Image.open(path) as im:
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise OversizedImage(
+                f"it declares {w}x{h} pixels, over the {MAX_IMAGE_PIXELS:,}-pixel bound (a possible "
+                "decompression bomb); not decoded"
+            )
         im.load()
         if im.mode in _WIDE_UINT16 or im.mode in ("I", "F"):
             plane = Image.fromarray(np.ascontiguousarray(_wide_values(im, path), dtype=np.float32))  # mode "F"
@@ -287,6 +328,8 @@ def load_image_folder(
     if not 0.0 < crop_fraction <= 1.0:
         raise ConfigError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
     target = _size(size)
+    if target is not None:
+        check_crop_fraction(max(target), crop_fraction)
     mean_t, std_t = _stats(mean, channels, "mean"), _stats(std, channels, "std")
     root: Path | None = None
     skipped: list[SkippedFile] = []
@@ -306,8 +349,17 @@ def load_image_folder(
             continue
         try:
             arr = _read(path, _MODES[channels], target, resize, crop_fraction)
+        except OversizedImage as e:
+            skipped.append(SkippedFile(path, f"not read (too large): {e}"))
+            continue
         except UnsupportedImage as e:
             skipped.append(SkippedFile(path, f"not read (would be distorted): {e}"))
+            continue
+        except Image.DecompressionBombError as e:
+            skipped.append(SkippedFile(path, f"not read (too large): decompression bomb ({e})"))
+            continue
+        except MemoryError:
+            skipped.append(SkippedFile(path, "not read (too large): decoding it ran out of memory"))
             continue
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
             skipped.append(SkippedFile(path, f"unreadable: {type(e).__name__}: {e}"))

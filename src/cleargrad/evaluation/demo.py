@@ -269,7 +269,7 @@ def run_demo(
     with ResultStore(store_path) as store:
         h = store.record_run(run_settings, versions())
         store.add_metric_info((r.name, r.direction, r.category, r.summary) for r in runners)
-        store.add_images((r.image_id, r.label, r.class_name, r.source) for r in data.records)
+        store.add_images(((r.image_id, r.label, r.class_name, r.source) for r in data.records), h)
         plan = EvalPlan(
             model=model, images=data, explainers=explainers, metrics=runners, store=store, settings=h,
             preprocess=data.preprocess, run=evaluation, references=refs,

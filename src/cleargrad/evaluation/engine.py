@@ -233,11 +233,22 @@ def _overlay_path(plan: EvalPlan, rec: ImageRecord, method: str) -> Path:
 
 
 def _write_files(plan: EvalPlan, rec: ImageRecord, method: str, png: bytes, arr: np.ndarray) -> None:
+    from ..atomic import atomic_save_npy, atomic_write
+
     path = _overlay_path(plan, rec, method)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if plan.save_arrays:
-        np.save(path.with_suffix(".npy"), arr)
-    path.write_bytes(png)  # last: its existence marks the pair as done
+        atomic_save_npy(path.with_suffix(".npy"), arr)
+    atomic_write(path, png)  # last: its existence marks the pair as done
+
+
+def _overlay_done(plan: EvalPlan, rec: ImageRecord, method: str) -> bool:
+    """The overlay file exists and is a whole PNG (a torn file of an older version is redone)."""
+    from ..atomic import is_complete_png
+
+    path = _overlay_path(plan, rec, method)
+    if plan.save_arrays and not path.with_suffix(".npy").is_file():
+        return False
+    return is_complete_png(path)
 
 
 def run_evaluation(plan: EvalPlan, ui: UI) -> int:
@@ -275,7 +286,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                 for m in names
                 for r in recs_all
                 if (r.image_id in gallery_ids and (r.image_id, m) not in have_overlay)
-                or (plan.run.overlays is not None and not _overlay_path(plan, r, m).exists())
+                or (plan.run.overlays is not None and not _overlay_done(plan, r, m))
             }
             if not any(todo.values()) and not need_overlay:
                 progress.advance(task, steps)
@@ -287,7 +298,7 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                 progress.advance(task, steps)
                 continue
             x = x.to(plan.device)
-            plan.store.add_images((r.image_id, r.label, r.class_name, r.source) for r in recs)
+            plan.store.add_images(((r.image_id, r.label, r.class_name, r.source) for r in recs), plan.settings)
             shared = SharedBatch(
                 plan.model, x, mean=plan.preprocess.mean, std=plan.preprocess.std,
                 batch_size=plan.run.metric_batch_size, scorer=scorer,

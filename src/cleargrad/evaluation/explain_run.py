@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import atomic_save_npy, atomic_write
 from .console import UI
 from .engine import seed_for
 from .explainers import Explainer
@@ -75,6 +75,12 @@ def explain_images(
       :class:`~cleargrad.evaluation.outputs.ManifestRow`); the JSON also holds ``run``.
 
     Stems are :func:`~cleargrad.evaluation.outputs.output_stems` of the image ids. Returns the rows.
+
+    Every file is written atomically. Before the first file is written the manifest is
+    replaced by an empty one marked ``"complete": false``, and after every batch it is
+    rewritten with the rows finished so far, so that a manifest never describes a file
+    that this run has overwritten since (a killed rerun into a used folder); the last
+    write has ``"complete": true``.
     """
     from .render import overlay_png
 
@@ -84,6 +90,7 @@ def explain_images(
     stems = output_stems([r.image_id for r in images.records])
     n = len(images)
     rows: list[ManifestRow] = []
+    write_manifest(out, rows, run or {}, complete=False)  # the old manifest must not outlive what it lists
     with ui.progress() as progress:
         task = progress.add_task("explaining", total=n * len(explainers))
         for b, start in enumerate(range(0, n, batch_size)):
@@ -113,8 +120,8 @@ def explain_images(
                         png = overlay_png(image, a[i])
                     else:
                         png = _figure(image, a[i], e, k, _name(class_names, k), p, target_rule(e, target), r.source)
-                    np.save(npy_path, a[i].numpy())
-                    png_path.write_bytes(png)
+                    atomic_save_npy(npy_path, a[i].numpy())
+                    atomic_write(png_path, png)
                     rows.append(
                         ManifestRow(
                             input=r.source, image_id=r.image_id, label=r.label, label_name=r.class_name or "",
@@ -125,6 +132,7 @@ def explain_images(
                         )
                     )
                 progress.advance(task, count)
+            write_manifest(out, rows, run or {}, complete=False)
     write_manifest(out, rows, run or {})
     return rows
 

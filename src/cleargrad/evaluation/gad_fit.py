@@ -10,13 +10,13 @@ rerun with the same command continues where it stopped (and gives the same model
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write
 from ..errors import ConfigError, DataError
 
 __all__ = ["FIT_RECORD", "load_fitted_gad", "parse_classes", "run_gad_fit", "state_digest"]
@@ -27,15 +27,20 @@ CHECKPOINTS = "checkpoints"
 
 def state_digest(model: Any) -> str:
     """SHA-256 (16 hex digits) of a model's state dict: names, dtypes, shapes and values."""
-    import torch
+    from ..gad.persistence import model_digest
 
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:16]
+    return model_digest(model)
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    """The parsed ``fit.json``, or :class:`DataError` naming it."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path} cannot be read ({type(e).__name__}: {e}); delete the folder and fit again") from e
+    if not isinstance(record, dict):
+        raise DataError(f"{path} is not a `cleargrad gad fit` record; delete the folder and fit again")
+    return record
 
 
 def parse_classes(text: str | None, names: list[str] | None) -> tuple[int, ...] | None:
@@ -56,6 +61,16 @@ def parse_classes(text: str | None, names: list[str] | None) -> tuple[int, ...] 
             known = f"; known names: {', '.join(names)}" if names else " (give --class-names FILE to use names)"
             raise ConfigError(f"--classes: {item!r} is neither a class index nor a class name{known}")
     return tuple(out)
+
+
+def _folder_identity(dataset: str) -> dict[str, Any]:
+    """``{"dataset_files": identity}`` of an image folder (absent for Fashion-MNIST): a fit
+    folder is bound to the files it was fitted on (:mod:`cleargrad.data.identity`)."""
+    if dataset.strip().lower().replace("_", "-") == "fashion-mnist":
+        return {}
+    from ..data.identity import dataset_identity
+
+    return {"dataset_files": dataset_identity(dataset)}
 
 
 def _groups(text: str | None, names: list[str] | None) -> list[list[int]] | None:
@@ -144,6 +159,7 @@ def run_gad_fit(
         "model": model_spec,
         "model_digest": digest,
         "dataset": desc,
+        **_folder_identity(dataset),
         "limit": limit,
         "preprocess": prep.as_dict() if prep is not None else "fashion-mnist (normalised)",
         "classes": None if classes is None else list(classes),
@@ -160,7 +176,7 @@ def run_gad_fit(
     key = config_key(settings)
     record_path = out / FIT_RECORD
     if (out / "gad.json").is_file() and record_path.is_file():
-        old = json.loads(record_path.read_text())
+        old = _read_record(record_path)
         if old.get("key") == key:
             ui.info(f"{out} already holds this fit: nothing to do")
             return old
@@ -200,7 +216,7 @@ def run_gad_fit(
         "seconds": round(time.perf_counter() - start, 2),
         "stats": stats,
     }
-    record_path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    atomic_write(record_path, json.dumps(record, indent=2, default=str) + "\n")
     shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     return record
 
@@ -214,7 +230,7 @@ def load_fitted_gad(directory: Path, model: Any) -> Any:
         raise DataError(f"--gad {directory}: no such folder (fit one with `cleargrad gad fit --out {directory}`)")
     record = directory / FIT_RECORD
     if record.is_file():
-        saved = json.loads(record.read_text()).get("settings", {}).get("model_digest")
+        saved = _read_record(record).get("settings", {}).get("model_digest")
         if saved is not None and saved != state_digest(model):
             raise ConfigError(
                 f"the GAD in {directory} was fitted on other model weights (digest {saved}, this model "

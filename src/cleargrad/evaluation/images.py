@@ -62,6 +62,9 @@ class Preprocess:
             raise ConfigError(f"--resize must be crop or squash, got {self.resize!r}")
         if not 0.0 < self.crop_fraction <= 1.0:
             raise ConfigError(f"--crop-fraction must be in (0, 1], got {self.crop_fraction}")
+        from ..data.image_folder import check_crop_fraction
+
+        check_crop_fraction(self.size, self.crop_fraction, "--crop-fraction")
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form (part of the run settings)."""

@@ -101,17 +101,24 @@ class ManifestRow:
 MANIFEST_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ManifestRow))
 
 
-def write_manifest(out: Path, rows: Iterable[ManifestRow], run: dict[str, Any]) -> tuple[Path, Path]:
+def write_manifest(
+    out: Path, rows: Iterable[ManifestRow], run: dict[str, Any], complete: bool = True
+) -> tuple[Path, Path]:
     """Write ``manifest.csv`` (one row per explanation) and ``manifest.json`` (the run's
-    settings and the same rows) into ``out``; returns both paths."""
+    settings, ``complete`` and the same rows) into ``out``; returns both paths.
+
+    Each file is written atomically (:mod:`cleargrad.atomic`). ``complete=False`` marks a
+    manifest written while the run goes on: it lists the files finished so far."""
+    from ..atomic import atomic_path, atomic_write
+
     rows = list(rows)
     out.mkdir(parents=True, exist_ok=True)
     csv_path, json_path = out / "manifest.csv", out / "manifest.json"
-    with open(csv_path, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(MANIFEST_COLUMNS))
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if v is None else v) for k, v in asdict(r).items()})
-    payload = {"run": run, "columns": list(MANIFEST_COLUMNS), "rows": [asdict(r) for r in rows]}
-    json_path.write_text(json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    payload = {"run": run, "complete": complete, "columns": list(MANIFEST_COLUMNS), "rows": [asdict(r) for r in rows]}
+    atomic_write(json_path, json.dumps(payload, indent=2, ensure_ascii=False, default=str) + "\n")
     return csv_path, json_path

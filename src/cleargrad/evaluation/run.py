@@ -131,6 +131,7 @@ def _curve_default(runners: list[Any], mopts: dict[str, dict[str, Any]], size: i
 def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None) -> None:
     """Run the evaluation described by ``s``: resumable rows in ``s.store``; on rank 0, once every
     shard is done, ``show(store, settings_hash)`` (the command prints its summary there)."""
+    from ..data.identity import dataset_identity
     from ..report import versions
     from ..store import ResultStore
     from .engine import EvalPlan, barrier, distributed, run_evaluation, shard_from_env
@@ -178,11 +179,14 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         # values that differ from older versions' rows: a new settings hash, never mixed in one table
         **({"infidelity_draws": "shared across methods"} if any(r.name == "infidelity" for r in runners) else {}),
         **_curve_default(runners, mopts, prep.size),
+        # an image folder: its resolved path and file-list digest (a changed folder is a new run)
+        **({"dataset_files": dataset_identity(s.dataset)}
+           if s.dataset.strip().lower().replace("_", "-") != "fashion-mnist" else {}),
     )
     with distributed(shard), ResultStore(s.store) as st:
         h = st.record_run(record, versions())
         st.add_metric_info((r.name, r.direction, r.category, r.summary) for r in runners)
-        st.add_images((r.image_id, r.label, r.class_name, r.source) for r in data.records)
+        st.add_images(((r.image_id, r.label, r.class_name, r.source) for r in data.records), h)
         plan = EvalPlan(
             model=net, images=data, explainers=explainers, metrics=runners, store=st, settings=h, preprocess=prep,
             run=s, references=ref_explainers, shard=shard, device=dev,

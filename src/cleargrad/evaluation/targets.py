@@ -51,8 +51,11 @@ def parse_target(text: str | int, allow_label: bool) -> str | int:
     t = str(text).strip().lower()
     if t == "auto" or (allow_label and t == "label"):
         return t
+    valid = "auto, label or a class index" if allow_label else "auto or a class index"
     try:
-        return int(t)
+        k = int(t)
     except ValueError:
-        valid = "auto, label or a class index" if allow_label else "auto or a class index"
         raise ConfigError(f"--target must be {valid}, got {text!r}") from None
+    if not -(2**63) <= k < 2**63:
+        raise ConfigError(f"--target {text} is not a class index (far beyond any number of classes); give {valid}")
+    return k

@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import atomic_write
 from ..errors import ConfigError
 from .support import SupportStats
 
@@ -112,9 +113,8 @@ class FitCheckpoint:
             raise ConfigError("FitCheckpoint.bind(key) must be called before save")
         self.directory.mkdir(parents=True, exist_ok=True)
         name = self._name(task, model)
-        tmp = self.directory / f"{name}.safetensors.tmp"
-        save_file({k: v.detach().cpu().contiguous() for k, v in trained.state_dict().items()}, str(tmp))
-        os.replace(tmp, self.directory / f"{name}.safetensors")
+        state = {k: v.detach().cpu().contiguous() for k, v in trained.state_dict().items()}
+        atomic_write(self.directory / f"{name}.safetensors", lambda tmp: save_file(state, str(tmp)))
         self._done[name] = {
             "stats": stats.to_dict(),
             "shuffle_state": shuffle.get_state().tolist(),
@@ -122,9 +122,7 @@ class FitCheckpoint:
             "cuda_rng": torch.cuda.get_rng_state(device).tolist() if device.type == "cuda" else None,
         }
         text = json.dumps({"fingerprint": self.key, "models": self._done})
-        tmp_state = self.directory / f"{STATE_FILE}.tmp"
-        tmp_state.write_text(text)
-        os.replace(tmp_state, self.directory / STATE_FILE)
+        atomic_write(self.directory / STATE_FILE, text)
         self.log(
             f"task {task + 1} support model {model + 1}: saved (mse {stats.mse:.4g}, "
             f"agreement {stats.agreement:.3f}, margins {stats.margin_first:.3g} / {stats.margin_second:.3g})"

@@ -44,6 +44,31 @@ SPEC_SETTINGS: dict[str, Any] = {"tau": "paper", "lr": 1e-5, "schedule": "consta
 _ATTRIBUTE_ONLY = ("base", "base_options", "tau", "combine", "reduction", "batch_models", "progress")
 
 
+def _support_error(
+    models: list[nn.Module], x: torch.Tensor, rows: torch.Tensor, task: int, output: Any, n: int, e: Exception
+) -> Exception:
+    """The base method failed on non-finite scores: name the model(s) and the images of the
+    caller's batch that give them (the failing pass numbers the rows of one task, stacked
+    over its models). ``models[0]`` is the classifier, the others its support models."""
+    parts = []
+    with torch.no_grad():
+        for j, m in enumerate(models):
+            floats = [q for q in m.state_dict().values() if q.is_floating_point()]
+            weights_bad = any(not bool(torch.isfinite(q).all()) for q in floats)
+            s = select_output(m(x[rows]), output)
+            bad = [int(rows[i]) for i in range(len(rows)) if not bool(torch.isfinite(s[i]).all())]
+            if weights_bad or bad:
+                who = "the classifier" if j == 0 else f"support model {j} of task {task}"
+                what = "has non-finite weights and " if weights_bad else ""
+                parts.append(f"{who} {what}gives NaN/Inf scores for image(s) {bad}")
+    if not parts:
+        return e
+    return ModelStateError(
+        f"GAD: {'; '.join(parts)} of the batch of {n}; a damaged support model: fit the GAD again "
+        "(or load it from a good copy)"
+    )
+
+
 class GAD:
     """Gradient Artificial Distancing (Rodrigues, Boutry, Najman 2024; spec § 3).
 
@@ -357,7 +382,10 @@ class GAD:
         for task in task_of.unique().tolist():
             rows = (task_of == task).nonzero().squeeze(1)
             models = [self.model, *self.support_models_[task]]
-            base_maps = self._base_maps(models, x[rows], t[rows])
+            try:
+                base_maps = self._base_maps(models, x[rows], t[rows])
+            except ModelStateError as e:  # its image numbers count rows of this task's (stacked) pass
+                raise _support_error(models, x, rows, task, self.output, x.shape[0], e) from e
             f, m = fuse(base_maps, self.tau, self.combine, self.reduction, return_maps=True)
             fused[rows] = f.to(x.dtype)
             maps[rows] = m.to(x.dtype)
@@ -369,15 +397,17 @@ class GAD:
         save_gad(self, directory)
 
     @classmethod
-    def load(cls, directory: str, model: nn.Module, **overrides: Any) -> GAD:
+    def load(cls, directory: str, model: nn.Module, check_weights: bool = True, **overrides: Any) -> GAD:
         """Rebuild a fitted GAD saved by :meth:`save` around ``model`` (the original classifier).
 
         ``overrides`` replace saved settings that only affect :meth:`attribute`
         (``tau``, ``combine``, ``reduction``, ``base_options``, ``batch_models``,
         ``progress``). Raises :class:`~cleargrad.DataError` when the saved weights do
-        not match ``model``'s architecture.
+        not match ``model``'s architecture, when ``model``'s weights are not those the
+        support models were fitted on (``gad.json``'s ``model_digest``; ``check_weights=False``
+        skips this check), or when a file of the folder is missing, torn or damaged.
         """
-        return load_gad(cls, directory, model, **overrides)
+        return load_gad(cls, directory, model, check_weights=check_weights, **overrides)
 
 
 def _advertised_signature() -> inspect.Signature:

@@ -1,14 +1,25 @@
 """Save and load a fitted GAD: ``gad.json`` (settings, schedule, statistics) and
-``support.safetensors`` (the support models' state dicts; no pickle)."""
+``support.safetensors`` (the support models' state dicts; no pickle).
+
+Both files are written atomically (weights first); ``gad.json`` names the weights file's
+random ``fit_id`` (also in the safetensors metadata), so a pair torn by a kill between the
+two writes is refused at load. ``gad.json`` records ``model_digest``, the
+:func:`model_digest` of the classifier the support models were fitted on; loading around
+a model with other weights raises :class:`~cleargrad.DataError` (``check_weights=False``
+skips the check). Every defect of a saved folder (missing, unparsable or torn file)
+raises :class:`~cleargrad.DataError` naming the file."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -16,7 +27,7 @@ from ..errors import ConfigError, DataError
 from .distancing import Grouping
 from .support import SupportStats
 
-__all__ = ["save_gad", "load_gad", "SETTINGS_FILE", "WEIGHTS_FILE"]
+__all__ = ["save_gad", "load_gad", "model_digest", "SETTINGS_FILE", "WEIGHTS_FILE"]
 
 SETTINGS_FILE = "gad.json"
 WEIGHTS_FILE = "support.safetensors"
@@ -59,6 +70,17 @@ def _settings(gad: Any) -> dict[str, Any]:
     }
 
 
+def model_digest(model: nn.Module) -> str:
+    """SHA-256 (16 hex digits) of a model's state dict: names, dtypes, shapes and values."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def _shapes(model: nn.Module) -> dict[str, list[int]]:
     return {k: list(v.shape) for k, v in model.state_dict().items()}
 
@@ -69,11 +91,16 @@ def save_gad(gad: Any, directory: str | Path) -> None:
         raise ConfigError("only a fitted GAD can be saved: call fit() first")
     if gad.output is not None and not isinstance(gad.output, (str, int)):
         raise ConfigError("a GAD with a callable output selector cannot be saved; pass output= again at load")
+    from ..atomic import atomic_write
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    fit_id = secrets.token_hex(8)
     meta = {
         "format": FORMAT,
         "version": VERSION,
+        "fit_id": fit_id,
+        "model_digest": model_digest(gad.model),
         "settings": _settings(gad),
         "output": gad.output,
         "model_class": type(gad.model).__name__,
@@ -97,8 +124,9 @@ def save_gad(gad: Any, directory: str | Path) -> None:
         for s, m in enumerate(models)
         for k, v in m.state_dict().items()
     }
-    save_file(tensors, str(d / WEIGHTS_FILE), metadata={"format": FORMAT})
-    (d / SETTINGS_FILE).write_text(text)
+    tags = {"format": FORMAT, "fit_id": fit_id}
+    atomic_write(d / WEIGHTS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=tags))
+    atomic_write(d / SETTINGS_FILE, text)
 
 
 def _architecture_mismatch(saved: dict[str, list[int]], model: nn.Module) -> str | None:
@@ -117,7 +145,40 @@ def _architecture_mismatch(saved: dict[str, list[int]], model: nn.Module) -> str
     return "; ".join(parts) or None
 
 
-def load_gad(cls: type, directory: str | Path, model: nn.Module, **overrides: Any) -> Any:
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(
+            f"{path} cannot be read as a saved GAD ({type(e).__name__}: {e}); fit it again "
+            "(`cleargrad gad fit`, or GAD.fit then GAD.save)"
+        ) from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DataError(f"{path} is not a cleargrad GAD file of version {VERSION}")
+    for key in ("settings", "state_shapes", "stats", "tasks", "alphas", "num_classes"):
+        if key not in meta:
+            raise DataError(f"{path} lacks {key!r}: not a complete saved GAD; fit it again")
+    return meta
+
+
+def _read_weights(path: Path, device: str, fit_id: str | None) -> dict[str, torch.Tensor]:
+    try:
+        if fit_id is not None:
+            with safe_open(str(path), framework="pt") as f:
+                stored = (f.metadata() or {}).get("fit_id")
+            if stored != fit_id:
+                raise DataError(
+                    f"{path} is not the weights file that {path.with_name(SETTINGS_FILE)} was saved with "
+                    "(a save interrupted between the two files, or files of two fits mixed); fit it again"
+                )
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise DataError(f"{path} cannot be read ({type(e).__name__}: {e}); it is damaged: fit the GAD again") from e
+
+
+def load_gad(
+    cls: type, directory: str | Path, model: nn.Module, check_weights: bool = True, **overrides: Any
+) -> Any:
     """Rebuild a fitted GAD of class ``cls`` from ``directory`` around ``model``; see :meth:`GAD.load`.
 
     The class is passed in (not imported) so that this module does not depend on
@@ -126,9 +187,7 @@ def load_gad(cls: type, directory: str | Path, model: nn.Module, **overrides: An
     d = Path(directory)
     if not (d / SETTINGS_FILE).is_file() or not (d / WEIGHTS_FILE).is_file():
         raise DataError(f"{d} does not hold a saved GAD ({SETTINGS_FILE} and {WEIGHTS_FILE} expected)")
-    meta = json.loads((d / SETTINGS_FILE).read_text())
-    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise DataError(f"{d / SETTINGS_FILE} is not a cleargrad GAD file of version {VERSION}")
+    meta = _read_meta(d / SETTINGS_FILE)
     bad = sorted(set(overrides) - set(ATTRIBUTE_SETTINGS) - {"output"})
     if bad:
         raise ConfigError(f"GAD.load can only override {', '.join(ATTRIBUTE_SETTINGS)} and output, got {bad}")
@@ -138,11 +197,17 @@ def load_gad(cls: type, directory: str | Path, model: nn.Module, **overrides: An
             f"the saved GAD was fitted on a {meta['model_class']} whose architecture does not match this "
             f"{type(model).__name__}: {mismatch}. Load it with the classifier it was fitted on."
         )
+    saved_digest = meta.get("model_digest")
+    if check_weights and saved_digest is not None and saved_digest != model_digest(model):
+        raise DataError(
+            f"the GAD in {d} was fitted on other model weights (digest {saved_digest}, this model "
+            f"{model_digest(model)}): load it with the classifier it was fitted on, or fit a new one"
+        )
     # files written before the schedule option existed were fitted at a constant rate
     settings = {"schedule": "constant", **meta["settings"], **{k: v for k, v in overrides.items() if k != "output"}}
     gad = cls(model, output=overrides.get("output", meta.get("output")), **settings)
     device = next(model.parameters()).device if any(True for _ in model.parameters()) else torch.device("cpu")
-    weights = load_file(str(d / WEIGHTS_FILE), device=str(device))
+    weights = _read_weights(d / WEIGHTS_FILE, str(device), meta.get("fit_id"))
     support: list[list[nn.Module]] = []
     for t, stats in enumerate(meta["stats"]):
         models = []
@@ -160,16 +225,19 @@ def load_gad(cls: type, directory: str | Path, model: nn.Module, **overrides: An
                 p.grad = None
             models.append(m)
         support.append(models)
-    gad.tasks_ = [
-        (Grouping(tuple(task["grouping"]["first"]), tuple(task["grouping"]["second"])), tuple(task["explained"]))
-        for task in meta["tasks"]
-    ]
+    try:
+        gad.tasks_ = [
+            (Grouping(tuple(task["grouping"]["first"]), tuple(task["grouping"]["second"])), tuple(task["explained"]))
+            for task in meta["tasks"]
+        ]
+        gad.alphas_ = [torch.tensor(a, dtype=torch.float64).reshape(-1, 2) for a in meta["alphas"]]
+        gad.stats_ = [
+            [SupportStats.from_dict(s) for s in st]
+            for st in meta["stats"]
+        ]
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise DataError(f"{d / SETTINGS_FILE} is damaged ({type(e).__name__}: {e}); fit the GAD again") from e
     gad.support_models_ = support
-    gad.alphas_ = [torch.tensor(a, dtype=torch.float64).reshape(-1, 2) for a in meta["alphas"]]
-    gad.stats_ = [
-        [SupportStats.from_dict(s) for s in st]
-        for st in meta["stats"]
-    ]
     gad.num_classes_ = meta["num_classes"]
     gad.fit_time_ = meta["fit_time"]
     return gad

@@ -159,6 +159,9 @@ def _stat(v: NormStat, x: torch.Tensor, name: str) -> torch.Tensor | None:
     t = torch.as_tensor(v, dtype=x.dtype, device=x.device).reshape(-1)
     if t.numel() not in (1, x.shape[1]):
         raise InputError(f"{name} has {t.numel()} values but x has {x.shape[1]} channels")
+    if not bool(torch.isfinite(t).all()) or (name == "std" and not bool((t > 0).all())):
+        need = "positive finite numbers (x is divided by it)" if name == "std" else "finite numbers"
+        raise InputError(f"{name} must be {need}: the per-channel normalisation of x; got {t.tolist()}")
     return t.reshape(1, -1, *([1] * (x.dim() - 2)))
 
 

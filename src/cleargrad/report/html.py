@@ -282,7 +282,7 @@ def render_report(
         name: MetricColumn(name, d, c, plain_rst(s))
         for name, (d, c, s) in info.items() if any(r.metric == name for r in rows)
     }
-    images = store.images()
+    images = store.images(settings)
     class_of = {i: v[1] if v[1] is not None else (str(v[0]) if v[0] is not None else None) for i, v in images.items()}
     overall, per_class = summarise(rows, columns, class_of)
     gad = _gad_bases(overall.methods)
@@ -298,7 +298,7 @@ def render_report(
     notes = _notes(groups, views, reference if isinstance(reference, str) else None, gad, methods)
     same_as = {m: g for g, _ in groups for m in g}
 
-    overlays_all = store.overlays()
+    overlays_all = store.overlays(settings=settings)
     gallery_ids = sorted({i for i, _ in maps} | {i for i, _, _ in overlays_all})[:gallery]
     overlays = {(i, m): png for i, m, png in overlays_all if i in gallery_ids}
     hull = set(gad) | set(gad.values())
@@ -355,11 +355,17 @@ def _what_ran(run: dict[str, Any], images: dict[str, Any]) -> list[tuple[str, st
 
 def build_report(store_path: str | Path, out: str | Path | None = None, **kwargs: Any) -> Path:
     """Write the report of the store at ``store_path`` to ``out`` (default: ``report.html``
-    beside the store) and return its path."""
+    beside the store) and return its path.
+
+    The store is opened read-only (never modified, also on read-only media); ``out`` is
+    written atomically (a temporary file renamed over it) and may not be the store itself.
+    """
+    from ..atomic import atomic_write, refuse_same_file
+
     store_path = Path(store_path)
     out = Path(out) if out is not None else store_path.with_name("report.html")
-    with ResultStore(store_path) as store:
+    refuse_same_file(out, store_path, "--out")
+    with ResultStore(store_path, readonly=True) as store:
         html = render_report(store, **kwargs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(html, encoding="utf-8")
+    atomic_write(out, html.encode("utf-8"))
     return out

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -54,9 +55,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    """``write(tmp)`` then an fsync'd rename over ``path`` (:mod:`cleargrad.atomic`)."""
+    from ..atomic import atomic_write
+
+    atomic_write(path, write)
 
 
 def save_checkpoint(
@@ -148,7 +150,15 @@ def load_checkpoint(
             raise DataError(f"checkpoint file {f} named in {d / MANIFEST} is missing; pass resume=False")
     p = next(iter(model.parameters()), None)
     device = p.device if p is not None else torch.device("cpu")
-    load_model(model, str(weights), strict=True, device=str(device))
+    try:
+        load_model(model, str(weights), strict=True, device=str(device))
+    except (SafetensorError, OSError) as e:
+        raise DataError(f"checkpoint file {weights} cannot be read ({type(e).__name__}: {e}); pass resume=False") from e
+    except RuntimeError as e:
+        raise DataError(
+            f"checkpoint file {weights} does not fit this model (another architecture or width): "
+            f"{str(e).splitlines()[0][:200]}; use another checkpoint folder or pass resume=False"
+        ) from e
     payload = load_plain(state, fix="Delete the checkpoint folder (or pass resume=False) if you did not write it.")
     if optimizer is not None:
         optimizer.load_state_dict(payload["optimizer"])

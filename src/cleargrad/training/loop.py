@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..core import select_output
 from ..core.progress import progress_bar
+from ..core.state import training_guard
 from ..errors import ConfigError, DataError
 from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
 from .loss import ClassificationLoss, LossParts
@@ -409,6 +410,8 @@ def fit(
         model.to(device)
     dev = _model_device(model)
 
+    with training_guard(model):  # another thread explaining it froze its flags: say that, not "no parameters"
+        pass
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ConfigError("the model has no trainable parameters (all requires_grad=False)")
@@ -420,7 +423,7 @@ def fit(
     start = 0
     # the run seeds and draws from torch's global RNG (dropout, batch_transform); the
     # caller's global RNG state is restored when fit returns (or raises)
-    with _forked_rng(dev):
+    with training_guard(model), _forked_rng(dev):  # explanations from other threads refused meanwhile
         if ckpt_dir is not None and resume and read_manifest(ckpt_dir) is not None:
             manifest = read_manifest(ckpt_dir)
             _check_resume_config(manifest.get("config", {}), cfg, ckpt_dir)  # type: ignore[union-attr]

@@ -100,10 +100,14 @@ def explanation_png(image: Any, heatmap: Any, caption: str = "", **options: Any)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Save ``fig`` to ``path`` (format from the suffix; parent folders are created)."""
+    """Save ``fig`` to ``path`` (format from the suffix; parent folders are created), atomically:
+    a reader never sees a half-written file (:func:`cleargrad.atomic.atomic_write`)."""
+    from ..atomic import atomic_write
+
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p)
+    fmt = p.suffix.lstrip(".").lower() or "png"
+    atomic_write(p, lambda tmp: fig.savefig(tmp, format=fmt))
     return p
 
 

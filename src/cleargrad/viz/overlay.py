@@ -78,7 +78,9 @@ def save_overlay(
     path: str | os.PathLike, image: Any, heatmap: Any, alpha: float = 0.5, cmap: str = "jet", mask: Any = None
 ) -> Path:
     """Write :func:`overlay` as a PNG file (parent folders are created). Returns the path."""
+    from ..atomic import atomic_write
+
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(image, heatmap, alpha=alpha, cmap=cmap, mask=mask)).save(p, format="PNG")
+    im = Image.fromarray(overlay(image, heatmap, alpha=alpha, cmap=cmap, mask=mask))
+    atomic_write(p, lambda tmp: im.save(tmp, format="PNG"))
     return p
