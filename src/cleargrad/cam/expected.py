@@ -45,6 +45,13 @@ class _References:
     kind: str  # "set", "constant", "noise", "uniform", "blur"
     images: torch.Tensor | None = None  # (R, C, H, W) for "set", (1, C, H, W) for "constant"
 
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The fixed images of a ``"set"``, ``"constant"`` or ``"blur"`` reference."""
+        if self.images is None:
+            raise ValueError(f"{self.kind!r} references are drawn per sample: there are no fixed images")
+        return self.images
+
 
 def _references(references: Any, x: torch.Tensor) -> _References:
     if isinstance(references, torch.Tensor):
@@ -199,20 +206,20 @@ class ExpectedGradCAM(BaseCAM):
             refs = _References("set", refs.images)
             ref_idx = torch.arange(work, device=x.device) // n_samples
         elif refs.kind == "set":
-            ref_idx = draw_indices(refs.images.shape[0], work, generator, x.device)
+            ref_idx = draw_indices(refs.tensor.shape[0], work, generator, x.device)
         else:
-            ref_idx = None
+            ref_idx = torch.empty(0, dtype=torch.long, device=x.device)  # not used by drawn references
         noise_seeds = draw_seeds(work, generator) if noisy else None
-        ref_seeds = draw_seeds(work, generator) if refs.kind in ("noise", "uniform") else None
+        ref_seeds = draw_seeds(work, generator) if refs.kind in ("noise", "uniform") else []
 
         ref_acts: list[torch.Tensor] | None = None
         ref_pos: torch.Tensor | None = None
         if multiply_by_delta and refs.kind in ("set", "constant"):
             if refs.kind == "set":
                 used, ref_pos = torch.unique(ref_idx, return_inverse=True)
-                imgs = refs.images[used]
+                imgs = refs.tensor[used]
             else:
-                imgs = refs.images
+                imgs = refs.tensor
             parts = [self.layer_pass(imgs[sl], modules) for sl in chunk_slices(imgs.shape[0], chunk)]
             ref_acts = [torch.cat([p[i] for p in parts]) for i in range(len(modules))]
 
@@ -224,9 +231,9 @@ class ExpectedGradCAM(BaseCAM):
             if noise_seeds is not None:
                 xs = xs + seeded_noise(noise_seeds[sl], x) * sigma[img].view(-1, 1, 1, 1)
             if refs.kind == "set":
-                r = refs.images[ref_idx[sl]]
+                r = refs.tensor[ref_idx[sl]]
             elif refs.kind == "constant":
-                r = refs.images.expand_as(xs)
+                r = refs.tensor.expand_as(xs)
             elif refs.kind == "noise":
                 r = seeded_noise(ref_seeds[sl], x)
             else:
@@ -262,7 +269,7 @@ class ExpectedGradCAM(BaseCAM):
             ar = [b[xs.shape[0] :] for b in both]
         else:
             ax = self.layer_pass(xs, modules) if need_x else [a[img] for a in acts]
-            if need_r:
+            if ref_acts is None:  # need_r
                 ar = self.layer_pass(r, modules)
             elif ref_pos is not None:
                 ar = [ra[ref_pos[sl]] for ra in ref_acts]

@@ -14,7 +14,7 @@ from ..errors import DataError
 __all__ = ["read_idx", "write_idx"]
 
 # IDX type codes -> big-endian numpy dtypes
-_DTYPES = {
+_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
