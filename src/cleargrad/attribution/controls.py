@@ -57,7 +57,8 @@ class GuidedGradCAM(GradientAttribution):
     resizes the layer-resolution map to ``x``'s size with ``interpolate_mode``
     (``"nearest"``: Captum's ``GuidedGradCam`` default; ``"bilinear"``: as the Grad-CAM
     family upsamples, ``align_corners=False``). Two forward+backward passes: a plain one
-    for Grad-CAM (whose argmax gives the targets when ``target`` is None) and a guided one.
+    for Grad-CAM (whose scores give the argmax when ``target`` is None, or check the
+    given targets) and a guided one.
     ``layer`` as for the CAM family (a dotted name, a module or ``"auto"``).
     """
 
@@ -84,8 +85,7 @@ class GuidedGradCAM(GradientAttribution):
     def _attribute(self, x: torch.Tensor, target: TargetLike, interpolate_mode: str = "nearest") -> torch.Tensor:
         if interpolate_mode not in _INTERPOLATE:
             raise ConfigError(f"interpolate_mode must be one of {_INTERPOLATE}, got {interpolate_mode!r}")
-        if target is not None:
-            target = self.targets(x, target)
+        # the first pass resolves (argmax) or checks the targets against its own scores
         (act,), (grad,), _, t = activations_and_gradients(self.model, x, [self._module(x)], target, self.output)
         cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * act).sum(dim=1, keepdim=True))
         kw = {"align_corners": False} if interpolate_mode in ("bilinear", "bicubic") else {}
