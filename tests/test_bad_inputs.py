@@ -90,7 +90,7 @@ LIBRARY = [
     ("option_typo_via_explain", lambda m: cg.explain(m, X, method="integrated_gradients", target=0, n_step=3),
      cg.ConfigError, r"did you mean 'n_steps'"),
     ("option_unknown_cam", lambda m: cg.GradCAM(m).attribute(X, target=0, normalise=True), cg.ConfigError,
-     r"'normalise' \(did you mean 'normalize'\?\); valid options: normalize, relu, upsample"),
+     r"'normalise' \(did you mean 'normalize'\?\); valid options: aug_smooth, eigen_smooth, normalize, relu, upsample"),
     ("option_typo_wrapped_method", lambda m: cg.SmoothGrad(m).attribute(X, target=0, n_samples=2, ab=False),
      cg.ConfigError, r"'ab' \(did you mean 'abs'\?\).*n_samples"),
     ("option_typo_expected_gradcam", lambda m: cg.ExpectedGradCAM(m).attribute(X, target=0, n_sample=2),

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import register
+from ..core import register, resolve_targets
 from ..core.targets import TargetLike
 from .base import BaseCAM
 from .gradient import GradientCAM
-from .projection import first_component, kernel_component
+from .projection import check_kernel, first_component, kernel_component
 
 __all__ = ["EigenCAM", "EigenGradCAM", "KPCACAM"]
 
@@ -39,8 +39,6 @@ class EigenCAM(BaseCAM):
         if options:
             raise TypeError(f"EigenCAM.attribute got unexpected options {sorted(options)}")
         if target is not None:  # check the target like every CAM does (a full pass is needed)
-            from ..core import resolve_targets
-
             acts, scores = self.forward_pass(x, modules)
             resolve_targets(target, x.shape[0], scores=scores)
         else:
@@ -97,9 +95,8 @@ class KPCACAM(BaseCAM):
         degree: int = 3,
         coef0: float = 1.0,
     ) -> list[torch.Tensor]:
+        check_kernel(kernel, gamma)
         if target is not None:
-            from ..core import resolve_targets
-
             acts, scores = self.forward_pass(x, modules)
             resolve_targets(target, x.shape[0], scores=scores)
         else:

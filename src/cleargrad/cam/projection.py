@@ -22,7 +22,15 @@ import torch
 
 from ..errors import ConfigError
 
-__all__ = ["EIGEN_SMOOTH", "KERNELS", "combine_channels", "correct_sign", "first_component", "kernel_component"]
+__all__ = [
+    "EIGEN_SMOOTH",
+    "KERNELS",
+    "check_kernel",
+    "combine_channels",
+    "correct_sign",
+    "first_component",
+    "kernel_component",
+]
 
 #: kernels of :func:`kernel_component` (scikit-learn's names and defaults)
 KERNELS = ("linear", "poly", "rbf", "sigmoid", "cosine")
@@ -72,6 +80,14 @@ def _kernel(m: torch.Tensor, kernel: str, gamma: float | None, degree: int, coef
     return dot / (norm[:, :, None] * norm[:, None, :])
 
 
+def check_kernel(kernel: str, gamma: float | None) -> None:
+    """Validate KPCA-CAM's kernel options (before any pass runs)."""
+    if kernel not in KERNELS:
+        raise ConfigError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma <= 0):
+        raise ConfigError(f"gamma must be a positive number or None (1/channels), got {gamma!r}")
+
+
 def kernel_component(
     stack: torch.Tensor, kernel: str = "sigmoid", gamma: float | None = None, degree: int = 3, coef0: float = 1.0
 ) -> torch.Tensor:
@@ -82,10 +98,7 @@ def kernel_component(
     matrix is double-centred; the result is ``sqrt(lambda_1) v_1`` with the entry of largest
     magnitude of ``v_1`` positive. Computed in float64 (a ``P x P`` eigenproblem per image).
     """
-    if kernel not in KERNELS:
-        raise ConfigError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-    if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or gamma <= 0):
-        raise ConfigError(f"gamma must be a positive number or None (1/channels), got {gamma!r}")
+    check_kernel(kernel, gamma)
     m = _samples(stack.to(torch.float64))
     kmat = _kernel(m, kernel, gamma, int(degree), float(coef0))
     kc = kmat - kmat.mean(dim=1, keepdim=True) - kmat.mean(dim=2, keepdim=True) + kmat.mean(dim=(1, 2), keepdim=True)
