@@ -4,6 +4,7 @@ maps (PNG figure + ``.npy``) and the manifest that says what each file shows."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ def explain_images(
     replaced by an empty one marked ``"complete": false``, and after every batch it is
     rewritten with the rows finished so far, so that a manifest never describes a file
     that this run has overwritten since (a killed rerun into a used folder); the last
-    write has ``"complete": true``.
+    write has ``"complete": true``. (On long runs the progress rewrites are spaced so that
+    they take about 5 % of the time: files of the last batches may have no row yet.)
     """
     from .render import overlay_png
 
@@ -91,6 +93,7 @@ def explain_images(
     n = len(images)
     rows: list[ManifestRow] = []
     write_manifest(out, rows, run or {}, complete=False)  # the old manifest must not outlive what it lists
+    next_write, cost = time.monotonic(), 0.0
     with ui.progress() as progress:
         task = progress.add_task("explaining", total=n * len(explainers))
         for b, start in enumerate(range(0, n, batch_size)):
@@ -132,7 +135,11 @@ def explain_images(
                         )
                     )
                 progress.advance(task, count)
-            write_manifest(out, rows, run or {}, complete=False)
+            if time.monotonic() >= next_write:  # a progress manifest; its cost bounded to ~5 % of the run
+                t0 = time.monotonic()
+                write_manifest(out, rows, run or {}, complete=False)
+                cost = time.monotonic() - t0
+                next_write = time.monotonic() + 20 * cost
     write_manifest(out, rows, run or {})
     return rows
 
