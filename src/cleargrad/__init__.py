@@ -27,6 +27,16 @@ _RUNTIME_SWITCHES = (
 
 #: public name -> submodule that defines it (relative to this package)
 _LAZY: dict[str, str] = {
+    # target objects (issue 27)
+    "Target": ".core.target_objects",
+    "ClassTarget": ".core.target_objects",
+    "SoftmaxTarget": ".core.target_objects",
+    "BinaryTarget": ".core.target_objects",
+    "MultiLabelTarget": ".core.target_objects",
+    "RegressionTarget": ".core.target_objects",
+    "SegmentationTarget": ".core.target_objects",
+    "BoxScoreTarget": ".core.target_objects",
+    "SimilarityTarget": ".core.target_objects",
     "explain": ".api",
     "make_method": ".api",
     "methods": ".api",
@@ -93,6 +103,15 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "Target",
+    "ClassTarget",
+    "SoftmaxTarget",
+    "BinaryTarget",
+    "MultiLabelTarget",
+    "RegressionTarget",
+    "SegmentationTarget",
+    "BoxScoreTarget",
+    "SimilarityTarget",
     "AblationCAM",
     "AttentionRelevance",
     "AttentionRollout",
@@ -183,7 +202,7 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
+if TYPE_CHECKING:
     from . import metrics
     from .api import explain, make_method, methods
     from .attention import AttentionRelevance, AttentionRollout
@@ -227,6 +246,17 @@ if TYPE_CHECKING:  # for type checkers and IDEs: the eager imports
         XGradCAM,
         internal_saturation,
     )
+    from .core.target_objects import (  # noqa: I001
+        BinaryTarget,
+        BoxScoreTarget,
+        ClassTarget,
+        MultiLabelTarget,
+        RegressionTarget,
+        SegmentationTarget,
+        SimilarityTarget,
+        SoftmaxTarget,
+        Target,
+    )  # for type checkers and IDEs: the eager imports
     from .core.tokens import TokenGrid
     from .errors import (
         ConfigError,

@@ -238,7 +238,7 @@ class BoxScoreTarget(Target):
                 best = ious.argmax(dim=1)
                 for k, label in enumerate(self.labels):
                     j = int(best[k])
-                    if float(ious[k, j]) > self.iou_threshold and int(det["labels"][j]) == label:
+                    if float(ious[k, j].detach()) > self.iou_threshold and int(det["labels"][j]) == label:
                         total = total + ious[k, j] + scores[j]
             rows.append(total)
         return torch.stack(rows)
