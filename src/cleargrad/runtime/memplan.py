@@ -14,8 +14,8 @@ process without a word. So the memory of a pass is predicted *before* the loop s
    copy carries none of the model's hooks, so no user or cleargrad hook sees a fake
    tensor, and the model, its buffers and the random state are not touched; Python side
    effects of the forward code outside the model (a global counter) do happen. Cached
-   per model, sample shape, dtype, device and pass kind (at 224², forward and gradient
-   together: resnet18 0.5 s, vit_b_16 0.9 s, densenet121 6.7 s).
+   per model, sample shape, dtype, device and pass kind: a prediction takes seconds on a
+   large model (measured: benchmarks/results/memory_plan.md, section 1).
 2. **Available memory** (:func:`available_bytes`): on CPUs the smaller of the kernel's
    ``MemAvailable`` and the headroom of the process's cgroups (v2 or v1, the tightest over
    the hierarchy; reclaimable page cache counts as free); on CUDA the device's free memory
@@ -342,7 +342,7 @@ def pass_bytes_per_sample(
     base = getattr(base, "_orig_mod", base)  # torch.compile's wrapper: simulate the module it compiles
     dev = torch.device(device)
     # trainable parameters make a gradient pass keep more (inputs of layers, for their weight
-    # gradients): vit_b_16 at 224², 114 MiB per input instead of 75 with frozen parameters
+    # gradients; measured: benchmarks/results/memory_plan.md, section 1)
     trainable = bool(grad) and any(p.requires_grad for p in base.parameters())
     key = (tuple(int(s) for s in sample_shape), dtype, str(dev), bool(grad), trainable)
     with _cache_lock:
