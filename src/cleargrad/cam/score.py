@@ -75,8 +75,8 @@ class ScoreCAM(BaseCAM):
             the model with its eval-mode batch norms folded into the preceding layers
             (:class:`cleargrad.core.FoldedForward`, made per call; the model itself when it
             is in training mode, has forward hooks, or nothing folds). Scores equal the
-            unfolded ones to float rounding. Measured (``benchmarks/results/cam.md``): 0.86x
-            the time on the reference SmallCNN, 0.95-0.98x on resnet18 at 224².
+            unfolded ones to float rounding; it saves a little time (measured:
+            benchmarks/results/cam.md).
     """
 
     def _raw_maps(

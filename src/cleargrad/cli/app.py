@@ -635,7 +635,8 @@ def main(argv: list[str] | None = None) -> None:
     The command's process runs with the host allocator's reuse mode
     (:func:`cleargrad.set_host_memory_reuse`, applied when :mod:`cleargrad.runtime.hostmem` is
     first imported; ``CLEARGRAD_HOST_REUSE=off`` leaves glibc's defaults): the process is
-    ours, and at 224² it saves the page faults of every pass. Set through the environment so
+    ours, and at 224² it spares every pass the zero-filling of fresh pages (measured:
+    benchmarks/results/host_allocator.md). Set through the environment so
     that ``--help`` still imports no torch.
     """
     if os.environ.get("OMP_NUM_THREADS") is None and os.environ.get("WORLD_SIZE"):

@@ -93,7 +93,7 @@ class Method:
     #: the method calls the model only on whole repetitions of the batch it is given, so
     #: GAD may explain its ``S + 1`` models as one stacked model (``batch_models=True``)
     stackable: ClassVar[bool] = False
-    #: GAD's ``batch_models="auto"`` stacks this method (stacking measured faster)
+    #: GAD's ``batch_models="auto"`` stacks this method (benchmarks/results/gad_claims/gad_speed.md)
     stack_by_default: ClassVar[bool] = False
     #: cheaper settings the command line uses unless the user sets the option
     fast_options: ClassVar[Mapping[str, Any]] = _NO_OPTIONS

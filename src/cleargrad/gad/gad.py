@@ -118,8 +118,8 @@ class GAD:
             ``{"n_steps": 32}`` for IG or ``{"layer": "features"}`` for a CAM.
         batch_models: explain the ``S + 1`` models in one call of the base method
             (``True``: possible for the five gradient methods; ``"auto"``: only for the four
-            one-pass ones, where it measured a tie, 0.99-1.10x; Integrated Gradients runs its
-            models one after another, which measured 1.1-1.3x faster).
+            one-pass ones; Integrated Gradients runs its models one after another, which is
+            faster; measured: benchmarks/results/gad_claims/gad_speed.md).
         output: selector of the ``(N, C)`` scores for models returning tuples/dicts.
         progress: draw rich progress bars during :meth:`fit`.
 

@@ -382,11 +382,8 @@ def insertion(
     RISE's blurred ``x`` (kernel 11, sigma 5) on images of at least 64 px a side, and the
     all-zero normalised image (the data mean) on smaller ones: on 28x28 Fashion-MNIST a
     blurred image keeps the object's silhouette and the canvas already scores close to the
-    full image. Measured on held-out training images (VGG-style model, 64 images): a blur
-    scaled to the image size could not tell Grad-CAM from a random map, RISE's blur and a
-    strong blur (sigma 7) did so weakly (about 2-3 s.e.), the zero canvas most clearly (4.6
-    s.e.); on the test images of four models the zero canvas separated every CAM from the
-    random map (``benchmarks/results/egc_claims.md``).
+    full image, and the zero canvas tells a CAM from a random map most clearly (measured:
+    benchmarks/results/egc_claims.md, "Insertion start canvas").
     """
     return _run("insertion", model, x, explanation, target, _flat(locals()), return_curves)
 

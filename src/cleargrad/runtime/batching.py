@@ -17,9 +17,9 @@ __all__ = ["DEFAULT_CHUNK_ELEMENTS", "CPU_MAX_CHUNK", "chunk_slices", "default_c
 #: CPUs (cache) and bound peak memory on accelerators.
 DEFAULT_CHUNK_ELEMENTS = 16 * 3 * 224 * 224
 
-#: Cap on the samples of one chunk on CPUs: beyond a few dozen images a batch gets
-#: slower per image (measured: SmallCNN 28x28 forward+backward 2.1 ms/image at 64,
-#: 3.8 ms/image at 3072), whatever the memory budget allows.
+#: Cap on the samples of one chunk on CPUs, whatever the memory budget allows: beyond a
+#: few dozen images a batch gets slower per image (measured:
+#: benchmarks/results/evaluate_pipeline.md, section "Chunk size on CPUs").
 CPU_MAX_CHUNK = 64
 
 
@@ -70,7 +70,7 @@ def memory_guard(chunk: int, sample_shape: tuple[int, ...] | torch.Size, device:
     """Turn an allocation failure inside the block into a :class:`~cleargrad.errors.ResourceError`
     that names the chunk and the ``batch_size`` setting to lower (instead of a bare
     allocator error). The kernel's out-of-memory killer cannot be caught: keep chunks
-    bounded with ``batch_size`` (see the README's memory section)."""
+    bounded with ``batch_size`` (see docs/guides/evaluating-datasets.md, "Memory check")."""
     try:
         yield
     except Exception as e:

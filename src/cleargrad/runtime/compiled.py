@@ -2,16 +2,11 @@
 
 A metric protocol forwards thousands of perturbed images through the same model with
 few distinct batch shapes; compiling that forward pass can pay for its compile time
-on a long run (measured in benchmarks/evaluate_pipeline.py). Only the hook-free,
-gradient-free metric passes go through the compiled module; explanations (hooks,
-gradients) keep the eager model. Measured on the reference SmallCNN
-(``benchmarks/compile_passes.py``): autograd through a compiled module was 1.3-1.8x slower
-than eager for gradient passes. Compiled Score-CAM masked passes brought steady batches of
-the protocol from about 2.6x to 2.9x the peer's when the model still ran in the default
-layout, but moved insertion values by up to 4.7e-3 relative (maps within 2e-7; near-tied
-pixels change rank), so they stayed eager. Since one-channel inputs run channels-last
-(``runtime.layout``), eager passes of that model are fast enough that compiling the metric
-passes no longer pays on it (``benchmarks/results/evaluate_pipeline.md``, section 8).
+on a long run. Only the hook-free, gradient-free metric passes go through the compiled
+module; explanations (hooks, gradients) keep the eager model, and so do Score-CAM's masked
+passes (compiled, they moved metric values beyond float rounding). Whether compiling pays
+depends on the model and the layout (measured: benchmarks/results/evaluate_pipeline.md,
+sections 7 and 8).
 """
 
 from __future__ import annotations

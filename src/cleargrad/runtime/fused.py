@@ -4,9 +4,7 @@ A metric protocol sends hundreds of forward passes per image through the model, 
 hooks and no gradients. In eval mode a ``BatchNorm`` layer applied straight to the output
 of a convolution (or linear layer) is an affine map with fixed numbers, so it can be
 folded into that layer's weights once; every pass then skips a full read and write of the
-feature map. Measured on the Fashion-MNIST reference SmallCNN in the whole protocol of
-``benchmarks/evaluate_pipeline.py``: see ``benchmarks/results/evaluate_pipeline.md``
-(section 8).
+feature map (measured: benchmarks/results/evaluate_pipeline.md, section 8).
 
 :class:`FoldedForward` wraps the model; on its first call it makes the folded copy:
 

@@ -4,10 +4,8 @@ follows the batch settings.
 On Linux with glibc, PyTorch's CPU tensors come from ``malloc``. glibc keeps freed blocks
 for reuse and returns memory to the system only from the top of its heap; tensors of many
 different sizes (a protocol of several methods and metrics at 224²) fragment the heap, and
-the freed-but-kept memory grows with the run. Measured in
-``benchmarks/evaluate_pipeline.py --part memchild``: the same 16-image command at 224²
-peaked at 1.25 GiB in one run and 6.32 GiB in another; with this release, at 1.27 GiB in a
-run whose heap ended with 3.9 GiB of freed holes.
+the freed-but-kept memory grows with the run, so peak memory varies from run to run
+(measured: benchmarks/results/evaluate_pipeline.md, section 6).
 
 :func:`release_host_memory` compares the resident memory with its level after the last
 release; when it has grown by more than the limit (:func:`set_host_cache_limit`, default
@@ -16,8 +14,8 @@ hands glibc's freed pages back with ``malloc_trim(0)`` and takes the new level. 
 that is alive stays; growth from live tensors only costs one trim per limit's worth.
 :func:`~cleargrad.core.chunk_slices` calls it between chunks and the evaluation engine
 after every method and metric, so every chunked loop is covered. Below the limit nothing
-is trimmed and freed memory is reused as before (no extra page faults). Elsewhere (macOS,
-Windows, musl) the calls are no-ops. GPU memory is not concerned (PyTorch's caching
+is trimmed and freed memory is reused as before. Elsewhere (macOS, Windows, musl) the
+calls are no-ops. GPU memory is not concerned (PyTorch's caching
 allocator).
 
 **Reuse mode** (:func:`set_host_memory_reuse`, or ``CLEARGRAD_HOST_REUSE=on`` in the
@@ -25,13 +23,12 @@ environment at import; on in the ``cleargrad`` command, opt-in from Python). By 
 glibc serves large blocks (from 128 KiB, adjusted up to 32 MiB) with ``mmap`` and unmaps
 them when freed, and returns the top of its heap once 128 KiB or more are free there: at
 224² every forward pass gets its feature maps as fresh pages, which the kernel zero-fills on
-first touch (resnet18, batch 16: about 37,600 page faults per pass, 147 MiB zeroed).
-Reuse mode sets ``M_MMAP_MAX = 0`` (every block from the heap) and a 2 GiB
+first touch. Reuse mode sets ``M_MMAP_MAX = 0`` (every block from the heap) and a 2 GiB
 ``M_TRIM_THRESHOLD``, so freed memory is reused by the next pass, and the release above then
 keeps up to the largest working set it has seen plus the limit: a trim happens when resident
 memory has grown by more than (limit + the largest growth that led to an earlier trim) since
-the last release. Peak memory stays bounded by the batch settings; page faults drop to a few
-per pass. Measured: ``benchmarks/results/host_allocator.md``.
+the last release. Peak memory stays bounded by the batch settings, and the next pass finds
+its pages already mapped (measured: benchmarks/results/host_allocator.md).
 """
 
 from __future__ import annotations

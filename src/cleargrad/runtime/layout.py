@@ -1,11 +1,9 @@
 """Memory layout of the images a public call feeds to the model.
 
 On CPUs, oneDNN convolutions run markedly faster on channels-last (NHWC) inputs even
-when the weights stay in the default layout: measured with torch 2.14 on 2 cores,
-a forward pass of torchvision's resnet18 at 224x224 takes 0.76-0.89x the time and a
-forward+backward pass 0.85-0.98x (batch 16 gains more than batch 4); mobilenet_v2
-0.73-0.82x; the reference SmallCNN on 1-channel 28x28 inputs 0.47-0.67x (forward) and
-0.64-0.96x (forward+backward), from max-pooling above all (see :func:`channels_last`).
+when the weights stay in the default layout, one-channel inputs included (see
+:func:`channels_last`; measured: benchmarks/results/evaluate_pipeline.md, section
+"Channels-last forward passes").
 Inside a public call (:func:`fast_layout_call`), every image batch that cleargrad sends through the model
 goes through :func:`model_input`, which returns it channels-last when the mode allows
 it. The model itself is never touched, and results are returned in the default

@@ -14,8 +14,8 @@ process without a word. So the memory of a pass is predicted *before* the loop s
    copy carries none of the model's hooks, so no user or cleargrad hook sees a fake
    tensor, and the model, its buffers and the random state are not touched; Python side
    effects of the forward code outside the model (a global counter) do happen. Cached
-   per model, sample shape, dtype, device and pass kind (at 224², forward and gradient
-   together: resnet18 0.5 s, vit_b_16 0.9 s, densenet121 6.7 s).
+   per model, sample shape, dtype, device and pass kind: a prediction takes seconds on a
+   large model (measured: benchmarks/results/memory_plan.md, section 1).
 2. **Available memory** (:func:`available_bytes`): on CPUs the smaller of the kernel's
    ``MemAvailable`` and the headroom of the process's cgroups (v2 or v1, the tightest over
    the hierarchy; reclaimable page cache counts as free); on CUDA the device's free memory
@@ -27,14 +27,11 @@ process without a word. So the memory of a pass is predicted *before* the loop s
    to what fits; a requested one that does not fit raises
    :class:`~cleargrad.errors.ResourceError` naming the largest that does, before any pass.
 
-Measured (``benchmarks/memory_plan.py``): the predicted per-sample memory of the
-Fashion-MNIST SmallCNN and of torchvision's resnet18 and vit_b_16 at 224² is within 2 %
-of the growth of the process's peak live memory per sample, forward and backward, and
-the peaks of real runs with glibc's default settings stayed below what the plan reserves.
-Models the fake run cannot follow (data-dependent control flow, ``.item()``, foreign
-extensions) are not checked (the prediction is ``None``); the allocator guard still
-covers allocation failures. Turn the check off with :func:`set_memory_check` or
-``CLEARGRAD_MEMORY_CHECK=off``.
+The prediction follows the live memory of real passes, and real peaks stay below what the
+plan reserves (measured: benchmarks/results/memory_plan.md, section 1). Models the fake
+run cannot follow (data-dependent control flow, ``.item()``, foreign extensions) are not
+checked (the prediction is ``None``); the allocator guard still covers allocation failures.
+Turn the check off with :func:`set_memory_check` or ``CLEARGRAD_MEMORY_CHECK=off``.
 """
 
 from __future__ import annotations
@@ -72,19 +69,16 @@ __all__ = [
 _log = logging.getLogger("cleargrad")
 
 #: Memory a chunk's pass takes, per byte of its live tensors, by device type: the host
-#: allocator keeps freed blocks that later blocks of other sizes do not fit. Measured with
-#: glibc's default settings, three passes, in five runs of ``benchmarks/memory_plan.py``:
-#: 1.3-1.5x the prediction for resnet18's passes at 224² in chunks of 8, 1.4-1.5x for
-#: vit_b_16's gradient pass and 1.4-2.1x for its forward pass in chunks of 12 (the same
-#: command, run to run). CUDA's caching allocator rounds and splits blocks too (not measured
-#: here: no GPU).
+#: allocator keeps freed blocks that later blocks of other sizes do not fit, and CUDA's
+#: caching allocator rounds and splits blocks (CPU figure measured:
+#: benchmarks/results/memory_plan.md, section 1; the CUDA figure is not measured).
 SLACK = {"cpu": 2.0, "cuda": 1.25}
 #: Bytes kept free besides the chunk (workspaces, the loop's own small tensors).
 MARGIN = 128 * 2**20
-#: A chunk whose inputs take less than 1/PLENTY of the free memory is not simulated: the
-#: largest pass measured needs about 220x its input per sample (densenet121's gradient pass
-#: at 224²; the SmallCNN's at 28² 180x, resnet18 37x, vit_b_16 131x), so skipping is safe
-#: for any pass below PLENTY / SLACK (5,000x). Small runs then cost nothing and never run
+#: A chunk whose inputs take less than 1/PLENTY of the free memory is not simulated:
+#: skipping is safe for any pass that needs less than PLENTY / SLACK (5,000x) its input
+#: per sample, far above the largest pass measured (benchmarks/results/memory_plan.md,
+#: "Memory per sample relative to the input"). Small runs then cost nothing and never run
 #: the model's code on fake tensors.
 PLENTY = 10_000
 
@@ -348,7 +342,7 @@ def pass_bytes_per_sample(
     base = getattr(base, "_orig_mod", base)  # torch.compile's wrapper: simulate the module it compiles
     dev = torch.device(device)
     # trainable parameters make a gradient pass keep more (inputs of layers, for their weight
-    # gradients): vit_b_16 at 224², 114 MiB per input instead of 75 with frozen parameters
+    # gradients; measured: benchmarks/results/memory_plan.md, section 1)
     trainable = bool(grad) and any(p.requires_grad for p in base.parameters())
     key = (tuple(int(s) for s in sample_shape), dtype, str(dev), bool(grad), trainable)
     with _cache_lock:
@@ -407,7 +401,7 @@ def plan_chunk(
     room = available_bytes(device, quick=True)  # a lower bound, cheap: most calls stop here
     input_bytes = math.prod(int(s) for s in sample_shape) * dtype.itemsize
     if room is None or need * input_bytes * PLENTY <= room - MARGIN:
-        return chunk  # unknown, or so much room that no measured model comes near it: no simulation
+        return chunk  # unknown, or room far beyond any pass in memory_plan.md: no simulation
     per = pass_bytes_per_sample(model, sample_shape, dtype, device, grad=grad)
     if per is None:
         return chunk
