@@ -25,6 +25,8 @@ EXTRA: dict[str, dict] = {
     "smooth_gradcam_pp": {"n_samples": 2},
     "integrated_gradcam": {"n_steps": 3},
     "expected_gradcam": {"n_samples": 3},
+    "sscam": {"n_samples": 2},
+    "iscam": {"n_samples": 2},
 }
 
 MODELS = {
