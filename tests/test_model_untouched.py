@@ -30,6 +30,8 @@ EXTRA: dict[str, dict] = {
     "kernel_shap": {"n_samples": 12},
     "rise": {"n_masks": 8},
     "deeplift_shap": {"baselines": torch.zeros(2, 1, 12, 12)},
+    "sscam": {"n_samples": 2},
+    "iscam": {"n_samples": 2},
 }
 
 MODELS = {

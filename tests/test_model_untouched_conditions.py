@@ -306,7 +306,7 @@ SHALLOW = {
     "convnext_tiny": "features.0",
     "regnet_y_400mf": "stem",
 }
-PER_CHANNEL_CAMS = ("scorecam", "ablationcam")
+PER_CHANNEL_CAMS = ("scorecam", "ablationcam", "sscam", "iscam")
 #: methods that must give a map on every architecture (the others may refuse one with a
 #: clear ExplanationError, e.g. CAM needs global pooling right before a linear layer)
 MUST_WORK = ("saliency", "guided_backprop", "integrated_gradients", "gradcam", "gradcam_pp", "layercam")
@@ -318,6 +318,8 @@ ARCH_EXTRA: dict[str, dict] = {
     "integrated_gradcam": {"n_steps": 2},
     "expected_gradcam": {"n_samples": 2, "references": torch.zeros(1, 3, 32, 32)},
     "deeplift_shap": {"baselines": torch.zeros(2, 3, 32, 32)},
+    "sscam": {"n_samples": 1},  # N*S*K masked passes: one sample keeps it at Score-CAM's cost
+    "iscam": {"n_samples": 1},
 }
 #: the two slowest architectures (convnext_tiny: 28M parameters) run fewer methods
 FEWER = {"convnext_tiny": MUST_WORK, "densenet121": tuple(m for m in CNN_METHODS if m not in PER_CHANNEL_CAMS)}
