@@ -117,7 +117,7 @@ LIBRARY = [
     ("deeplift_shap_no_baselines", lambda m: cg.DeepLiftShap(m).attribute(X, target=0), cg.InputError,
      r"DeepLiftShap needs baselines=<tensor of shape \(R, 1, 12, 12\)>"),
     ("deeplift_baseline_shape", lambda m: cg.DeepLift(m).attribute(X, target=0, baselines=torch.zeros(3, 1, 5, 5)),
-     cg.InputError, r"cannot be broadcast.*give a scalar"),
+     cg.InputError, r"does not broadcast to x's shape.*give a scalar"),
     ("deeplift_eps_negative", lambda m: cg.DeepLift(m).attribute(X, target=0, eps=-1.0), cg.ConfigError,
      r"eps must be a non-negative number"),
     ("lrp_unknown_composite", lambda m: cg.LRP(m).attribute(X, target=0, composite="epsilon_flat"),

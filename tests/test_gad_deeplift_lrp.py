@@ -39,7 +39,7 @@ def test_gad_over_deeplift_and_lrp(fitted: cg.GAD, base: str, opts: dict) -> Non
 
 
 def test_cli_explainer_gives_deeplift_shap_the_reference_images() -> None:
-    from cleargrad.cli.explainers import build_explainer
+    from cleargrad.evaluation.explainers import build_explainer
 
     model = trained_model()
     refs = torch.zeros(3, 1, 8, 8)

@@ -13,7 +13,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..core import register, resolve_targets
 from ..core.options import check_generator
 from ..core.targets import OutputSelector, TargetLike
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelStateError
 from .base import BaseCAM, LayersSpec, weighted_sum
 from .capture import ReshapeArg
 from .gradient import GradientCAM
@@ -131,7 +131,16 @@ class ShapleyCAM(GradientCAM):
             for raw, g, lay in zip(p.raws, p.grads, p.layouts):
                 hvp = None
                 if g.requires_grad:
-                    (hvp,) = torch.autograd.grad(g, raw, grad_outputs=raw.detach(), allow_unused=True)
+                    try:
+                        (hvp,) = torch.autograd.grad(g, raw, grad_outputs=raw.detach(), allow_unused=True)
+                    except (RuntimeError, NotImplementedError) as e:
+                        if "derivative for" not in str(e) and "not implemented" not in str(e):
+                            raise
+                        raise ModelStateError(
+                            f"ShapleyCAM needs second derivatives of the model, and an operation of "
+                            f"{type(self.model).__name__} has none ({str(e).splitlines()[0]}); use GradCAM, "
+                            "or a model without that operation"
+                        ) from e
                 corr = g.detach() if hvp is None else g.detach() - 0.5 * hvp
                 a = lay.apply(raw.detach())
                 maps.append(weighted_sum(gradcam_weights(lay.apply(corr)), a))
