@@ -63,7 +63,7 @@ for req in md.requires("cleargrad") or []:
     name = re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0]
     md.version(name)  # raises PackageNotFoundError when a dependency is missing
 pkg = where.parent
-for data in ["py.typed", "report/templates", "models/reference", "cli/demo_gad"]:
+for data in ["py.typed", "report/templates", "models/reference", "evaluation/demo_gad"]:
     assert (pkg / data).exists(), f"{data} is missing from the wheel"
 assert list((pkg / "models/reference").glob("*.safetensors")), "the shipped weights are missing from the wheel"
 lic = [f for f in md.files("cleargrad") if f.name == "LICENSE"]
