@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core import check_input, chunk_slices, default_chunk_size
+from ..core import check_input, chunk_slices, default_chunk_size, resolve_targets
 from ..core.targets import TargetLike
 from ..errors import ConfigError, InputError
 from .base import metric
@@ -22,7 +22,7 @@ from .maps import as_float_tensor, mark_undefined
 from .perturbations import Perturbation, uniform_ball
 from .scoring import evaluating, targets_for
 
-__all__ = ["max_sensitivity"]
+__all__ = ["max_sensitivity", "sensitivity_distances"]
 
 ExplainFn = Callable[[torch.Tensor, torch.Tensor], Any]
 
@@ -75,6 +75,28 @@ def max_sensitivity(
         The explanation function may require gradients, so it is not run under
         inference mode; its own model guard applies.
     """
+    dist, zero = sensitivity_distances(explain_fn, x, target, radius=radius, n_samples=n_samples,
+                                       normalize=normalize, perturbation=perturbation, generator=generator,
+                                       model=model, batch_size=batch_size)
+    return mark_undefined(dist.amax(1), zero, "max_sensitivity", "an all-zero explanation")
+
+
+def sensitivity_distances(
+    explain_fn: Callable[[torch.Tensor, torch.Tensor], Any],
+    x: torch.Tensor,
+    target: TargetLike = None,
+    *,
+    radius: float = 0.02,
+    n_samples: int = 10,
+    normalize: bool = True,
+    perturbation: Perturbation | None = None,
+    generator: torch.Generator | None = None,
+    model: nn.Module | None = None,
+    batch_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(distances (N, n_samples), undefined (N,))``: ``||Phi(x + delta_j) - Phi(x)||_F``
+    (divided by ``||Phi(x)||_F`` when ``normalize``) per draw, and the images whose clean
+    explanation is all zero. Arguments as :func:`cleargrad.metrics.max_sensitivity`."""
     check_input(x, ndim=4)
     if n_samples < 1:
         raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
@@ -82,18 +104,12 @@ def max_sensitivity(
     if target is None and model is not None:
         with evaluating(model):
             t: torch.Tensor | None = targets_for(model, x, None, batch_size=batch_size)
-    elif target is None:
-        t = None
     else:
-        from ..core import resolve_targets
-
-        t = resolve_targets(target, x.shape[0], device=x.device)
+        t = None if target is None else resolve_targets(target, x.shape[0], device=x.device)
     n = x.shape[0]
     phi0 = _explain(explain_fn, x, t, x).detach()
     norm0 = phi0.norm(dim=1)
-    norm0_zero = norm0 == 0
-    if normalize:
-        norm0 = torch.where(norm0 == 0, torch.ones_like(norm0), norm0)
+    zero = norm0 == 0
     total = n * n_samples
     img = torch.arange(n, device=x.device).repeat_interleave(n_samples)
     chunk = batch_size if batch_size is not None else default_chunk_size(x.shape[1:], total, x.device)
@@ -105,5 +121,5 @@ def max_sensitivity(
         dist[sl] = (phi - phi0[img[sl]]).norm(dim=1)
     dist = dist.view(n, n_samples)
     if normalize:
-        dist = dist / norm0.view(-1, 1)
-    return mark_undefined(dist.amax(1), norm0_zero, "max_sensitivity", "an all-zero explanation")
+        dist = dist / torch.where(zero, torch.ones_like(norm0), norm0).view(-1, 1)
+    return dist, zero
