@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from helpers import FunctionalReLUNet, ModelSnapshot
+from test_attribution_reference import _randomise_bn  # the same batch-norm statistics as the reference tests
 from torch import nn
 
 import cleargrad as cg
@@ -41,17 +42,6 @@ def _close(ours: torch.Tensor, ref: torch.Tensor) -> float:
     return float((ours - ref).abs().max() / ref.abs().max())
 
 
-def _randomise_bn(model: nn.Module, seed: int) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                n = m.num_features
-                m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model.eval()
 
 
 @functools.cache
