@@ -332,3 +332,16 @@ def test_metrics_score_through_per_image_target_objects(name: str) -> None:
     # and a target that differs from any class index: not the same numbers as either class
     other = call([SoftmaxTarget(3), SoftmaxTarget(0)], "logit")
     assert not torch.allclose(torch.as_tensor(other), torch.as_tensor(ref))
+
+
+def test_rise_probability_scores_of_target_objects_are_the_targets_own() -> None:
+    """RISE weights its masks by the target's probability: with per-image SoftmaxTargets the
+    target's own score is that probability (no second softmax over the targets)."""
+    model = tiny_cnn(seed=21)
+    x = torch.randn(2, 1, 12, 12, generator=torch.Generator().manual_seed(22))
+    opts = {"n_masks": 8, "generator": None}
+
+    def run(target):
+        return cg.RISE(model).attribute(x, target=target, **{**opts, "generator": torch.Generator().manual_seed(23)})
+
+    torch.testing.assert_close(run([SoftmaxTarget(0), SoftmaxTarget(3)]), run([0, 3]), rtol=1e-5, atol=1e-7)

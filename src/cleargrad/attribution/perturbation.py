@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from ..core import chunk_slices, gather_scores, memory_guard, model_input, plan_chunk, register, select_output
 from ..core.sampling import image_streams
+from ..core.target_objects import class_probabilities
 from ..core.targets import TargetLike, resolve_targets
 from ..errors import ConfigError, InputError
 from .base import Attribution
@@ -793,7 +794,7 @@ class RISE(PerturbationAttribution):
             current["m"] = m
             return x[img] * m + base[img] * (1 - m), img
 
-        transform = (lambda s: torch.softmax(s, dim=1)) if scores == "probability" else None
+        transform = (lambda s: class_probabilities(s, self.output)) if scores == "probability" else None
         # the masks of a chunk are used twice (input and accumulation), never all held at once
         with torch.inference_mode():
             for sl in chunk_slices(total, chunk):

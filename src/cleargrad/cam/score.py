@@ -19,7 +19,7 @@ from ..core import (
 )
 from ..core.inputs import broadcast_like
 from ..core.maps import minmax_normalize
-from ..core.target_objects import scores_are_targets
+from ..core.target_objects import class_probabilities
 from ..core.targets import TargetLike
 from ..errors import ConfigError
 from ..runtime.fused import folded_forward
@@ -110,8 +110,8 @@ class ScoreCAM(BaseCAM):
             return xs * m
 
         def score(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if weights == "probability" and not scores_are_targets(self.output):
-                s = torch.softmax(s, dim=1)  # a target object's score is used as it is
+            if weights == "probability":
+                s = class_probabilities(s, self.output)
             return gather_scores(s, t)
 
         acts, scores = self.forward_pass(x, modules)

@@ -38,6 +38,7 @@ __all__ = [
     "BoxScoreTarget",
     "SimilarityTarget",
     "as_class_indices",
+    "class_probabilities",
     "is_target_object",
     "scores_are_targets",
     "target_selector",
@@ -325,6 +326,13 @@ def scores_are_targets(output: OutputSelector) -> bool:
     """Whether ``output`` is a bound target selector (its columns are target scores, not
     classes: a softmax over them means nothing, so methods use them as they are)."""
     return bool(getattr(output, "target_matrix", False))
+
+
+def class_probabilities(scores: torch.Tensor, output: OutputSelector) -> torch.Tensor:
+    """The softmax over the classes of ``scores`` ``(N, C)``, except when they are the
+    columns of a bound target selector (:func:`scores_are_targets`): a target's own score
+    is then used as it is (:class:`SoftmaxTarget` gives a probability)."""
+    return scores if scores_are_targets(output) else scores.softmax(dim=1)
 
 
 def as_class_indices(target: Any) -> Any:

@@ -26,7 +26,7 @@ from ..core import (
     run_model,
     select_output,
 )
-from ..core.target_objects import scores_are_targets
+from ..core.target_objects import class_probabilities
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError, InputError
 
@@ -69,7 +69,7 @@ def as_score(logits: torch.Tensor, score: str, output: OutputSelector) -> torch.
     when the columns are target objects' scores (a bound target selector: the target's
     own score is used as it is; :class:`~cleargrad.core.target_objects.SoftmaxTarget`
     gives a probability)."""
-    return logits.softmax(dim=1) if score == "prob" and not scores_are_targets(output) else logits
+    return class_probabilities(logits, output) if score == "prob" else logits
 
 
 def class_scores(model: nn.Module, inputs: torch.Tensor, *, score: str = "prob", output: OutputSelector = None):
