@@ -64,7 +64,7 @@ class TrainSettings:
         bn_mode: ``"train"`` (default): ordinary training mode while fitting, so BatchNorm
             normalises with batch statistics and its running statistics follow the pair's
             images (Dropout is active); the fitted model is explained in eval mode, and
-            :class:`SupportStats` are measured in eval mode. ``"eval"``: train with every
+            :class:`SupportStats` are computed in eval mode. ``"eval"``: train with every
             module in eval mode (BatchNorm keeps the classifier's statistics, Dropout off);
             it realises much less of the intended distancing (docs/research/gad.md).
         regress: ``"all"`` (default): the MSE covers every output (outputs of classes
@@ -116,8 +116,8 @@ class SupportStats:
     The *margin* of an image is :func:`~cleargrad.gad.distancing.group_margin`: how far
     its own group's output leads the other group's. Algorithm 1 asks support model
     ``s`` to raise the mean margin of the ``G1`` images by ``α_1`` and that of the ``G2``
-    images by ``α_2`` (the *intended gain*); ``gain_*`` is what it achieved, measured
-    against the original model on the same images, and ``fidelity_* = gain_* / α_*``
+    images by ``α_2`` (the *intended gain*); ``gain_*`` is what it achieved, taken
+    relative to the original model on the same images, and ``fidelity_* = gain_* / α_*``
     (1 = the distancing is fully realised; NaN when ``α = 0``).
 
     Attributes:
