@@ -41,6 +41,9 @@ from ..errors import ConfigError, InputError
 from .base import Attribution
 from .integrated import BaselineLike, make_baseline
 
+#: ``on_chunk(sl, copies, img, scores)``: called with each chunk of perturbed copies.
+ChunkHook = Callable[[slice, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
 __all__ = [
     "FeatureAblation",
     "KernelShap",
@@ -187,12 +190,13 @@ class PerturbationAttribution(Attribution):
     def target_scores(self, x: torch.Tensor, t: torch.Tensor, total: int, chunk: int,
                       build: Callable[[slice], tuple[torch.Tensor, torch.Tensor]],
                       transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                      on_chunk: Callable[[slice, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """The target score of ``total`` perturbed copies, ``(total,)``.
+                      on_chunk: ChunkHook | None = None) -> torch.Tensor:
+        """The target score of ``total`` perturbed copies, ``(total,)`` in float32.
 
         ``build(sl)`` returns the copies ``sl`` and the image each belongs to; the
         scores go through ``transform`` (e.g. a softmax) before the target is read.
-        ``on_chunk(sl, copies, img)`` sees every chunk (e.g. to compute similarities).
+        ``on_chunk(sl, copies, img, scores)`` sees every chunk with its target scores in
+        the model's dtype (e.g. to compute similarities, or to accumulate masks).
         """
         parts = []
         with torch.inference_mode():
@@ -202,9 +206,10 @@ class PerturbationAttribution(Attribution):
                     s = select_output(self.model(model_input(self.model, z)), self.output)
                 if transform is not None:
                     s = transform(s)
-                parts.append(gather_scores(s, t[img]).float())
+                y = gather_scores(s, t[img])
+                parts.append(y.float())
                 if on_chunk is not None:
-                    on_chunk(sl, z, img)
+                    on_chunk(sl, z, img, y)
         return torch.cat(parts).clone() if parts else torch.empty(0, device=x.device)
 
     def baseline_scores(self, base: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -543,7 +548,7 @@ class _SurrogateAttribution(PerturbationAttribution):
 
     def _sample_scores(self, x: torch.Tensor, t: torch.Tensor, base: torch.Tensor, mask: torch.Tensor,
                        z: torch.Tensor, chunk_req: int | None,
-                       on_chunk: Callable[[slice, torch.Tensor, torch.Tensor], None] | None = None) -> torch.Tensor:
+                       on_chunk: ChunkHook | None = None) -> torch.Tensor:
         n, ns, nf = z.shape
         total = n * ns
         chunk = self.forward_chunk(x, total, chunk_req)
@@ -618,7 +623,7 @@ class Lime(_SurrogateAttribution):
         sims: list[torch.Tensor] = []
         flat = x.flatten(1).float()
 
-        def similarity(sl: slice, pert: torch.Tensor, img: torch.Tensor) -> None:
+        def similarity(sl: slice, pert: torch.Tensor, img: torch.Tensor, _scores: torch.Tensor) -> None:
             p = pert.flatten(1).float()
             if distance == "cosine":
                 d = 1 - F.cosine_similarity(flat[img], p, dim=1, eps=1e-8)
@@ -795,15 +800,10 @@ class RISE(PerturbationAttribution):
             return x[img] * m + base[img] * (1 - m), img
 
         transform = (lambda s: class_probabilities(s, self.output)) if scores == "probability" else None
+
         # the masks of a chunk are used twice (input and accumulation), never all held at once
-        with torch.inference_mode():
-            for sl in chunk_slices(total, chunk):
-                z, img = build(sl)
-                with memory_guard(sl.stop - sl.start, x.shape[1:], x.device):
-                    s = select_output(self.model(model_input(self.model, z)), self.output)
-                if transform is not None:
-                    s = transform(s)
-                y = gather_scores(s, t[img]).double()
-                contrib = y.view(-1, 1, 1, 1) * current["m"].double()
-                sal = sal.index_add(0, img, contrib)
+        def accumulate(sl: slice, z: torch.Tensor, img: torch.Tensor, y: torch.Tensor) -> None:
+            sal.index_add_(0, img, y.double().view(-1, 1, 1, 1) * current["m"].double())
+
+        self.target_scores(x, t, total, chunk, build, transform, on_chunk=accumulate)
         return (sal / (nm * p)).to(x.dtype).clone()
