@@ -112,7 +112,7 @@ def _train_run_kwargs(spec: str, run: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-def _mismatch_message(spec: str, weights: str | Path, e: RuntimeError, run: dict[str, Any] | None) -> str:
+def _mismatch_message(spec: str, weights: str | Path | None, e: RuntimeError, run: dict[str, Any] | None) -> str:
     """One line for a state dict that does not fit the model (size mismatch, missing keys)."""
     import re
 

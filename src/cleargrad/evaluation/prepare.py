@@ -79,7 +79,7 @@ def load_run_model(spec: str, weights: Path | None, seed: int, device: Any, ui: 
         from ..models import small_cnn_fashion_mnist
 
         ui.info("loading the reference SmallCNN (its Fashion-MNIST weights ship with cleargrad)")
-        model = small_cnn_fashion_mnist(device="cpu", quiet=ui.quiet)
+        model: torch.nn.Module = small_cnn_fashion_mnist(device="cpu", quiet=ui.quiet)
     else:
         model = load_model(spec, weights, seed=seed)
         if weights is None:

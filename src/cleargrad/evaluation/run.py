@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigError
 from .console import UI
 from .settings import EvaluationSettings
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["EvaluateSettings", "EvaluationSettings", "ShowResults", "run_evaluate"]
 
@@ -50,7 +53,7 @@ def _image_set(s: EvaluationSettings, net: Any, target: str | int) -> tuple[Any,
     if s.dataset.strip().lower().replace("_", "-") == "fashion-mnist":
         data = fashion_mnist_set(None if s.classes else s.limit)
         prep = data.preprocess
-        refs = fashion_mnist_set(64, split="train").tensors
+        refs = cast("torch.Tensor", fashion_mnist_set(64, split="train").tensors)  # in memory: tensors set
     else:
         prep = default_preprocess(
             net, s.size, s.grayscale, parse_floats(s.mean, "mean"), parse_floats(s.std, "std"), s.resize,
@@ -168,6 +171,11 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
     explainers = build_explainers(net, method_names, s.gad, s.layer, s.reshape, opts, refs)
     check_global_options(check_opts, explainers)
     ref_explainers = _reference_explainers(s, net, explainers, runners, opts, refs)
+    # an image folder: its resolved path and file-list digest (a changed folder is a new run)
+    folder: dict[str, Any] = (
+        {"dataset_files": dataset_identity(s.dataset)}
+        if s.dataset.strip().lower().replace("_", "-") != "fashion-mnist" else {}
+    )
     record = s.record(
         weights_sha256=file_digest(s.weights),
         dataset=data.description,
@@ -179,9 +187,7 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         # values that differ from older versions' rows: a new settings hash, never mixed in one table
         **({"infidelity_draws": "shared across methods"} if any(r.name == "infidelity" for r in runners) else {}),
         **_curve_default(runners, mopts, prep.size),
-        # an image folder: its resolved path and file-list digest (a changed folder is a new run)
-        **({"dataset_files": dataset_identity(s.dataset)}
-           if s.dataset.strip().lower().replace("_", "-") != "fashion-mnist" else {}),
+        **folder,
     )
     with distributed(shard), ResultStore(s.store) as st:
         h = st.record_run(record, versions())
