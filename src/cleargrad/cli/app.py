@@ -530,6 +530,7 @@ def gad_fit_cmd(
     """
 
     def body(ui: UI) -> None:
+        from ..core.names import dashed_key
         from ..evaluation.explain_run import read_class_names
         from ..evaluation.gad_fit import GadFitSettings, run_gad_fit
         from ..evaluation.images import default_preprocess
@@ -537,7 +538,7 @@ def gad_fit_cmd(
 
         dev = resolve_run_device(device)
         net = load_run_model(model, weights, seed, dev, ui)
-        fmnist = dataset.strip().lower().replace("_", "-") == "fashion-mnist"
+        fmnist = dashed_key(dataset) == "fashion-mnist"
         prep = None if fmnist else default_preprocess(
             net, size, grayscale, parse_floats(mean, "mean"), parse_floats(std, "std"), resize, crop_fraction
         )

@@ -90,7 +90,9 @@ def parse_classes(text: str | None, names: list[str] | None) -> tuple[int, ...] 
 def _folder_identity(dataset: str) -> dict[str, Any]:
     """``{"dataset_files": identity}`` of an image folder (absent for Fashion-MNIST): a fit
     folder is bound to the files it was fitted on (:mod:`cleargrad.data.identity`)."""
-    if dataset.strip().lower().replace("_", "-") == "fashion-mnist":
+    from ..core.names import dashed_key
+
+    if dashed_key(dataset) == "fashion-mnist":
         return {}
     from ..data.identity import dataset_identity
 
