@@ -10,13 +10,14 @@ FMNIST_FILE := $(FMNIST_DIR)/t10k-labels-idx1-ubyte.gz
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-cuda venv data browser lint bench clean docs wheel-check
+.PHONY: demo test test-cuda venv data browser lint typecheck bench clean docs wheel-check
 
 demo: venv data
 	$(PY) -m cleargrad demo --out $(DEMO_OUT)
 
 test: venv data browser
 	$(PY) -m ruff check src tests tests_cuda benchmarks docs/_hooks
+	$(MAKE) --no-print-directory typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory docs
 	$(MAKE) --no-print-directory wheel-check
@@ -38,6 +39,10 @@ test-cuda: venv
 
 lint: venv
 	$(PY) -m ruff check src tests tests_cuda benchmarks
+
+# mypy over src/cleargrad with [tool.mypy] of pyproject.toml (fails on any error)
+typecheck: venv
+	$(PY) -m mypy
 
 venv: $(STAMP)
 

@@ -169,7 +169,7 @@ def _readonly_uri(path: Path) -> str:
     return uri
 
 
-def _damaged(path: Path, e: BaseException) -> DataError:
+def _damaged(path: Path, e: BaseException | str) -> DataError:
     return DataError(
         f"the results store {path} is damaged or truncated ({e}); restore it from a copy, or give a new "
         "--store path (and rerun to recompute)"

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..cam.capture import activations_and_gradients
 from ..core import find_layer, register
+from ..core.layers import LayerSpec
 from ..core.sampling import image_streams
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError
@@ -65,7 +66,7 @@ class GuidedGradCAM(GradientAttribution):
     relu_rule = "guided"
     input_ndim: ClassVar[int | None] = 4
 
-    def __init__(self, model: nn.Module, layer: object = "auto", *, output: OutputSelector = None,
+    def __init__(self, model: nn.Module, layer: LayerSpec = "auto", *, output: OutputSelector = None,
                  allow_train_mode: bool = False) -> None:
         super().__init__(model, output=output, allow_train_mode=allow_train_mode)
         self.layer = layer

@@ -22,6 +22,7 @@ from ..core.lrp_rules import (
     ZBox,
     ZPlus,
 )
+from ..core.names import snake_key
 from ..core.targets import TargetLike
 from ..errors import ConfigError
 from .base import GradientAttribution
@@ -136,7 +137,7 @@ def make_composite(
     high: Any = None,
 ) -> Composite:
     """The composite registered as ``name`` (see :data:`COMPOSITES`) with these parameters."""
-    key = str(name).lower().replace("-", "_")
+    key = snake_key(str(name))
     if key not in COMPOSITES:
         raise ConfigError(f"unknown LRP composite {name!r}; valid: {', '.join(COMPOSITES)}, or a Composite")
     return COMPOSITES[key](float(epsilon), float(gamma), float(stabilizer), low, high)

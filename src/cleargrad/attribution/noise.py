@@ -89,10 +89,12 @@ class NoiseTunnel(Attribution):
             num_classes=getattr(method, "_num_classes", None),
         )
         self.method = method
+        # a NoiseTunnel takes the wrapped method's family and input rank: per instance, where
+        # Method declares them per class (ClassVar)
         #: the wrapped method's family (``"attribution"``, ``"cam"``, ...)
-        self.family = getattr(method, "family", "attribution")
+        self.family = getattr(method, "family", "attribution")  # type: ignore[misc]  # per instance
         ndim = getattr(method, "input_ndim", None)
-        self.input_ndim = 4 if self.family == "cam" else ndim
+        self.input_ndim = 4 if self.family == "cam" else ndim  # type: ignore[misc]  # per instance
 
     def __repr__(self) -> str:
         return f"NoiseTunnel({self.method!r})"
@@ -165,12 +167,13 @@ class NoiseTunnel(Attribution):
                     [standard_normal(x.shape[1:], streams[i // n_samples], x) for i in range(sl.start, sl.stop)]
                 ) * sigma[img].view(view)
             a = self.method.attribute(x[img] + eps, t[img], **options)
-            if s1 is None:
+            if s1 is None or s2 is None:  # the first chunk (both are set together)
                 s1 = torch.zeros((n, *a.shape[1:]), dtype=a.dtype, device=a.device)
                 s2 = torch.zeros_like(s1)
             s1.index_add_(0, img.to(a.device), a)
             if nt_type != "smoothgrad":
                 s2.index_add_(0, img.to(a.device), a * a)
+        assert s1 is not None and s2 is not None  # work = n_samples * n >= 1: one chunk at least
         m1 = s1 / n_samples
         if nt_type == "smoothgrad":
             return m1

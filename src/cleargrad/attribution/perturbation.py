@@ -357,6 +357,7 @@ class Occlusion(PerturbationAttribution):
                 p = p // counts[ax]
                 r = rows[ax][i].view((k.numel(),) + (1,) * ax + (axes[ax][0],) + (1,) * (len(rows) - 1 - ax))
                 m = r if m is None else m * r
+            assert m is not None  # rows has one entry per spatial axis, at least one
             m = m.bool()
             return torch.where(m, base[img], x[img]), img
 

@@ -4,7 +4,7 @@ every layer."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +25,12 @@ _ALL = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm
 def _bias(m: nn.Module) -> torch.Tensor:
     """The bias a layer adds to its output (a batch norm's implicit one in eval mode)."""
     if isinstance(m, nn.modules.batchnorm._BatchNorm):
-        w = m.weight if m.weight is not None else torch.ones_like(m.running_mean)
-        b = m.bias if m.bias is not None else torch.zeros_like(m.running_mean)
-        return (b - m.running_mean * w / torch.sqrt(m.running_var + m.eps)).detach()
-    return m.bias.detach()
+        # bias_layers keeps the batch norms with running statistics only
+        mean, var = cast(torch.Tensor, m.running_mean), cast(torch.Tensor, m.running_var)
+        w = m.weight if m.weight is not None else torch.ones_like(mean)
+        b = m.bias if m.bias is not None else torch.zeros_like(mean)
+        return (b - mean * w / torch.sqrt(var + m.eps)).detach()
+    return cast(torch.Tensor, m.bias).detach()  # bias_layers keeps the layers with a bias
 
 
 def bias_layers(model: nn.Module, spatial_rank: int | None = None) -> list[nn.Module]:
@@ -36,7 +38,7 @@ def bias_layers(model: nn.Module, spatial_rank: int | None = None) -> list[nn.Mo
     (with running statistics); only those with spatial output of rank ``spatial_rank``
     (``Conv2d``/``BatchNorm2d`` for 4, as pytorch-grad-cam) when given."""
     kinds = _SPATIAL.get(spatial_rank, ()) if spatial_rank is not None else _ALL
-    out = []
+    out: list[nn.Module] = []
     for m in model.modules():
         if type(m) not in kinds:
             continue
@@ -110,8 +112,9 @@ class FullGrad(BaseCAM):
             scores = select_output(self.model(model_input(self.model, x)), self.output)
             t = resolve_targets(target, x.shape[0], scores=scores.detach())
             y = scores.gather(1, t.to(scores.device)[:, None])[:, 0]
-            used = [i for i, out in enumerate(cap.activations) if isinstance(out, torch.Tensor)]
-            got = torch.autograd.grad(y.sum(), [x, *(cap.activations[i] for i in used)], allow_unused=True)
+            acts = [(i, out) for i, out in enumerate(cap.activations) if isinstance(out, torch.Tensor)]
+            used = [i for i, _ in acts]
+            got = torch.autograd.grad(y.sum(), [x, *(a for _, a in acts)], allow_unused=True)
         gx = torch.zeros_like(x) if got[0] is None else got[0]
         gl: list[torch.Tensor | None] = [None] * len(layers)  # None: not called in this forward pass
         for i, g in zip(used, got[1:]):

@@ -31,11 +31,8 @@ class GradientCAM(BaseCAM):
         """Channel weights ``(N, K)`` or element weights ``(N, K, h, w)``."""
         raise NotImplementedError
 
-    def _raw_maps(
-        self, x: torch.Tensor, target: TargetLike, modules: list[nn.Module], **options: Any
-    ) -> list[torch.Tensor]:
-        if options:
-            raise TypeError(f"{type(self).__name__}.attribute got unexpected options {sorted(options)}")
+    def _raw_maps(self, x: torch.Tensor, target: TargetLike, modules: list[nn.Module]) -> list[torch.Tensor]:
+        # no options (the guard refuses unknown ones); a subclass may add keyword options
         acts, grads, _, _ = self.gradient_pass(x, modules, target)
         return [weighted_sum(self.weights(a, g), a) for a, g in zip(acts, grads)]
 

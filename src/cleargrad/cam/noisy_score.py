@@ -67,7 +67,7 @@ class _NoisyScoreCAM(BaseCAM):
                     img, rest = j // (s_count * k), j % (s_count * k)
                     smp, ch = rest // k, rest % k
                     m = F.interpolate(unit[img, ch].unsqueeze(1), size=size, mode="bilinear", align_corners=False)
-                    if seeds is not None:
+                    if seeds is not None and noise_std is not None:  # seeds are drawn with noise_std
                         m = m + _mask_noise((img, smp, ch), seeds[sl], x, float(noise_std))
                         xs = m * x[img]
                     else:

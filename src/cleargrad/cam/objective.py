@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -68,8 +68,8 @@ def objective_pass(
 
         with forward_hooks(modules, count):
             scores = select_output(model(model_input(model, x)), output)
-    acts = cap.activations
-    layouts = check_layer_outputs(model, modules, acts, calls, size=x.shape[-2:], reshape=reshape)
+    layouts = check_layer_outputs(model, modules, cap.activations, calls, size=x.shape[-2:], reshape=reshape)
+    acts = cast(list[torch.Tensor], cap.activations)  # check_layer_outputs refused None and non-tensors
     with torch.enable_grad():
         value = objective(scores)
         need = [a for a in acts if a.requires_grad]

@@ -92,14 +92,14 @@ def smoothed_layers(
             target = _clean_targets(cam, x)
         total: Any = None
         acc_maps: list[torch.Tensor] = []
-        acc_fused = None
+        acc_fused: torch.Tensor | None = None
         for flip, factor in augmentations():
             xa = _flip(x) if flip else x
             xa = xa * factor if factor != 1.0 else xa
             res = cam.attribute_layers(xa, target, upsample=upsample, normalize=True, relu=relu, **options)
             maps = [_flip(m) if flip else m for m in res.maps]
             fused = _flip(res.fused) if flip else res.fused
-            if total is None:
+            if acc_fused is None:  # the first augmentation (total is set with it)
                 total, acc_maps, acc_fused = res, maps, fused
             else:
                 acc_maps = [a + m for a, m in zip(acc_maps, maps)]

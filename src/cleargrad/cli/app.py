@@ -530,25 +530,30 @@ def gad_fit_cmd(
     """
 
     def body(ui: UI) -> None:
+        from ..core.names import dashed_key
         from ..evaluation.explain_run import read_class_names
-        from ..evaluation.gad_fit import run_gad_fit
+        from ..evaluation.gad_fit import GadFitSettings, run_gad_fit
         from ..evaluation.images import default_preprocess
         from ..evaluation.prepare import file_digest, load_run_model, parse_floats, resolve_run_device
 
         dev = resolve_run_device(device)
         net = load_run_model(model, weights, seed, dev, ui)
-        fmnist = dataset.strip().lower().replace("_", "-") == "fashion-mnist"
+        fmnist = dashed_key(dataset) == "fashion-mnist"
         prep = None if fmnist else default_preprocess(
             net, size, grayscale, parse_floats(mean, "mean"), parse_floats(std, "std"), resize, crop_fraction
         )
+        settings = GadFitSettings(
+            dataset=dataset, out=out, classes=classes, strategy=strategy, groups=groups, n_support=support,
+            epochs=epochs, lr=lr, bn_mode=bn_mode, batch_size=batch_size, alphas=alphas, limit=limit, seed=seed,
+        )
         record = run_gad_fit(
+            settings,
             model=net,
             model_spec={"model": model, "weights": str(weights) if weights else None,
                         "weights_sha256": file_digest(weights)},
-            dataset=dataset, prep=prep, classes_text=classes,
+            prep=prep,
             class_names=read_class_names(class_names) if class_names else None,
-            strategy=strategy, groups_text=groups, out=out, n_support=support, epochs=epochs, lr=lr,
-            bn_mode=bn_mode, batch_size=batch_size, alphas=alphas, limit=limit, seed=seed, ui=ui,
+            ui=ui,
         )
         from .tables import print_gad_stats
 

@@ -120,16 +120,16 @@ def _load_data(s: TrainSettings) -> _Data:
     )
 
     if _is_fashion_mnist(s.dataset):
-        train = load_fashion_mnist("train", normalize=True, limit=s.train_limit)
-        test = load_fashion_mnist("test", normalize=True)
+        fm_train = load_fashion_mnist("train", normalize=True, limit=s.train_limit)
+        fm_test = load_fashion_mnist("test", normalize=True)
         return _Data(
-            train,
-            test,
+            fm_train,
+            fm_test,
             (FASHION_MNIST_MEAN,),
             (FASHION_MNIST_STD,),
             1,
             list(FASHION_MNIST_CLASSES),
-            f"Fashion-MNIST ({len(train)} train / {len(test)} test images)",
+            f"Fashion-MNIST ({len(fm_train)} train / {len(fm_test)} test images)",
         )
     channels = 1 if s.grayscale else 3
     size = s.size or (28 if channels == 1 else 224)
@@ -318,10 +318,10 @@ def _train_one(s: TrainSettings, data: _Data, ui: UI) -> tuple[Any, dict[str, An
     return model, run
 
 
-def _load_baseline(s: TrainSettings, data: _Data) -> tuple[Any, dict[str, Any]]:
+def _load_baseline(s: TrainSettings, baseline: Path, data: _Data) -> tuple[Any, dict[str, Any]]:
     from ..evaluation.modelspec import load_weights
 
-    run = json.loads((Path(s.baseline) / "run.json").read_text())  # type: ignore[arg-type]
+    run = json.loads((Path(baseline) / "run.json").read_text())
     b = TrainSettings(**{**run["settings"], "out": Path(run["settings"]["out"]), "baseline": None})
     if b.dataset != s.dataset or b.model != s.model:
         raise ConfigError(
@@ -329,7 +329,7 @@ def _load_baseline(s: TrainSettings, data: _Data) -> tuple[Any, dict[str, Any]]:
             f"this run uses {s.dataset!r} with {s.model!r}"
         )
     model = _build_model(b, data)
-    model.load_state_dict(load_weights(Path(s.baseline) / "model.safetensors"), strict=True)
+    model.load_state_dict(load_weights(Path(baseline) / "model.safetensors"), strict=True)
     return model.eval(), run
 
 
@@ -346,7 +346,7 @@ def _mean_se(v: Any) -> tuple[float, float]:
 def _comparison(s: TrainSettings, data: _Data, model: Any, run: dict, ui: UI) -> None:
     from rich.table import Table
 
-    base_model, base_run = _load_baseline(s, data) if s.baseline is not None else (None, None)
+    base_model, base_run = _load_baseline(s, s.baseline, data) if s.baseline is not None else (None, None)
     acc = Table(title="test accuracy", show_lines=False)
     acc.add_column("run")
     acc.add_column("loss")

@@ -7,9 +7,20 @@ from collections.abc import Iterable, Iterator, Sized
 from contextlib import nullcontext
 from typing import Any, TypeVar
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-__all__ = ["progress_bar", "rich_progress", "track"]
+__all__ = ["NO_TASK", "progress_bar", "rich_progress", "track"]
+
+#: the task id callers hold when :func:`progress_bar` gave no bar (``quiet``); never passed to a bar
+NO_TASK = TaskID(-1)
 
 T = TypeVar("T")
 
@@ -25,7 +36,7 @@ def rich_progress(*, info: bool = True, console: Any = None, disable: bool = Fal
     return Progress(*columns, console=console, disable=disable, transient=transient)
 
 
-def progress_bar(quiet: bool = False, transient: bool = False) -> Progress | nullcontext:
+def progress_bar(quiet: bool = False, transient: bool = False) -> Progress | nullcontext[None]:
     """A rich progress bar with an ``info`` text field, or a context yielding None when
     ``quiet`` (callers guard their updates with ``if bar:``)."""
     if quiet:
@@ -39,7 +50,7 @@ def track(items: Iterable[T], description: str, quiet: bool = False) -> Iterator
         yield from items
         return
     total = len(items) if isinstance(items, Sized) else None
-    with progress_bar(transient=True) as bar:
+    with rich_progress(transient=True) as bar:
         task = bar.add_task(description, total=total, info="")
         for item in items:
             yield item

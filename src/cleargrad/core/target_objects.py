@@ -317,7 +317,7 @@ def target_selector(target: Any, n: int, output: OutputSelector) -> tuple[Callab
         rows = _rows(raw)
         return torch.stack([_row_scores(t, raw, rows) for t in targets], dim=1)
 
-    select.target_matrix = True  # type: ignore[attr-defined]
+    select.target_matrix = True  # type: ignore[attr-defined]  # a function attribute, read by the metrics
     index: Any = 0 if len(targets) == 1 else torch.arange(n)
     return select, len(targets), index
 

@@ -126,11 +126,12 @@ def resolve_targets(
         t = t.to(device=device, dtype=torch.long)
     elif isinstance(target, Sequence) and not isinstance(target, (str, bytes)):
         vals = list(target)
-        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in vals):
+        ints = [int(v) for v in vals if isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))]
+        if len(ints) != len(vals):
             raise TargetError(f"target sequence must hold ints, got {vals!r}")
-        for v in vals:
-            _check_int64(int(v))
-        t = torch.tensor([int(v) for v in vals], dtype=torch.long, device=device)
+        for i in ints:
+            _check_int64(i)
+        t = torch.tensor(ints, dtype=torch.long, device=device)
     else:
         raise TargetError(
             f"target must be None, an int, a sequence of ints or a 1-D LongTensor, got "

@@ -249,11 +249,11 @@ def _read(
             )
         im.load()
         if im.mode in _WIDE_UINT16 or im.mode in ("I", "F"):
-            plane = Image.fromarray(np.ascontiguousarray(_wide_values(im, path), dtype=np.float32))  # mode "F"
-            plane = np.clip(np.asarray(_fit(plane, size, resize, crop_fraction), dtype=np.float32), 0.0, 1.0)
+            wide = Image.fromarray(np.ascontiguousarray(_wide_values(im, path), dtype=np.float32))  # mode "F"
+            plane = np.clip(np.asarray(_fit(wide, size, resize, crop_fraction), dtype=np.float32), 0.0, 1.0)
             return plane[..., None] if mode == "L" else np.repeat(plane[..., None], 3, axis=2)
-        im = _fit(im.convert(mode), size, resize, crop_fraction)
-        arr = np.asarray(im, dtype=np.uint8).astype(np.float32) / 255.0
+        fitted = _fit(im.convert(mode), size, resize, crop_fraction)
+        arr = np.asarray(fitted, dtype=np.uint8).astype(np.float32) / 255.0
         return arr[..., None] if arr.ndim == 2 else arr
 
 

@@ -45,7 +45,9 @@ def get_preset(name: str) -> Preset:
     Raises:
         ConfigError: an unknown name (the message lists the valid ones).
     """
-    key = str(name).strip().lower().replace("_", "-")
+    from ..core.names import dashed_key
+
+    key = dashed_key(name)
     if key not in PRESETS:
         raise ConfigError(f"unknown preprocessing preset {name!r}; valid: {', '.join(PRESETS)}")
     return PRESETS[key]

@@ -100,7 +100,7 @@ def _unfitted_gad(model: nn.Module, settings: DemoSettings) -> Any:
     from ..gad import GAD
 
     options = {"n_steps": 32} if settings.gad_base == "integrated_gradients" else {}
-    extra = {"lr": settings.gad_lr} if settings.gad_lr is not None else {}
+    extra: dict[str, Any] = {"lr": settings.gad_lr} if settings.gad_lr is not None else {}
     return GAD(
         model,
         base=settings.gad_base,

@@ -163,7 +163,7 @@ class EvalPlan:
     def replace(self, **changes: object) -> EvalPlan:
         """A copy with ``changes`` (constructor arguments or settings fields) replaced."""
         current = {k: v for k, v in self.__dict__.items() if k != "run"}
-        return EvalPlan(**{**current, "run": self.run, **changes})  # type: ignore[arg-type]
+        return EvalPlan(**{**current, "run": self.run, **changes})
 
     def __getattr__(self, name: str) -> object:
         run = self.__dict__.get("run")
@@ -210,14 +210,17 @@ def _score_metric(
             continue
         for m in members:
             ref_name = by_name[m].reference
+
+            def explain_fn(xx: torch.Tensor, tt: torch.Tensor, m: str = m) -> torch.Tensor:
+                gen = torch.Generator(device=xx.device).manual_seed(seed_for(plan.run.seed, "sens", m))
+                return by_name[m].fn(xx, tt, gen)
+
             ctx = BatchContext(
                 model=plan.model,
                 x=x,
                 targets=t,
                 attribution=explain(m, t),
-                explain_fn=lambda xx, tt, m=m: by_name[m].fn(
-                    xx, tt, torch.Generator(device=xx.device).manual_seed(seed_for(plan.run.seed, "sens", m))
-                ),
+                explain_fn=explain_fn,
                 generator=torch.Generator(device=x.device).manual_seed(seed_for(plan.run.seed, b, m, mt.name)),
                 mean=plan.preprocess.mean,
                 std=plan.preprocess.std,
@@ -353,10 +356,11 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                         for r, val, tt in zip(recs, v.tolist(), targets[m].tolist())
                         if (r.image_id, m, mt.name) not in done
                     ]
+                    got = curves.get(m)
                     curve_rows = (
-                        [(r.image_id, m, mt.name, c) for r, c in zip(recs, curves[m].tolist())
+                        [(r.image_id, m, mt.name, c) for r, c in zip(recs, got.tolist())
                          if (r.image_id, m, mt.name) not in done]
-                        if curves.get(m) is not None else []
+                        if got is not None else []
                     )
                     plan.store.add_results(rows, plan.settings, curve_rows)
                     written += len(rows)

@@ -13,16 +13,40 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..atomic import atomic_write
 from ..errors import ConfigError, DataError
 
-__all__ = ["FIT_RECORD", "load_fitted_gad", "parse_classes", "run_gad_fit", "state_digest"]
+__all__ = ["FIT_RECORD", "GadFitSettings", "load_fitted_gad", "parse_classes", "run_gad_fit", "state_digest"]
 
 FIT_RECORD = "fit.json"
 CHECKPOINTS = "checkpoints"
+
+
+@dataclass(kw_only=True, frozen=True)
+class GadFitSettings:
+    """What ``cleargrad gad fit`` takes besides the model and the preprocessing (field =
+    the option without the dashes; ``n_support`` is ``--support``), as given on the
+    command line: ``classes`` and ``groups`` are the option texts (indices or class
+    names), ``strategy`` any spelling of ``pairwise`` / ``one_vs_all`` / ``split``.
+    The defaults are the command's, which are :class:`~cleargrad.GAD`'s."""
+
+    dataset: str
+    out: Path
+    classes: str | None = None
+    strategy: str = "pairwise"
+    groups: str | None = None
+    n_support: int = 4
+    epochs: int = 30
+    lr: float = 3e-3
+    bn_mode: str = "train"
+    batch_size: int = 32
+    alphas: str = "std"
+    limit: int | None = None
+    seed: int = 0
 
 
 def state_digest(model: Any) -> str:
@@ -66,7 +90,9 @@ def parse_classes(text: str | None, names: list[str] | None) -> tuple[int, ...] 
 def _folder_identity(dataset: str) -> dict[str, Any]:
     """``{"dataset_files": identity}`` of an image folder (absent for Fashion-MNIST): a fit
     folder is bound to the files it was fitted on (:mod:`cleargrad.data.identity`)."""
-    if dataset.strip().lower().replace("_", "-") == "fashion-mnist":
+    from ..core.names import dashed_key
+
+    if dashed_key(dataset) == "fashion-mnist":
         return {}
     from ..data.identity import dataset_identity
 
@@ -90,6 +116,7 @@ def _training_data(dataset: str, prep: Any, ui: Any = None) -> tuple[Any, Any, l
     from ..core.names import dashed_key
 
     key = dashed_key(dataset)
+    names: list[str] | None
     if key == "fashion-mnist":
         from ..data import FASHION_MNIST_CLASSES, load_fashion_mnist
 
@@ -102,9 +129,10 @@ def _training_data(dataset: str, prep: Any, ui: Any = None) -> tuple[Any, Any, l
         data = image_set([dataset], prep)
         if all(r.label is None for r in data.records):
             raise DataError(f"{dataset} has no class sub-folders: GAD needs labelled images (root/<class>/<image>)")
-        x, recs = data.load(list(range(len(data))))
-        if x is None:
+        loaded, recs = data.load(list(range(len(data))))
+        if loaded is None:
             raise DataError(f"no readable image in {dataset}")
+        x = loaded
         y = torch.tensor([r.label for r in recs], dtype=torch.long)
         names, desc = class_names_from(data), f"image folder {dataset}"
         if data.skipped and ui is not None:
@@ -113,27 +141,18 @@ def _training_data(dataset: str, prep: Any, ui: Any = None) -> tuple[Any, Any, l
 
 
 def run_gad_fit(
+    settings: GadFitSettings,
     *,
     model: Any,
     model_spec: dict[str, Any],
-    dataset: str,
     prep: Any,
-    classes_text: str | None,
     class_names: list[str] | None,
-    strategy: str,
-    groups_text: str | None,
-    out: Path,
-    n_support: int,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    alphas: str,
-    limit: int | None,
-    seed: int,
     ui: Any,
-    bn_mode: str = "train",
 ) -> dict[str, Any]:
-    """Fit (or resume, or find already fitted) a GAD into ``out``; returns the fit record."""
+    """Fit (or resume, or find already fitted) a GAD into ``settings.out``; returns the fit
+    record. ``model`` is the loaded classifier, ``model_spec`` how it was named (recorded),
+    ``prep`` the preprocessing of an image folder (None for Fashion-MNIST),
+    ``class_names`` the names read from ``--class-names`` (None: the data set's)."""
     import torch
 
     from ..core.names import snake_key
@@ -141,13 +160,18 @@ def run_gad_fit(
     from ..gad.checkpoint import FitCheckpoint
     from ..models import config_key
 
-    strategy = snake_key(strategy)
+    s = settings
+    dataset, out, limit = s.dataset, s.out, s.limit
+    n_support, epochs, lr, bn_mode, batch_size, alphas, seed = (
+        s.n_support, s.epochs, s.lr, s.bn_mode, s.batch_size, s.alphas, s.seed
+    )
+    strategy = snake_key(s.strategy)
     digest = state_digest(model)
     ui.info(f"loading the training images ({dataset})")
     x, y, data_names, desc = _training_data(dataset, prep, ui)
     names = class_names or data_names
-    classes = parse_classes(classes_text, names)
-    groups = _groups(groups_text, names)
+    classes = parse_classes(s.classes, names)
+    groups = _groups(s.groups, names)
     if classes is not None:
         keep = torch.isin(y, torch.tensor(list(classes)))
         x, y = x[keep], y[keep]
@@ -155,7 +179,7 @@ def run_gad_fit(
         x, y = x[:limit], y[:limit]
     if len(y) == 0:
         raise DataError(f"no training image of classes {classes} in {desc}")
-    settings = {
+    recorded = {
         "model": model_spec,
         "model_digest": digest,
         "dataset": desc,
@@ -173,7 +197,7 @@ def run_gad_fit(
         "alphas": alphas,
         "seed": seed,
     }
-    key = config_key(settings)
+    key = config_key(recorded)
     record_path = out / FIT_RECORD
     if (out / "gad.json").is_file() and record_path.is_file():
         old = _read_record(record_path)
@@ -209,7 +233,7 @@ def run_gad_fit(
     record = {
         "format": "cleargrad-gad-fit",
         "key": key,
-        "settings": settings,
+        "settings": recorded,
         "class_names": names,
         "images": len(y),
         "images_per_class": n_per,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ..data import FASHION_MNIST_MEAN, FASHION_MNIST_STD
+from ..data.fashion_mnist import Split
 from ..data.presets import IMAGENET_CROP_FRACTION, IMAGENET_MEAN, IMAGENET_STD
 from ..errors import ConfigError, DataError
 
@@ -258,12 +259,12 @@ def image_set(paths: Sequence[str | Path], preprocess: Preprocess) -> ImageSet:
     return ImageSet(records, preprocess, skipped=skipped, description=", ".join(str(p) for p in paths))
 
 
-def fashion_mnist_set(limit: int | None = None, split: str = "test") -> ImageSet:
+def fashion_mnist_set(limit: int | None = None, split: Split = "test") -> ImageSet:
     """The first ``limit`` images of a Fashion-MNIST split, normalised as the reference
     SmallCNN expects; ids ``fashion-mnist-<split>-<index>``, classes by name."""
     from ..data import FASHION_MNIST_CLASSES, load_fashion_mnist
 
-    ds = load_fashion_mnist(split, normalize=True, limit=limit)  # type: ignore[arg-type]
+    ds = load_fashion_mnist(split, normalize=True, limit=limit)
     records = [
         ImageRecord(
             f"fashion-mnist-{split}-{i:05d}", f"fashion-mnist/{split}/{i}", int(y), FASHION_MNIST_CLASSES[int(y)]

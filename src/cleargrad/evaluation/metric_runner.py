@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.names import snake_key
 from ..errors import ConfigError
 
 __all__ = ["BatchContext", "MetricRunner", "available_metrics", "metric_runner"]
@@ -173,7 +174,7 @@ def available_metrics() -> dict[str, tuple[Any, str | None]]:
 def metric_runner(name: str, options: dict[str, Any] | None = None) -> MetricRunner:
     """The registered metric ``name`` as a :class:`MetricRunner`; unknown names list the valid ones."""
     avail = available_metrics()
-    key = name.strip().lower().replace("-", "_")
+    key = snake_key(name)
     usable = sorted(n for n, (_, why) in avail.items() if why is None)
     if key not in avail:
         raise ConfigError(f"unknown metric {name!r}. Valid metrics: {', '.join(usable) or '(none registered)'}")

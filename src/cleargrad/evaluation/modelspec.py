@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..core.names import dashed_key
 from ..core.safe_load import pickle_refusal
 from ..errors import ConfigError, DataError
 
@@ -98,7 +99,7 @@ def _train_run_kwargs(spec: str, run: dict[str, Any]) -> dict[str, Any]:
     """``build_model`` arguments that rebuild the built-in model a train run saved."""
     settings = run["settings"]
     trained = str(settings.get("model", ""))
-    if trained.strip().lower().replace("_", "-") != spec.strip().lower().replace("_", "-"):
+    if dashed_key(trained) != dashed_key(spec):
         raise ConfigError(f"--weights come from a `cleargrad train` run of model {trained!r}; pass --model {trained}")
     kw: dict[str, Any] = {}
     mean = run.get("mean")
@@ -112,7 +113,7 @@ def _train_run_kwargs(spec: str, run: dict[str, Any]) -> dict[str, Any]:
     return kw
 
 
-def _mismatch_message(spec: str, weights: str | Path, e: RuntimeError, run: dict[str, Any] | None) -> str:
+def _mismatch_message(spec: str, weights: str | Path | None, e: RuntimeError, run: dict[str, Any] | None) -> str:
     """One line for a state dict that does not fit the model (size mismatch, missing keys)."""
     import re
 
@@ -161,7 +162,7 @@ def load_model(spec: str, weights: str | Path | None = None, seed: int = 0) -> n
 
             build = getattr(models, "build_model", None)
             if build is None:
-                if spec.replace("_", "-").lower() != "small-cnn":
+                if dashed_key(spec) != "small-cnn":
                     raise ConfigError(f"unknown model {spec!r}; valid built-in models: small-cnn")
                 model = models.SmallCNN()
             else:

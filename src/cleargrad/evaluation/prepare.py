@@ -73,13 +73,14 @@ def load_run_model(spec: str, weights: Path | None, seed: int, device: Any, ui: 
     """The model named by ``spec`` (with ``weights``), on ``device``, in eval mode."""
     import torch
 
+    from ..core.names import dashed_key
     from .modelspec import load_model
 
-    if spec.strip().lower().replace("_", "-") == "small-cnn-fashion-mnist" and weights is None:
+    if dashed_key(spec) == "small-cnn-fashion-mnist" and weights is None:
         from ..models import small_cnn_fashion_mnist
 
         ui.info("loading the reference SmallCNN (its Fashion-MNIST weights ship with cleargrad)")
-        model = small_cnn_fashion_mnist(device="cpu", quiet=ui.quiet)
+        model: torch.nn.Module = small_cnn_fashion_mnist(device="cpu", quiet=ui.quiet)
     else:
         model = load_model(spec, weights, seed=seed)
         if weights is None:
@@ -107,7 +108,9 @@ def builtin_class_names(spec: str, weights: Path | None = None) -> list[str] | N
     run = train_run(weights)
     if run is not None and isinstance(run.get("classes"), list) and run["classes"]:
         return [str(c) for c in run["classes"]]
-    if spec.strip().lower().replace("_", "-") == "small-cnn-fashion-mnist":
+    from ..core.names import dashed_key
+
+    if dashed_key(spec) == "small-cnn-fashion-mnist":
         from ..data import FASHION_MNIST_CLASSES
 
         return list(FASHION_MNIST_CLASSES)
@@ -200,6 +203,8 @@ def parse_metric_options(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["insertion.step=7"]`` -> ``{"insertion": {"step": 7}}`` (values parsed as JSON, else strings)."""
     import json
 
+    from ..core.names import snake_key
+
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -210,6 +215,6 @@ def parse_metric_options(items: list[str]) -> dict[str, dict[str, Any]]:
             parsed = json.loads(value)
         except json.JSONDecodeError:
             parsed = value
-        out.setdefault(metric.lower().replace("-", "_"), {})[name] = parsed
+        out.setdefault(snake_key(metric), {})[name] = parsed
     return out
 

@@ -28,7 +28,7 @@ def overlay_png(image: torch.Tensor, attribution: torch.Tensor) -> bytes:
     side = min(im.size)
     if side < MIN_SIDE:
         k = -(-MIN_SIDE // side)
-        im = im.resize((im.size[0] * k, im.size[1] * k), Image.NEAREST)
+        im = im.resize((im.size[0] * k, im.size[1] * k), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigError
 from .console import UI
 from .settings import EvaluationSettings
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["EvaluateSettings", "EvaluationSettings", "ShowResults", "run_evaluate"]
 
@@ -44,13 +47,14 @@ def _process_device(dev: Any, world: int) -> Any:
 def _image_set(s: EvaluationSettings, net: Any, target: str | int) -> tuple[Any, Any, Any]:
     """``(images, preprocessing, reference images)`` of ``s.dataset``, restricted by
     ``s.classes`` and ``s.limit``."""
+    from ..core.names import dashed_key
     from .images import check_model_takes, default_preprocess, fashion_mnist_set, image_set
     from .prepare import first_images, only_classes, parse_floats, reference_images
 
-    if s.dataset.strip().lower().replace("_", "-") == "fashion-mnist":
+    if dashed_key(s.dataset) == "fashion-mnist":
         data = fashion_mnist_set(None if s.classes else s.limit)
         prep = data.preprocess
-        refs = fashion_mnist_set(64, split="train").tensors
+        refs = cast("torch.Tensor", fashion_mnist_set(64, split="train").tensors)  # in memory: tensors set
     else:
         prep = default_preprocess(
             net, s.size, s.grayscale, parse_floats(s.mean, "mean"), parse_floats(s.std, "std"), s.resize,
@@ -131,6 +135,7 @@ def _curve_default(runners: list[Any], mopts: dict[str, dict[str, Any]], size: i
 def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None) -> None:
     """Run the evaluation described by ``s``: resumable rows in ``s.store``; on rank 0, once every
     shard is done, ``show(store, settings_hash)`` (the command prints its summary there)."""
+    from ..core.names import dashed_key, snake_key
     from ..data.identity import dataset_identity
     from ..report import versions
     from ..store import ResultStore
@@ -154,7 +159,7 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         raise ConfigError("give at least one method (--methods) and one metric (--metrics)")
     opts = parse_options(s.option)
     mopts = parse_metric_options(s.metric_option)
-    runners = [metric_runner(n, mopts.get(n.strip().lower().replace("-", "_"))) for n in metric_names]
+    runners = [metric_runner(n, mopts.get(snake_key(n))) for n in metric_names]
     tgt = parse_target(s.target, allow_label=True)
     shard = shard_from_env()
     dev = _process_device(resolve_run_device(s.device), shard.world)
@@ -168,6 +173,11 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
     explainers = build_explainers(net, method_names, s.gad, s.layer, s.reshape, opts, refs)
     check_global_options(check_opts, explainers)
     ref_explainers = _reference_explainers(s, net, explainers, runners, opts, refs)
+    # an image folder: its resolved path and file-list digest (a changed folder is a new run)
+    folder: dict[str, Any] = (
+        {"dataset_files": dataset_identity(s.dataset)}
+        if dashed_key(s.dataset) != "fashion-mnist" else {}
+    )
     record = s.record(
         weights_sha256=file_digest(s.weights),
         dataset=data.description,
@@ -179,9 +189,7 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         # values that differ from older versions' rows: a new settings hash, never mixed in one table
         **({"infidelity_draws": "shared across methods"} if any(r.name == "infidelity" for r in runners) else {}),
         **_curve_default(runners, mopts, prep.size),
-        # an image folder: its resolved path and file-list digest (a changed folder is a new run)
-        **({"dataset_files": dataset_identity(s.dataset)}
-           if s.dataset.strip().lower().replace("_", "-") != "fashion-mnist" else {}),
+        **folder,
     )
     with distributed(shard), ResultStore(s.store) as st:
         h = st.record_run(record, versions())

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -70,8 +70,8 @@ def cam_faithfulness(
     }
     if settings is not None:
         batch_size = settings.batch_size
-        display = {name: shown for shown, name in CAMS.items()}
-        cams = {display.get(n, n): n for n in (m.strip() for m in settings.methods.split(",")) if n}
+        shown_as = {name: shown for shown, name in CAMS.items()}
+        cams = {shown_as.get(n, n): n for n in (m.strip() for m in settings.methods.split(",")) if n}
     cams = cams or CAMS
     width = x.shape[-1]
     out: dict[str, dict[str, Any]] = {}
@@ -89,8 +89,9 @@ def cam_faithfulness(
         with warnings.catch_warnings():  # blank maps are counted in n_blank instead
             warnings.filterwarnings("ignore", message=r".* is undefined for ", category=RuntimeWarning)
             yc, o = masked_confidence(model, x, maps, y, space="pixel", mean=mean, std=std)
-            ins = insertion(model, x, maps, y, step=8 * width, substrate="blur", klen=5, sigma=5.0)
-            dele = deletion(model, x, maps, y, step=8 * width, substrate="zero")
+            # without return_curves the curve metrics return the (N,) AUCs
+            ins = cast(torch.Tensor, insertion(model, x, maps, y, step=8 * width, substrate="blur", klen=5, sigma=5.0))
+            dele = cast(torch.Tensor, deletion(model, x, maps, y, step=8 * width, substrate="zero"))
         eps = torch.finfo(yc.dtype).eps
         blank = o.isnan()
         out[display] = {

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.progress import progress_bar
+from ..core.progress import NO_TASK, progress_bar
 from ..errors import DataError
 
 __all__ = ["collect_training_data"]
@@ -65,7 +65,7 @@ def collect_training_data(
     ys: list[torch.Tensor] = []
     shape = None
     with progress_bar(quiet=not progress, transient=True) as bar:
-        task = bar.add_task("GAD: reading training data", total=total, info="") if bar else 0
+        task = bar.add_task("GAD: reading training data", total=total, info="") if bar else NO_TASK
         for i, batch in enumerate(batches):
             x, y = _check_batch(batch, i)
             if shape is None:
@@ -83,8 +83,8 @@ def collect_training_data(
     if not xs:
         raise DataError("the training data is empty")
     x, y = torch.cat(xs), torch.cat(ys)
-    missing = [c for c in classes or () if not bool((y == c).any())]
-    if missing:
+    missing = [c for c in classes if not bool((y == c).any())] if classes is not None else []
+    if classes is not None and missing:
         raise DataError(
             f"the training data has no image of class(es) {missing}; GAD needs images of every class "
             f"concerned {tuple(classes)}"

@@ -84,7 +84,7 @@ def group_margin(outputs: torch.Tensor, labels: torch.Tensor, grouping: Grouping
     return m
 
 
-def check_alphas(alphas: object, n_support: int) -> torch.Tensor:
+def check_alphas(alphas: Sequence[float | Sequence[float]], n_support: int) -> torch.Tensor:
     """Validate an explicit schedule and return it as a float64 ``(S, 2)`` tensor.
 
     ``alphas`` has one entry per support model: a pair ``(α_1, α_2)`` (for ``G1``

@@ -58,7 +58,9 @@ def important_mask(s_hat: torch.Tensor, tau: Threshold = 0.1, signed: torch.Tens
             raise ConfigError("tau='positive' needs the signed attribution")
         return to_2d(signed, "positive") > 0
     if isinstance(tau, str):
-        q = float(_QUANTILE.match(tau).group(1)) / 100.0
+        m = _QUANTILE.match(tau)
+        assert m is not None  # _check_tau accepted tau
+        q = float(m.group(1)) / 100.0
         thr = torch.quantile(s_hat.flatten(1).float(), q, dim=1).to(s_hat.dtype).view(-1, 1, 1, 1)
         return (s_hat >= thr) & (s_hat > 0)
     return (s_hat >= float(tau)) & (s_hat > 0)

@@ -417,4 +417,5 @@ def _advertised_signature() -> inspect.Signature:
     return sig.replace(parameters=[*params, *flat_parameters()])
 
 
-GAD.__init__.__signature__ = _advertised_signature()  # type: ignore[attr-defined]
+# the signature help() and inspect show; mypy does not model __signature__ on a function
+GAD.__init__.__signature__ = _advertised_signature()  # type: ignore[attr-defined]  # function attribute

@@ -12,13 +12,13 @@ import copy
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from ..core import chunk_slices, select_output
-from ..core.progress import progress_bar
+from ..core.progress import NO_TASK, progress_bar
 from ..core.targets import OutputSelector
 from ..errors import ConfigError
 from .distancing import Grouping, distance_targets, group_margin
@@ -175,12 +175,12 @@ class SupportStats:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> SupportStats:
+    def from_dict(cls, d: dict[str, Any]) -> SupportStats:
         """Inverse of :meth:`to_dict` (derived values are recomputed; missing new fields are NaN)."""
         names = [f.name for f in fields(cls)]
-        kw = {k: (math.nan if d.get(k) is None else d[k]) for k in names if k in d}
+        kw: dict[str, Any] = {k: (math.nan if d.get(k) is None else d[k]) for k in names if k in d}
         kw["alpha"] = tuple(float(v) for v in d["alpha"])
-        return cls(**kw)  # type: ignore[arg-type]
+        return cls(**kw)
 
 
 def model_outputs(
@@ -196,7 +196,7 @@ def model_outputs(
 
 
 def _device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
+    p: torch.Tensor | None = next(model.parameters(), None)
     if p is None:
         p = next(model.buffers(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -287,7 +287,8 @@ def train_support_models(
     with progress_bar(quiet=not progress, transient=True) as bar, _reproducible(
         settings.seed, device, settings.deterministic
     ):
-        task = bar.add_task(description, total=len(alphas) * settings.epochs * steps_per_epoch, info="") if bar else 0
+        steps = len(alphas) * settings.epochs * steps_per_epoch
+        task = bar.add_task(description, total=steps, info="") if bar else NO_TASK
         for s, alpha in enumerate(alphas.tolist()):
             targets = distance_targets(logits, labels, grouping, alpha)
             m = _fresh_copy(previous if settings.init == "warm" else model)

@@ -11,7 +11,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from ..core.names import snake_key
 from ..core.target_objects import as_class_indices, is_target_object, target_selector
@@ -109,9 +109,9 @@ def metric(
             shares, frozenset(shared_options), dict(shared_params or {}),
         )
         METRICS[info.name] = info
-        fn.direction = direction  # type: ignore[attr-defined]
-        fn.category = category  # type: ignore[attr-defined]
-        fn.info = info  # type: ignore[attr-defined]
+        fn.direction = direction  # type: ignore[attr-defined]  # function attribute
+        fn.category = category  # type: ignore[attr-defined]  # function attribute
+        fn.info = info  # type: ignore[attr-defined]  # function attribute
         return fn
 
     return deco
@@ -135,13 +135,13 @@ def _with_target_objects(fn: F) -> F:
         target = as_class_indices(bound.arguments.get("target"))
         if not is_target_object(target):
             return fn(*args, **kwargs)
-        x = bound.arguments.get("x")
+        x: Any = bound.arguments.get("x")
         n = x.shape[0] if getattr(x, "dim", lambda: 0)() else 1
         select, _, index = target_selector(target, n, bound.arguments.get("output"))
         bound.arguments["target"], bound.arguments["output"] = index, select
         return fn(*bound.args, **bound.kwargs)
 
-    return scored_through_targets  # type: ignore[return-value]
+    return cast(F, scored_through_targets)  # functools.wraps: fn's signature
 
 
 def get_metric(name: str) -> MetricInfo:

@@ -234,12 +234,15 @@ def curves_for(
     curves = torch.full((x.shape[0], n_steps + 1), float("nan"), dtype=x.dtype, device=x.device)
     if len(keep):  # an all-zero map ranks no pixel: no curve, no forward pass
 
-        def rows(a: torch.Tensor | None) -> torch.Tensor | None:
-            return a if a is None or len(keep) == len(a) else a[keep]
+        def rows(a: torch.Tensor) -> torch.Tensor:
+            return a if len(keep) == len(a) else a[keep]
+
+        def some_rows(a: torch.Tensor | None) -> torch.Tensor | None:
+            return None if a is None else rows(a)
 
         done = perturbation_curve(
             model, rows(x), rows(s), rows(start), rows(finish), rows(t), options,
-            rank=rows(rank), first=rows(first), last=rows(last),
+            rank=some_rows(rank), first=some_rows(first), last=some_rows(last),
         )
         curves[keep] = done.to(curves.dtype)
     return curves, blank
@@ -416,5 +419,6 @@ def deletion(
     return _run("deletion", model, x, explanation, target, _flat(locals()), return_curves)
 
 
-insertion.__doc__ += _DOC
-deletion.__doc__ += _DOC
+# under ``python -OO`` docstrings are None: the module must still import
+insertion.__doc__ = (insertion.__doc__ or "") + _DOC
+deletion.__doc__ = (deletion.__doc__ or "") + _DOC

@@ -37,7 +37,7 @@ def _masks(masks: Any) -> torch.Tensor:
 
 def _maps_and_masks(explanation: Any, masks: Any, reduction: str) -> tuple[torch.Tensor, torch.Tensor]:
     m = _masks(masks)
-    s = prepare_maps(explanation, reduction=reduction, size=tuple(m.shape[-2:]))[:, 0]
+    s = prepare_maps(explanation, reduction=reduction, size=(int(m.shape[-2]), int(m.shape[-1])))[:, 0]
     if s.shape[0] != m.shape[0]:
         raise InputError(f"got {s.shape[0]} explanations but {m.shape[0]} masks; give one mask per image")
     return s, m.to(s.device)

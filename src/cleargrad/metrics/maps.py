@@ -128,7 +128,7 @@ def prepare_maps(
     if x is not None:
         if x.dim() != 4:
             raise InputError(f"x must have shape (N, C, H, W), got {tuple(x.shape)}")
-        size = tuple(x.shape[-2:])
+        size = (int(x.shape[-2]), int(x.shape[-1]))
     if size is not None and tuple(a.shape[-2:]) != tuple(size):
         a = F.interpolate(a, size=tuple(size), mode="bilinear", align_corners=False)
     return a

@@ -145,8 +145,8 @@ def linear_imputation(
 def _direct(x: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     """The imputation equations of every image as one sparse block-diagonal system (SuperLU)."""
     import numpy as np
-    from scipy.sparse import csc_matrix  # type: ignore[import-untyped]
-    from scipy.sparse.linalg import spsolve  # type: ignore[import-untyped]
+    from scipy.sparse import csc_matrix
+    from scipy.sparse.linalg import spsolve
 
     bsz, c, h, w = x.shape
     rem = removed.detach().to("cpu", torch.bool).numpy().reshape(bsz, h * w)

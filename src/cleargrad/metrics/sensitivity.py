@@ -24,7 +24,8 @@ from .scoring import evaluating, targets_for
 
 __all__ = ["max_sensitivity", "sensitivity_distances"]
 
-ExplainFn = Callable[[torch.Tensor, torch.Tensor], Any]
+#: ``f(x, target)``; ``target`` is None when neither a target nor a model was given
+ExplainFn = Callable[[torch.Tensor, torch.Tensor | None], Any]
 
 
 def _explain(fn: ExplainFn, x: torch.Tensor, t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,7 @@ def max_sensitivity(
 
 
 def sensitivity_distances(
-    explain_fn: Callable[[torch.Tensor, torch.Tensor], Any],
+    explain_fn: ExplainFn,
     x: torch.Tensor,
     target: TargetLike = None,
     *,

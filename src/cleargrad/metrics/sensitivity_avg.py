@@ -5,9 +5,6 @@ same generator state ``avg_sensitivity <= max_sensitivity`` image by image."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -15,14 +12,14 @@ from ..core.targets import TargetLike
 from .base import metric
 from .maps import mark_undefined
 from .perturbations import Perturbation
-from .sensitivity import sensitivity_distances
+from .sensitivity import ExplainFn, sensitivity_distances
 
 __all__ = ["avg_sensitivity", "local_lipschitz_estimate", "sensitivity_distances"]
 
 
 @metric(direction="lower", category="robustness", needs_model=False)
 def avg_sensitivity(
-    explain_fn: Callable[[torch.Tensor, torch.Tensor], Any],
+    explain_fn: ExplainFn,
     x: torch.Tensor,
     target: TargetLike = None,
     *,
@@ -47,7 +44,7 @@ def avg_sensitivity(
 
 @metric(direction="lower", category="robustness", needs_model=False)
 def local_lipschitz_estimate(
-    explain_fn: Callable[[torch.Tensor, torch.Tensor], Any],
+    explain_fn: ExplainFn,
     x: torch.Tensor,
     target: TargetLike = None,
     *,

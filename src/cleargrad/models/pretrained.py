@@ -16,7 +16,7 @@ import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -209,7 +209,8 @@ def small_cnn_fashion_mnist(
         DataError: Fashion-MNIST is needed for training but not installed, or the cached
             or shipped files are corrupt.
     """
-    return _trained("small-cnn", recipe or FashionMNISTRecipe(), cache_dir, data_root, device, retrain, quiet)
+    model = _trained("small-cnn", recipe or FashionMNISTRecipe(), cache_dir, data_root, device, retrain, quiet)
+    return cast(SmallCNN, model)  # _BUILD["small-cnn"] builds a SmallCNN
 
 
 #: default recipe of the VGG-style reference model: 1 epoch on the first 20000 training images

@@ -55,6 +55,12 @@ class CifarResNet(nn.Module):
         width: channel multiplier applied to the base widths 64, 128, 256, 512.
     """
 
+    # the four stages, registered with add_module in __init__
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         blocks: tuple[int, int, int, int] = (2, 2, 2, 2),

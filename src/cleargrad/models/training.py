@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..core.progress import progress_bar
+from ..core.progress import NO_TASK, progress_bar
 from ..errors import ConfigError, DataError
 
 __all__ = ["TrainResult", "train_classifier", "evaluate_accuracy"]
@@ -106,7 +106,7 @@ def evaluate_accuracy(model: nn.Module, data: Data, batch_size: int = 1000, quie
     correct = seen = 0
     try:
         with progress_bar(quiet, transient=True) as bar:
-            task = bar.add_task("evaluating", total=total, info="") if bar else None
+            task = bar.add_task("evaluating", total=total, info="") if bar else NO_TASK
             for x, y in make():
                 x, y = x.to(device), y.to(device)
                 correct += int((model(x).argmax(1) == y).sum())
@@ -208,7 +208,7 @@ def _fit(
     model.train()
     try:
         with progress_bar(quiet) as bar:
-            task = bar.add_task("training", total=total, info="") if bar else None
+            task = bar.add_task("training", total=total, info="") if bar else NO_TASK
             while result.steps < total:
                 result.epochs += 1
                 run, count = 0.0, 0

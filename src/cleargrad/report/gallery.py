@@ -58,7 +58,7 @@ def _png(arr: np.ndarray, scale: int) -> bytes:
 
     im = Image.fromarray(arr)
     if scale > 1:
-        im = im.resize((im.size[0] * scale, im.size[1] * scale), Image.NEAREST)
+        im = im.resize((im.size[0] * scale, im.size[1] * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
     im.save(buf, format="PNG")
     return buf.getvalue()

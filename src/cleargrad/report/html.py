@@ -105,7 +105,9 @@ def _weights_text(run: dict[str, Any]) -> str | None:
     if run.get("weights"):
         digest = run.get("weights_sha256")
         return f"{run['weights']} (sha256 {digest})" if digest else str(run["weights"])
-    if str(run["model"]).strip().lower().replace("_", "-") == "small-cnn-fashion-mnist":
+    from ..core.names import dashed_key
+
+    if dashed_key(run["model"]) == "small-cnn-fashion-mnist":
         return "shipped reference weights (Fashion-MNIST)"
     return "random init (no --weights)"
 

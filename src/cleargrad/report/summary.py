@@ -65,8 +65,8 @@ def _table(rows: Iterable[ResultRow], columns: dict[str, MetricColumn], methods:
         mean = sum(defined) / len(defined) if defined else None
         table.cells[key] = Cell(mean, len(values), len(values) - len(defined))
     for col in metrics:
-        means = [(table.cells[(m, col.name)].mean, m) for m in methods if (m, col.name) in table.cells]
-        means = [(v, m) for v, m in means if v is not None]
+        cells = [(table.cells[(m, col.name)].mean, m) for m in methods if (m, col.name) in table.cells]
+        means = [(v, m) for v, m in cells if v is not None]
         if len(means) < 2:
             continue
         best = max(v for v, _ in means) if col.direction == "higher" else min(v for v, _ in means)

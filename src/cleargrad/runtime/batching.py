@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -66,7 +66,7 @@ def _is_oom(e: BaseException) -> bool:
 
 
 @contextmanager
-def memory_guard(chunk: int, sample_shape: tuple[int, ...] | torch.Size, device: torch.device | str) -> Iterator[None]:
+def memory_guard(chunk: int, sample_shape: Sequence[int], device: torch.device | str) -> Iterator[None]:
     """Turn an allocation failure inside the block into a :class:`~cleargrad.errors.ResourceError`
     that names the chunk and the ``batch_size`` setting to lower (instead of a bare
     allocator error). The kernel's out-of-memory killer cannot be caught: keep chunks

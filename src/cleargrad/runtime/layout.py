@@ -32,7 +32,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
@@ -176,7 +176,7 @@ def contiguous_result(out: T) -> T:
     """A call's result in the default layout: tensors (also inside a tuple or list) made
     contiguous, anything else as it is."""
     if isinstance(out, torch.Tensor):
-        return out.contiguous()  # type: ignore[return-value]
+        return cast(T, out.contiguous())  # T is a tensor type here (a subclass stays one)
     if isinstance(out, (tuple, list)) and any(isinstance(o, torch.Tensor) for o in out):
         items = [o.contiguous() if isinstance(o, torch.Tensor) else o for o in out]
         return type(out)(items) if not hasattr(out, "_fields") else type(out)(*items)

@@ -62,7 +62,8 @@ def _batch_norm(args: tuple, kwargs: dict, phase: BackwardPhase) -> torch.Tensor
     if not (training or running_mean is None) or weight is None or bias is None or x.dim() < 2:
         return None
     if training:
-        F._verify_batch_size(x.size())  # the error F.batch_norm raises for one value per channel
+        # the error F.batch_norm raises for one value per channel
+        F._verify_batch_size(x.size())  # type: ignore[attr-defined]  # private torch helper, not in the stub
     momentum = call_arg(args, kwargs, "momentum", 6, 0.1)
     eps = call_arg(args, kwargs, "eps", 7, 1e-5)
     return BatchNormTrain.apply(x, weight, bias, running_mean, running_var, momentum, eps, phase)

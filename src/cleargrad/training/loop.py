@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..core import select_output
-from ..core.progress import progress_bar
+from ..core.progress import NO_TASK, progress_bar
 from ..core.state import training_guard
 from ..errors import ConfigError, DataError
 from .checkpoint import load_checkpoint, read_manifest, save_checkpoint
@@ -194,7 +194,7 @@ def iterate_batches(
     """
     if isinstance(data, DataLoader):
         return iter(data), len(data)
-    n = len(data)  # type: ignore[arg-type]
+    n = len(data)  # type: ignore[arg-type]  # a map-style Dataset has __len__ (torch's stub omits it)
     count = math.ceil(n / batch_size)
     tensors = in_memory_tensors(data)
     if tensors is not None:
@@ -305,7 +305,9 @@ def _config(
 
 
 def _check_resume_config(saved: dict[str, Any], cfg: dict[str, Any], directory: Path) -> None:
-    keys = ("epochs", "optimizer", "lr", "momentum", "weight_decay", "milestones", "gamma", "batch_size", "seed")
+    keys: tuple[str, ...] = (
+        "epochs", "optimizer", "lr", "momentum", "weight_decay", "milestones", "gamma", "batch_size", "seed"
+    )
     keys += ("loss", "train_size", *_SCHEDULE_DEFAULTS)
     saved = {**_SCHEDULE_DEFAULTS, **saved}
     diff = [f"{k}: checkpoint {saved.get(k)!r} != now {cfg.get(k)!r}" for k in keys if saved.get(k) != cfg.get(k)]
@@ -405,7 +407,8 @@ def fit(
     cfg = _config(rec.preset, rec.optimizer, rec.overrides(), epochs, seed, loss_fn)
     train = _as_dataset(train_data, "train_data")
     test = _as_dataset(test_data, "test_data") if test_data is not None else None
-    cfg["train_size"] = len(train.dataset if isinstance(train, DataLoader) else train)  # type: ignore[arg-type]
+    data = train.dataset if isinstance(train, DataLoader) else train
+    cfg["train_size"] = len(data)  # type: ignore[arg-type]  # a map-style Dataset has __len__ (torch's stub omits it)
     if device is not None:
         model.to(device)
     dev = _model_device(model)
@@ -424,11 +427,12 @@ def fit(
     # the run seeds and draws from torch's global RNG (dropout, batch_transform); the
     # caller's global RNG state is restored when fit returns (or raises)
     with training_guard(model), _forked_rng(dev):  # explanations from other threads refused meanwhile
-        if ckpt_dir is not None and resume and read_manifest(ckpt_dir) is not None:
-            manifest = read_manifest(ckpt_dir)
-            _check_resume_config(manifest.get("config", {}), cfg, ckpt_dir)  # type: ignore[union-attr]
+        manifest = read_manifest(ckpt_dir) if ckpt_dir is not None and resume else None
+        if ckpt_dir is not None and manifest is not None:
+            _check_resume_config(manifest.get("config", {}), cfg, ckpt_dir)
             ck = load_checkpoint(ckpt_dir, model=model, optimizer=opt, scheduler=sched)
-            start, history = ck.epoch, list(ck.history)  # type: ignore[union-attr]
+            assert ck is not None  # None only without a manifest, which was just read
+            start, history = ck.epoch, list(ck.history)
         else:
             torch.manual_seed(cfg["seed"])
 
@@ -461,7 +465,7 @@ def fit(
     return FitResult(model=model, history=history, checkpoint_dir=ckpt_dir, resumed_from=start)
 
 
-fit.__signature__ = inspect.signature(fit).replace(  # type: ignore[attr-defined]
+fit.__signature__ = inspect.signature(fit).replace(  # type: ignore[attr-defined]  # function attribute
     parameters=[
         *(p for p in inspect.signature(fit).parameters.values() if p.kind != p.VAR_KEYWORD),
         *Recipe.parameters(),
@@ -503,7 +507,7 @@ def _train_epoch(
     batches, count = iterate_batches(
         data, cfg["batch_size"], generator=_epoch_generator(cfg["seed"], epoch), num_workers=num_workers
     )
-    task = bar.add_task(f"epoch {epoch}/{cfg['epochs']}", total=count, info="") if bar else None
+    task = bar.add_task(f"epoch {epoch}/{cfg['epochs']}", total=count, info="") if bar else NO_TASK
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, ce, reg, correct (sums over images)
     seen, steps = 0, 0
     _sync(device)
@@ -534,7 +538,10 @@ def _train_epoch(
         steps += 1
         if bar:
             info = f"loss {sums[0].item() / seen:.4f}" if steps % 10 == 0 or steps == count else None
-            bar.update(task, advance=1, **({"info": info} if info else {}))
+            if info:
+                bar.update(task, advance=1, info=info)
+            else:
+                bar.update(task, advance=1)
     _sync(device)
     seconds = time.perf_counter() - t0
     if bar:
