@@ -348,6 +348,14 @@ def evaluate_cmd(
         ),
     ] = True,
     class_names: ClassNamesOpt = None,
+    random_control: Annotated[
+        bool,
+        typer.Option(
+            "--random-control",
+            help="Also score a random map (method 'random', seeded per image) as a control: the summary and the "
+            "report then flag every metric that cannot tell the methods from it.",
+        ),
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
