@@ -610,7 +610,11 @@ def report_cmd(
     def body(ui: UI) -> None:
         from ..report import build_report
 
+        from ..evaluation.verdict import NO_CONTROL, verdict_table
+
         path = build_report(store, out, gallery=gallery, settings=settings, title=title)
+        if not verdict_table(store, settings).available:
+            ui.info(f"the report has no random-map verdict: {NO_CONTROL}")
         ui.out.print(str(path), markup=False)
 
     _guard(debug, quiet, body)

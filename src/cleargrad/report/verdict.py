@@ -32,14 +32,16 @@ from typing import Any
 from ..metrics.verdict import MetricVerdict, Separation, random_map_verdict
 from ..store import ResultRow, ResultStore
 
-__all__ = ["CONTROL", "NO_CONTROL", "VerdictTable", "latest_settings", "verdict_table"]
+__all__ = [
+    "CONTROL", "NO_CONTROL", "VerdictTable", "latest_settings", "verdict_from_rows", "verdict_notes", "verdict_table",
+]
 
 #: the method name of the random-map control (``cleargrad evaluate --random-control`` adds it)
 CONTROL = "random"
 
 #: what to do when a run has no control (the report and ``cleargrad report`` say it)
 NO_CONTROL = (
-    "the random-map verdict needs the random-map control among the methods: rerun the same "
+    "it needs the random-map control among the methods: rerun the same "
     "`cleargrad evaluate` command with --random-control (on the same store only the control's rows "
     "are computed)"
 )
@@ -186,6 +188,25 @@ def verdict_table(
     else:
         rows = list(source)
     return _verdict(rows, control, z, min_share, {**known, **(directions or {})})
+
+
+def verdict_from_rows(
+    rows: list[ResultRow], directions: Mapping[str, str], control: str = CONTROL, z: float = 2.0,
+    min_share: float = 0.5,
+) -> VerdictTable:
+    """The verdict of one run's ``rows`` with the metrics' ``directions`` (the report's call)."""
+    return _verdict(rows, control, z, min_share, directions)
+
+
+def verdict_notes(verdict: VerdictTable) -> list[dict[str, Any]]:
+    """The report's notes: one per uninformative metric."""
+    return [
+        {"kind": "uninformative", "methods": [k], "text": verdict.flag(k) + (
+            f": fewer than half (rounded up) of the compared methods beat the random map '{verdict.control}' "
+            f"by more than {verdict.z:g} standard errors (paired by image), so its ranking of them is not evidence."
+        )}
+        for k in verdict.uninformative()
+    ]
 
 
 def _verdict(
