@@ -608,9 +608,8 @@ def report_cmd(
     """Write a self-contained HTML report of a results store."""
 
     def body(ui: UI) -> None:
-        from ..report import build_report
-
         from ..evaluation.verdict import NO_CONTROL, verdict_table
+        from ..report import build_report
 
         path = build_report(store, out, gallery=gallery, settings=settings, title=title)
         if not verdict_table(store, settings).available:
