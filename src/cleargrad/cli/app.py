@@ -612,8 +612,11 @@ def report_cmd(
         from ..report import build_report
 
         path = build_report(store, out, gallery=gallery, settings=settings, title=title)
-        if not verdict_table(store, settings).available:
-            ui.info(f"the report has no random-map verdict: {NO_CONTROL}")
+        try:
+            if not verdict_table(store, settings).available:
+                ui.info(f"the report has no random-map verdict: {NO_CONTROL}")
+        except ConfigError:  # a metric with no recorded direction: the page says what it can
+            pass
         ui.out.print(str(path), markup=False)
 
     _guard(debug, quiet, body)

@@ -156,9 +156,13 @@ def verdict_lines(store: ResultStore, settings: str | None) -> list[Text]:
     """The random-map verdict in the summary: one line per metric that cannot tell the methods
     from the random-map control; one line saying so when every metric can; without a
     control, a hint to add it (:func:`cleargrad.evaluation.verdict_table`)."""
+    from ..errors import ConfigError
     from ..evaluation.verdict import verdict_table
 
-    v = verdict_table(store, settings)
+    try:
+        v = verdict_table(store, settings)
+    except ConfigError as e:  # a metric of another program's store with no recorded direction
+        return [Text(f"random-map verdict: {e}", style="dim")]
     if not v.available:
         return [Text("random-map verdict: add --random-control to see which metrics can tell the methods "
                      "from a random map", style="dim")]
