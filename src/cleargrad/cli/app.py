@@ -348,6 +348,14 @@ def evaluate_cmd(
         ),
     ] = True,
     class_names: ClassNamesOpt = None,
+    random_control: Annotated[
+        bool,
+        typer.Option(
+            "--random-control",
+            help="Also score a random map (method 'random', seeded per image) as a control: the summary and the "
+            "report then flag every metric that cannot tell the methods from it.",
+        ),
+    ] = False,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
@@ -605,9 +613,15 @@ def report_cmd(
     """Write a self-contained HTML report of a results store."""
 
     def body(ui: UI) -> None:
+        from ..evaluation.verdict import NO_CONTROL, verdict_table
         from ..report import build_report
 
         path = build_report(store, out, gallery=gallery, settings=settings, title=title)
+        try:
+            if not verdict_table(store, settings).available:
+                ui.info(f"the report has no random-map verdict: {NO_CONTROL}")
+        except ConfigError:  # a metric with no recorded direction: the page says what it can
+            pass
         ui.out.print(str(path), markup=False)
 
     _guard(debug, quiet, body)

@@ -16,7 +16,7 @@ from ..evaluation.explainers import fast_defaults
 from ..evaluation.metric_runner import available_metrics
 from ..store import ResultStore
 
-__all__ = ["print_gad_stats", "print_methods", "print_results", "results_tables"]
+__all__ = ["print_gad_stats", "print_methods", "print_results", "results_tables", "verdict_lines"]
 
 
 def _plain(text: str) -> str:
@@ -152,9 +152,33 @@ def results_tables(store: ResultStore, settings: str | None, width: int, store_p
     return [compact, note, *notes]
 
 
+def verdict_lines(store: ResultStore, settings: str | None) -> list[Text]:
+    """The random-map verdict in the summary: one line per metric that cannot tell the methods
+    from the random-map control; one line saying so when every metric can; without a
+    control, a hint to add it (:func:`cleargrad.evaluation.verdict_table`)."""
+    from ..errors import ConfigError
+    from ..evaluation.verdict import verdict_table
+
+    try:
+        v = verdict_table(store, settings)
+    except ConfigError as e:  # a metric of another program's store with no recorded direction
+        return [Text(f"random-map verdict: {e}", style="dim")]
+    if not v.available:
+        return [Text("random-map verdict: add --random-control to see which metrics can tell the methods "
+                     "from a random map", style="dim")]
+    lines = v.summary_lines()
+    if lines:
+        return [Text(line, style="bold yellow") for line in lines]
+    if not v.methods:
+        return []
+    return [Text(f"random-map verdict: every metric tells the methods from the random map '{v.control}' "
+                 f"(beyond {v.z:g} s.e., paired by image)", style="dim")]
+
+
 def print_results(ui: UI, store: ResultStore, settings: str | None, store_path: str | None = None) -> None:
-    """The summary of ``settings`` on stdout, fitted to the terminal width (see :func:`results_tables`)."""
-    for r in results_tables(store, settings, ui.out.width, store_path):
+    """The summary of ``settings`` on stdout, fitted to the terminal width (see :func:`results_tables`),
+    then the random-map verdict (:func:`verdict_lines`)."""
+    for r in [*results_tables(store, settings, ui.out.width, store_path), *verdict_lines(store, settings)]:
         ui.out.print(r)
 
 

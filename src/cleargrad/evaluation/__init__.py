@@ -13,14 +13,17 @@ if TYPE_CHECKING:
     from .engine import EvalPlan, run_evaluation
     from .run import run_evaluate
     from .settings import EvaluationSettings
+    from .verdict import VerdictTable, verdict_table
 
-__all__ = ["EvalPlan", "EvaluationSettings", "run_evaluate", "run_evaluation"]
+__all__ = ["EvalPlan", "EvaluationSettings", "VerdictTable", "run_evaluate", "run_evaluation", "verdict_table"]
 
 _LAZY = {
     "EvalPlan": "engine",
     "run_evaluation": "engine",
     "run_evaluate": "run",
     "EvaluationSettings": "settings",
+    "VerdictTable": "verdict",
+    "verdict_table": "verdict",
 }
 
 

@@ -138,9 +138,10 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
     from ..core.names import dashed_key, snake_key
     from ..data.identity import dataset_identity
     from ..report import versions
+    from ..report.verdict import CONTROL
     from ..store import ResultStore
     from .engine import EvalPlan, barrier, distributed, run_evaluation, shard_from_env
-    from .explainers import check_global_options, parse_options, split_names
+    from .explainers import build_explainer, check_global_options, parse_options, split_names
     from .metric_runner import metric_runner
     from .prepare import (
         build_explainers,
@@ -191,12 +192,19 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         **_curve_default(runners, mopts, prep.size),
         **folder,
     )
+    evaluated = explainers
+    if s.random_control and CONTROL not in {e.name for e in explainers}:
+        # after the record: the control's rows join the run's hash (see EvaluationSettings);
+        # no user option reaches it, so its maps are the same whatever the command's -o
+        control = build_explainer(net, CONTROL)
+        control.reference = next((e.reference for e in explainers if e.family != "gad" and e.reference), None)
+        evaluated = [*explainers, control]
     with distributed(shard), ResultStore(s.store) as st:
         h = st.record_run(record, versions())
         st.add_metric_info((r.name, r.direction, r.category, r.summary) for r in runners)
         st.add_images(((r.image_id, r.label, r.class_name, r.source) for r in data.records), h)
         plan = EvalPlan(
-            model=net, images=data, explainers=explainers, metrics=runners, store=st, settings=h, preprocess=prep,
+            model=net, images=data, explainers=evaluated, metrics=runners, store=st, settings=h, preprocess=prep,
             run=s, references=ref_explainers, shard=shard, device=dev,
         )
         written = run_evaluation(plan, ui)

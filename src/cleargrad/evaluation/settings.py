@@ -50,7 +50,11 @@ class EvaluationSettings:
     before them (faster, equal to float rounding); False also sets Score-CAM's
     ``fold_batchnorm`` option unless given; ``class_names``: a text file of class names,
     one per line (line i names class i), for images whose label has no name or a
-    different one.
+    different one; ``random_control`` adds the random-map control (the method
+    ``random``: uniform noise shaped like the image, drawn per batch from a generator
+    seeded by ``(seed, batch, "random")``, the same map for every metric) to the compared
+    methods, so that the report and the summary can say which metrics cannot tell the
+    methods from a random map (:func:`cleargrad.evaluation.verdict_table`).
 
     Code that builds the model, images and explainers itself (the demo, the benchmarks)
     still fills ``model`` ... ``store`` with what it runs; the engine reads only the
@@ -87,6 +91,10 @@ class EvaluationSettings:
     metric_batch_size: int | None = field(default=None, metadata=_UNLESS_DEFAULT)
     fold_batchnorm: bool = True
     class_names: Path | None = field(default=None, metadata=_UNLESS_DEFAULT)
+    #: not recorded: the control adds its own rows (method ``random``, no user option reaches
+    #: it) and changes no other value, so its rows join the run's settings hash; adding it to
+    #: a finished run computes only the control's rows.
+    random_control: bool = False
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

@@ -34,6 +34,7 @@ from .rst import plain_rst
 from .settings_view import settings_rows
 from .stats import MeanCI, coinciding_methods, mean_ci, separated_pairs
 from .summary import MetricColumn, summarise
+from .verdict import NO_CONTROL, verdict_from_rows, verdict_notes
 
 __all__ = ["build_report", "render_report", "versions"]
 
@@ -298,6 +299,8 @@ def render_report(
     groups = coinciding_methods(methods, maps, rows)
     reference = run_settings.get("reference")
     notes = _notes(groups, views, reference if isinstance(reference, str) else None, gad, methods)
+    verdict = verdict_from_rows(rows, {c.name: c.direction for c in overall.metrics})
+    notes += verdict_notes(verdict)
     same_as = {m: g for g, _ in groups for m in g}
 
     overlays_all = store.overlays(settings=settings)
@@ -338,6 +341,8 @@ def render_report(
             settings=settings_rows(run_settings),
             versions=sorted(run[2].items()) if run else sorted(versions().items()),
             other_runs=sorted(h for h in used if h != settings),
+            verdict=verdict,
+            no_control=NO_CONTROL,
         )
     )
     return html
