@@ -36,7 +36,9 @@ class TinySeg(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU())
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 6, 3, padding=1), nn.ReLU()
+        )
         self.head = nn.Conv2d(6, 3, 1)
 
     def forward(self, x):
@@ -66,9 +68,35 @@ class Wrapped(nn.Module):
         return type("Out", (), {"logits": self.inner(x)})()
 
 
+class TinyDet(nn.Module):
+    """A stand-in detector with torchvision's eval output: per image a list of two fixed
+    boxes whose scores come from the image, sorted by score (so detection 0 differs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+        self.score = nn.Linear(4 * 4, 2)
+        self.register_buffer("anchors", torch.tensor([[2.0, 2.0, 14.0, 14.0], [10.0, 8.0, 26.0, 27.0]]))
+
+    def forward(self, x):
+        bias = 2 * (x[:, 0, :14, :14].mean((1, 2)) - x[:, 0, 14:, 14:].mean((1, 2)))  # which box wins
+        s = self.score(nn.functional.adaptive_avg_pool2d(self.features(x), 2).flatten(1))
+        s = torch.sigmoid(s + torch.stack([bias, -bias], dim=1))
+        out = []
+        for row in s:
+            order = row.argsort(descending=True)
+            out.append({"boxes": self.anchors[order], "labels": torch.tensor([1, 2])[order], "scores": row[order]})
+        return out
+
+
 def seg():
     torch.manual_seed(0)
     return TinySeg()
+
+
+def det():
+    torch.manual_seed(0)
+    return TinyDet()
 
 
 def clf():
@@ -86,7 +114,15 @@ def wrapped():
 def ws(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("targets")
     (d / "tiny_targets.py").write_text(MODELS)
-    return {"dir": d, "models": d / "tiny_targets.py", "images": make_images(d, per_class=2, corrupt=False)}
+    boxes = d / "boxes"  # two images, bright in the first box's corner or in the second's
+    boxes.mkdir()
+    rng = np.random.default_rng(1)
+    for name, corner in (("a.png", np.s_[:14, :14]), ("b.png", np.s_[14:, 14:])):
+        arr = rng.random((28, 28)) * 0.5
+        arr[corner] += 0.5
+        Image.fromarray((arr * 255).astype(np.uint8)).save(boxes / name)
+    return {"dir": d, "models": d / "tiny_targets.py", "images": make_images(d, per_class=2, corrupt=False),
+            "boxes": boxes}
 
 
 def spec(ws: dict[str, Path], factory: str) -> str:
@@ -103,8 +139,8 @@ def _prep(path: Path) -> torch.Tensor:
     return ((torch.from_numpy(arr) - cg.data.FASHION_MNIST_MEAN) / cg.data.FASHION_MNIST_STD)[None, None]
 
 
-def _explain(ws: dict[str, Path], out: Path, factory: str, *args: str) -> dict:
-    r = invoke("explain", "-m", spec(ws, factory), "-i", str(ws["images"]), "--out", str(out), "--device", "cpu",
+def _explain(ws: dict[str, Path], out: Path, factory: str, *args: str, images: str = "images") -> dict:
+    r = invoke("explain", "-m", spec(ws, factory), "-i", str(ws[images]), "--out", str(out), "--device", "cpu",
                "-q", *args)
     assert r.exit_code == 0, r.output
     return json.loads((out / "manifest.json").read_text())
@@ -227,6 +263,31 @@ def test_explain_class_score_targets_equal_the_python_api(ws: dict[str, Path], t
     assert payload["run"]["layers"] == {"saliency": None, "gradcam": "features"}
 
 
+def test_explain_box_target_equals_the_python_api(ws: dict[str, Path], tmp_path: Path) -> None:
+    payload = _explain(ws, tmp_path, "det", "--method", "saliency,integrated_gradients", "--target", "box:0",
+                       "-o", "integrated_gradients.n_steps=4", images="boxes")
+    assert payload["run"]["target"] == "box:0"
+    model = load_model(spec(ws, "det")).eval()
+    labels = set()
+    for row in payload["rows"]:
+        x = _prep(Path(row["input"]))
+        with torch.no_grad():
+            d = model(x)[0]
+        target = cg.BoxScoreTarget([int(d["labels"][0])], d["boxes"][0])
+        if row["method"] == "saliency":
+            ref = cg.Saliency(model).attribute(x, target=target)
+        else:  # expanded batch (the steps): every row is scored by the image's box
+            ref = cg.IntegratedGradients(model).attribute(x, target=target, n_steps=4)
+        assert float(ref.abs().sum()) > 0
+        np.testing.assert_allclose(np.load(tmp_path / row["array"]), ref[0].numpy(), rtol=1e-4, atol=1e-7)
+        assert row["class_index"] == int(d["labels"][0]) and row["probability"] is None
+        labels.add(row["class_index"])
+    assert labels == {1, 2}  # the top detection differs between the images: each has its own box
+    r = invoke("explain", "-m", spec(ws, "det"), "-i", str(ws["boxes"]), "--method", "saliency", "--target", "box:2",
+               "--out", str(tmp_path / "b2"), "--device", "cpu", "-q")
+    assert r.exit_code == 2 and "2 detection(s), so no detection 2" in r.output, r.output
+
+
 def test_explain_output_by_attribute(ws: dict[str, Path], tmp_path: Path) -> None:
     payload = _explain(ws, tmp_path, "wrapped", "--method", "saliency", "--output", "logits", "--target", "1")
     model = load_model(spec(ws, "wrapped")).eval()
@@ -275,6 +336,13 @@ def test_evaluate_records_target_output_and_layers(ws: dict[str, Path], tmp_path
     assert len(runs) == 3
     by_target = {s["target"]: (h, s) for h, s in runs.items()}
     assert set(by_target) == {"auto", "softmax:auto", "seg:1"}
+    _evaluate(ws, tmp_path / "det.sqlite", "det", "--methods", "saliency", "--metrics", "deletion,sparseness",
+              "--target", "box:0")
+    with cg.store.ResultStore(tmp_path / "det.sqlite", readonly=True) as st:
+        ((h_det, s_det, _, _),) = st.runs()
+        det_rows = st.results(h_det)
+    assert s_det["target"] == "box:0" and len(det_rows) == 4 * 2
+    assert {r.target for r in det_rows} <= {1, 2} and all(r.value is not None for r in det_rows)
     h_seg, s_seg = by_target["seg:1"]
     assert s_seg["output"] == "out"
     with cg.store.ResultStore(store, readonly=True) as st:
