@@ -178,7 +178,15 @@ def test_bad_target_specs_are_one_line_usage_errors_naming_the_forms(ws: dict[st
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("usage error:"), r.output
     assert "softmax:K" in lines[0] and "seg:K" in lines[0] and "box:I" in lines[0], lines[0]
+    assert bad in lines[0]  # as typed (no ':x:' turned into an emoji)
     assert not (ws["dir"] / "never").exists()
+
+
+def test_help_documents_the_target_forms_and_output() -> None:
+    for command in ("explain", "evaluate"):
+        text = " ".join(runner.invoke(app, [command, "--help"], terminal_width=200).output.split())
+        for form in ("softmax:K", "labels:3,7", "seg:K", "box:I", "regression:I", "--output", "logits"):
+            assert form in text, (command, form)
 
 
 def test_a_task_target_on_the_wrong_output_says_what_to_pass(ws: dict[str, Path], tmp_path: Path) -> None:

@@ -155,7 +155,7 @@ def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T], registries: bool = T
     except ConfigError as e:
         if debug:
             raise
-        ui.err.print(f"usage error: {_one_line(e)}", markup=False)
+        ui.err.print(f"usage error: {_one_line(e)}", markup=False, emoji=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         ui.err.print("interrupted", markup=False)
@@ -163,7 +163,7 @@ def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T], registries: bool = T
     except Exception as e:
         if debug:
             raise
-        ui.err.print(f"error: {_one_line(e)}", markup=False)
+        ui.err.print(f"error: {_one_line(e)}", markup=False, emoji=False)
         raise typer.Exit(1) from None
 
 

@@ -172,7 +172,7 @@ def parse_target(text: str | int | TargetSpec, allow_label: bool) -> str | int |
         return TargetSpec("box", values=(_int(arg, spec, "the detection index"),))
     if kind == "regression":
         return TargetSpec("regression", values=(_int(arg, spec, "the output column"),) if arg else ())
-    raise ConfigError(f"--target {spec!r}: unknown kind {kind!r}; valid forms: {TARGET_FORMS}")
+    raise ConfigError(f"--target {spec}: unknown kind {kind!r}; valid forms: {TARGET_FORMS}")
 
 
 @dataclass(frozen=True)
