@@ -438,3 +438,20 @@ class _DictOut(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"out": self.body(x)}
+
+
+def test_sensitivity_metrics_carry_target_objects_to_the_perturbed_copies() -> None:
+    """Fails on the code before ("target sequence must hold ints")."""
+    model, x, a, t = _clf_batch()
+    sal = cg.Saliency(model)
+
+    def by_index(xx: torch.Tensor, tt: torch.Tensor) -> torch.Tensor:  # the same targets, built from indices
+        return sal.attribute(xx, target=[cg.SoftmaxTarget(int(c)) for c in tt])
+
+    objects = [cg.SoftmaxTarget(int(c)) for c in t]
+    for fn in (cg.metrics.max_sensitivity, cg.metrics.avg_sensitivity):
+        got = fn(sal.attribute, x, objects, n_samples=3, generator=torch.Generator().manual_seed(0))
+        ref = fn(by_index, x, t, n_samples=3, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(got, ref)
+        swapped = fn(sal.attribute, x, objects[::-1], n_samples=3, generator=torch.Generator().manual_seed(0))
+        assert not torch.allclose(swapped, ref)
