@@ -107,6 +107,12 @@ CREATE TABLE IF NOT EXISTS run_images (
     source TEXT,
     UNIQUE (settings_hash, image_id)
 );
+CREATE TABLE IF NOT EXISTS layers (
+    settings_hash TEXT NOT NULL,
+    method TEXT NOT NULL,
+    layer TEXT NOT NULL,
+    UNIQUE (settings_hash, method)
+);
 """
 
 _SCHEMA_TABLES = tuple(
@@ -396,6 +402,12 @@ class ResultStore:
             data.append((i, m, settings, arr.shape[0], arr.shape[1], sqlite3.Binary(arr.tobytes())))
         self._transaction([("INSERT OR IGNORE INTO maps VALUES (?, ?, ?, ?, ?, ?)", data)])
 
+    def add_layers(self, items: Iterable[tuple[str, str]], settings: str) -> None:
+        """Store ``(method, layer)``: the layer(s) a CAM method explained with (what
+        ``layer="auto"`` resolved to), for the report."""
+        data = [(settings, m, layer) for m, layer in items]
+        self._transaction([("INSERT OR REPLACE INTO layers VALUES (?, ?, ?)", data)])
+
     # reading -------------------------------------------------------------------------
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -487,6 +499,10 @@ class ResultStore:
         """``image_id -> png`` of the stored gallery inputs of ``settings``."""
         rows = self._query("SELECT image_id, png FROM inputs WHERE settings_hash = ?", [settings])
         return {a: bytes(b) for a, b in rows}
+
+    def layers(self, settings: str) -> dict[str, str]:
+        """``method -> layer`` of the CAM methods of ``settings`` (see :meth:`add_layers`)."""
+        return dict(self._query("SELECT method, layer FROM layers WHERE settings_hash = ?", [settings]))
 
     def maps(self, settings: str) -> dict[tuple[str, str], Any]:
         """``(image_id, method) -> (H, W) float32 array`` of the stored maps of ``settings``."""

@@ -108,6 +108,25 @@ SeedOpt = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="Torch device: auto (CUDA when available, else CPU), cpu, cuda, cuda:1, ...")
 ]
+TargetOpt = Annotated[
+    str,
+    typer.Option(
+        "--target",
+        help="What each image is explained for: auto (the prediction), label (the class sub-folder), a class "
+        "index K or class:K (logit), softmax:K (probability; softmax alone: of the prediction), binary or "
+        "binary:0 (a binary output, positive or negative), labels:3,7 (sum of several classes' logits), seg:K "
+        "(segmentation: class K over the pixels the model predicts as K), box:I (a detector's detection I, "
+        "IoU-matched box score), regression:I (output column I). See docs/guides/targets.md.",
+    ),
+]
+OutputOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        help="The part of the model's output that is scored, for models returning a dict, tuple or object: "
+        "a key (out for torchvision segmentation, logits for Hugging Face), an index or an attribute.",
+    ),
+]
 
 
 class RunError(RuntimeError):
@@ -136,7 +155,7 @@ def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T], registries: bool = T
     except ConfigError as e:
         if debug:
             raise
-        ui.err.print(f"usage error: {_one_line(e)}", markup=False)
+        ui.err.print(f"usage error: {_one_line(e)}", markup=False, emoji=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         ui.err.print("interrupted", markup=False)
@@ -144,7 +163,7 @@ def _guard(debug: bool, quiet: bool, fn: Callable[[UI], T], registries: bool = T
     except Exception as e:
         if debug:
             raise
-        ui.err.print(f"error: {_one_line(e)}", markup=False)
+        ui.err.print(f"error: {_one_line(e)}", markup=False, emoji=False)
         raise typer.Exit(1) from None
 
 
@@ -185,9 +204,8 @@ def explain_cmd(
         ),
     ],
     weights: WeightsOpt = None,
-    target: Annotated[
-        str, typer.Option("--target", help="'auto' (prediction), 'label' (the class sub-folder) or a class index.")
-    ] = "auto",
+    target: TargetOpt = "auto",
+    output: OutputOpt = None,
     layer: LayerOpt = "auto",
     reshape: ReshapeOpt = "auto",
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("explanations"),
@@ -232,23 +250,25 @@ def explain_cmd(
             report_skipped,
             resolve_run_device,
         )
+        from ..evaluation.targets import parse_output
 
         names = [n for m in method for n in split_names(m)]
         if not names:
             raise ConfigError("give at least one --method")
         opts = parse_options(option or [])
         tgt = parse_target(target, allow_label=True)
+        selector = parse_output(output)
         dev = resolve_run_device(device)
         net = load_run_model(model, weights, seed, dev, ui)
         prep = default_preprocess(
             net, size, grayscale, parse_floats(mean, "mean"), parse_floats(std, "std"), resize, crop_fraction
         )
         data = image_set(images, prep)
-        if tgt == "label":
+        if tgt == "label" or getattr(tgt, "rule", None) == "label":
             data.check_labels()
         refs = reference_images(data, prep)
         check_model_takes(net, refs)
-        explainers = build_explainers(net, names, gad, layer, reshape, opts, refs)
+        explainers = build_explainers(net, names, gad, layer, reshape, opts, refs, output=selector)
         check_global_options(opts, explainers)
         labels = (
             read_class_names(class_names)
@@ -267,7 +287,8 @@ def explain_cmd(
             "gad": gad_identity(gad),
             "images": [str(p) for p in images],
             "preprocess": prep.as_dict(),
-            "target": tgt,
+            "target": tgt if isinstance(tgt, str | int) else str(tgt),
+            "output": output,
             "layer": layer,
             "class_names": str(class_names) if class_names else None,
             "method_options": {e.name: e.options for e in explainers},
@@ -276,7 +297,7 @@ def explain_cmd(
         }
         rows = explain_images(
             net, data, explainers, out, target=tgt, batch_size=batch_size, seed=seed, class_names=labels,
-            plain=plain, run=run, ui=ui,
+            plain=plain, run=run, ui=ui, output=selector,
         )
         n_ok = len({r.image_id for r in rows})
         ui.out.print(
@@ -297,9 +318,8 @@ def evaluate_cmd(
     store: Annotated[Path, typer.Option("--store", "-s", help="SQLite results file (created or resumed).")],
     weights: WeightsOpt = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Use only the first N images.")] = None,
-    target: Annotated[
-        str, typer.Option("--target", help="'auto' (prediction), 'label' (ground truth) or a class index.")
-    ] = "auto",
+    target: TargetOpt = "auto",
+    output: OutputOpt = None,
     layer: LayerOpt = "auto",
     reshape: ReshapeOpt = "auto",
     reference: Annotated[

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from .metric_runner import BatchContext, MetricRunner
 from .outputs import output_stems
 from .render import input_png, overlay_png
 from .settings import EvaluationSettings
-from .targets import parse_target, targets_for
+from .targets import TargetSpec, parse_output, parse_target, target_classes, target_key, targets_for
 
 __all__ = [
     "EvalPlan",
@@ -172,8 +173,9 @@ class EvalPlan:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
-    def target(self) -> str | int:
-        """The target rule: ``"auto"``, ``"label"`` or a class index."""
+    def target(self) -> str | int | TargetSpec:
+        """The target rule: ``"auto"``, ``"label"``, a class index or a
+        :class:`~cleargrad.evaluation.targets.TargetSpec`."""
         return parse_target(self.run.target, allow_label=True)
 
 
@@ -181,8 +183,8 @@ def _score_metric(
     plan: EvalPlan,
     shared: SharedBatch,
     mt: MetricRunner,
-    wanted: dict[str, torch.Tensor],
-    explain: Callable[[str, torch.Tensor], torch.Tensor],
+    wanted: dict[str, Any],
+    explain: Callable[[str, Any], torch.Tensor],
     x: torch.Tensor,
     b: int,
     by_name: dict[str, Explainer],
@@ -193,9 +195,9 @@ def _score_metric(
     ``{method: (N, K) curves}`` of curve metrics (insertion, deletion) for the report."""
     out: dict[str, torch.Tensor] = {}
     curves: dict[str, torch.Tensor | None] = {}
-    groups: dict[tuple[int, ...], list[str]] = {}
+    groups: dict[tuple[Any, ...], list[str]] = {}
     for m, t in wanted.items():
-        groups.setdefault(tuple(t.tolist()), []).append(m)
+        groups.setdefault(target_key(t), []).append(m)
     for members in groups.values():
         t = wanted[members[0]]
         with warnings.catch_warnings():
@@ -225,6 +227,7 @@ def _score_metric(
                 mean=plan.preprocess.mean,
                 std=plan.preprocess.std,
                 reference=explain(ref_name, t) if ref_name and ref_name in by_name else None,
+                output=shared.output,
             )
             out[m], curves[m] = mt.run_with_curves(ctx)
     return out, curves
@@ -276,6 +279,9 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
         else folded_forward(plan.model, plan.run.fold_batchnorm)
     )
     steps = len(names) + len(plan.metrics)
+    output = parse_output(plan.run.output)
+    target = plan.target
+    layers_seen: set[str] = set()
     with ui.progress() as progress:
         task = progress.add_task("evaluating", total=len(mine) * steps)
         for b, idx in mine:
@@ -304,27 +310,32 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
             plan.store.add_images(((r.image_id, r.label, r.class_name, r.source) for r in recs), plan.settings)
             shared = SharedBatch(
                 plan.model, x, mean=plan.preprocess.mean, std=plan.preprocess.std,
-                batch_size=plan.run.metric_batch_size, scorer=scorer,
+                batch_size=plan.run.metric_batch_size, scorer=scorer, output=output,
             )
-            logits = shared.logits  # the batch's one clean pass: targets and every metric
+            clean = shared.output_value  # the batch's one clean pass: targets and every metric
             labels = [r.label for r in recs]
-            cache: dict[tuple[str, tuple[int, ...]], torch.Tensor] = {}
+            cache: dict[tuple[Any, ...], torch.Tensor] = {}
 
             def explain(
-                name: str, t: torch.Tensor, b: int = b, x: torch.Tensor = x,
-                cache: dict[tuple[str, tuple[int, ...]], torch.Tensor] = cache,
+                name: str, t: Any, b: int = b, x: torch.Tensor = x,
+                cache: dict[tuple[Any, ...], torch.Tensor] = cache,
             ) -> torch.Tensor:
-                key = (name, tuple(t.tolist()))
+                key = (name, target_key(t))
                 if key not in cache:
                     gen = torch.Generator(device=x.device).manual_seed(seed_for(plan.run.seed, b, name))
                     cache[key] = by_name[name].fn(x, t, gen).detach()
                 return cache[key]
 
-            targets = {m: targets_for(by_name[m], plan.target, logits, labels) for m in names}
+            targets = {m: targets_for(by_name[m], target, clean, labels) for m in names}
             for m in names:
                 progress.update(task, description=f"batch {b + 1}/{len(batches)} {m}")
                 if todo[m] or m in need_overlay:
                     a = explain(m, targets[m])
+                    if m not in layers_seen:  # the layer a CAM resolved (layer="auto"), for the report
+                        layers_seen.add(m)
+                        resolved = by_name[m].resolved_layers(x)
+                        if resolved:
+                            plan.store.add_layers([(m, ", ".join(resolved))], plan.settings)
                 if m in need_overlay:
                     items, maps = [], []
                     for i, r in enumerate(recs):
@@ -352,8 +363,8 @@ def run_evaluation(plan: EvalPlan, ui: UI) -> int:
                 )
                 for m, v in values.items():
                     rows = [
-                        ResultRow(r.image_id, m, mt.name, float(val), int(tt))
-                        for r, val, tt in zip(recs, v.tolist(), targets[m].tolist())
+                        ResultRow(r.image_id, m, mt.name, float(val), tt)
+                        for r, val, tt in zip(recs, v.tolist(), target_classes(targets[m]))
                         if (r.image_id, m, mt.name) not in done
                     ]
                     got = curves.get(m)

@@ -13,12 +13,13 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_save_npy, atomic_write
+from ..core.targets import pick_output
 from .console import UI
 from .engine import seed_for
 from .explainers import Explainer
 from .images import ImageSet
 from .outputs import ManifestRow, output_stems, write_manifest
-from .targets import target_rule, targets_for
+from .targets import TargetSpec, target_classes, target_rule, targets_for
 
 __all__ = ["class_names_from", "explain_images", "read_class_names"]
 
@@ -59,7 +60,8 @@ def explain_images(
     explainers: list[Explainer],
     out: Path,
     *,
-    target: str | int = "auto",
+    target: str | int | TargetSpec = "auto",
+    output: Any = None,
     batch_size: int = 16,
     seed: int = 0,
     class_names: Sequence[str] | None = None,
@@ -76,6 +78,13 @@ def explain_images(
       :class:`~cleargrad.evaluation.outputs.ManifestRow`); the JSON also holds ``run``.
 
     Stems are :func:`~cleargrad.evaluation.outputs.output_stems` of the image ids. Returns the rows.
+
+    ``target``: a rule or spec of :func:`~cleargrad.evaluation.targets.parse_target`;
+    ``output``: the selector of the scored output (``--output``), also given to the
+    explainers. A row's ``class_index`` is the class its target explains (None for targets
+    of no single class: multi-label, binary, regression) and ``probability`` that class's
+    softmax probability where the output is class scores (else None). ``run["layers"]``
+    records, per CAM method, the layer(s) it explained at (``layer="auto"`` resolved).
 
     Every file is written atomically. Before the first file is written the manifest is
     replaced by an empty one marked ``"complete": false``, and after every batch it is
@@ -104,17 +113,22 @@ def explain_images(
                 continue
             x = x.to(device)
             with torch.no_grad():
-                logits = model(x)
-            probs = torch.softmax(logits.float(), dim=1).cpu()
-            pred = logits.argmax(1).cpu().tolist()
+                clean = pick_output(model(x), output)
+            scores = isinstance(clean, torch.Tensor) and clean.dim() == 2  # class scores (N, C)
+            probs = torch.softmax(clean.float(), dim=1).cpu() if scores else None
+            pred: list[int | None] = clean.argmax(1).cpu().tolist() if scores else [None] * len(recs)
             for e in explainers:
-                t = targets_for(e, target, logits, [r.label for r in recs])
+                t = targets_for(e, target, clean, [r.label for r in recs])
                 gen = torch.Generator(device=x.device).manual_seed(seed_for(seed, b, e.name))
                 a = e.fn(x, t, gen).detach().cpu()
+                if run is not None and e.name not in run.setdefault("layers", {}):
+                    resolved = e.resolved_layers(x)
+                    run["layers"][e.name] = ", ".join(resolved) if resolved else None
                 options = json.dumps(e.options, sort_keys=True, default=str)
+                classes = target_classes(t)
                 for i, r in enumerate(recs):
-                    k = int(t[i])
-                    p = float(probs[i, k])
+                    k = classes[i]
+                    p = float(probs[i, k]) if probs is not None and k is not None and 0 <= k < probs.shape[1] else None
                     stem = f"{stems[r.image_id]}__{e.name}"
                     png_path, npy_path = out / f"{stem}.png", out / f"{stem}.npy"
                     png_path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +143,7 @@ def explain_images(
                         ManifestRow(
                             input=r.source, image_id=r.image_id, label=r.label, label_name=r.class_name or "",
                             class_index=k, class_name=_name(class_names, k), probability=p,
-                            predicted=int(pred[i]), predicted_name=_name(class_names, int(pred[i])),
+                            predicted=pred[i], predicted_name=_name(class_names, pred[i]),
                             target_rule=target_rule(e, target), method=e.name, options=options,
                             overlay=png_path.relative_to(out).as_posix(), array=npy_path.relative_to(out).as_posix(),
                         )
@@ -145,13 +159,18 @@ def explain_images(
 
 
 def _figure(
-    image: torch.Tensor, attribution: torch.Tensor, e: Explainer, k: int, name: str, p: float, rule: str, source: str
+    image: torch.Tensor, attribution: torch.Tensor, e: Explainer, k: int | None, name: str, p: float | None,
+    rule: str, source: str,
 ) -> bytes:
     from ..core import to_2d
     from ..viz import explanation_png
 
     heat = to_2d(attribution.float().unsqueeze(0))[0, 0]
-    cls = f"class {k}" + (f" {name!r}" if name else "")
-    caption = f"{e.name} · {cls} · p = {p:.3f} · target: {rule}\n{Path(source).name}"
+    parts = [e.name]
+    if k is not None:
+        parts.append(f"class {k}" + (f" {name!r}" if name else ""))
+    if p is not None:
+        parts.append(f"p = {p:.3f}")
+    caption = " · ".join([*parts, f"target: {rule}"]) + f"\n{Path(source).name}"
     unit = "fused importance (GAD, in [0, 1])" if e.family == "gad" else "importance"
     return explanation_png(image, heat, caption, colorbar_label=unit)

@@ -37,7 +37,8 @@ __all__ = [
     "split_names",
 ]
 
-ExplainFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+#: ``fn(x, targets, generator)``: targets are class indices ``(N,)`` or per-image target objects
+ExplainFn = Callable[[torch.Tensor, Any, torch.Generator], torch.Tensor]
 
 
 @dataclass
@@ -59,6 +60,14 @@ class Explainer:
     classes: tuple[int, ...] | None = None
     #: option names the method takes (None: not known)
     accepts: frozenset[str] | None = None
+    #: ``f(x) -> layer names`` the method explains ``x`` at (CAM methods; ``layer="auto"``
+    #: resolved), None for methods without a layer
+    layer_fn: Callable[[torch.Tensor], tuple[str, ...]] | None = None
+
+    def resolved_layers(self, x: torch.Tensor) -> tuple[str, ...]:
+        """The dotted names of the layers the method explains ``x`` at (empty: no layer).
+        After a call on inputs of ``x``'s shape this costs nothing (``"auto"`` is cached)."""
+        return () if self.layer_fn is None else tuple(self.layer_fn(x))
 
 
 def fast_defaults(name: str) -> dict[str, Any]:
@@ -146,13 +155,15 @@ def build_explainer(
     reshape: str = "auto",
     options: Mapping[str, Mapping[str, Any]] | None = None,
     references: torch.Tensor | None = None,
+    output: Any = None,
 ) -> Explainer:
     """The registered method ``name`` bound to ``model``.
 
     ``layer`` goes to methods that take one (the CAM family), and so does ``reshape`` (the
     command-line form of :func:`~cleargrad.cli.reshape.parse_reshape`); ``references`` (a fixed set
     of images) to methods that declare them (Expected Gradients, Expected Grad-CAM), and so
-    does a seeded ``generator`` on every call. Options given for this method
+    does a seeded ``generator`` on every call; ``output`` (an output selector, ``--output``)
+    to every method that takes one. Options given for this method
     (``METHOD.KEY``) are passed as they are (the method rejects the ones it does not take);
     options given for all methods only reach the methods that declare them.
     """
@@ -164,6 +175,8 @@ def build_explainer(
         kw["layer"] = layer
     if reshape != "auto" and _init_accepts(info.cls, "reshape") and "reshape" not in specific:
         kw["reshape"] = parse_reshape(reshape)
+    if output is not None and _init_accepts(info.cls, "output") and "output" not in specific:
+        kw["output"] = output
     inst, rest = make_method(model, info.name, **{**kw, **specific})
     declared = _declared(inst)
     if hasattr(inst, "option_names"):
@@ -190,10 +203,23 @@ def build_explainer(
         return inst.attribute(x, target=targets, **rest, **extra)
 
     shown = {k: v for k, v in {**kw, **specific, **rest}.items()
-             if k != "references" and k not in dropped and v is not references}
+             if k not in ("references", "output") and k not in dropped and v is not references}
     if "reshape" in kw and "reshape" in shown:
         shown["reshape"] = reshape  # the command-line text, not the spec object
-    return Explainer(info.name, fn, info.family, info.summary, options=shown, accepts=frozenset(declared))
+    return Explainer(
+        info.name, fn, info.family, info.summary, options=shown, accepts=frozenset(declared),
+        layer_fn=_layer_names(model, inst),
+    )
+
+
+def _layer_names(model: nn.Module, inst: Any) -> Callable[[torch.Tensor], tuple[str, ...]] | None:
+    """``x -> names`` of the layers a CAM method explains ``x`` at, or None (no layer)."""
+    resolve = getattr(inst, "resolve_layers", None)
+    if resolve is None:
+        return None
+    from ..core import layer_name
+
+    return lambda x: tuple(layer_name(model, m) for m in resolve(x))
 
 
 def build_gad_explainer(
@@ -205,6 +231,7 @@ def build_gad_explainer(
     reshape: str = "auto",
     options: Mapping[str, Mapping[str, Any]] | None = None,
     references: torch.Tensor | None = None,
+    output: Any = None,
 ) -> Explainer:
     """``gad:BASE`` as an explainer named ``gad_BASE``, over a fitted GAD on ``model``.
 
@@ -226,6 +253,8 @@ def build_gad_explainer(
         kw["layer"] = layer
     if reshape != "auto" and _init_accepts(info.cls, "reshape") and "reshape" not in specific:
         kw["reshape"] = parse_reshape(reshape)
+    if output is not None and _init_accepts(info.cls, "output") and "output" not in specific:
+        kw["output"] = output
     base_options = {**kw, **specific}
     probe, _ = make_method(model, info.name, **base_options)
     declared = _declared(probe)
@@ -242,7 +271,7 @@ def build_gad_explainer(
             g = fused.with_base(info.name, base_options={**base_options, "generator": generator}, **settings)
         return g.attribute(x, target=targets)
 
-    shown = {k: v for k, v in base_options.items() if k != "references"}
+    shown = {k: v for k, v in base_options.items() if k not in ("references", "output")}
     if "reshape" in kw and "reshape" in shown:
         shown["reshape"] = reshape  # the command-line text, not the spec object
     shown.update(settings)

@@ -37,13 +37,15 @@ class BatchContext:
 
     model: nn.Module
     x: torch.Tensor
-    targets: torch.Tensor
+    targets: Any  # (N,) classes, or target objects (one per image)
     attribution: torch.Tensor
     explain_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     generator: torch.Generator
     mean: tuple[float, ...]
     std: tuple[float, ...]
     reference: torch.Tensor | None = None
+    #: the selector of the scored output (``--output``; what target objects score)
+    output: Any = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,8 @@ def _provide(name: str, ctx: BatchContext, metric: str) -> Any:
         return ctx.mean
     if name == "std":
         return ctx.std
+    if name == "output" and ctx.output is not None:
+        return ctx.output
     if name in _DEFAULTS:
         return _DEFAULTS[name]
     return _MISSING

@@ -74,9 +74,12 @@ class ManifestRow:
         image_id: its id (path relative to the folder given, or the file name).
         label, label_name: the class of its sub-folder, when the folder has class sub-folders.
         class_index, class_name: the class explained (``class_name`` from ``--class-names``
-            or the dataset's class names; empty when unknown).
-        probability: softmax probability of that class for this image.
-        predicted, predicted_name: the model's top class.
+            or the dataset's class names; empty when unknown); None (empty in the CSV)
+            for a target of no single class (multi-label, binary, regression).
+        probability: softmax probability of that class for this image (None where the
+            model's output is not class scores, e.g. segmentation or detection).
+        predicted, predicted_name: the model's top class (None where the output is not
+            class scores).
         target_rule: how the class was chosen (``prediction``, ``class 3``, ...).
         method: method name; ``options``: its options as JSON.
         overlay, array: the PNG and ``.npy`` written, relative to the output folder.
@@ -86,10 +89,10 @@ class ManifestRow:
     image_id: str
     label: int | None
     label_name: str
-    class_index: int
+    class_index: int | None
     class_name: str
-    probability: float
-    predicted: int
+    probability: float | None
+    predicted: int | None
     predicted_name: str
     target_rule: str
     method: str

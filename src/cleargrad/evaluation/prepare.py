@@ -118,9 +118,11 @@ def builtin_class_names(spec: str, weights: Path | None = None) -> list[str] | N
 
 
 def build_explainers(
-    net: Any, names: list[str], gad_dir: Path | None, layer: str, reshape: str, opts: Any, refs: Any
+    net: Any, names: list[str], gad_dir: Path | None, layer: str, reshape: str, opts: Any, refs: Any,
+    output: Any = None,
 ) -> list[Any]:
-    """The explainers of ``names``; ``gad:BASE`` ones share the GAD loaded from ``gad_dir``."""
+    """The explainers of ``names``; ``gad:BASE`` ones share the GAD loaded from ``gad_dir``;
+    ``output``: the output selector of every method that takes one (``--output``)."""
     from .explainers import build_explainer, build_gad_explainer, is_gad
 
     fitted = None
@@ -138,10 +140,14 @@ def build_explainers(
     for n in names:
         if is_gad(n):
             out.append(
-                build_gad_explainer(net, n, fitted, layer=layer, reshape=reshape, options=opts, references=refs)
+                build_gad_explainer(
+                    net, n, fitted, layer=layer, reshape=reshape, options=opts, references=refs, output=output
+                )
             )
         else:
-            out.append(build_explainer(net, n, layer=layer, reshape=reshape, options=opts, references=refs))
+            out.append(
+                build_explainer(net, n, layer=layer, reshape=reshape, options=opts, references=refs, output=output)
+            )
     return out
 
 

@@ -44,7 +44,7 @@ def _process_device(dev: Any, world: int) -> Any:
     return dev
 
 
-def _image_set(s: EvaluationSettings, net: Any, target: str | int) -> tuple[Any, Any, Any]:
+def _image_set(s: EvaluationSettings, net: Any, target: Any) -> tuple[Any, Any, Any]:
     """``(images, preprocessing, reference images)`` of ``s.dataset``, restricted by
     ``s.classes`` and ``s.limit``."""
     from ..core.names import dashed_key
@@ -68,7 +68,7 @@ def _image_set(s: EvaluationSettings, net: Any, target: str | int) -> tuple[Any,
         data = only_classes(data, s.classes)
     if s.limit is not None:
         data = first_images(data, s.limit)
-    if target == "label":
+    if target == "label" or getattr(target, "rule", None) == "label":
         data.check_labels()
     check_model_takes(net, refs)
     assert prep is not None
@@ -90,7 +90,8 @@ def _named(data: Any, path: Any) -> Any:
 
 
 def _reference_explainers(
-    s: EvaluationSettings, net: Any, explainers: list[Any], runners: list[Any], opts: Any, refs: Any
+    s: EvaluationSettings, net: Any, explainers: list[Any], runners: list[Any], opts: Any, refs: Any,
+    output: Any = None,
 ) -> list[Any]:
     """The maps region-comparison metrics compare against: ``s.reference`` for plain methods,
     the base method for GAD (built here unless evaluated anyway)."""
@@ -104,7 +105,9 @@ def _reference_explainers(
     if s.reference is None and plain:
         raise ConfigError("a region-comparison metric needs --reference METHOD (the map it compares against)")
     if s.reference is not None:
-        ref = build_explainer(net, s.reference, layer=s.layer, reshape=s.reshape, options=opts, references=refs)
+        ref = build_explainer(
+            net, s.reference, layer=s.layer, reshape=s.reshape, options=opts, references=refs, output=output
+        )
         out.append(ref)
         for e in plain:
             e.reference = ref.name
@@ -112,7 +115,9 @@ def _reference_explainers(
     for e in explainers:  # GAD is compared with its base method
         if e.family == "gad" and e.reference not in have:
             out.append(
-                build_explainer(net, e.reference, layer=s.layer, reshape=s.reshape, options=opts, references=refs)
+                build_explainer(
+                    net, e.reference, layer=s.layer, reshape=s.reshape, options=opts, references=refs, output=output
+                )
             )
             have.add(e.reference)
     return out
@@ -153,6 +158,7 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         report_skipped,
         resolve_run_device,
     )
+    from .targets import parse_output
 
     method_names = split_names(s.methods)
     metric_names = split_names(s.metrics)
@@ -162,6 +168,7 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
     mopts = parse_metric_options(s.metric_option)
     runners = [metric_runner(n, mopts.get(snake_key(n))) for n in metric_names]
     tgt = parse_target(s.target, allow_label=True)
+    output = parse_output(s.output)
     shard = shard_from_env()
     dev = _process_device(resolve_run_device(s.device), shard.world)
     net = load_run_model(s.model, s.weights, s.seed, dev, ui)
@@ -171,9 +178,9 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         # the explanations' forward-only passes (Score-CAM's masked passes) unfolded too; a global
         # option reaches only the methods that take it
         opts = {**opts, "*": {**opts.get("*", {}), "fold_batchnorm": False}}
-    explainers = build_explainers(net, method_names, s.gad, s.layer, s.reshape, opts, refs)
+    explainers = build_explainers(net, method_names, s.gad, s.layer, s.reshape, opts, refs, output=output)
     check_global_options(check_opts, explainers)
-    ref_explainers = _reference_explainers(s, net, explainers, runners, opts, refs)
+    ref_explainers = _reference_explainers(s, net, explainers, runners, opts, refs, output=output)
     # an image folder: its resolved path and file-list digest (a changed folder is a new run)
     folder: dict[str, Any] = (
         {"dataset_files": dataset_identity(s.dataset)}
@@ -183,7 +190,7 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
         weights_sha256=file_digest(s.weights),
         dataset=data.description,
         preprocess=prep.as_dict(),
-        target=tgt,
+        target=tgt if isinstance(tgt, str | int) else str(tgt),  # a spec by its canonical text
         gad=gad_identity(s.gad),
         method_options={e.name: e.options for e in explainers},
         metric_options=mopts,
@@ -196,7 +203,7 @@ def run_evaluate(s: EvaluationSettings, ui: UI, show: ShowResults | None = None)
     if s.random_control and CONTROL not in {e.name for e in explainers}:
         # after the record: the control's rows join the run's hash (see EvaluationSettings);
         # no user option reaches it, so its maps are the same whatever the command's -o
-        control = build_explainer(net, CONTROL)
+        control = build_explainer(net, CONTROL, output=output)
         control.reference = next((e.reference for e in explainers if e.family != "gad" and e.reference), None)
         evaluated = [*explainers, control]
     with distributed(shard), ResultStore(s.store) as st:

@@ -39,9 +39,12 @@ class EvaluationSettings:
     ``model``: a model spec (``package.module:factory``, ``file.py:factory`` or a built-in
     name); ``dataset``: ``fashion-mnist`` or an image folder; ``methods`` / ``metrics``:
     comma-separated names; ``option`` and ``metric_option`` hold ``METHOD.KEY=VALUE`` /
-    ``METRIC.KEY=VALUE`` strings; ``target``: ``"auto"`` (the prediction), ``"label"`` or a
-    class index; ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:K`` (under ``torchrun`` on
-    several GPUs, ``auto``/``cuda`` mean ``cuda:LOCAL_RANK``); ``gallery``: images (the
+    ``METRIC.KEY=VALUE`` strings; ``target``: ``"auto"`` (the prediction), ``"label"``, a
+    class index or a target spec (``softmax:3``, ``seg:15``, ``box:0``, ...; see
+    :func:`cleargrad.evaluation.targets.parse_target`); ``output``: the key, index or
+    attribute of the model's output that is scored (None: the output as it is);
+    ``device``: ``auto``, ``cpu``, ``cuda``, ``cuda:K`` (under ``torchrun`` on several GPUs,
+    ``auto``/``cuda`` mean ``cuda:LOCAL_RANK``); ``gallery``: images (the
     first by id) whose overlays are stored for the report; ``overlays``: a folder where
     every overlay is also written; ``compile`` runs the metrics' forward passes through
     ``torch.compile`` (True or a backend name); ``metric_batch_size`` bounds the images
@@ -91,6 +94,7 @@ class EvaluationSettings:
     metric_batch_size: int | None = field(default=None, metadata=_UNLESS_DEFAULT)
     fold_batchnorm: bool = True
     class_names: Path | None = field(default=None, metadata=_UNLESS_DEFAULT)
+    output: str | None = field(default=None, metadata=_UNLESS_DEFAULT)
     #: not recorded: the control adds its own rows (method ``random``, no user option reaches
     #: it) and changes no other value, so its rows join the run's settings hash; adding it to
     #: a finished run computes only the control's rows.

@@ -125,7 +125,9 @@ _ARGS_DOC = """
         explanation: ``(N, C, H, W)`` attribution (reduced with ``reduction``),
             ``(N, 1, H, W)`` or ``(N, H, W)`` map, tensor or numpy array; resized
             bilinearly to ``x`` if needed.
-        target: class per image, or None for the class predicted on ``x``.
+        target: class per image, None for the class predicted on ``x``, or a target
+            object (a list: one per image; :mod:`cleargrad.core.target_objects`): its
+            score is used as it is (``SoftmaxTarget(c)`` gives class ``c``'s probability).
         normalize: scaling of the map to ``[0, 1]``: ``"max"``, ``"minmax"`` or None
             (see :func:`unit_map`).
         space: ``"pixel"`` (de-normalise with ``mean``/``std``, multiply, re-normalise)
@@ -134,7 +136,8 @@ _ARGS_DOC = """
         mean, std: per-channel normalisation of ``x`` (None: ``x`` is in pixel space).
         reduction: 2-D reduction of the attribution, any channel count (a signed
             1-channel attribution becomes ``|a|``); ``"none"``: a 1-channel map used as given.
-        output: selector of the class scores for models returning tuples/dicts.
+        output: selector of the class scores for models returning tuples/dicts (what a
+            target object scores).
         batch_size: images per forward pass.
 
     Returns:
@@ -167,12 +170,20 @@ def average_values(name: str, y: torch.Tensor, o: torch.Tensor, ag_denominator: 
 
 
 @metric(direction="lower", category="faithfulness", shares="masked")
-def average_drop(model: nn.Module, x: torch.Tensor, explanation: Any, target: TargetLike = None, **kw: Any):
+def average_drop(
+    model: nn.Module,
+    x: torch.Tensor,
+    explanation: Any,
+    target: TargetLike = None,
+    *,
+    output: OutputSelector = None,
+    **kw: Any,
+):
     """Average Drop (%): relative confidence lost when only the explained pixels are kept.
 
     ``AD_i = 100 max(0, Y_i - O_i) / (Y_i + eps)``.
     """
-    y, o = masked_confidence(model, x, explanation, target, **kw)
+    y, o = masked_confidence(model, x, explanation, target, output=output, **kw)
     return average_values("average_drop", y, o)
 
 
@@ -184,6 +195,7 @@ def average_gain(
     target: TargetLike = None,
     *,
     ag_denominator: str = "1-y",
+    output: OutputSelector = None,
     **kw: Any,
 ):
     """Average Gain (%): relative confidence gained when only the explained pixels are kept.
@@ -193,17 +205,25 @@ def average_gain(
     """
     if ag_denominator not in ("1-y", "y"):
         raise ConfigError(f"ag_denominator must be '1-y' or 'y', got {ag_denominator!r}")
-    y, o = masked_confidence(model, x, explanation, target, **kw)
+    y, o = masked_confidence(model, x, explanation, target, output=output, **kw)
     return average_values("average_gain", y, o, ag_denominator)
 
 
 @metric(direction="higher", category="faithfulness", shares="masked")
-def average_increase(model: nn.Module, x: torch.Tensor, explanation: Any, target: TargetLike = None, **kw: Any):
+def average_increase(
+    model: nn.Module,
+    x: torch.Tensor,
+    explanation: Any,
+    target: TargetLike = None,
+    *,
+    output: OutputSelector = None,
+    **kw: Any,
+):
     """Average Increase (%) / Increase in Confidence: whether masking by the map raises the confidence.
 
     ``AI_i = 100 * 1[O_i > Y_i]``.
     """
-    y, o = masked_confidence(model, x, explanation, target, **kw)
+    y, o = masked_confidence(model, x, explanation, target, output=output, **kw)
     return average_values("average_increase", y, o)
 
 

@@ -39,6 +39,7 @@ method instead of once.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -46,7 +47,14 @@ import torch
 from torch import nn
 
 from ..core import chunk_slices, gather_scores, plan_chunk, resolve_targets, run_model, select_output
-from ..core.targets import OutputSelector, TargetLike
+from ..core.target_objects import (
+    as_class_indices,
+    class_probabilities,
+    is_target_object,
+    scores_are_targets,
+    target_selector,
+)
+from ..core.targets import OutputSelector, TargetLike, pick_output
 from ..errors import ConfigError
 from . import complexity as _complexity  # noqa: F401 - registers sparseness, complexity
 from .average import average_values, masked_scores, unit_map
@@ -62,7 +70,7 @@ from .insertion_deletion import (
     trapezoid_auc,
 )
 from .maps import mark_undefined, prepare_attributions, prepare_maps
-from .scoring import NormStat, evaluating
+from .scoring import NormStat, as_score, evaluating
 
 __all__ = ["SHARED_METRICS", "SharedBatch"]
 
@@ -105,6 +113,19 @@ class _SharedMetrics(Mapping[str, set[str]]):
 SHARED_METRICS: Mapping[str, set[str]] = _SharedMetrics()
 
 
+def _joined(parts: list[Any]) -> Any:
+    """The chunks of a clean pass as one output (tensors concatenated, lists joined), a
+    normal tensor usable outside inference mode."""
+    if all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat(parts).clone()
+    if all(isinstance(p, (list, tuple)) for p in parts):
+        return [item for p in parts for item in p]
+    raise ConfigError(
+        f"the model's (selected) output is {type(parts[0]).__name__}: pass output= to select a tensor "
+        "(or a detector's list of dicts)"
+    )
+
+
 def _key(v: Any) -> Any:
     return ("tensor", id(v)) if isinstance(v, torch.Tensor) else v
 
@@ -123,7 +144,16 @@ class SharedBatch:
             compiled copy from :func:`cleargrad.core.compiled_forward`; it must compute
             the same function as ``model``.
 
-    The clean pass runs on construction; :attr:`logits` holds it.
+    The clean pass runs on construction: :attr:`output_value` holds its (selected) output,
+    :attr:`logits` the same as ``(N, C)`` class scores (an :class:`~cleargrad.InputError`
+    when it is not, e.g. a segmentation or detection output).
+
+    Targets (:meth:`score`'s ``target``) are class indices or target objects
+    (:mod:`cleargrad.core.target_objects`, one per image or one for all): with target
+    objects every pass scores each image by its own target, and a target's score is used
+    as it is where the class metrics take a softmax (``SoftmaxTarget`` gives the
+    probability). The work shared across maps is shared across the maps of the same
+    target list (the same list object).
     """
 
     def __init__(
@@ -144,8 +174,12 @@ class SharedBatch:
         chunk = plan_chunk(self.scorer, x.shape[1:], total=x.shape[0], requested=batch_size, device=x.device,
                            dtype=x.dtype, grad=False)
         with evaluating(self.scorer), torch.inference_mode():
-            parts = [select_output(run_model(self.scorer, x[sl]), output) for sl in chunk_slices(x.shape[0], chunk)]
-        self.logits = torch.cat(parts).clone()
+            parts = [pick_output(run_model(self.scorer, x[sl]), output) for sl in chunk_slices(x.shape[0], chunk)]
+        #: the clean pass's (selected) output: a tensor, or a list (a detector's dicts)
+        self.output_value: Any = _joined(parts)
+        self._logits: torch.Tensor | None = None
+        self._views: dict[int, tuple[SharedBatch, Any, Any]] = {}
+        self._canvas_scores: dict[int, torch.Tensor] = {}
         self._canvas: dict[tuple[Any, ...], torch.Tensor] = {}
         self._maps: dict[tuple[Any, ...], torch.Tensor] = {}
         self._rank: dict[tuple[Any, ...], torch.Tensor] = {}
@@ -154,14 +188,41 @@ class SharedBatch:
         #: scores (the command stores them for the report's mean curves)
         self.last_curves: dict[tuple[str, str], torch.Tensor] = {}
 
+    @property
+    def logits(self) -> torch.Tensor:
+        """``(N, C)`` class scores of the clean pass."""
+        if self._logits is None:
+            self._logits = select_output(self.output_value)
+        return self._logits
+
+    def _bound(self, target: Any) -> tuple[SharedBatch, Any]:
+        """``(batch, target)`` to score ``target`` with: ``self`` and ``target`` for class
+        targets; for target objects a view of this batch whose output selector is their
+        score matrix (:func:`~cleargrad.core.target_objects.target_selector`) and their
+        integer index (one view per target list, sharing the canvases, maps and ranks)."""
+        target = as_class_indices(target)
+        if not is_target_object(target):
+            return self, target
+        if id(target) not in self._views:
+            n = self.x.shape[0]
+            select, _, index = target_selector(target, n, self.output)
+            view = copy.copy(self)
+            with torch.inference_mode():
+                clean = target_selector(target, n, None)[0](self.output_value)
+            view.output, view.output_value, view._logits = select, clean.clone(), None
+            view._views, view._masked, view._canvas_scores = {}, {}, {}
+            self._views[id(target)] = (view, index, target)  # holding target keeps its id unique
+        view, index, _ = self._views[id(target)]
+        return view, index
+
     # -- what every metric shares -------------------------------------------------------
     def targets(self, target: TargetLike = None) -> torch.Tensor:
         """``target`` resolved for the batch (None: the predicted class), range-checked."""
         return resolve_targets(target, self.x.shape[0], scores=self.logits, device=self.x.device)
 
     def probabilities(self, t: torch.Tensor) -> torch.Tensor:
-        """``(N,)`` clean softmax probability of class ``t``."""
-        return gather_scores(self.logits.softmax(dim=1), t)
+        """``(N,)`` clean softmax probability of class ``t`` (a bound target's own score)."""
+        return gather_scores(class_probabilities(self.logits, self.output), t)
 
     def canvas(self, substrate: Any, klen: int = 11, sigma: float = 5.0) -> torch.Tensor:
         """The substrate of insertion/deletion (the blurred batch is computed once)."""
@@ -196,9 +257,12 @@ class SharedBatch:
         """``{method: (N,) values}`` of ``metric`` for each explanation, or None when this
         metric (or one of its ``options``) has no shared implementation (score it alone).
 
-        ``target``: resolved targets (:meth:`targets`). ``generator``: the draws of a random
-        metric (infidelity: one set for every method).
+        ``target``: resolved targets (:meth:`targets`) or target objects. ``generator``:
+        the draws of a random metric (infidelity: one set for every method).
         """
+        batch, target = self._bound(target)
+        if batch is not self:
+            return batch.score(metric, explanations, target, options, generator)
         opts = dict(options or {})
         info = METRICS.get(metric)
         if info is None or info.shares not in _KIND_OPTS:
@@ -230,10 +294,12 @@ class SharedBatch:
         sub = self.canvas(info.shared_params.get("substrate", "zero") if o.substrate is None else o.substrate,
                           o.klen, o.sigma)
         start, finish = (self.x, sub) if from_image else (sub, self.x)
+        if o.which_class == "predicted" and scores_are_targets(self.output):
+            raise ConfigError("which_class='predicted' scores the predicted class: it takes class targets only")
         t = self.targets(None) if o.which_class == "predicted" else target
         s = self.map2d(method, explanation, o.reduction)
-        clean = self._kind(self.logits, o.score, t)
-        canvas = self._kind(self._canvas_logits(sub, o.batch_size), o.score, t)
+        clean = self._kind(self.logits, o.score, t, self.output)
+        canvas = self._kind(self._canvas_logits(sub, o.batch_size), o.score, t, self.output)
         first, last = (clean, canvas) if from_image else (canvas, clean)
         with evaluating(self.scorer):
             curves, blank = curves_for(
@@ -244,15 +310,15 @@ class SharedBatch:
         return mark_undefined(trapezoid_auc(curves), blank, kind, stacklevel=4)
 
     @staticmethod
-    def _kind(logits: torch.Tensor, score: str, t: torch.Tensor) -> torch.Tensor:
+    def _kind(logits: torch.Tensor, score: str, t: torch.Tensor, output: OutputSelector = None) -> torch.Tensor:
         if score not in ("prob", "logit"):
             raise ConfigError(f"score must be one of ('prob', 'logit'), got {score!r}")
-        return gather_scores(logits.softmax(dim=1) if score == "prob" else logits, t)
+        return gather_scores(as_score(logits, score, output), t)
 
     def _canvas_logits(self, canvas: torch.Tensor, batch_size: int | None) -> torch.Tensor:
         """Class scores of a canvas: one pass, shared by every map's curve that starts or ends there."""
-        k = ("logits", id(canvas))
-        if k not in self._canvas:
+        k = id(canvas)
+        if k not in self._canvas_scores:
             x = self.x
             chunk = plan_chunk(self.scorer, x.shape[1:], total=x.shape[0], requested=batch_size, device=x.device,
                                dtype=x.dtype, grad=False)
@@ -261,8 +327,8 @@ class SharedBatch:
                     select_output(run_model(self.scorer, canvas[sl]), self.output)
                     for sl in chunk_slices(canvas.shape[0], chunk)
                 ]
-            self._canvas[k] = torch.cat(parts).clone()
-        return self._canvas[k]
+            self._canvas_scores[k] = torch.cat(parts).clone()
+        return self._canvas_scores[k]
 
     def _average(
         self,
@@ -314,7 +380,7 @@ class SharedBatch:
         draw = perturbation_fn(perturbation, noise_std, square_size, baseline, self.x.shape[-2])
         names = list(explanations)
         phis = [prepare_attributions(explanations[m], self.x) for m in names]
-        fx = gather_scores(self.logits.softmax(dim=1) if score == "prob" else self.logits, target)
+        fx = gather_scores(as_score(self.logits, score, self.output), target)
         with evaluating(self.scorer):
             values = infidelity_many(
                 self.scorer, self.x, phis, target, fx, draw=draw, n_perturb=n_perturb, normalize=normalize,

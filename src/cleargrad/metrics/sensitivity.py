@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from ..core import check_input, chunk_slices, default_chunk_size, resolve_targets
+from ..core.target_objects import as_class_indices, is_target_object
 from ..core.targets import TargetLike
-from ..errors import ConfigError, InputError
+from ..errors import ConfigError, InputError, TargetError
 from .base import metric
 from .maps import as_float_tensor, mark_undefined
 from .perturbations import Perturbation, uniform_ball
@@ -28,7 +29,7 @@ __all__ = ["max_sensitivity", "sensitivity_distances"]
 ExplainFn = Callable[[torch.Tensor, torch.Tensor | None], Any]
 
 
-def _explain(fn: ExplainFn, x: torch.Tensor, t: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+def _explain(fn: ExplainFn, x: torch.Tensor, t: Any, like: torch.Tensor) -> torch.Tensor:
     a = as_float_tensor(fn(x, t), like, name="explanation returned by explain_fn")
     if a.shape[0] != x.shape[0]:
         raise InputError(f"explain_fn returned {a.shape[0]} explanations for {x.shape[0]} inputs")
@@ -58,7 +59,8 @@ def max_sensitivity(
         x: input batch ``(N, C, H, W)``.
         target: class per image; None resolves the class predicted on the *clean*
             ``x`` when ``model`` is given (so perturbed copies explain the same class),
-            otherwise None is passed on to ``explain_fn``.
+            otherwise None is passed on to ``explain_fn``. A target object (or a list,
+            one per image) is passed on too, each perturbed copy getting its image's.
         radius: L-infinity radius ``r`` of the perturbation (Captum: 0.02).
         n_samples: perturbations per image (Captum: 10).
         normalize: divide by ``||Phi(x)||_F`` (Captum's behaviour).
@@ -102,12 +104,19 @@ def sensitivity_distances(
     if n_samples < 1:
         raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
     draw = perturbation if perturbation is not None else uniform_ball(radius)
-    if target is None and model is not None:
+    target = as_class_indices(target)
+    n = x.shape[0]
+    t: Any
+    if is_target_object(target):  # one target object per image, carried to its perturbed copies
+        t = list(target) if isinstance(target, (list, tuple)) else [target] * n
+        if len(t) not in (1, n):
+            raise TargetError(f"got {len(t)} targets for a batch of {n} images; give one per image or one for all")
+        t = t * n if len(t) == 1 else t
+    elif target is None and model is not None:
         with evaluating(model):
-            t: torch.Tensor | None = targets_for(model, x, None, batch_size=batch_size)
+            t = targets_for(model, x, None, batch_size=batch_size)
     else:
         t = None if target is None else resolve_targets(target, x.shape[0], device=x.device)
-    n = x.shape[0]
     phi0 = _explain(explain_fn, x, t, x).detach()
     norm0 = phi0.norm(dim=1)
     zero = norm0 == 0
@@ -117,7 +126,7 @@ def sensitivity_distances(
     dist = torch.empty(total, dtype=phi0.dtype, device=x.device)
     for sl in chunk_slices(total, chunk):
         xi = x[img[sl]]
-        ti = None if t is None else t[img[sl]]
+        ti = None if t is None else (t[img[sl]] if isinstance(t, torch.Tensor) else [t[i] for i in img[sl].tolist()])
         phi = _explain(explain_fn, xi + draw(xi, generator), ti, x).detach()
         dist[sl] = (phi - phi0[img[sl]]).norm(dim=1)
     dist = dist.view(n, n_samples)

@@ -337,7 +337,7 @@ def render_report(
             colour_scale=colour_scale_uri(CMAP) if maps else None,
             skipped=store.skipped(),
             settings_hash=settings,
-            what_ran=_what_ran(run_settings, images),
+            what_ran=_what_ran(run_settings, images, store.layers(settings) if settings else {}),
             settings=settings_rows(run_settings),
             versions=sorted(run[2].items()) if run else sorted(versions().items()),
             other_runs=sorted(h for h in used if h != settings),
@@ -348,15 +348,20 @@ def render_report(
     return html
 
 
-def _what_ran(run: dict[str, Any], images: dict[str, Any]) -> list[tuple[str, str]]:
-    """The header rows: command, model, its weights, data set, class names, target, reference."""
+def _what_ran(
+    run: dict[str, Any], images: dict[str, Any], layers: dict[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """The header rows: command, model, its weights, data set, class names, target, output,
+    reference, and the layer each CAM method explained at (``layers``: method -> layer)."""
     rows = [(k, v) for k, v in settings_rows(run)
-            if k in ("model", "dataset", "target", "reference", "command", "model_test_accuracy")]
+            if k in ("model", "dataset", "target", "output", "reference", "command", "model_test_accuracy")]
     weights = _weights_text(run)
     if weights is not None:
         at = next((i + 1 for i, (k, _) in enumerate(rows) if k == "model"), len(rows))
         rows.insert(at, ("weights", weights))
         rows.append(("class names", _class_names_text(run, images)))
+    if layers:
+        rows.append(("CAM layers", "; ".join(f"{m}: {layer}" for m, layer in sorted(layers.items()))))
     return rows
 
 
