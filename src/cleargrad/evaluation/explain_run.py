@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_save_npy, atomic_write
+from ..core.targets import select_output
 from .console import UI
 from .engine import seed_for
 from .explainers import Explainer
@@ -104,7 +105,7 @@ def explain_images(
                 continue
             x = x.to(device)
             with torch.no_grad():
-                logits = model(x)
+                logits = select_output(model(x))
             probs = torch.softmax(logits.float(), dim=1).cpu()
             pred = logits.argmax(1).cpu().tolist()
             for e in explainers:
