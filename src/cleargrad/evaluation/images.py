@@ -105,7 +105,8 @@ def default_preprocess(
     """Preprocessing with defaults read from the model.
 
     A model whose first convolution takes one channel gets grayscale 28×28 inputs with the
-    Fashion-MNIST mean/std; any other gets RGB 224×224 with the ImageNet mean/std. RGB
+    Fashion-MNIST mean/std; any other gets RGB 224×224 with the ImageNet mean/std (a
+    HuggingFace model the ``config.image_size`` its position embeddings were built for). RGB
     inputs of 224 pixels get torchvision's ImageNet evaluation crop (shorter side 256,
     centre 224: crop fraction 0.875); every other size a crop fraction of 1 (the shorter
     side becomes ``size``). Every value given explicitly wins.
@@ -113,7 +114,9 @@ def default_preprocess(
     if grayscale is None:
         grayscale = model_in_channels(model) == 1
     if size is None:
-        size = 28 if grayscale else 224
+        from ..models.hf import hf_image_size
+
+        size = hf_image_size(model) or (28 if grayscale else 224)
     if mean is None:
         mean = (FASHION_MNIST_MEAN,) if grayscale else IMAGENET_MEAN
     if std is None:
