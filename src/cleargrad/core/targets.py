@@ -12,7 +12,13 @@ import torch
 from ..errors import InputError, TargetError
 
 __all__ = [
-    "TargetLike", "OutputSelector", "default_output", "pick_output", "select_output", "resolve_targets", "gather_scores",
+    "TargetLike",
+    "OutputSelector",
+    "default_output",
+    "pick_output",
+    "select_output",
+    "resolve_targets",
+    "gather_scores",
 ]
 
 #: a class index form, or a target object / callable / list of them (see :mod:`cleargrad.core.target_objects`)

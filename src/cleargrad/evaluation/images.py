@@ -145,6 +145,14 @@ def check_model_takes(model: nn.Module, x: torch.Tensor) -> None:
         if diagnosed is None:
             raise
         raise diagnosed from e
+    except ValueError as e:  # e.g. a HuggingFace ViT built for another image size
+        from ..errors import InputError
+
+        h, w = xi.shape[-2:]
+        why = " ".join(str(e).split()).rstrip(".")
+        raise InputError(
+            f"the model refused the {h}x{w} input images: {why}; pass --size to match the size the model was built for"
+        ) from e
 
 
 @dataclass(frozen=True)
