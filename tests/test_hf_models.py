@@ -366,3 +366,16 @@ def test_cli_explains_and_evaluates_a_config_built_hf_model(tmp_path) -> None:  
     r = runner.invoke(app, ["explain", "--model", spec, "--images", str(images), "--size", "48",
                             "--method", "gradcam", "--out", str(tmp_path / "o3")])
     assert r.exit_code != 0 and "--size" in r.output
+
+
+def test_the_guides_hf_example_runs() -> None:
+    """docs/guides/transformers.md, section "HuggingFace models": its Python snippet as written."""
+    import re
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "guides" / "transformers.md").read_text(encoding="utf-8")
+    section = page.split("## HuggingFace models", 1)[1]
+    code = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    ns: dict = {}
+    exec(compile(code, "transformers.md", "exec"), ns)
+    assert ns["m"].shape == (2, 1, 32, 32) and ns["r"].shape == (2, 1, 32, 32) and ns["s"].shape == (2,)
