@@ -316,6 +316,17 @@ def test_hf_model_builds_from_a_config_file_or_folder(tmp_path) -> None:  # noqa
     for k, v in a.state_dict().items():
         assert torch.equal(v, c.state_dict()[k]), k
     assert cfg._attn_implementation_internal is None  # the caller's config untouched
+    # the command line's preprocessing: the config's image size, the image processor's mean/std
+    from cleargrad.evaluation.images import default_preprocess
+    from cleargrad.models.hf import hf_normalization
+
+    assert hf_normalization(c) is None and default_preprocess(c).mean == (0.485, 0.456, 0.406)
+    transformers.ViTImageProcessor(image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.3, 0.4]).save_pretrained(
+        tmp_path / "saved"
+    )
+    prep = default_preprocess(hf_model(tmp_path / "saved"))
+    assert (prep.size, prep.mean, prep.std) == (32, (0.5, 0.4, 0.3), (0.2, 0.3, 0.4))
+    assert default_preprocess(hf_model(tmp_path / "saved"), mean=(0.1, 0.1, 0.1)).mean == (0.1, 0.1, 0.1)
     with pytest.raises(cg.DataError, match="config.json"):
         hf_model(tmp_path / "missing")
     with pytest.raises(cg.ConfigError, match="image classifier"):

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError, DataError
 
-__all__ = ["hf_model", "hf_has_weights", "hf_image_size"]
+__all__ = ["hf_model", "hf_has_weights", "hf_image_size", "hf_normalization"]
 
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
@@ -126,6 +126,29 @@ def _quiet_from_pretrained(transformers: ModuleType, cls: Any, folder: Path, con
     finally:
         if shown:
             logging.enable_progress_bar()
+
+
+def hf_normalization(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``(image_mean, image_std)`` of the ``preprocessor_config.json`` beside the local
+    config a HuggingFace model was built from (``config.name_or_path``), else None. Only a
+    local file is read."""
+    source = getattr(getattr(model, "config", None), "name_or_path", None)
+    if not isinstance(source, str) or not source:
+        return None
+    path = Path(source).expanduser()
+    folder = path if path.is_dir() else path.parent if path.is_file() else None
+    file = folder / "preprocessor_config.json" if folder is not None else None
+    if file is None or not file.is_file():
+        return None
+    import json
+
+    try:
+        pre = json.loads(file.read_text(encoding="utf-8"))
+        mean, std = pre["image_mean"], pre["image_std"]
+        out = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return out if len(out[0]) == len(out[1]) and len(out[0]) in (1, 3) else None
 
 
 def hf_image_size(model: nn.Module) -> int | None:
