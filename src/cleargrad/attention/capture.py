@@ -19,6 +19,15 @@ respect to them can be taken). Supported modules:
   definition ``softmax(q k^T * scale + mask) v`` and the probabilities recorded; when
   the block computes its attention explicitly, the output of its ``attn_drop`` module is
   recorded.
+* HuggingFace attention modules (transformers 5: the class a ``PreTrainedModel`` records
+  as its ``"attentions"`` output, e.g. ``ViTAttention``, ``DeiTAttention``), whatever the
+  model's attention implementation is: under ``"sdpa"`` (the default) their call of
+  ``F.scaled_dot_product_attention`` is computed by its definition as for timm; under
+  ``"eager"`` the probabilities the module returns (its second output) are recorded. The
+  model's config (``output_attentions``, ``_attn_implementation``) is never changed. An
+  implementation that never forms the probabilities (flash or flex attention) is a
+  :class:`~cleargrad.LayerError` that says to load the model with
+  ``attn_implementation="eager"`` or ``"sdpa"``.
 
 Forward hooks mark which module is running; they and the mode are removed when the
 context exits, also on error, so the model is left exactly as it was.
@@ -50,10 +59,34 @@ def _is_timm_attention(m: nn.Module) -> bool:
     )
 
 
+def _hf_attention_classes(model: nn.Module) -> tuple[type, ...]:
+    """The attention classes HuggingFace models inside ``model`` record as their
+    ``"attentions"`` output (a class, not an ``OutputRecorder`` of a windowed stage)."""
+    found: list[type] = []
+    for m in model.modules():
+        record = getattr(type(m), "_can_record_outputs", None)
+        entry = record.get("attentions") if isinstance(record, dict) else None
+        if isinstance(entry, type) and issubclass(entry, nn.Module) and entry not in found:
+            found.append(entry)
+    return tuple(found)
+
+
+def _hf_attention_implementation(model: nn.Module, module: nn.Module) -> str | None:
+    """The attention implementation the HuggingFace ``module`` runs with (its config's)."""
+    config = getattr(module, "config", None) or getattr(model, "config", None)
+    impl = getattr(config, "_attn_implementation", None)
+    return impl if isinstance(impl, str) else None
+
+
 def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The self-attention modules of ``model`` whose probabilities can be read
-    (``nn.MultiheadAttention`` and timm-style ``Attention`` blocks), in module order."""
-    return [m for m in model.modules() if isinstance(m, nn.MultiheadAttention) or _is_timm_attention(m)]
+    (``nn.MultiheadAttention``, timm-style ``Attention`` blocks, HuggingFace attention
+    modules), in module order."""
+    hf = _hf_attention_classes(model)
+    return [
+        m for m in model.modules()
+        if isinstance(m, nn.MultiheadAttention) or _is_timm_attention(m) or (hf and isinstance(m, hf))
+    ]
 
 
 @dataclass
@@ -131,6 +164,8 @@ class _AttentionMode(TorchFunctionMode):
         super().__init__()
         self.maps = maps
         self.active: list[nn.Module] = []
+        #: the HuggingFace attention modules (their sdpa and eager paths are both read)
+        self.hf: set[nn.Module] = set()
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -139,7 +174,7 @@ class _AttentionMode(TorchFunctionMode):
             return func(*args, **kwargs)
         if func is F.multi_head_attention_forward and isinstance(module, nn.MultiheadAttention):
             return self._mha(module, func, args, kwargs)
-        if func is F.scaled_dot_product_attention and _is_timm_attention(module):
+        if func is F.scaled_dot_product_attention and (_is_timm_attention(module) or module in self.hf):
             out, probs = _sdpa_by_definition(*args, **kwargs)
             self.maps.add(module, probs, probs)
             return out
@@ -168,17 +203,36 @@ def attention_probabilities(model: nn.Module) -> Iterator[AttentionMaps]:
         raise LayerError(
             f"{type(model).__name__} has no self-attention module whose probabilities can be read "
             "(supported: torch.nn.MultiheadAttention as in torchvision's ViT, timm-style Attention blocks "
-            "as in timm's ViT and DeiT); attention methods need a vision transformer with global attention"
+            "as in timm's ViT and DeiT, HuggingFace ViT/DeiT-style attention modules); attention methods need "
+            "a vision transformer with global attention (for Swin, use a CAM on a token layer)"
         )
+    hf_classes = _hf_attention_classes(model)
+    for m in modules:
+        impl = _hf_attention_implementation(model, m) if hf_classes and isinstance(m, hf_classes) else None
+        if impl is not None and impl not in ("eager", "sdpa"):
+            raise LayerError(
+                f"{type(model).__name__} runs its attention with attn_implementation={impl!r}, which never forms "
+                "the attention probabilities; load or build the model with attn_implementation='sdpa' or "
+                "'eager' (e.g. model.set_attn_implementation('eager') on a copy) for attention methods"
+            )
     maps = AttentionMaps(model)
     mode = _AttentionMode(maps)
+    mode.hf = {m for m in modules if hf_classes and isinstance(m, hf_classes)}
+    recorded_at: list[int] = []  # len(maps.probs) when each HF module was entered
 
     def enter(module: nn.Module, _args: Any) -> None:
         mode.active.append(module)
+        if module in mode.hf:
+            recorded_at.append(len(maps.probs))
 
-    def leave(module: nn.Module, _args: Any, _out: Any) -> None:
+    def leave(module: nn.Module, _args: Any, out: Any) -> None:
         if mode.active and mode.active[-1] is module:
             mode.active.pop()
+        if module in mode.hf and recorded_at:
+            start = recorded_at.pop()
+            weights = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+            if len(maps.probs) == start and isinstance(weights, torch.Tensor) and weights.dim() == 4:
+                maps.add(module, weights, weights)  # the eager path: the probabilities it returns
 
     def dropped(owner: nn.Module) -> Any:
         def hook(_m: nn.Module, _args: Any, out: Any) -> None:

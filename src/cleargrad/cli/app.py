@@ -44,7 +44,9 @@ ModelOpt = Annotated[
         "-m",
         help="'package.module:factory', 'path/to/file.py:factory', or a built-in name "
         "(small-cnn, cifar-resnet18, cifar-mobilenet-v2, small-cnn-fashion-mnist = the shipped trained SmallCNN). "
-        "A module or file is imported, which runs its code: name only files you trust.",
+        "A module or file is imported, which runs its code: name only files you trust. "
+        "'hf:PATH': a HuggingFace image classifier built from PATH (a config.json, or a save_pretrained "
+        "folder: its weights too), never downloaded.",
     ),
 ]
 WeightsOpt = Annotated[

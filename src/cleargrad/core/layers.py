@@ -24,6 +24,21 @@ _POOLS = (
     nn.LPPool2d,
     nn.FractionalMaxPool2d,
 )
+#: pools over the token axis of a (N, D, T) layout (HuggingFace Swin's ``pooler``): their
+#: (N, D, 1) output is no token layer
+_POOLS_1D = (nn.AvgPool1d, nn.MaxPool1d, nn.AdaptiveAvgPool1d, nn.AdaptiveMaxPool1d, nn.LPPool1d)
+
+
+def _attention_parts(model: nn.Module) -> set[int]:
+    """The submodules of the model's attention modules (a class named ``*Attention``, e.g.
+    HuggingFace's ``ViTAttention`` with its ``q_proj``/``k_proj``/``v_proj``/``o_proj``,
+    timm's ``Attention``; ``nn.MultiheadAttention``): per-token projections of the width of
+    the residual stream, never the layer a token CAM should read."""
+    parts: set[int] = set()
+    for m in model.modules():
+        if m is not model and (isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")):
+            parts.update(id(sub) for sub in m.modules() if sub is not m)
+    return parts
 
 
 def layer_name(model: nn.Module, module: nn.Module) -> str:
@@ -106,7 +121,11 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
       of torchvision's ViT-B/16, ``blocks.11.norm1`` of timm's ViT/DeiT, which is the
       layer pytorch-grad-cam's ViT tutorial uses. In an average-pooled transformer it is
       the final norm (timm's Swin: ``norm``). The patch embedding is never chosen when
-      any token layer follows it.
+      any token layer follows it. HuggingFace models read the same way: ViT/DeiT
+      ``vit.layers.11.layernorm_before`` (the projections inside an attention module,
+      ``q_proj``/``k_proj``/``v_proj``/``o_proj``, are never candidates), Swin
+      ``swin.layernorm`` (its token-axis ``pooler`` is no token layer), ConvNeXt the last
+      stage ``convnext.encoder.stages.3``.
 
     When several nested modules return the same tensor, the outermost one is chosen (it
     finishes last).
@@ -118,9 +137,12 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
     size = tuple(example.shape[-2:])
     order: list[tuple[nn.Module, torch.Tensor, bool]] = []  # (module, output, is a token layer)
     pooled: dict[int, torch.Tensor] = {}  # keeps the tensors alive so ids stay unique
+    inside_attention = _attention_parts(model)
 
     def hook(module: nn.Module, _inp: Any, out: Any) -> None:
         if not isinstance(out, torch.Tensor) or out.dim() not in (3, 4) or out.shape[0] != 1:
+            return
+        if id(module) in inside_attention or (out.dim() == 3 and isinstance(module, _POOLS_1D)):
             return
         if out.dim() == 4 and (isinstance(module, _POOLS) or id(out) in pooled):
             pooled[id(out)] = out

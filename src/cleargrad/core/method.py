@@ -66,7 +66,9 @@ class Method:
         model: the classifier; its forward returns ``(N, C)`` scores, or anything from
             which ``output`` selects them.
         output: selector for models whose forward returns a tuple/dict: a key, an
-            index or a callable applied to the forward's result.
+            index or a callable applied to the forward's result. ``None``: the result
+            itself, or its ``.logits`` when it has a ``logits`` tensor attribute (a
+            HuggingFace ``ModelOutput``; :func:`~cleargrad.core.targets.default_output`).
         allow_train_mode: explain a model in training mode instead of raising
             :class:`~cleargrad.ModelStateError` (buffers are restored after the call).
         num_classes: the number of classes, when known; spares the one-image forward

@@ -11,7 +11,15 @@ import torch
 
 from ..errors import InputError, TargetError
 
-__all__ = ["TargetLike", "OutputSelector", "pick_output", "select_output", "resolve_targets", "gather_scores"]
+__all__ = [
+    "TargetLike",
+    "OutputSelector",
+    "default_output",
+    "pick_output",
+    "select_output",
+    "resolve_targets",
+    "gather_scores",
+]
 
 #: a class index form, or a target object / callable / list of them (see :mod:`cleargrad.core.target_objects`)
 TargetLike = Union[
@@ -23,14 +31,27 @@ OutputSelector = Union[Callable[[Any], torch.Tensor], str, int, None]
 _score_watch: ContextVar[list[torch.Tensor] | None] = ContextVar("cleargrad_score_watch", default=None)
 
 
+def default_output(out: Any) -> Any:
+    """What ``output=None`` selects from a forward's result: the result itself, except for
+    an object with a ``logits`` tensor attribute that is not a tensor itself (HuggingFace's
+    ``ModelOutput`` such as ``ImageClassifierOutput``, a named tuple with a ``logits``
+    field), whose ``logits`` are taken. A plain dict or tuple is left as it is (name its
+    entry with ``output=``)."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    return logits if isinstance(logits, torch.Tensor) else out
+
+
 def pick_output(out: Any, output: OutputSelector = None) -> Any:
     """Apply the ``output`` selector to a forward's result, without checking its shape.
 
-    ``output`` may be ``None`` (the result as it is), a callable applied to the result, a
-    dict key, or a tuple/list index.
+    ``output`` may be ``None`` (the result as it is, or its ``logits`` for a HuggingFace
+    ``ModelOutput``: :func:`default_output`), a callable applied to the result, a dict
+    key, or a tuple/list index.
     """
     if output is None:
-        return out
+        return default_output(out)
     if callable(output):
         return output(out)
     if isinstance(out, Mapping):
@@ -49,7 +70,8 @@ def pick_output(out: Any, output: OutputSelector = None) -> Any:
 def select_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
     """Pick the class-score tensor ``(N, C)`` from whatever the model's forward returned.
 
-    ``output`` may be ``None`` (the forward returns the logits), a callable applied to
+    ``output`` may be ``None`` (the forward returns the logits, or an object holding them
+    as ``.logits``, e.g. a HuggingFace ``ImageClassifierOutput``), a callable applied to
     the forward's result, a dict key, or a tuple/list index (see :func:`pick_output`).
     """
     out = pick_output(out, output)

@@ -106,19 +106,24 @@ def default_preprocess(
     """Preprocessing with defaults read from the model.
 
     A model whose first convolution takes one channel gets grayscale 28×28 inputs with the
-    Fashion-MNIST mean/std; any other gets RGB 224×224 with the ImageNet mean/std. RGB
+    Fashion-MNIST mean/std; any other gets RGB 224×224 with the ImageNet mean/std (a
+    HuggingFace model the ``config.image_size`` its position embeddings were built for, and
+    the mean/std of the ``preprocessor_config.json`` beside its local config when there is one). RGB
     inputs of 224 pixels get torchvision's ImageNet evaluation crop (shorter side 256,
     centre 224: crop fraction 0.875); every other size a crop fraction of 1 (the shorter
     side becomes ``size``). Every value given explicitly wins.
     """
     if grayscale is None:
         grayscale = model_in_channels(model) == 1
+    from ..models.hf import hf_image_size, hf_normalization
+
     if size is None:
-        size = 28 if grayscale else 224
+        size = hf_image_size(model) or (28 if grayscale else 224)
+    hf_norm = hf_normalization(model) if mean is None or std is None else None
     if mean is None:
-        mean = (FASHION_MNIST_MEAN,) if grayscale else IMAGENET_MEAN
+        mean = hf_norm[0] if hf_norm else (FASHION_MNIST_MEAN,) if grayscale else IMAGENET_MEAN
     if std is None:
-        std = (FASHION_MNIST_STD,) if grayscale else IMAGENET_STD
+        std = hf_norm[1] if hf_norm else (FASHION_MNIST_STD,) if grayscale else IMAGENET_STD
     if crop_fraction is None:
         crop_fraction = IMAGENET_CROP_FRACTION if not grayscale and int(size) == 224 else 1.0
     return Preprocess(
@@ -143,6 +148,14 @@ def check_model_takes(model: nn.Module, x: torch.Tensor) -> None:
         if diagnosed is None:
             raise
         raise diagnosed from e
+    except ValueError as e:  # e.g. a HuggingFace ViT built for another image size
+        from ..errors import InputError
+
+        h, w = xi.shape[-2:]
+        why = " ".join(str(e).split()).rstrip(".")
+        raise InputError(
+            f"the model refused the {h}x{w} input images: {why}; pass --size to match the size the model was built for"
+        ) from e
 
 
 @dataclass(frozen=True)

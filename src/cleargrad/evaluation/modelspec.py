@@ -136,11 +136,31 @@ def _mismatch_message(spec: str, weights: str | Path | None, e: RuntimeError, ru
     return f"weights {weights} do not match the model {spec!r}: {what}{hint}"
 
 
+def _hf_model(spec: str) -> nn.Module:
+    """The HuggingFace model of an ``hf:PATH`` spec (``ModelLoadError`` when it cannot be built)."""
+    from ..models.hf import hf_model
+
+    path = spec[3:].strip()
+    if not path:
+        raise ConfigError("model spec 'hf:' needs a path: hf:path/to/config.json or hf:path/to/folder")
+    try:
+        return hf_model(path)
+    except ConfigError:
+        raise
+    except DataError as e:
+        raise ModelLoadError(str(e)) from e
+    except Exception as e:  # any failure of transformers while building the model
+        raise ModelLoadError(f"cannot build the HuggingFace model {spec!r}: {_one_line(e)[:300]}") from e
+
+
 def load_model(spec: str, weights: str | Path | None = None, seed: int = 0) -> nn.Module:
     """Build the model named by ``spec``, load ``weights`` if given, return it in eval mode.
 
     ``spec`` is ``package.module:factory``, ``path/to/file.py:factory`` (the factory is
-    called without arguments, or is an ``nn.Module`` instance) or a built-in name of
+    called without arguments, or is an ``nn.Module`` instance), ``hf:PATH`` (a HuggingFace
+    image classifier built from the ``config.json`` file PATH or the folder PATH holding
+    one, with the folder's ``model.safetensors`` weights when it has them; see
+    :func:`cleargrad.models.hf.hf_model`) or a built-in name of
     :func:`cleargrad.models.build_model`. Construction runs under ``torch.manual_seed(seed)``
     so a randomly initialised model is the same in every process. ``weights`` may be a
     ``cleargrad train`` run folder or a file in one: a built-in model is then built as its
@@ -151,7 +171,9 @@ def load_model(spec: str, weights: str | Path | None = None, seed: int = 0) -> n
     build_kw = _train_run_kwargs(spec, run) if run is not None and ":" not in spec else {}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if ":" in spec:
+        if spec.startswith("hf:"):
+            model = _hf_model(spec)
+        elif ":" in spec:
             factory = _import_factory(spec)
             try:
                 model = factory if isinstance(factory, nn.Module) else factory()

@@ -83,7 +83,13 @@ def load_run_model(spec: str, weights: Path | None, seed: int, device: Any, ui: 
         model: torch.nn.Module = small_cnn_fashion_mnist(device="cpu", quiet=ui.quiet)
     else:
         model = load_model(spec, weights, seed=seed)
-        if weights is None:
+        if weights is None and spec.startswith("hf:"):
+            from ..models.hf import hf_has_weights
+
+            if not hf_has_weights(spec[3:].strip()):
+                ui.warn(f"HuggingFace model {spec!r} is built from its config with random weights (no "
+                        "model.safetensors beside the config.json; pass --weights FILE or a save_pretrained folder)")
+        elif weights is None:
             kind = "model factory" if ":" in spec else "built-in model"
             ui.warn(f"{kind} {spec!r} without --weights has random weights (pass --weights FILE or a train run folder)")
     return model.to(torch.device(device)).eval()
