@@ -282,12 +282,17 @@ def report(args) -> None:
         "python benchmarks/egc_claims_road.py report",
         "```",
         "",
-        "ROAD (Rong et al. 2022) with the library's defaults, which are the paper's and pytorch-grad-cam's: "
-        "noisy linear imputation (noise 0.01), removal fractions 0.1 ... 0.9 (quantile thresholds), class "
-        "probability minus the clean image's, averaged over the fractions; MoRF lower is better, LeRF higher. "
-        "The same settings for every method; the imputation noise is seeded per batch and shared by the methods "
-        "of a batch. Insertion and deletion are recomputed with the claims settings (28-pixel steps, mean-image "
-        "canvas) on the same models and maps.",
+        "ROAD (Rong et al. 2022; `cleargrad.metrics.road_morf` / `road_lerf`): noisy linear imputation (noise "
+        "0.01), removal fractions 0.1 ... 0.9, class probability minus the clean image's, averaged over the "
+        "fractions (the library's defaults, the paper's and pytorch-grad-cam's); MoRF lower is better, LeRF higher. "
+        "One change from the defaults, fixed before any result: `selection=\"count\"` (exactly floor(f H W) "
+        "pixels, Quantus's rule) with ties broken at random (+ U(0, 1e-6) x the map's maximum), instead of "
+        "quantile thresholds. The CAMs are ReLU-clipped: a quantile threshold removes all tied zero pixels at "
+        "once, so at a given fraction a sparse map would have more (MoRF) or fewer (LeRF) pixels removed than a "
+        "dense one, whatever its faithfulness (the mean share of exactly-zero pixels per method is in the "
+        "last table of each configuration). The same settings for every method; the imputation noise and the "
+        "tie-breaking are seeded per batch and shared by the methods of a batch. Insertion and deletion are "
+        "recomputed with the claims settings (28-pixel steps, mean-image canvas) on the same models and maps.",
         "",
     ]
     # --- reproduction check: the recomputed insertion / deletion against the stored ones
@@ -326,7 +331,10 @@ def report(args) -> None:
             continue
         text, info = E.tables(rows, c, methods, ALL)
         text = text.replace("s / image", "s / image (maps)")
-        bodies += [f"## {c} ({E.CONFIGS[c][1]})", "", text, ""]
+        zs = {m: E.mean_se([r["zero_share"] for r in rows if r["method"] == m])[0] for m in methods}
+        bodies += [f"## {c} ({E.CONFIGS[c][1]})", "", text, "",
+                   "Mean share of exactly-zero pixels per map: " + "; ".join(f"{E.LABELS[m]} {v:.2f}"
+                                                                         for m, v in zs.items()), ""]
         cells = []
         for m in methods[1:-1]:
             marks = []
@@ -341,11 +349,14 @@ def report(args) -> None:
         flags = "; ".join(f"{k}: {'ok' if v.startswith('informative') else 'UNINF.'} "
                           f"({v.split('(')[-1].rstrip(')') if v.startswith('informative') else v.split(': ')[1]})"
                           for k, v in info["flags"].items())
-        summary.append(f"| {c} | {info['n']} | " + " | ".join(cells) + f" | {flags} |")
+        _, info_old = E.tables([r for r in old if r["config"] == c], c, methods, E.METRICS)
+        uninf = [k for k, v in info_old["flags"].items() if not v.startswith("informative")]
+        summary.append(f"| {c} | {info['n']} | " + " | ".join(cells) + f" | {flags} | {', '.join(uninf) or 'none'} |")
     lines += ["## Verdict: Expected Grad-CAM vs each method (paired, 2 s.e.; '(uninf.)': the metric cannot tell "
               "the methods from the random map on this configuration)", "",
               "| configuration | images | " + " | ".join(E.LABELS[m] for m in methods[1:-1]) +
-              " | metric vs random map |", "|" + "---|" * (len(methods) + 1), *summary, ""]
+              " | metric vs random map | uninformative in the claims run (1,000 images, earlier weights) |",
+              "|" + "---|" * (len(methods) + 2), *summary, ""]
     lines += bodies
     # --- saturation strata (cheap: the per-image measure on the images of the pass)
     if not args.no_strata:
