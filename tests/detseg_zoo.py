@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 
-def calibrate_batchnorm(model: nn.Module, size: int, seed: int = 0, n: int = 2) -> nn.Module:
+def calibrate_batchnorm(model: nn.Module, size: int, seed: int = 0, n: int = 8) -> nn.Module:
     """Eval-mode ``model`` whose batch norms hold the statistics of ``n`` random images."""
     model.eval()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

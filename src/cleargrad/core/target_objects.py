@@ -319,7 +319,7 @@ class BoxScoreTarget(Target):
 
     def _row(self, det: dict) -> torch.Tensor:
         total = det["scores"].sum() * 0  # 0 that stays on the graph: a zero gradient, not an autograd error
-        for k, j, iou in _matches(self.boxes, self.labels, det, self.iou_threshold):
+        for _k, j, iou in _matches(self.boxes, self.labels, det, self.iou_threshold):
             total = total + (iou + det["scores"][j] if self.iou else det["scores"][j])
         return total
 
