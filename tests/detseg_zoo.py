@@ -86,3 +86,16 @@ def segmenter(name: str, seed: int = 0, num_classes: int = 4) -> nn.Module:
     torch.manual_seed(seed)
     model = getattr(S, name)(weights=None, weights_backbone=None, num_classes=num_classes)
     return calibrate_batchnorm(model, SEG_SIZE, seed)
+
+
+YOLO_SIZE = 64
+#: ultralytics DetectionModel -> the CAM layer of its recipe (SPPF, the backbone's last module)
+YOLO_LAYER = "model.9"
+
+
+def yolo(seed: int = 0) -> nn.Module:
+    """ultralytics YOLOv8n built from the YAML the package ships (no download), 5 classes."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(seed)
+    return calibrate_batchnorm(DetectionModel("yolov8n.yaml", nc=5, verbose=False), YOLO_SIZE, seed)

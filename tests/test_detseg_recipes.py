@@ -151,3 +151,49 @@ def test_segmentation_recipe(name: str) -> None:
         model, snap, [cg.GradCAM(model, layer=layer, output="out"), cg.IntegratedGradients(model, output="out")],
         x, targets[0],
     )
+
+
+def test_ultralytics_yolo_recipe(tmp_path_factory, monkeypatch) -> None:
+    """YOLOv8n from its YAML (offline): EigenCAM on the backbone's SPPF equals
+    pytorch-grad-cam's; Grad-CAM and Saliency through a YOLOScoreTarget on the raw
+    (N, 4 + C, A) output give real maps; the model is left as found."""
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo")))  # its settings file
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    pytest.importorskip("ultralytics")
+    from detseg_zoo import YOLO_LAYER, YOLO_SIZE, yolo
+    from pytorch_grad_cam import EigenCAM as PGEigenCAM
+    from torchvision.ops import box_convert
+
+    model = yolo()
+    x = torch.rand(2, 3, YOLO_SIZE, YOLO_SIZE, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        pred = model(x)[0]
+    assert pred.shape[:2] == (2, 4 + 5)
+    snap = ModelSnapshot.take(model)
+
+    eigen = cg.EigenCAM(model, layer=YOLO_LAYER, output=0).attribute(x, normalize=True)
+    snap.assert_same(model)
+    with PGEigenCAM(model, target_layers=[dict(model.named_modules())[YOLO_LAYER]]) as cam:
+        ref = cam(x.clone(), targets=[lambda o: o.sum()] * 2)  # targets unused: EigenCAM is gradient-free
+    assert float(torch.as_tensor(ref).std()) > 0.05
+    assert float((eigen[:, 0] - torch.as_tensor(ref)).abs().max()) <= 1e-4
+
+    # each image: the class-2 score of the anchors around its own best class-2 box
+    targets = []
+    for p in pred:
+        j = int(p[4 + 2].argmax())
+        targets.append(cg.YOLOScoreTarget(2, box_convert(p[:4, j][None], "cxcywh", "xyxy")[0]))
+    assert all(float(t(pred[i : i + 1])) > 0 for i, t in enumerate(targets))
+    cam = cg.GradCAM(model, layer=YOLO_LAYER, output=0).attribute(x, target=targets, relu=False)
+    _informative(cam)
+    sal = cg.Saliency(model, output=0).attribute(x, target=targets)
+    _informative(sal)
+    for i in range(2):
+        alone = cg.GradCAM(model, layer=YOLO_LAYER, output=0).attribute(x[i : i + 1], target=targets[i], relu=False)
+        torch.testing.assert_close(cam[i : i + 1], alone, rtol=1e-3, atol=1e-3 * float(alone.abs().max()))
+    snap.assert_same(model)
+    _raising_leaves_model(
+        model, snap, [cg.GradCAM(model, layer=YOLO_LAYER, output=0), cg.Saliency(model, output=0)], x, targets[0]
+    )
+    with pytest.raises(cg.TargetError, match=r"\(N, 4 \+ C, A\)"):
+        cg.Saliency(model, output=1).attribute(x, target=targets[0])
