@@ -77,15 +77,15 @@ SEG_SIZE = 64
 
 def detector(name: str, seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    return calibrate_batchnorm(_det(name)(), DET_SIZE, seed)
+    return calibrate_batchnorm(_det(name)(), DET_SIZE, seed, n=2)
 
 
-def segmenter(name: str, seed: int = 0, num_classes: int = 4) -> nn.Module:
+def segmenter(name: str, seed: int = 0, num_classes: int = 4, n: int = 8) -> nn.Module:
     from torchvision.models import segmentation as S
 
     torch.manual_seed(seed)
     model = getattr(S, name)(weights=None, weights_backbone=None, num_classes=num_classes)
-    return calibrate_batchnorm(model, SEG_SIZE, seed)
+    return calibrate_batchnorm(model, SEG_SIZE, seed, n=n)
 
 
 YOLO_SIZE = 64

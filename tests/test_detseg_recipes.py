@@ -129,7 +129,7 @@ def _seg_targets(model: torch.nn.Module, x: torch.Tensor) -> list[cg.Segmentatio
 
 @pytest.mark.parametrize("name", list(SEGMENTERS))
 def test_segmentation_recipe(name: str) -> None:
-    model = segmenter(name)
+    model = segmenter(name, n=2)  # the float32 batch-vs-alone tolerance below holds for these statistics
     layer = SEGMENTERS[name]
     x = torch.rand(2, 3, SEG_SIZE, SEG_SIZE, generator=torch.Generator().manual_seed(2))
     targets = _seg_targets(model, x)
