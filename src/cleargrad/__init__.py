@@ -36,6 +36,8 @@ _LAZY: dict[str, str] = {
     "RegressionTarget": ".core.target_objects",
     "SegmentationTarget": ".core.target_objects",
     "BoxScoreTarget": ".core.target_objects",
+    "MaskScoreTarget": ".core.target_objects",
+    "YOLOScoreTarget": ".core.target_objects",
     "SimilarityTarget": ".core.target_objects",
     "explain": ".api",
     "make_method": ".api",
@@ -111,6 +113,8 @@ __all__ = [
     "RegressionTarget",
     "SegmentationTarget",
     "BoxScoreTarget",
+    "MaskScoreTarget",
+    "YOLOScoreTarget",
     "SimilarityTarget",
     "AblationCAM",
     "AttentionRelevance",
@@ -250,12 +254,14 @@ if TYPE_CHECKING:
         BinaryTarget,
         BoxScoreTarget,
         ClassTarget,
+        MaskScoreTarget,
         MultiLabelTarget,
         RegressionTarget,
         SegmentationTarget,
         SimilarityTarget,
         SoftmaxTarget,
         Target,
+        YOLOScoreTarget,
     )  # for type checkers and IDEs: the eager imports
     from .core.tokens import TokenGrid
     from .errors import (

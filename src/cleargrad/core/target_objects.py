@@ -36,6 +36,8 @@ __all__ = [
     "RegressionTarget",
     "SegmentationTarget",
     "BoxScoreTarget",
+    "MaskScoreTarget",
+    "YOLOScoreTarget",
     "SimilarityTarget",
     "as_class_indices",
     "class_probabilities",
@@ -199,18 +201,81 @@ class SegmentationTarget(Target):
         return (cls * weight).sum(dim=(-2, -1))
 
 
+def _as_float_tensor(v: Any) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(v) if not isinstance(v, torch.Tensor) else v.detach(), dtype=torch.float32)
+
+
+def _detection_output(output: Any, owner: str, keys: tuple[str, ...]) -> list[dict]:
+    if not isinstance(output, (list, tuple)) or not all(
+        isinstance(o, dict) and all(k in o for k in keys) for o in output
+    ):
+        raise TargetError(
+            f"{owner} needs a detector's output: a list of dicts with {', '.join(repr(k) for k in keys)} "
+            "(torchvision detection models in eval mode)"
+        )
+    return list(output)
+
+
+def _no_detections(owner: str, i: int | None = None) -> TargetError:
+    where = "the detections" if i is None else f"image {i}'s detections"
+    return TargetError(
+        f"{owner}: {where} are empty, so there is nothing to explain. Lower the detector's score "
+        "threshold (torchvision: box_score_thresh=0.0 for Faster/Mask R-CNN, score_thresh=0.0 for "
+        "RetinaNet, FCOS and SSD) or give reference boxes and labels by hand"
+    )
+
+
+def _matches(
+    ref_boxes: torch.Tensor, ref_labels: Sequence[int], det: dict, iou_threshold: float
+) -> list[tuple[int, int, torch.Tensor]]:
+    """``(reference k, detection j, IoU)`` for every reference box whose best-overlapping
+    detection *of the same label* overlaps it by more than ``iou_threshold``."""
+    from torchvision.ops import box_iou
+
+    boxes, labels = det["boxes"], det["labels"]
+    if not len(boxes):
+        return []
+    ious = box_iou(ref_boxes.to(device=boxes.device, dtype=boxes.dtype), boxes)  # (B, D)
+    found = []
+    for k, label in enumerate(ref_labels):
+        same = (labels == label).nonzero().flatten()
+        if not len(same):
+            continue
+        j = int(same[ious[k, same].detach().argmax()])
+        if float(ious[k, j].detach()) > iou_threshold:
+            found.append((k, j, ious[k, j]))
+    return found
+
+
 class BoxScoreTarget(Target):
     """A detector's score for reference boxes (pytorch-grad-cam's
-    ``FasterRCNNBoxScoreTarget``): for each reference box and label, the detection of
-    highest IoU with it counts ``IoU + its score`` if the IoU exceeds ``iou_threshold`` and
-    its label matches; the target is the sum (0 when nothing matches).
+    ``FasterRCNNBoxScoreTarget``): for each reference box and label, the detection *of that
+    label* with the highest IoU counts ``IoU + its score`` if the IoU exceeds
+    ``iou_threshold`` (``iou=False``: its score alone); the target is the sum over the
+    reference boxes, 0 for a row where nothing matches (a perturbed copy of the image,
+    an integrated-gradients step near the baseline).
 
-    The output is torchvision's detection output, a list of dicts with ``boxes``,
-    ``labels`` and ``scores`` (one per row), in eval mode.
+    The output is torchvision's detection output in eval mode (Faster R-CNN, Mask R-CNN,
+    RetinaNet, FCOS, SSD, SSDlite): a list of dicts with ``boxes`` ``(D, 4)`` as x1, y1,
+    x2, y2 in input pixels, ``labels`` and ``scores``, one dict per row. The scores and
+    boxes of those models are differentiable functions of the input (the score threshold,
+    top-k and non-maximum suppression only choose which detections are kept).
+
+    :meth:`from_detections` builds the targets from a first forward's detections.
+
+    Raises:
+        TargetError: boxes not ``(B, 4)``, as many labels as boxes, or no box at all.
     """
 
-    def __init__(self, labels: Sequence[int], boxes: torch.Tensor | np.ndarray, iou_threshold: float = 0.5) -> None:
-        b = torch.as_tensor(np.asarray(boxes) if not isinstance(boxes, torch.Tensor) else boxes, dtype=torch.float32)
+    def __init__(
+        self,
+        labels: Sequence[int],
+        boxes: torch.Tensor | np.ndarray,
+        iou_threshold: float = 0.5,
+        *,
+        iou: bool = True,
+    ) -> None:
+        b = _as_float_tensor(boxes)
         if b.dim() == 1:
             b = b[None]
         if b.dim() != 2 or b.shape[1] != 4:
@@ -218,30 +283,151 @@ class BoxScoreTarget(Target):
         labs = [_class_index(v, "label") for v in labels]
         if len(labs) != b.shape[0]:
             raise TargetError(f"BoxScoreTarget got {len(labs)} labels for {b.shape[0]} boxes")
+        if not labs:
+            raise _no_detections(type(self).__name__)
         self.labels = tuple(labs)
         self.boxes = b
         self.iou_threshold = float(iou_threshold)
+        self.iou = bool(iou)
+
+    @classmethod
+    def from_detections(
+        cls, detections: dict | Sequence[dict], top: int | None = None, min_score: float = 0.0, **kwargs: Any
+    ) -> Any:
+        """Targets for the detections of a plain forward (``model(x)`` under
+        ``torch.no_grad()``): one target per image for a list of dicts (a single target for
+        one dict), each holding that image's ``top`` highest-scoring detections (all by
+        default) whose score is at least ``min_score``; boxes of zero area (an IoU of 0/0,
+        which nothing matches: random-init FCOS gives them) are left out. ``kwargs`` go to the constructor
+        (``iou_threshold``, ``iou``; :class:`MaskScoreTarget` also takes them).
+
+        Raises:
+            TargetError: an image with no detection left: the message says how to get some.
+        """
+        one = isinstance(detections, dict)
+        dets = [detections] if one else list(detections)
+        out = []
+        for i, det in enumerate(_detection_output(dets, cls.__name__, ("boxes", "labels", "scores"))):
+            b = det["boxes"].detach()
+            area = (b[:, 2] - b[:, 0]).clamp(min=0) * (b[:, 3] - b[:, 1]).clamp(min=0)
+            keep = ((det["scores"].detach() >= min_score) & (area > 0)).nonzero().flatten()
+            keep = keep[det["scores"].detach()[keep].argsort(descending=True, stable=True)][:top]
+            if not len(keep):
+                raise _no_detections(cls.__name__, None if one else i)
+            out.append(cls(det["labels"][keep].tolist(), det["boxes"][keep].detach(), **kwargs))
+        return out[0] if one else out
+
+    def _row(self, det: dict) -> torch.Tensor:
+        total = det["scores"].sum() * 0  # 0 that stays on the graph: a zero gradient, not an autograd error
+        for _k, j, iou in _matches(self.boxes, self.labels, det, self.iou_threshold):
+            total = total + (iou + det["scores"][j] if self.iou else det["scores"][j])
+        return total
 
     def score(self, output: Any) -> torch.Tensor:
-        from torchvision.ops import box_iou
+        dets = _detection_output(output, type(self).__name__, ("boxes", "labels", "scores"))
+        return torch.stack([self._row(det) for det in dets])
 
-        if not isinstance(output, (list, tuple)) or not all(isinstance(o, dict) and "boxes" in o for o in output):
+
+class MaskScoreTarget(BoxScoreTarget):
+    """Mask R-CNN's instance masks for reference boxes: for each reference box and label,
+    the matching detection (as in :class:`BoxScoreTarget`) counts the sum of its mask
+    probabilities (``masks`` ``(D, 1, H, W)`` of the output), weighted by the reference
+    mask of that box when ``masks=`` gives them (``(B, H, W)``; all pixels otherwise).
+    The target explains which input pixels make the detector draw those masks.
+
+    Raises:
+        TargetError: as :class:`BoxScoreTarget`; reference masks that are not ``(B, H, W)``;
+            an output without ``masks`` (not Mask R-CNN).
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int],
+        boxes: torch.Tensor | np.ndarray,
+        iou_threshold: float = 0.5,
+        *,
+        masks: torch.Tensor | np.ndarray | None = None,
+        iou: bool = True,
+    ) -> None:
+        super().__init__(labels, boxes, iou_threshold, iou=iou)
+        if masks is not None:
+            m = _as_float_tensor(masks)
+            if m.dim() == 4 and m.shape[1] == 1:
+                m = m[:, 0]
+            if m.dim() != 3 or m.shape[0] != len(self.labels):
+                raise TargetError(
+                    f"MaskScoreTarget masks must be (B, H, W), one per box ({len(self.labels)}), got {tuple(m.shape)}"
+                )
+            masks = m
+        self.masks = masks
+
+    def _row(self, det: dict) -> torch.Tensor:
+        total = det["scores"].sum() * 0  # 0 that stays on the graph: a zero gradient, not an autograd error
+        for k, j, _ in _matches(self.boxes, self.labels, det, self.iou_threshold):
+            prob = det["masks"][j, 0]
+            if self.masks is not None:
+                if tuple(self.masks.shape[-2:]) != tuple(prob.shape):
+                    raise TargetError(
+                        f"MaskScoreTarget reference masks are {tuple(self.masks.shape[-2:])}, the detector's "
+                        f"{tuple(prob.shape)}"
+                    )
+                prob = prob * self.masks[k].to(device=prob.device, dtype=prob.dtype)
+            total = total + prob.sum()
+        return total
+
+    def score(self, output: Any) -> torch.Tensor:
+        dets = _detection_output(output, type(self).__name__, ("boxes", "labels", "scores", "masks"))
+        return torch.stack([self._row(det) for det in dets])
+
+
+class YOLOScoreTarget(Target):
+    """A YOLO-style dense detector's class score, on its raw eval output ``(N, 4 + C, A)``
+    (ultralytics' ``DetectionModel``: per anchor point, a box as centre x, centre y, width,
+    height in input pixels, then ``C`` class probabilities; before non-maximum
+    suppression). With ``box=None`` the score is the highest probability of class
+    ``category`` over all anchors; with a reference box ``(x1, y1, x2, y2)``, the sum of
+    that class's probabilities over the anchors whose box overlaps it by more than
+    ``iou_threshold`` (0 when none does).
+
+    Raises:
+        TargetError: an output that is not ``(N, 4 + C, A)`` or a class out of range.
+    """
+
+    def __init__(
+        self, category: int, box: torch.Tensor | np.ndarray | Sequence[float] | None = None, iou_threshold: float = 0.5
+    ) -> None:
+        self.category = _class_index(category)
+        if box is not None:
+            b = _as_float_tensor(box).reshape(-1)
+            if b.shape[0] != 4:
+                raise TargetError(f"YOLOScoreTarget box must be (x1, y1, x2, y2), got {tuple(b.shape)}")
+            box = b
+        self.box = box
+        self.iou_threshold = float(iou_threshold)
+
+    def score(self, output: Any) -> torch.Tensor:
+        if isinstance(output, (list, tuple)) and output and isinstance(output[0], torch.Tensor):
+            output = output[0]  # ultralytics' eval forward returns (decoded, raw)
+        if not isinstance(output, torch.Tensor) or output.dim() != 3 or output.shape[1] < 5:
             raise TargetError(
-                "BoxScoreTarget needs a detector's output: a list of dicts with 'boxes', 'labels' and 'scores' "
-                "(torchvision detection models in eval mode)"
+                "YOLOScoreTarget needs the detector's (N, 4 + C, A) output (ultralytics: the first element of the "
+                f"eval forward's tuple), got {type(output).__name__}"
+                f"{tuple(output.shape) if isinstance(output, torch.Tensor) else ''}"
             )
+        n_cls = output.shape[1] - 4
+        if not 0 <= self.category < n_cls:
+            raise TargetError(f"YOLOScoreTarget({self.category}) is out of range for {n_cls} classes")
+        cls = output[:, 4 + self.category]  # (N, A)
+        if self.box is None:
+            return cls.max(dim=1).values
+        from torchvision.ops import box_convert, box_iou
+
+        ref = self.box.to(device=output.device, dtype=output.dtype)[None]
         rows = []
-        for det in output:
-            boxes, scores = det["boxes"], det["scores"]
-            total = scores.new_zeros(()) if scores.numel() else boxes.new_zeros(())
-            if len(boxes):
-                ious = box_iou(self.boxes.to(device=boxes.device, dtype=boxes.dtype), boxes)  # (B, D)
-                best = ious.argmax(dim=1)
-                for k, label in enumerate(self.labels):
-                    j = int(best[k])
-                    if float(ious[k, j].detach()) > self.iou_threshold and int(det["labels"][j]) == label:
-                        total = total + ious[k, j] + scores[j]
-            rows.append(total)
+        for r in range(output.shape[0]):
+            boxes = box_convert(output[r, :4].detach().T, "cxcywh", "xyxy")
+            near = (box_iou(ref, boxes)[0] > self.iou_threshold).to(cls.dtype)
+            rows.append((cls[r] * near).sum())
         return torch.stack(rows)
 
 
