@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -152,45 +152,50 @@ def shifted_model(
     return work
 
 
-@metric(direction="higher", category="axiomatic", needs_model=False)
+@metric(direction="higher", category="axiomatic")
 def input_invariance(
-    explainer_for: Callable[[nn.Module], Callable[[torch.Tensor, torch.Tensor], Any]],
     model: nn.Module,
     x: torch.Tensor,
+    explainer: Any,
     target: TargetLike = None,
     explanation: Any = None,
     *,
     shift: float | Sequence[float] = -1.0,
     atol: float = 1e-4,
     first_layer: str | None = None,
+    explainer_options: dict[str, Any] | None = None,
 ) -> torch.Tensor:
     """Input invariance (Kindermans et al. 2017): 1 if the shifted model explains the shifted input alike, else 0.
 
     Args:
-        explainer_for: ``model -> explain_fn``, ``explain_fn(x, target) -> explanation``,
-            e.g. ``lambda m: cleargrad.Saliency(m).attribute``; called with the model and
-            with the shifted copy.
-        model: the classifier (left exactly as found).
+        model: the classifier (left exactly as found; the shift is made on a copy).
         x: input batch ``(N, C, H, W)``.
+        explainer: as for :func:`cleargrad.metrics.mprt`: a method name (``"saliency"``),
+            a cleargrad method instance built on ``model`` (re-bound to the shifted copy),
+            or a callable ``(model, x, target) -> explanation``.
         target: class per image; None: the class predicted on ``x``.
         explanation: the explanation of ``model`` on ``x`` (computed when None).
         shift: the constant added to the input (Quantus: -1), one value or one per channel.
         atol: the explanations are equal when every element differs by at most ``atol``
             (Quantus: 1e-4).
         first_layer: the layer that absorbs the shift (see :func:`shifted_model`).
+        explainer_options: options passed to the explainer.
 
     Returns: ``(N,)`` 1.0 (invariant) or 0.0. Cost: two explanations of the batch.
     """
+    from .randomisation import _explain_fn
+
     check_input(x, ndim=4)
     if atol < 0:
         raise ConfigError(f"atol must be >= 0, got {atol}")
+    fn = _explain_fn(explainer, model, explainer_options)
     with evaluating(model):
         t = targets_for(model, x, target)
-    a = as_float_tensor(explainer_for(model)(x, t) if explanation is None else explanation, x)
+    a = as_float_tensor(fn(model, x, t) if explanation is None else explanation, x)
     twin = shifted_model(model, shift, x, first_layer=first_layer)
     s = torch.as_tensor(shift, dtype=x.dtype, device=x.device).reshape(-1)
     xs = x + (s.view(1, -1, 1, 1) if s.numel() > 1 else s)
-    b = as_float_tensor(explainer_for(twin)(xs, t), x)
+    b = as_float_tensor(fn(twin, xs, t), x)
     if a.shape != b.shape:
         raise InputError(f"the explanations of the model {tuple(a.shape)} and of the shifted copy "
                          f"{tuple(b.shape)} differ in shape")

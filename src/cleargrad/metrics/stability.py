@@ -8,8 +8,10 @@
   :func:`relative_representation_stability` (Agarwal et al. 2022): over random
   perturbations ``x' = x + delta`` that keep the predicted class,
   ``max ||(e_x - e_x') / e_x|| / max(||(v_x - v_x') / v_x||, eps_min)`` with ``v`` the input
-  (RIS), the logits (ROS) or a layer's output (RRS); the divisions are element-wise with
-  ``eps_min`` in place of zero divisors, norms are Euclidean over all elements. Lower is
+  (RIS) or a layer's output (RRS), and ``max ||(e_x - e_x') / e_x|| / max(||h_x - h_x'||,
+  eps_min)`` with ``h`` the logits (ROS, whose denominator is not relative); the divisions
+  are element-wise with ``eps_min`` in place of zero divisors, norms are Euclidean over
+  all elements. Lower is
   better. A draw that changes the predicted class is left out of the maximum (the
   paper's neighbourhood keeps the prediction); an image whose every draw changes it is
   undefined (NaN with a warning).
@@ -239,7 +241,7 @@ def _stability(
         if kind == "input":
             den = _relative(xi.reshape(len(i), -1).double(), xs.reshape(len(i), -1).double(), eps_min)
         elif kind == "output":
-            den = _relative(logits0[i].double(), logits.double(), eps_min)
+            den = (logits0[i].double() - logits.double()).norm(dim=1)  # the paper's ROS: not relative
         else:
             assert rep0 is not None and rep is not None
             den = _relative(rep0[i].double(), rep.double(), eps_min)
@@ -308,7 +310,7 @@ def relative_output_stability(
     output: OutputSelector = None,
     batch_size: int | None = None,
 ) -> torch.Tensor:
-    """Relative output stability (Agarwal et al. 2022): max relative explanation change per relative logit change."""
+    """Relative output stability (Agarwal et al. 2022): max relative explanation change per logit change."""
     return _stability("output", model, explain_fn, x, target, explanation, n_samples=n_samples, eps_min=eps_min,
                       perturbation=perturbation, generator=generator, layer=None, output=output,
                       batch_size=batch_size)
