@@ -27,7 +27,7 @@ from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError, InputError
 from .base import metric
 from .faithfulness_extra import _baseline
-from .maps import as_float_tensor, prepare_attributions
+from .maps import as_float_tensor, blank_rows, mark_undefined, prepare_attributions
 from .scoring import chunked_scores, clean_scores, evaluating, targets_for
 
 __all__ = ["input_invariance", "non_sensitivity", "shifted_model"]
@@ -60,7 +60,8 @@ def non_sensitivity(
         score: ``"prob"`` (Quantus's default) or ``"logit"``.
         output, batch_size: as the other metrics.
 
-    Returns: ``(N,)`` counts (as floats). Cost: ``N H W`` forwarded images, one per pixel.
+    Returns: ``(N,)`` counts (as floats); NaN (with a warning) for an all-zero attribution.
+    Cost: ``N H W`` forwarded images, one per pixel.
     """
     check_input(x, ndim=4)
     if eps < 0:
@@ -86,7 +87,7 @@ def non_sensitivity(
         fp = chunked_scores(model, build, t[img], sample_shape=x.shape[1:], score=score, output=output,
                             batch_size=batch_size).view(n, hw)
     insensitive = (fp - f0.view(-1, 1).to(fp.dtype)).abs() < eps
-    return (insensitive ^ zero_attr).sum(1).to(x.dtype)
+    return mark_undefined((insensitive ^ zero_attr).sum(1).to(x.dtype), blank_rows(a), "non_sensitivity")
 
 
 def _first_layer(model: nn.Module, name: str | None) -> tuple[str, nn.Module]:
@@ -181,7 +182,8 @@ def input_invariance(
         first_layer: the layer that absorbs the shift (see :func:`shifted_model`).
         explainer_options: options passed to the explainer.
 
-    Returns: ``(N,)`` 1.0 (invariant) or 0.0. Cost: two explanations of the batch.
+    Returns: ``(N,)`` 1.0 (invariant) or 0.0; NaN (with a warning) where the explanation
+    of ``model`` is all zero. Cost: two explanations of the batch.
     """
     from .randomisation import _explain_fn
 
@@ -199,4 +201,5 @@ def input_invariance(
     if a.shape != b.shape:
         raise InputError(f"the explanations of the model {tuple(a.shape)} and of the shifted copy "
                          f"{tuple(b.shape)} differ in shape")
-    return ((a - b).abs().reshape(a.shape[0], -1) <= atol).all(1).to(x.dtype)
+    same = ((a - b).abs().reshape(a.shape[0], -1) <= atol).all(1).to(x.dtype)
+    return mark_undefined(same, blank_rows(a), "input_invariance", "an all-zero explanation")

@@ -251,8 +251,10 @@ def _stability(
     kept = ~torch.isnan(ratio)
     out = torch.where(kept, ratio, torch.full_like(ratio, -1.0)).amax(1)
     name = f"relative_{kind}_stability"
-    return mark_undefined(out.masked_fill(~kept.any(1), float("nan")).to(x.dtype), ~kept.any(1), name,
-                          "perturbations that all change the predicted class")
+    blank = (e0 == 0).all(1)
+    out = mark_undefined(out.masked_fill(~kept.any(1), float("nan")).to(x.dtype), ~kept.any(1) & ~blank, name,
+                         "perturbations that all change the predicted class")
+    return mark_undefined(out, blank, name, "an all-zero explanation")
 
 
 _ARGS_DOC = """
@@ -270,7 +272,8 @@ _ARGS_DOC = """
         output, batch_size: as the other metrics.
 
     Returns: ``(N,)`` maxima over the draws that keep the predicted class (NaN with a
-    warning when none does). Cost: ``N n_samples`` explanations and forwarded images.
+    warning when none does, or for an all-zero clean explanation). Cost: ``N n_samples``
+    explanations and forwarded images.
 """
 
 
