@@ -389,3 +389,34 @@ def test_input_invariance_by_hand_and_bad_inputs() -> None:
         input_invariance(model, x, "saliency", first_layer="nope")
     with pytest.raises(cg.ConfigError, match="Conv2d or Linear"):
         shifted_model(nn.Sequential(nn.ReLU()), 1.0, x)
+
+
+# -- from the command line -------------------------------------------------------------------
+
+
+def test_the_new_metrics_run_from_cleargrad_evaluate(tmp_path) -> None:  # noqa: ANN001
+    import sqlite3
+
+    from cli_support import make_images, make_model_file
+    from typer.testing import CliRunner
+
+    from cleargrad.cli import app
+
+    names = ["monotonicity_nguyen", "region_perturbation", "irof", "sufficiency", "continuity",
+             "relative_input_stability", "relative_output_stability", "relative_representation_stability",
+             "non_sensitivity"]
+    store = tmp_path / "eval.sqlite"
+    args = ["evaluate", "--model", f"{make_model_file(tmp_path)}:factory", "--dataset", str(make_images(tmp_path)),
+            "--methods", "saliency", "--metrics", ",".join(names), "--store", str(store), "--batch-size", "4",
+            "--limit", "2", "-q"]
+    options = ["monotonicity_nguyen.step=64", "monotonicity_nguyen.n_samples=2", "continuity.n_steps=3",
+               "sufficiency.threshold=1.0"]
+    options += [f"relative_{k}_stability.n_samples=2" for k in ("input", "output", "representation")]
+    for opt in options:
+        args += ["--metric-option", opt]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    con = sqlite3.connect(str(store))
+    got = {m for (m,) in con.execute("SELECT DISTINCT metric FROM results")}
+    con.close()
+    assert got == set(names)
