@@ -420,3 +420,56 @@ def test_the_new_metrics_run_from_cleargrad_evaluate(tmp_path) -> None:  # noqa:
     got = {m for (m,) in con.execute("SELECT DISTINCT metric FROM results")}
     con.close()
     assert got == set(names)
+
+
+# -- local Lipschitz estimate with Quantus's Gaussian draws -----------------------------------
+
+
+def test_local_lipschitz_estimate_equals_quantus_with_shared_draws() -> None:
+    x = torch.rand(3, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    a = cg.Saliency(MODEL).attribute(x, torch.from_numpy(Y)).detach()
+    np.random.seed(0)
+    d = [np.random.normal(0.0, 0.1, size=(3, 144)) for _ in range(6)]  # Quantus: one (N, D) draw per sample
+    draws = torch.tensor(np.stack(d, 1).reshape(18, 1, 12, 12), dtype=torch.float32)
+    np.random.seed(0)
+    q = _q("LocalLipschitzEstimate", x=x, a=a, nr_samples=6, normalise=False, explain_func=_qexp("Saliency"))
+    got = cg.metrics.local_lipschitz_estimate(cg.Saliency(MODEL).attribute, x, Y.tolist(), n_samples=6,
+                                              perturbation=lambda xi, g: draws)
+    np.testing.assert_allclose(got.numpy(), q, rtol=1e-4)
+
+
+# -- smooth MPRT with our noise fed to Quantus ------------------------------------------------
+
+
+def test_smooth_mprt_curves_equal_quantus_with_shared_noise(monkeypatch: pytest.MonkeyPatch) -> None:
+    import quantus.metrics.randomisation.smooth_mprt as qsm
+
+    x = torch.randn(4, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 3])
+    model = tiny_cnn(seed=1).eval()
+    n_samples = 3
+    g = torch.Generator().manual_seed(5)
+    draws = [torch.randn(x.shape, generator=g) for _ in range(n_samples - 1)]  # ours: the same for every model
+    calls = iter(range(10_000))
+
+    def replay(*shape):
+        # Quantus draws np.random.randn for each noisy copy and model; give it our draws in our order
+        return draws[next(calls) % (n_samples - 1)].double().numpy()
+
+    def explain(model, inputs, targets, **kw):  # Quantus's smooth MPRT always calls quantus.explain
+        xi = torch.as_tensor(np.asarray(inputs), dtype=torch.float32)
+        return cg.Saliency(model).attribute(xi, torch.as_tensor(np.asarray(targets))).detach().numpy()
+
+    monkeypatch.setattr(qsm.np.random, "randn", replay)
+    monkeypatch.setattr(qsm.quantus, "explain", explain)
+    ours = cg.metrics.smooth_mprt(model, x, "saliency", y, n_samples=n_samples, seed=43,
+                                  generator=torch.Generator().manual_seed(5), return_curves=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a0 = np.stack([explain(model, (x + 0.1 * (x.amax((1, 2, 3), keepdim=True) - x.amin((1, 2, 3), keepdim=True))
+                                       * dz).numpy(), y.numpy()) for dz in [*draws, torch.zeros_like(x)]]).mean(0)
+        q = quantus.SmoothMPRT(nr_samples=n_samples, seed=42, disable_warnings=True)(
+            model=model, x_batch=x.numpy(), y_batch=y.numpy(), a_batch=a0, explain_func=explain, device="cpu")
+    names = [k for k in q if k != "original"]
+    assert list(ours.layers) == names
+    np.testing.assert_allclose(ours.curves.numpy(), np.array([q[k] for k in names]).T, atol=1e-5)
