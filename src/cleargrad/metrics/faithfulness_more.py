@@ -371,7 +371,8 @@ def sufficiency(
 
     Args:
         model: the classifier (its predicted classes are compared; no target is needed).
-        x: input batch ``(N, C, H, W)``, the reference set (N >= 2).
+        x: input batch ``(N, C, H, W)``, the reference set (a batch of one image is
+            undefined: NaN with a warning).
         explanation: the explanations; their absolute values are compared.
         threshold: two explanations are similar when their distance is at most this
             fraction of the largest distance in the batch (Quantus: 0.6).
@@ -386,14 +387,15 @@ def sufficiency(
     """
     check_input(x, ndim=4)
     n = x.shape[0]
-    if n < 2:
-        raise InputError("sufficiency compares the explanations of a batch: give at least 2 images")
     if not 0 <= threshold <= 1:
         raise ConfigError(f"threshold must be in [0, 1] (a fraction of the largest distance), got {threshold}")
     if distance not in DISTANCES:
         raise ConfigError(f"distance must be one of {DISTANCES}, got {distance!r}")
     a = prepare_attributions(explanation, x).reshape(n, -1).abs().double()
     blank = blank_rows(a)
+    if n < 2:  # e.g. the last batch of an evaluation: no other image to compare with
+        return mark_undefined(torch.zeros(n, dtype=x.dtype, device=x.device), torch.ones(n, dtype=torch.bool),
+                              "sufficiency", "a batch of one image (it compares the batch's explanations)")
     if normalise:
         mx = a.amax(1, keepdim=True)
         a = a / torch.where(mx > 0, mx, torch.ones_like(mx))
