@@ -49,11 +49,13 @@ __all__ = ["grid_segments", "irof", "monotonicity_nguyen", "region_perturbation"
 ORDERS = ("morf", "lerf", "random")
 
 
-def _centred_patch_rank(a: torch.Tensor, h: int, w: int, patch: int) -> tuple[torch.Tensor, int]:
+def _centred_patch_rank(
+    a: torch.Tensor, h: int, w: int, patch: int, keys: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
     """``(N, 1, H, W)`` rank of each pixel's patch by decreasing summed ``a`` (``(N, H W)``; 0 =
     first; ties by patch index, raster order) on a grid of ``patch x patch`` squares centred
     on the image (a remainder is split over both borders, the smaller half first), and the
-    patch count."""
+    patch count. ``keys``: ``(N, n_patches)`` values to rank by instead of the sums."""
     n = a.shape[0]
 
     def cells(size: int) -> torch.Tensor:
@@ -64,9 +66,10 @@ def _centred_patch_rank(a: torch.Tensor, h: int, w: int, patch: int) -> tuple[to
     nph, npw = int(rows.max()) + 1, int(cols.max()) + 1
     n_patches = nph * npw
     pid = (rows.view(-1, 1) * npw + cols.view(1, -1)).reshape(-1)
-    sums = torch.zeros(n, n_patches, dtype=a.dtype, device=a.device)
-    sums.scatter_add_(1, pid.expand(n, -1), a)
-    order = torch.argsort(sums, dim=1, descending=True, stable=True)
+    if keys is None:
+        keys = torch.zeros(n, n_patches, dtype=a.dtype, device=a.device)
+        keys.scatter_add_(1, pid.expand(n, -1), a)
+    order = torch.argsort(keys, dim=1, descending=True, stable=True)
     rank = torch.empty_like(order)
     rank.scatter_(1, order, torch.arange(n_patches, device=a.device).expand(n, -1))
     return rank[:, pid].view(n, 1, h, w), n_patches
@@ -217,9 +220,10 @@ def region_perturbation(
         raise ConfigError(f"regions must be >= 1, got {regions}")
     n, _, h, w = x.shape
     a = _pixel_attribution(explanation, x)
-    if order == "random":
-        keys = torch.rand(a.shape, generator=generator, device=_draw_device(x, generator)).to(x.device)
-        prank, n_patches = _centred_patch_rank(keys.reshape(n, -1), h, w, patch_size)
+    if order == "random":  # a uniform permutation of the patches per image
+        count = math.ceil((h + (-h) % patch_size) / patch_size) * math.ceil((w + (-w) % patch_size) / patch_size)
+        keys = torch.rand(n, count, generator=generator, device=_draw_device(x, generator)).to(x.device)
+        prank, n_patches = _centred_patch_rank(a, h, w, patch_size, keys=keys)
     else:
         prank, n_patches = _centred_patch_rank(a if order == "morf" else -a, h, w, patch_size)
     steps = min(regions, n_patches)
