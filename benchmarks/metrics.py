@@ -26,6 +26,11 @@ medians, as a markdown table with the ratio to ours and to the lower bound:
    explanations, Spearman similarity, against Quantus ``MPRT`` (same explainer, same
    layers); cost in explanations (forward+backward of the batch).
 
+6. Quantus's other families (``--blocks families``): region perturbation, monotonicity
+   (Nguyen), IROF, non-sensitivity and relative input stability on the SmallCNN at 28 px
+   (random init), each against its Quantus class with the same settings (a fixed
+   baseline, so both do the same work).
+
 Lower bound = number of images forwarded (or forwarded and back-propagated) x the
 measured time per image of one batched pass at our chunk size.
 """
@@ -138,7 +143,7 @@ def table(title: str, medians: dict[str, float], work: dict[str, int], ours: str
     return "\n".join(lines)
 
 
-BLOCKS = ("insdel", "infidelity", "sensitivity", "road", "mprt")
+BLOCKS = ("insdel", "infidelity", "sensitivity", "road", "mprt", "families")
 
 
 def main() -> None:
@@ -278,6 +283,70 @@ def main() -> None:
                     work, "cleargrad max_sensitivity", fb_b))
     if "road" in args.blocks or "mprt" in args.blocks:
         road_mprt_blocks(args.blocks, repeats, args.quick)
+    if "families" in args.blocks:
+        family_blocks(repeats, args.quick)
+
+
+def family_blocks(repeats: int, quick: bool) -> None:
+    """Block 6: the Quantus-family metrics on the shipped SmallCNN architecture at 28 px
+    against their Quantus classes, alternating the runners (ratios, not seconds)."""
+    import quantus
+
+    from cleargrad.models import SmallCNN
+
+    if not hasattr(np, "trapz"):  # Quantus 0.6's IROF calls np.trapz, removed in numpy 2
+        np.trapz = np.trapezoid  # type: ignore[attr-defined]
+    torch.manual_seed(0)
+    model = SmallCNN(num_classes=10).eval()
+    n = 4 if quick else 16
+    x = torch.rand(n, 1, 28, 28)
+    with torch.no_grad():
+        y = model(x).argmax(1)
+    a = torch.rand(n, 1, 28, 28)
+    xn, yn, an = x.numpy(), y.numpy(), a.numpy()
+    samples = 2 if quick else 10
+
+    def quantus_call(metric, **kw):
+        return lambda: metric(model=model, x_batch=xn, y_batch=yn, a_batch=an, device="cpu", **kw)
+
+    def saliency(model, inputs, targets, **kw):  # noqa: ARG001
+        return cg.Saliency(model).attribute(torch.as_tensor(inputs, dtype=torch.float32),
+                                            torch.as_tensor(targets)).numpy()
+
+    rows = {
+        "region_perturbation (4 px patches, 49 regions)": (
+            lambda: cg.metrics.region_perturbation(model, x, a, y, patch_size=4, regions=49),
+            quantus_call(quantus.RegionPerturbation(patch_size=4, regions_evaluation=49, disable_warnings=True)),
+            n * 50, n * 50),
+        f"monotonicity_nguyen (28 px per group, {samples} draws)": (
+            lambda: cg.metrics.monotonicity_nguyen(model, x, a, y, step=28, n_samples=samples,
+                                                   generator=torch.Generator().manual_seed(0)),
+            quantus_call(quantus.MonotonicityCorrelation(features_in_step=28, nr_samples=samples,
+                                                         disable_warnings=True)),
+            n * (1 + 28 * samples), n * (1 + 28 * samples)),
+        "irof (SLIC, baseline 0)": (
+            lambda: cg.metrics.irof(model, x, a, y, baseline=0.0),
+            quantus_call(quantus.IROF(perturb_baseline=0.0, return_aggregate=False, disable_warnings=True)),
+            None, None),
+        "non_sensitivity (one pass per pixel)": (
+            lambda: cg.metrics.non_sensitivity(model, x, a, y, normalise=False),
+            quantus_call(quantus.NonSensitivity(normalise=False, disable_warnings=True)),
+            n * 785, n * 785),
+        f"relative_input_stability (Saliency, {samples} draws)": (
+            lambda: cg.metrics.relative_input_stability(model, cg.Saliency(model).attribute, x, y, a,
+                                                        n_samples=samples,
+                                                        generator=torch.Generator().manual_seed(0)),
+            quantus_call(quantus.RelativeInputStability(nr_samples=samples, disable_warnings=True),
+                         explain_func=saliency),
+            n * samples, n * samples),
+    }
+    print(f"\n### Quantus's other families, SmallCNN 28 px, {n} images (random init)\n")
+    print("| metric | images through the model (ours / Quantus) | ours median s | Quantus median s | Quantus / ours |")
+    print("|---|---|---|---|---|")
+    for label, (ours, theirs, w_ours, w_q) in rows.items():
+        med = interleaved({"ours": ours, "quantus": theirs}, repeats, {})
+        work = "-" if w_ours is None else f"{w_ours} / {w_q}"
+        print(f"| {label} | {work} | {fmt(med['ours'])} | {fmt(med['quantus'])} | {med['quantus'] / med['ours']:.2f} |")
 
 
 def road_mprt_blocks(blocks: list[str], repeats: int, quick: bool) -> None:

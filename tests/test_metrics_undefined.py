@@ -66,6 +66,19 @@ def _cases() -> dict[str, Callable[[torch.nn.Module, torch.Tensor, torch.Tensor]
         "selectivity": lambda m, x, e: M.selectivity(m, x, e, Y, patch_size=6),
         "local_lipschitz_estimate": lambda m, x, e: M.local_lipschitz_estimate(blank_second, x, Y, n_samples=2,
                                                                                generator=g),
+        "monotonicity_nguyen": lambda m, x, e: M.monotonicity_nguyen(m, x, e, Y, step=24, n_samples=2, generator=g),
+        "region_perturbation": lambda m, x, e: M.region_perturbation(m, x, e, Y, patch_size=6),
+        "irof": lambda m, x, e: M.irof(m, x, e, Y, segments=M.grid_segments(x, 6)),
+        "sufficiency": lambda m, x, e: M.sufficiency(m, x, e, threshold=1.0),
+        "continuity": lambda m, x, e: M.continuity(blank_second, x, Y, n_steps=3),
+        "relative_input_stability": lambda m, x, e: M.relative_input_stability(
+            m, blank_second, x, Y, e, n_samples=2, perturbation=lambda xi, gg: 1e-3 * torch.ones_like(xi)),
+        "relative_output_stability": lambda m, x, e: M.relative_output_stability(
+            m, blank_second, x, Y, e, n_samples=2, perturbation=lambda xi, gg: 1e-3 * torch.ones_like(xi)),
+        "relative_representation_stability": lambda m, x, e: M.relative_representation_stability(
+            m, blank_second, x, Y, e, n_samples=2, perturbation=lambda xi, gg: 1e-3 * torch.ones_like(xi)),
+        "non_sensitivity": lambda m, x, e: M.non_sensitivity(m, x[:, :, :4, :4], e[:, :, :4, :4], Y),
+        "input_invariance": lambda m, x, e: M.input_invariance(m, x, explain_blank_second, Y),
     }
 
 

@@ -51,9 +51,26 @@ CASES: dict[str, Callable[[nn.Module, object], object]] = {
     ),
     "monotonicity_arya": lambda m, t: cg.metrics.monotonicity_arya(m, X, MAP, t, step=24),
     "selectivity": lambda m, t: cg.metrics.selectivity(m, X, MAP, t, patch_size=6),
+    "monotonicity_nguyen": lambda m, t: cg.metrics.monotonicity_nguyen(m, X, MAP, t, step=24, n_samples=2,
+                                                                       generator=_gen()),
+    "region_perturbation": lambda m, t: cg.metrics.region_perturbation(m, X, MAP, t, patch_size=6),
+    "irof": lambda m, t: cg.metrics.irof(m, X, MAP, t, segments=cg.metrics.grid_segments(X, 6)),
+    "sufficiency": lambda m, t: cg.metrics.sufficiency(m, X, MAP, threshold=1.0),
+    "non_sensitivity": lambda m, t: cg.metrics.non_sensitivity(m, X[:, :, :4, :4], MAP[:, :, :4, :4], t),
+    "relative_input_stability": lambda m, t: cg.metrics.relative_input_stability(
+        m, cg.Saliency(m).attribute, X, t, n_samples=2, perturbation=lambda xi, g: 1e-3 * torch.ones_like(xi)),
+    "relative_output_stability": lambda m, t: cg.metrics.relative_output_stability(
+        m, cg.Saliency(m).attribute, X, t, n_samples=2, perturbation=lambda xi, g: 1e-3 * torch.ones_like(xi)),
+    "relative_representation_stability": lambda m, t: cg.metrics.relative_representation_stability(
+        m, cg.Saliency(m).attribute, X, t, n_samples=2, perturbation=lambda xi, g: 1e-3 * torch.ones_like(xi)),
+    "input_invariance": lambda m, t: cg.metrics.input_invariance(m, X, "saliency", t),
 }
 #: metrics whose explainer (a cleargrad method) refuses a model in training mode
-_EXPLAINER_METRICS = {"max_sensitivity", "mprt", "smooth_mprt", "efficient_mprt", "random_logit"}
+_EXPLAINER_METRICS = {"max_sensitivity", "mprt", "smooth_mprt", "efficient_mprt", "random_logit",
+                      "relative_input_stability", "relative_output_stability", "relative_representation_stability",
+                      "input_invariance"}
+#: metrics that take no target (sufficiency compares the model's predicted classes)
+_NO_TARGET = {"sufficiency"}
 
 
 def test_every_model_metric_is_in_the_table() -> None:
@@ -70,6 +87,9 @@ def test_registry_entries() -> None:
         "relevance_mass_accuracy", "relevance_rank_accuracy", "top_k_intersection", "attribution_localisation",
         "localisation_auc", "effective_complexity", "completeness", "faithfulness_correlation", "monotonicity_arya",
         "avg_sensitivity", "selectivity", "local_lipschitz_estimate",
+        "monotonicity_nguyen", "region_perturbation", "irof", "sufficiency", "continuity",
+        "relative_input_stability", "relative_output_stability", "relative_representation_stability",
+        "non_sensitivity", "input_invariance",
     } - {"convex_hull_region"}  # a region builder, not a metric
     assert set(METRICS) == expected
     for info in METRICS.values():
@@ -97,6 +117,8 @@ def test_model_left_untouched(name: str) -> None:
     vals = out[0] if isinstance(out, tuple) else out
     assert vals.shape == (2,) and torch.isfinite(vals).all()
     snap.assert_same(model)
+    if name in _NO_TARGET:
+        return
     with pytest.raises(cg.TargetError):
         CASES[name](model, [0, 99])
     snap.assert_same(model)

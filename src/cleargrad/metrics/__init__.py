@@ -178,3 +178,39 @@ __all__ += ["faithfulness_correlation", "monotonicity_arya", "selectivity"]
 from .sensitivity_avg import avg_sensitivity, local_lipschitz_estimate, sensitivity_distances  # noqa: E402
 
 __all__ += ["avg_sensitivity", "local_lipschitz_estimate", "sensitivity_distances"]
+
+from .axiomatic_more import input_invariance, non_sensitivity, shifted_model  # noqa: E402
+from .faithfulness_more import (  # noqa: E402
+    grid_segments,
+    irof,
+    monotonicity_nguyen,
+    region_perturbation,
+    slic_segments,
+    sufficiency,
+)
+from .stability import (  # noqa: E402
+    continuity,
+    relative_input_stability,
+    relative_output_stability,
+    relative_representation_stability,
+    translate_x,
+    uniform_noise,
+)
+
+__all__ += [
+    "continuity",
+    "grid_segments",
+    "input_invariance",
+    "irof",
+    "monotonicity_nguyen",
+    "non_sensitivity",
+    "region_perturbation",
+    "relative_input_stability",
+    "relative_output_stability",
+    "relative_representation_stability",
+    "shifted_model",
+    "slic_segments",
+    "sufficiency",
+    "translate_x",
+    "uniform_noise",
+]
