@@ -69,7 +69,7 @@ def objective_pass(
         with forward_hooks(modules, count):
             scores = select_output(model(model_input(model, x)), output)
     acts = cap.activations
-    layouts = check_layer_outputs(model, modules, acts, calls, size=x.shape[-2:], reshape=reshape)
+    layouts = check_layer_outputs(model, modules, acts, calls, size=x.shape[2:], reshape=reshape)
     with torch.enable_grad():
         value = objective(scores)
         need = [a for a in acts if a.requires_grad]
