@@ -213,6 +213,7 @@ BATCH = {
     "scorecam": {}, "ablationcam": {}, "cam": {}, "fullgrad": {}, "iscam": {"n_samples": 2},
     "sscam": {"n_samples": 2, "noise_std": 0.0}, "smooth_gradcam_pp": {"stdevs": 0.0},
     "integrated_gradcam": {"n_steps": 3}, "gradcam+smoothing": {"aug_smooth": True, "eigen_smooth": True},
+    "expected_gradcam": {"n_samples": 2, "t_sampling": "grid", "stdevs": 0.0},
 }
 
 
