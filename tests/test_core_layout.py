@@ -291,7 +291,7 @@ def test_auto_follows_the_probe_with_a_margin(t_last: float, want: bool, mode, f
     cg.Saliency(model).attribute(x, target=0)
     cg.GradCAM(model, layer="features.3").attribute(x, target=0)
     cg.metrics.deletion(model, x, torch.rand(2, 1, 8, 8), 0, step=16)
-    assert calls == [(4, 3, 8, 8)]  # one probe (of 4 images) for every call on this image shape
+    assert calls == [(2, 3, 8, 8)]  # one probe (of the first batch) for every call on this image shape
     assert model.seen and all(s == want for s in model.seen)
 
 
@@ -309,7 +309,7 @@ def test_auto_probes_once_per_image_shape_and_thread_count(mode, fake_probe) -> 
         cg.Saliency(model).attribute(torch.randn(2, 3, 8, 8), target=0)
     finally:
         torch.set_num_threads(threads)
-    assert calls == [(4, 3, 8, 8), (4, 3, 10, 10), (4, 3, 8, 8)]
+    assert calls == [(6, 3, 8, 8), (2, 3, 10, 10), (2, 3, 8, 8)]
 
 
 def test_auto_does_not_probe_a_hooked_or_training_model_and_runs_it_as_given(mode, fake_probe) -> None:

@@ -82,8 +82,6 @@ _incompatible: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 _LAYOUT_ERRORS = ("view size is not compatible", "contiguous", "stride")
 
-#: the probe's batch: the first images of the batch seen first (repeated if it has fewer)
-PROBE_BATCH = 4
 #: channels-last is chosen only when its probe time is below this fraction of the default layout's
 PROBE_MARGIN = 0.9
 
@@ -154,8 +152,7 @@ def prefers_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
     per model, image shape ``(C, H, W)``, dtype and thread count, cached for the model's
     lifetime and used for every batch size.
 
-    The probe (:func:`_measure`: six inference-mode passes of :data:`PROBE_BATCH` images,
-    the first images of ``x``, repeated if it has fewer) answers True only when
+    The probe (:func:`_measure`: six inference-mode passes of the batch ``x`` itself) answers True only when
     channels-last took less than :data:`PROBE_MARGIN` times the default layout's time.
     Until a probe has run, and whenever one cannot (a model in training mode or with
     forward hooks, see :func:`probe_layout`), the answer is False. A channels-last probe
@@ -166,7 +163,7 @@ def prefers_channels_last(model: nn.Module, x: torch.Tensor) -> bool:
         return per_model[key]
     if not _probe_allowed(model):
         return False
-    xp = x.detach()[torch.arange(PROBE_BATCH, device=x.device) % x.shape[0]]
+    xp = x.detach()  # the batch as given: wrappers (GAD's stacked models) check its size
     try:
         t_given, t_last = _measure(model, xp)
         decision = t_last < PROBE_MARGIN * t_given
