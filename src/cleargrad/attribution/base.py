@@ -6,30 +6,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from torch import nn
 
 from ..core import contiguous_result, gather_scores, plan_chunk, relu_rule, resolve_targets
+from ..core.inputs import conv_input_ndim
 from ..core.method import Method
 from ..core.options import signature_options
 from ..core.targets import TargetLike
 
 __all__ = ["Attribution", "GradientAttribution", "conv_input_ndim"]
-
-_CONV_RANK = ((nn.Conv1d, 3), (nn.Conv2d, 4), (nn.Conv3d, 5))
-
-
-def conv_input_ndim(model: nn.Module) -> int | None:
-    """Batch rank a convolutional model expects (4 for Conv2d), from its first convolution.
-
-    ``None`` when the model has no convolution (any rank >= 2 is accepted then). Used to
-    refuse e.g. a ``(C, H, W)`` image without its batch dimension, which ``Conv2d`` would
-    otherwise silently treat as an unbatched input.
-    """
-    for m in model.modules():
-        for cls, rank in _CONV_RANK:
-            if isinstance(m, cls):
-                return rank
-    return None
 
 
 class Attribution(Method):

@@ -7,6 +7,13 @@ validates the input, guards the model's state, resolves the layers, and post-pro
 the raw maps a subclass returns: ReLU, bilinear upsampling to the input size
 (``align_corners=False``) and optional per-image min–max normalisation (§ 0 of the spec).
 
+Volumes: a model whose first convolution is ``nn.Conv3d`` (video or volume CNNs such as
+torchvision's ``r3d_18``) is explained on ``(N, C, D, H, W)`` inputs. Its layer activations
+are ``(N, K, d, h, w)``; channel weights pool over ``(d, h, w)``; the raw map is
+``(N, 1, d, h, w)``, upsampled trilinearly to ``(D, H, W)`` and normalised over the whole
+volume. A method that needs a 2-D-only operation refuses such inputs with an
+:class:`~cleargrad.InputError` that says why.
+
 Several layers: one map per layer and a fused map. Fusion rule (as torch-cam's
 ``fuse_cams``): every layer's map is brought to a common size (the input size, or with
 ``upsample=False`` the largest layer size), min–max normalised per image, and the fused
@@ -15,6 +22,7 @@ map is their element-wise maximum (normalised again when ``normalize=True``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Union, cast
@@ -24,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core import find_layer, layer_name, plan_chunk
+from ..core.inputs import conv_input_ndim
 from ..core.layers import LayerSpec
 from ..core.maps import NORMALIZE_EPS, upsample_maps
 from ..core.maps import minmax_normalize as normalize_maps
@@ -55,10 +64,11 @@ def fuse_maps(maps: Sequence[torch.Tensor], size: Sequence[int]) -> torch.Tensor
 
 
 def weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
-    """``sum_k w_k A^k`` as an ``(N, 1, h, w)`` map; ``weights`` is ``(N, K)`` (one weight
-    per channel) or ``(N, K, h, w)`` (one weight per activation element)."""
+    """``sum_k w_k A^k`` as an ``(N, 1, h, w)`` map (``(N, 1, d, h, w)`` for a volume
+    activation); ``weights`` is ``(N, K)`` (one weight per channel) or of the activation's
+    shape (one weight per activation element)."""
     if weights.dim() == 2:
-        weights = weights[:, :, None, None]
+        weights = weights.view(*weights.shape, *([1] * (activation.dim() - 2)))
     return combine_channels(weights * activation)  # hook: the channel sum, or eigen_smooth's projection
 
 
@@ -103,6 +113,7 @@ class BaseCAM(Method):
     """
 
     family: ClassVar[str] = "cam"
+    #: the rank of a 2-D model's input; :meth:`input_rank` gives 5 for a Conv3d model
     input_ndim: ClassVar[int | None] = 4
     post_options: ClassVar[tuple[str, ...]] = ("upsample", "normalize", "relu")
     repr_fields: ClassVar[tuple[str, ...]] = ("layer",)
@@ -123,6 +134,11 @@ class BaseCAM(Method):
         self._auto: dict[tuple[int, ...], nn.Module] = {}
 
     # public API -------------------------------------------------------------------
+    def input_rank(self) -> int:
+        """5 (``(N, C, D, H, W)``) for a model whose first convolution is ``nn.Conv3d``,
+        else 4 (``(N, C, H, W)``)."""
+        return 5 if conv_input_ndim(self.model) == 5 else 4
+
     def attribute(
         self,
         x: torch.Tensor,
@@ -136,15 +152,18 @@ class BaseCAM(Method):
         """The class activation map of ``x`` for ``target``.
 
         Args:
-            x: input batch ``(N, C, H, W)``.
+            x: input batch ``(N, C, H, W)``; ``(N, C, D, H, W)`` for a 3-D CNN (see the
+                module docstring).
             target: class per image (int, sequence, 1-D LongTensor) or None for the argmax.
-            upsample: resize the map to ``(H, W)`` (bilinear); otherwise ``(h, w)``.
+            upsample: resize the map to ``(H, W)`` (bilinear; ``(D, H, W)`` trilinear for a
+                volume); otherwise ``(h, w)``.
             normalize: per-image min–max normalisation to ``[0, 1]`` (zero stays zero).
             relu: rectify the map (every CAM does; ``False`` exposes the signed map).
             **options: the method's own options (see the subclass).
 
         Returns:
-            ``(N, 1, H, W)`` (or ``(N, 1, h, w)``) on x's device and dtype; with several
+            ``(N, 1, H, W)`` (or ``(N, 1, h, w)``; ``(N, 1, D, H, W)`` for a volume) on x's
+            device and dtype; with several
             layers, the fused map (see :meth:`attribute_layers`).
         """
         return self.attribute_layers(
@@ -174,14 +193,14 @@ class BaseCAM(Method):
             if relu:
                 m = F.relu(m)
             if upsample:
-                m = upsample_maps(m, x.shape[-2:])
+                m = upsample_maps(m, x.shape[2:])
             if normalize:
                 m = normalize_maps(m)
             maps.append(m)
         if len(maps) == 1:
             fused = maps[0]
         else:
-            size = x.shape[-2:] if upsample else max((tuple(m.shape[-2:]) for m in maps), key=lambda s: s[0] * s[1])
+            size = x.shape[2:] if upsample else max((tuple(m.shape[2:]) for m in maps), key=math.prod)
             fused = fuse_maps(maps, size)
             if normalize:
                 fused = normalize_maps(fused)
@@ -227,7 +246,8 @@ class BaseCAM(Method):
         def _raw_maps(
             self, x: torch.Tensor, target: TargetLike, modules: list[nn.Module], **options: Any
         ) -> list[torch.Tensor]:
-            """The maps ``sum_k w_k A^k`` ``(N, 1, h, w)`` of every layer, before ReLU."""
+            """The maps ``sum_k w_k A^k`` ``(N, 1, h, w)`` (``(N, 1, d, h, w)`` for a volume)
+            of every layer, before ReLU."""
             raise NotImplementedError
 
     # passes, for subclasses -------------------------------------------------------

@@ -132,7 +132,7 @@ def layer_activations(
     with torch.inference_mode(), forward_hooks(modules, rec), contextlib.suppress(_StopForward):
         model(model_input(model, x))
     layouts = check_layer_outputs(
-        model, modules, rec.outs, None if stop else rec.calls, size=x.shape[-2:], reshape=reshape
+        model, modules, rec.outs, None if stop else rec.calls, size=x.shape[2:], reshape=reshape
     )
     # ordinary tensors, usable outside inference mode
     return [lay.apply(a).clone() for lay, a in zip(layouts, rec.outs)]
@@ -149,7 +149,7 @@ def forward_with_layers(
     rec = _Recorder(modules)
     with forward_hooks(modules, rec):
         scores = select_output(model(model_input(model, x)), output)
-    layouts = check_layer_outputs(model, modules, rec.outs, rec.calls, size=x.shape[-2:], reshape=reshape)
+    layouts = check_layer_outputs(model, modules, rec.outs, rec.calls, size=x.shape[2:], reshape=reshape)
     return [a.detach() for a in rec.outs], layouts, scores.detach()
 
 
@@ -194,7 +194,7 @@ def activations_and_gradients(
 
             with forward_hooks(modules, count):
                 scores = select_output(model(model_input(model, x)), output)
-        layouts = check_layer_outputs(model, modules, cap.activations, calls, size=x.shape[-2:], reshape=reshape)
+        layouts = check_layer_outputs(model, modules, cap.activations, calls, size=x.shape[2:], reshape=reshape)
         acts = cast(list[torch.Tensor], cap.activations)  # every layer ran (checked above)
         t = resolve_targets(target, x.shape[0], scores=scores)
         need = [a for a in acts if a.requires_grad]

@@ -25,10 +25,11 @@ from .sampling import (
     draw_seeds,
     draw_uniform,
     noise_scale,
+    per_image,
     sample_chunks,
     seeded_noise,
 )
-from .weights import gradcam_pp_weights
+from .weights import gradcam_pp_weights, grid_dims
 
 __all__ = ["ExpectedGradCAM", "DEFAULT_NOISE_FRACTION"]
 
@@ -81,6 +82,11 @@ def _references(references: Any, x: torch.Tensor) -> _References:
 
 def _blurred(x: torch.Tensor) -> torch.Tensor:
     """Each image Gaussian-blurred (std ``BLUR_FRACTION`` of its longer side, reflect padding)."""
+    if x.dim() != 4:
+        raise InputError(
+            f"references='blur' blurs 2-D images (a 2-D Gaussian), but x has shape {tuple(x.shape)}; for a "
+            "(N, C, D, H, W) volume give references= a tensor of reference volumes, a number or 'zeros'"
+        )
     return gaussian_blur(x, BLUR_FRACTION * max(x.shape[-2:]))
 
 
@@ -161,10 +167,10 @@ class ExpectedGradCAM(BaseCAM):
         maps = []
         for a, g in zip(acts, ghat):
             if weighting == "gradcam":
-                w = g.mean(dim=(2, 3))
+                w = g.mean(dim=grid_dims(g))
             elif weighting == "xgrad":
-                s = a.sum(dim=(2, 3))
-                w = torch.where(s != 0, g.sum(dim=(2, 3)) / torch.where(s != 0, s, torch.ones_like(s)), 0.0)
+                s = a.sum(dim=grid_dims(a))
+                w = torch.where(s != 0, g.sum(dim=grid_dims(g)) / torch.where(s != 0, s, torch.ones_like(s)), 0.0)
             else:
                 w = gradcam_pp_weights(a, g)
             maps.append(weighted_sum(w, a))
@@ -224,12 +230,12 @@ class ExpectedGradCAM(BaseCAM):
             ref_acts = [torch.cat([p[i] for p in parts]) for i in range(len(modules))]
 
         ghat = [torch.zeros_like(a) for a in acts]
-        lo = x.flatten(1).amin(dim=1).view(-1, 1, 1, 1)
-        hi = x.flatten(1).amax(dim=1).view(-1, 1, 1, 1)
+        lo = per_image(x.flatten(1).amin(dim=1), x)
+        hi = per_image(x.flatten(1).amax(dim=1), x)
         for sl, img, _ in sample_chunks(n, n_samples, chunk, x.device):
             xs = x[img]
             if noise_seeds is not None:
-                xs = xs + seeded_noise(noise_seeds[sl], x) * sigma[img].view(-1, 1, 1, 1)
+                xs = xs + seeded_noise(noise_seeds[sl], x) * per_image(sigma[img], x)
             if refs.kind == "set":
                 r = refs.tensor[ref_idx[sl]]
             elif refs.kind == "constant":
@@ -238,7 +244,7 @@ class ExpectedGradCAM(BaseCAM):
                 r = seeded_noise(ref_seeds[sl], x)
             else:
                 r = lo[img] + (hi[img] - lo[img]) * seeded_noise(ref_seeds[sl], x, kind="uniform")
-            z = r + ts[sl].view(-1, 1, 1, 1) * (xs - r)
+            z = r + per_image(ts[sl], x) * (xs - r)
             _, grads, _, _ = self.gradient_pass(z, modules, t[img])
             if not multiply_by_delta:
                 for total, g in zip(ghat, grads):

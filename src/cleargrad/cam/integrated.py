@@ -12,7 +12,7 @@ from ..core.inputs import broadcast_like
 from ..core.targets import TargetLike
 from ..errors import ConfigError
 from .base import BaseCAM, weighted_sum
-from .sampling import check_positive_int, sample_chunks
+from .sampling import check_positive_int, per_image, sample_chunks
 from .weights import gradcam_weights
 
 __all__ = ["IntegratedGradCAM", "broadcast_baseline"]
@@ -58,10 +58,12 @@ class IntegratedGradCAM(BaseCAM):
         xb = broadcast_baseline(baselines, x)
         acts, scores = self.forward_pass(x, modules)
         t = resolve_targets(target, x.shape[0], scores=scores)
-        acc = [torch.zeros_like(a[:, :1]) if form == "official" else torch.zeros_like(a[:, :, 0, 0]) for a in acts]
+        acc = [
+            torch.zeros_like(a[:, :1]) if form == "official" else torch.zeros_like(a.flatten(2)[:, :, 0]) for a in acts
+        ]
         chunk = self.chunk_size(x, x.shape[0] * n_steps, internal_batch_size, grad=True)
         for _, img, m in sample_chunks(x.shape[0], n_steps, chunk, x.device):
-            alpha = (m.to(x.dtype) / n_steps).view(-1, 1, 1, 1)
+            alpha = per_image(m.to(x.dtype) / n_steps, x)
             xm = xb[img] + alpha * (x[img] - xb[img])
             acts_m, grads, _, _ = self.gradient_pass(xm, modules, t[img])
             for total, am, g in zip(acc, acts_m, grads):

@@ -6,16 +6,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core import chunk_slices, gather_scores, memory_guard, model_input, register, resolve_targets, select_output
+from ..core.maps import upsample_maps
 from ..core.options import check_generator
 from ..core.targets import TargetLike
 from ..errors import ConfigError
 from ..runtime.fused import folded_forward
 from .base import BaseCAM, weighted_sum
-from .sampling import check_positive_int, draw_seeds, seeded_noise
+from .sampling import check_positive_int, draw_seeds, per_image, seeded_noise
 
 __all__ = ["ISCAM", "SSCAM"]
 
@@ -31,9 +31,10 @@ def _mask_noise(items: tuple[torch.Tensor, torch.Tensor, torch.Tensor], seeds: S
 
 def _unit_maps(a: torch.Tensor) -> torch.Tensor:
     """Each channel min–max normalised over its positions (TorchCAM's order: before upsampling)."""
-    lo = a.amin(dim=(2, 3), keepdim=True)
+    dims = tuple(range(2, a.dim()))
+    lo = a.amin(dim=dims, keepdim=True)
     a = a - lo
-    return a / (a.amax(dim=(2, 3), keepdim=True) + _EPS)
+    return a / (a.amax(dim=dims, keepdim=True) + _EPS)
 
 
 class _NoisyScoreCAM(BaseCAM):
@@ -49,7 +50,7 @@ class _NoisyScoreCAM(BaseCAM):
         t = resolve_targets(target, x.shape[0], scores=scores)
         y0 = gather_scores(scores, t)
         net = folded_forward(self.model, fold_batchnorm)
-        size = x.shape[-2:]
+        size = x.shape[2:]
         s_count = n_samples
         # IS-CAM's integration coefficients: c_s = sum_{j<=s+1} j / S
         coeff = torch.cumsum(torch.arange(1, s_count + 1, dtype=torch.float64), 0) / s_count
@@ -66,12 +67,12 @@ class _NoisyScoreCAM(BaseCAM):
                     j = torch.arange(sl.start, sl.stop, device=x.device)
                     img, rest = j // (s_count * k), j % (s_count * k)
                     smp, ch = rest // k, rest % k
-                    m = F.interpolate(unit[img, ch].unsqueeze(1), size=size, mode="bilinear", align_corners=False)
+                    m = upsample_maps(unit[img, ch].unsqueeze(1), size)
                     if seeds is not None and noise_std is not None:  # seeds are drawn with noise_std
                         m = m + _mask_noise((img, smp, ch), seeds[sl], x, float(noise_std))
                         xs = m * x[img]
                     else:
-                        xs = coeff.to(x.device, x.dtype)[smp].view(-1, 1, 1, 1) * (m * x[img])
+                        xs = per_image(coeff.to(x.device, x.dtype)[smp], x) * (m * x[img])
                     with memory_guard(len(j), x.shape[1:], x.device):
                         s = select_output(net(model_input(self.model, xs)), self.output)
                     w[sl] = gather_scores(s, t[img]) - y0[img]

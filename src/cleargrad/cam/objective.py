@@ -68,7 +68,7 @@ def objective_pass(
 
         with forward_hooks(modules, count):
             scores = select_output(model(model_input(model, x)), output)
-    layouts = check_layer_outputs(model, modules, cap.activations, calls, size=x.shape[-2:], reshape=reshape)
+    layouts = check_layer_outputs(model, modules, cap.activations, calls, size=x.shape[2:], reshape=reshape)
     acts = cast(list[torch.Tensor], cap.activations)  # check_layer_outputs refused None and non-tensors
     with torch.enable_grad():
         value = objective(scores)

@@ -23,6 +23,7 @@ __all__ = [
     "draw_indices",
     "seeded_noise",
     "noise_scale",
+    "per_image",
     "sample_chunks",
     "default_batch",
 ]
@@ -43,6 +44,12 @@ def noise_scale(x: torch.Tensor, stdevs: float | None, default_fraction: float) 
     if not isinstance(stdevs, (int, float)) or isinstance(stdevs, bool) or stdevs < 0:
         raise ConfigError(f"stdevs must be a non-negative number or None, got {stdevs!r}")
     return torch.full((x.shape[0],), float(stdevs), dtype=x.dtype, device=x.device)
+
+
+def per_image(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One value per image ``(B,)`` shaped to broadcast over images like ``x``'s
+    (``(B, 1, 1, 1)``, or ``(B, 1, 1, 1, 1)`` for volumes)."""
+    return v.view(-1, *([1] * (x.dim() - 1)))
 
 
 def sample_chunks(

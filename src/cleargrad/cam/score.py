@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..core import (
@@ -18,7 +17,7 @@ from ..core import (
     select_output,
 )
 from ..core.inputs import broadcast_like
-from ..core.maps import minmax_normalize
+from ..core.maps import minmax_normalize, upsample_maps
 from ..core.target_objects import class_probabilities
 from ..core.targets import TargetLike
 from ..errors import ConfigError
@@ -37,7 +36,7 @@ def _channel_stats(v: Sequence[float] | torch.Tensor | None, x: torch.Tensor, na
     t = torch.as_tensor(v, dtype=x.dtype, device=x.device).flatten()
     if t.numel() not in (1, x.shape[1]):
         raise ConfigError(f"{name} must have 1 or {x.shape[1]} values (one per input channel), got {t.numel()}")
-    return t.view(1, -1, 1, 1)
+    return t.view(1, -1, *([1] * (x.dim() - 2)))
 
 
 @register("scorecam", family="cam", aliases=("score_cam",))
@@ -117,7 +116,7 @@ class ScoreCAM(BaseCAM):
         acts, scores = self.forward_pass(x, modules)
         t = resolve_targets(target, x.shape[0], scores=scores)
         net = folded_forward(self.model, fold_batchnorm)  # the masked passes: forward only
-        size = x.shape[-2:]
+        size = x.shape[2:]
         weight_list = []
         with torch.inference_mode():
             shift = None
@@ -140,9 +139,7 @@ class ScoreCAM(BaseCAM):
                 for sl in chunk_slices(live.numel(), chunk):
                     idx = live[sl]
                     img, ch = idx // k, idx % k
-                    up = F.interpolate(
-                        a[img, ch].unsqueeze(1), size=size, mode="bilinear", align_corners=mask_align_corners
-                    )
+                    up = upsample_maps(a[img, ch].unsqueeze(1), size, align_corners=mask_align_corners)
                     m = minmax_normalize(up, _MASK_EPS)
                     with memory_guard(len(idx), x.shape[1:], x.device):
                         s = select_output(net(model_input(self.model, masked(x[img], m))), self.output)

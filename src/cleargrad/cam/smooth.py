@@ -10,7 +10,7 @@ from torch import nn
 from ..core import register, resolve_targets
 from ..core.targets import TargetLike
 from .base import BaseCAM, weighted_sum
-from .sampling import check_positive_int, draw_seeds, noise_scale, sample_chunks, seeded_noise
+from .sampling import check_positive_int, draw_seeds, noise_scale, per_image, sample_chunks, seeded_noise
 from .weights import gradcam_pp_weights
 
 __all__ = ["SmoothGradCAMPlusPlus"]
@@ -54,7 +54,7 @@ class SmoothGradCAMPlusPlus(BaseCAM):
         for sl, img, _ in sample_chunks(x.shape[0], n_samples, chunk, x.device):
             xs = x[img]
             if seeds is not None:
-                xs = xs + seeded_noise(seeds[sl], x) * sigma[img].view(-1, 1, 1, 1)
+                xs = xs + seeded_noise(seeds[sl], x) * per_image(sigma[img], x)
             _, grads, _, _ = self.gradient_pass(xs, modules, t[img])
             for (d1, d2, d3), g in zip(stats, grads):
                 g2 = g * g

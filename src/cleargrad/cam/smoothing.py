@@ -87,7 +87,7 @@ def smoothed_layers(
     try:
         if not aug:
             return cam.attribute_layers(x, target, upsample=upsample, normalize=normalize, relu=relu, **options)
-        check_input(x, ndim=4)
+        check_input(x, ndim=cam.input_rank())
         if target is None:
             target = _clean_targets(cam, x)
         total: Any = None

@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 from ..errors import InputError
 
-__all__ = ["broadcast_like", "check_input"]
+__all__ = ["broadcast_like", "check_input", "conv_input_ndim"]
+
+_CONV_RANK = ((nn.Conv1d, 3), (nn.Conv2d, 4), (nn.Conv3d, 5))
+_SHAPES = {3: "(N, C, L)", 4: "(N, C, H, W)", 5: "(N, C, D, H, W)"}
+
+
+def conv_input_ndim(model: nn.Module) -> int | None:
+    """Batch rank a convolutional model expects (4 for Conv2d, 5 for Conv3d), from its first
+    convolution.
+
+    ``None`` when the model has no convolution (any rank >= 2 is accepted then). Used to
+    refuse e.g. a ``(C, H, W)`` image without its batch dimension, which ``Conv2d`` would
+    otherwise silently treat as an unbatched input.
+    """
+    for m in model.modules():
+        for cls, rank in _CONV_RANK:
+            if isinstance(m, cls):
+                return rank
+    return None
 
 
 def check_input(x: object, *, ndim: int | None = None, name: str = "x") -> torch.Tensor:
@@ -27,7 +46,7 @@ def check_input(x: object, *, ndim: int | None = None, name: str = "x") -> torch
             "convert numpy arrays with torch.as_tensor(arr).float()."
         )
     if ndim is not None and x.dim() != ndim:
-        shape = "(N, C, H, W)" if ndim == 4 else f"rank {ndim}"
+        shape = _SHAPES.get(ndim, f"rank {ndim}")
         hint = " Add a batch dimension with x.unsqueeze(0)." if x.dim() == ndim - 1 else ""
         raise InputError(f"{name} must have shape {shape}, got shape {tuple(x.shape)}.{hint}")
     if ndim is None and x.dim() < 2:

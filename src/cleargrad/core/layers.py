@@ -23,6 +23,12 @@ _POOLS = (
     nn.AdaptiveMaxPool2d,
     nn.LPPool2d,
     nn.FractionalMaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool3d,
+    nn.LPPool3d,
+    nn.FractionalMaxPool3d,
 )
 #: pools over the token axis of a (N, D, T) layout (HuggingFace Swin's ``pooler``): their
 #: (N, D, 1) output is no token layer
@@ -39,6 +45,14 @@ def _attention_parts(model: nn.Module) -> set[int]:
         if m is not model and (isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")):
             parts.update(id(sub) for sub in m.modules() if sub is not m)
     return parts
+
+
+def _map_of_input(out: torch.Tensor, size: tuple[int, ...]) -> bool:
+    """A channels-first output ``(N, K, *grid)`` whose grid is one of the input's: ``(h, w)``
+    for an image, ``(d, h, w)`` (no deeper than the input, ``(h, w)`` a grid of it) for a volume."""
+    if len(size) == 3:
+        return out.dim() == 5 and 1 <= out.shape[2] <= size[0] and grid_matches(out.shape[3], out.shape[4], *size[1:])
+    return grid_matches(out.shape[2], out.shape[3], *size)
 
 
 def layer_name(model: nn.Module, module: nn.Module) -> str:
@@ -100,7 +114,10 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
     layer's output, excluded: so are the ``1×1`` maps of classifier heads that follow a
     global pool, e.g. ``classifier.0`` of torchvision's ConvNeXt or ``head.norm`` of timm's)
     and token layers (``(N, T, D)`` with a token count that is prefix tokens plus a grid of
-    the input, ``(N, h, w, D)`` channels-last maps; see :mod:`cleargrad.core.tokens`).
+    the input, ``(N, h, w, D)`` channels-last maps; see :mod:`cleargrad.core.tokens`). For a
+    volume input ``(N, C, D, H, W)`` the candidates are the ``(N, K, d, h, w)`` feature maps
+    (3-D pooling excluded) whose ``(h, w)`` is a grid of the input: ``layer4`` of
+    torchvision's ``r3d_18``.
 
     * When the last candidate is a feature map (every CNN), the last feature map whose
       gradient of the top score is not identically zero is chosen (one extra forward and
@@ -134,24 +151,25 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
         LayerError: no module of the model produces feature maps or token layers, or
             every feature map is 1×1 (the message names the last ones).
     """
-    size = tuple(example.shape[-2:])
+    size = tuple(example.shape[2:])
+    volume = len(size) == 3
     order: list[tuple[nn.Module, torch.Tensor, bool]] = []  # (module, output, is a token layer)
     pooled: dict[int, torch.Tensor] = {}  # keeps the tensors alive so ids stay unique
     inside_attention = _attention_parts(model)
 
     def hook(module: nn.Module, _inp: Any, out: Any) -> None:
-        if not isinstance(out, torch.Tensor) or out.dim() not in (3, 4) or out.shape[0] != 1:
+        if not isinstance(out, torch.Tensor) or out.shape[0] != 1 or out.dim() not in ((5,) if volume else (3, 4)):
             return
         if id(module) in inside_attention or (out.dim() == 3 and isinstance(module, _POOLS_1D)):
             return
-        if out.dim() == 4 and (isinstance(module, _POOLS) or id(out) in pooled):
+        if out.dim() >= 4 and (isinstance(module, _POOLS) or id(out) in pooled):
             pooled[id(out)] = out
             return
         try:
             layout = resolve_layout("auto", out, size, "")
         except LayerError:
             return
-        if layout.identity and not grid_matches(out.shape[2], out.shape[3], *size):
+        if layout.identity and not _map_of_input(out, size):
             return  # e.g. per-head (N, heads, T, d) queries: not a feature map of the image
         order.append((module, out, not layout.identity))
 
@@ -165,13 +183,14 @@ def auto_layer(model: nn.Module, example: torch.Tensor, output: OutputSelector =
             h.remove()
     if not order:
         raise LayerError(
-            f"layer='auto' found no module with a 4-D (N, K, h, w) feature map or (N, T, D) token output in "
+            f"layer='auto' found no module with a {'5-D (N, K, d, h, w)' if volume else '4-D (N, K, h, w)'} "
+            "feature map or (N, T, D) token output in "
             f"{type(model).__name__}; CAM methods need a convolutional or token layer: pass layer= "
             "explicitly, or use a pixel attribution method instead"
         )
     if not order[-1][2]:
         maps = [(m, out) for m, out, token in order if not token]
-        spatial = [m for m, out in maps if out.shape[2] * out.shape[3] > 1]
+        spatial = [m for m, out in maps if out[0, 0].numel() > 1]
         if not spatial:
             names = ", ".join(repr(layer_name(model, m)) for m, _ in maps[-5:])
             raise LayerError(

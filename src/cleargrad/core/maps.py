@@ -1,5 +1,5 @@
 """Operations on maps and images shared by the methods, metrics, GAD and figures: per-image
-normalisation, bilinear upsampling and the two Gaussian blurs.
+normalisation, bilinear (trilinear for volumes) upsampling and the two Gaussian blurs.
 
 Every function works per image on an ``(N, ...)`` batch, on the input's device and dtype.
 """
@@ -54,12 +54,17 @@ def max_normalize(s: torch.Tensor) -> torch.Tensor:
     return s / torch.where(m > 0, m, torch.ones_like(m))
 
 
-def upsample_maps(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Bilinear resize of ``(N, 1, h, w)`` maps to ``size`` (``align_corners=False``)."""
-    size = (int(size[0]), int(size[1]))
-    if tuple(maps.shape[-2:]) == size:
+def upsample_maps(maps: torch.Tensor, size: Sequence[int], *, align_corners: bool = False) -> torch.Tensor:
+    """Resize ``(N, C, h, w)`` maps to ``size = (H, W)`` (bilinear), or ``(N, C, d, h, w)``
+    volume maps to ``size = (D, H, W)`` (trilinear); ``align_corners=False`` by default.
+    Maps already of that size are returned as they are."""
+    size = tuple(int(s) for s in size)
+    if len(size) != maps.dim() - 2 or len(size) not in (2, 3):
+        raise ValueError(f"cannot resize maps of shape {tuple(maps.shape)} to {size}: need 2 or 3 matching sizes")
+    if tuple(maps.shape[2:]) == size:
         return maps
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    return F.interpolate(maps, size=size, mode=mode, align_corners=align_corners)
 
 
 def rise_blur_kernel(klen: int = 11, sigma: float = 5.0) -> torch.Tensor:

@@ -24,6 +24,11 @@ It is found by :func:`resolve_layout` from a *reshape spec*:
   counts otherwise);
 * a callable ``f(out) -> (N, D, h, w)``, as pytorch-grad-cam's ``reshape_transform``; it
   must only move, select or reshape elements (a gather) for Ablation-CAM.
+
+For a volume input ``(N, C, D, H, W)`` (3-D CNNs) the activation is a channels-first
+``(N, K, d, h, w)`` feature map: ``"auto"`` and ``None`` take 5-D layer outputs as they are,
+a callable must return ``(N, K, d, h, w)``, and token or channels-last readings are refused
+with a :class:`~cleargrad.LayerError`.
 """
 
 from __future__ import annotations
@@ -119,7 +124,8 @@ class Layout:
 
     def source_index(self, raw_shape: Sequence[int], device: torch.device) -> torch.Tensor:
         """For each element of one image's ``(D, h, w)`` activation, the flat position in
-        that image's raw layer output it comes from (``(D, h, w)`` long tensor).
+        that image's raw layer output it comes from (``(D, h, w)`` long tensor; ``(D, d, h, w)``
+        for a volume layer).
 
         Found by applying the layout to a tensor holding its own positions, so it works for
         custom reshapes too; raises :class:`~cleargrad.LayerError` when the reshape does not
@@ -130,7 +136,7 @@ class Layout:
             numel *= int(s)
         probe = torch.arange(numel, dtype=torch.float64, device=device).view(1, *raw_shape[1:])
         idx = self.apply(probe)
-        if idx.dim() != 4 or idx.shape[0] != 1 or not bool((idx == idx.round()).all()):
+        if idx.dim() not in (4, 5) or idx.shape[0] != 1 or not bool((idx == idx.round()).all()):
             raise LayerError(
                 "the layer's reshape does not only move elements of the layer output (it computes new "
                 "values), so ablating a channel cannot be written back; use a reshape that selects, "
@@ -204,6 +210,8 @@ def resolve_layout(spec: ReshapeSpec, out: Any, size: Sequence[int] | None, name
             f"layer {name!r} returns {_shape(out)}, not a tensor; CAM methods need a layer whose output is "
             "(N, K, h, w) feature maps or (N, T, D) tokens: pick one of its submodules"
         )
+    if size is not None and len(size) == 3:
+        return _volume_layout(spec, out, tuple(int(v) for v in size), name)
     hw = (int(size[0]), int(size[1])) if size is not None else None
     if spec is None:
         if out.dim() != 4:
@@ -238,6 +246,41 @@ def resolve_layout(spec: ReshapeSpec, out: Any, size: Sequence[int] | None, name
     if isinstance(spec, TokenGrid):
         return _token_layout(out, hw, name, spec)
     raise ConfigError(f"reshape must be 'auto', None, 'channels_last', a TokenGrid or a callable, got {spec!r}")
+
+
+def _volume_layout(spec: ReshapeSpec, out: torch.Tensor, dhw: tuple[int, ...], name: str) -> Layout:
+    """The layout of a layer of a model explained on a ``(N, C, D, H, W)`` volume input: a
+    channels-first ``(N, K, d, h, w)`` feature map (``"auto"`` or ``None``), or a callable
+    giving one. Token layers and channels-last readings are 2-D only."""
+    if callable(spec) and not isinstance(spec, (str, TokenGrid)):
+        try:
+            res = spec(out)
+        except Exception as e:  # a user function: say which layer it failed on
+            raise LayerError(f"the reshape callable failed on layer {name!r} output {_shape(out)}: {e}") from e
+        if not isinstance(res, torch.Tensor) or res.dim() != 5 or res.shape[0] != out.shape[0]:
+            raise LayerError(
+                f"for a (N, C, D, H, W) input the reshape callable must turn layer {name!r} output "
+                f"{_shape(out)} into (N, K, d, h, w) with N={out.shape[0]}, got {_shape(res)}"
+            )
+        return Layout("callable", fn=spec)
+    if spec is not None and not (isinstance(spec, str) and spec.strip().lower() == "auto"):
+        if isinstance(spec, str) and spec.strip().lower() not in _CHANNELS_LAST:
+            raise ConfigError(
+                f"reshape must be 'auto', None, 'channels_last', a TokenGrid or a callable, got {spec!r}"
+            )
+        raise LayerError(
+            f"reshape={spec!r} reads 2-D token grids or channels-last (N, h, w, D) maps, but the input is a "
+            f"(N, C, D, H, W) volume of size {dhw}: CAMs on volumes need a channels-first (N, K, d, h, w) "
+            "layer; use reshape='auto', or a callable returning (N, K, d, h, w)"
+        )
+    if out.dim() != 5:
+        raise LayerError(
+            f"layer {name!r} returns {_shape(out)}, but for a (N, C, D, H, W) input CAM methods need a 5-D "
+            "(N, K, d, h, w) feature map (token layers of video transformers are not read automatically: "
+            "pass reshape= a callable returning (N, K, d, h, w)); pick a Conv3d block (layer='auto' finds "
+            "the last one)"
+        )
+    return Layout("nchw")
 
 
 def _auto_layout(out: torch.Tensor, hw: tuple[int, int] | None, name: str) -> Layout:
