@@ -129,9 +129,12 @@ def _seg_targets(model: torch.nn.Module, x: torch.Tensor) -> list[cg.Segmentatio
 
 @pytest.mark.parametrize("name", list(SEGMENTERS))
 def test_segmentation_recipe(name: str) -> None:
-    model = segmenter(name, n=2)  # the float32 batch-vs-alone tolerance below holds for these statistics
+    # float64: these deep random-init nets are ill-conditioned, and in float32 a batch and its
+    # images alone differ by up to 1 % of the map from kernel choice alone (the layout, the
+    # batch size), so a float32 comparison would test rounding, not the target binding
+    model = segmenter(name, n=2).double()
     layer = SEGMENTERS[name]
-    x = torch.rand(2, 3, SEG_SIZE, SEG_SIZE, generator=torch.Generator().manual_seed(2))
+    x = torch.rand(2, 3, SEG_SIZE, SEG_SIZE, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     targets = _seg_targets(model, x)
     snap = ModelSnapshot.take(model)
 
