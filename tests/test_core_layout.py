@@ -73,14 +73,13 @@ def _run(model: nn.Module, x: torch.Tensor, t: torch.Tensor) -> dict[str, torch.
     return out
 
 
-@pytest.mark.parametrize("fmt", ["auto", "channels_last"])
 @pytest.mark.parametrize("net", [GapNet, ViewNet])
-def test_results_equal_in_both_layouts(net: type[nn.Module], fmt: str, mode) -> None:
+def test_results_equal_in_both_layouts(net: type[nn.Module], mode) -> None:
     model = net().eval()
     x, t = torch.randn(3, 3, 8, 8), torch.tensor([0, 2, 4])
     mode("contiguous")
     ref = _run(model, x, t)
-    mode(fmt)
+    mode("auto")
     snap = ModelSnapshot.take(model)
     got = _run(model, x, t)
     snap.assert_same(model)
@@ -89,11 +88,11 @@ def test_results_equal_in_both_layouts(net: type[nn.Module], fmt: str, mode) -> 
         torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
-def test_channels_last_mode_feeds_channels_last_and_contiguous_mode_does_not(mode) -> None:
+def test_auto_feeds_channels_last_on_cpu_and_contiguous_mode_does_not(mode) -> None:
     model = GapNet().eval()
     spy = LayoutSpy(model)
     x = torch.randn(2, 3, 8, 8)
-    mode("channels_last")
+    mode("auto")
     cg.Saliency(model).attribute(x, target=0)
     cg.GradCAM(model, layer="features.3").attribute(x, target=0)
     cg.metrics.deletion(model, x, torch.rand(2, 1, 8, 8), 0, step=16)
@@ -107,7 +106,7 @@ def test_channels_last_mode_feeds_channels_last_and_contiguous_mode_does_not(mod
 
 
 def test_model_that_needs_contiguous_input_falls_back_once_and_is_remembered(mode) -> None:
-    mode("channels_last")
+    mode("auto")
     model = ViewNet().eval()
     spy = LayoutSpy(model)
     x = torch.randn(2, 3, 8, 8)
@@ -130,7 +129,7 @@ def test_metric_passes_fall_back_per_chunk(mode) -> None:
     x, s = torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8)
     mode("contiguous")
     ref = cg.metrics.insertion(model, x, s, 3, step=16, substrate="zero")
-    mode("channels_last")
+    mode("auto")
     got = cg.metrics.insertion(model, x, s, 3, step=16, substrate="zero")
     assert model in layout._incompatible
     torch.testing.assert_close(got, ref)
@@ -166,7 +165,7 @@ def test_stride_errors_are_retried_only_after_a_conversion(mode) -> None:
         cg.Saliency(model).attribute(torch.randn(1, 3, 8, 8), target=0)
     assert calls == [True]
     calls.clear()
-    mode("channels_last")
+    mode("auto")
     with pytest.raises(RuntimeError, match="stride"):
         cg.Saliency(model).attribute(torch.randn(1, 3, 8, 8), target=0)
     assert calls == [False, True]  # channels-last, then once more as given; then the error is the model's
@@ -237,7 +236,7 @@ def test_one_channel_model_runs_channels_last_inside_a_call_with_the_same_result
     }
     assert seen and not any(seen)
     seen.clear()
-    mode("channels_last")  # (the spy's hook rules out the "auto" probe)
+    mode("auto")
     snap = ModelSnapshot.take(model)
     got = {
         "saliency": cg.Saliency(model).attribute(x, target=t),
@@ -251,90 +250,3 @@ def test_one_channel_model_runs_channels_last_inside_a_call_with_the_same_result
     for k in ref:
         assert got[k].is_contiguous(), k
         torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
-
-
-# "auto": a one-off measured probe per model, input shape, dtype and thread count ---------------
-class RecordingNet(GapNet):
-    """Records, in its forward (not a hook: hooks rule the probe out), whether each input was
-    channels-last."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[bool] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last))
-        return super().forward(x)
-
-
-@pytest.fixture
-def fake_probe(monkeypatch: pytest.MonkeyPatch):
-    """layout._measure replaced by given (default layout, channels-last) times; records its calls."""
-    calls: list[tuple[int, ...]] = []
-    times = {"given": 1.0, "last": 0.5}
-
-    def measure(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-        calls.append(tuple(x.shape))
-        return times["given"], times["last"]
-
-    monkeypatch.setattr(layout, "_measure", measure)
-    return calls, times
-
-
-@pytest.mark.parametrize(("t_last", "want"), [(0.5, True), (0.95, False), (1.6, False)])
-def test_auto_follows_the_probe_with_a_margin(t_last: float, want: bool, mode, fake_probe) -> None:
-    calls, times = fake_probe
-    times["last"] = t_last
-    mode("auto")
-    model = RecordingNet().eval()
-    x = torch.randn(2, 3, 8, 8)
-    cg.Saliency(model).attribute(x, target=0)
-    cg.GradCAM(model, layer="features.3").attribute(x, target=0)
-    cg.metrics.deletion(model, x, torch.rand(2, 1, 8, 8), 0, step=16)
-    assert calls == [(2, 3, 8, 8)]  # one probe (of the first batch) for every call on this image shape
-    assert model.seen and all(s == want for s in model.seen)
-
-
-def test_auto_probes_once_per_image_shape_and_thread_count(mode, fake_probe) -> None:
-    calls, _ = fake_probe
-    mode("auto")
-    model = RecordingNet().eval()
-    cg.Saliency(model).attribute(torch.randn(6, 3, 8, 8), target=0)
-    cg.Saliency(model).attribute(torch.randn(9, 3, 8, 8), target=0)  # every batch size: one decision
-    cg.Saliency(model).attribute(torch.randn(2, 3, 8, 8), target=0)
-    cg.Saliency(model).attribute(torch.randn(2, 3, 10, 10), target=0)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(threads + 1)
-        cg.Saliency(model).attribute(torch.randn(2, 3, 8, 8), target=0)
-    finally:
-        torch.set_num_threads(threads)
-    assert calls == [(6, 3, 8, 8), (2, 3, 10, 10), (2, 3, 8, 8)]
-
-
-def test_auto_does_not_probe_a_hooked_or_training_model_and_runs_it_as_given(mode, fake_probe) -> None:
-    calls, _ = fake_probe
-    mode("auto")
-    model = RecordingNet().eval()
-    handle = model.features.register_forward_hook(lambda *_: None)
-    cg.Saliency(model).attribute(torch.randn(2, 3, 8, 8), target=0)
-    handle.remove()
-    train = RecordingNet().train()
-    cg.Saliency(train, allow_train_mode=True).attribute(torch.randn(2, 3, 8, 8), target=0)
-    assert calls == [] and not any(model.seen) and not any(train.seen)
-
-
-def test_auto_probe_really_runs_leaves_the_model_untouched_and_catches_a_layout_failure(mode) -> None:
-    mode("auto")
-    model = GapNet().eval()
-    snap = ModelSnapshot.take(model)
-    x = torch.randn(2, 3, 8, 8)
-    cg.GradCAM(model, layer="features.3").attribute(x, target=0)
-    snap.assert_same(model)
-    (decision,) = layout._decisions[model].values()
-    assert isinstance(decision, bool)
-    view = ViewNet().eval()  # fails channels-last: the probe marks it, the call runs as given
-    got = cg.Saliency(view).attribute(x, target=1)
-    assert view in layout._incompatible
-    mode("contiguous")
-    torch.testing.assert_close(got, cg.Saliency(view).attribute(x, target=1))

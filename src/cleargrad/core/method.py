@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..runtime.layout import fast_layout_call, model_input, probe_layout
+from ..runtime.layout import fast_layout_call, model_input
 from ..runtime.memplan import check_batch
 from .gradmode import gradient_call, normal_options, normal_tensor
 from .inputs import check_input
@@ -193,7 +193,6 @@ class Method:
         with gradient_call(self.model), preserved_state(self.model, allow_train_mode=self.allow_train_mode):
             x, target, options = normal_tensor(x), normal_tensor(target), normal_options(options)
             check_batch(self.model, x, grad=self.batch_gradient)
-            probe_layout(self.model, x)  # before the method registers its hooks
             return run(x, target, options)
 
     def _check_finite(self, out: Any, flags: Sequence[torch.Tensor]) -> None:

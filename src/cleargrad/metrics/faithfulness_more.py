@@ -155,7 +155,7 @@ def monotonicity_nguyen(
         def build(sl: slice) -> torch.Tensor:
             i = img[sl]
             m = (group[i] == grp[sl].view(-1, 1)).view(-1, 1, h, w)
-            fill = flat_fill[sl].view(-1, 1, 1, 1) if flat_fill is not None else base[i]  # type: ignore[index]
+            fill = flat_fill[sl].view(-1, 1, 1, 1) if flat_fill is not None else base[i]  # type: ignore[index]  # mypy does not narrow flat_fill inside the closure
             return torch.where(m, fill, x[i])
 
         fp = chunked_scores(model, build, t[img], sample_shape=x.shape[1:], score=score, output=output,
