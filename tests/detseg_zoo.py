@@ -95,7 +95,15 @@ YOLO_LAYER = "model.9"
 
 def yolo(seed: int = 0) -> nn.Module:
     """ultralytics YOLOv8n built from the YAML the package ships (no download), 5 classes."""
-    from ultralytics.nn.tasks import DetectionModel
+    from PIL import Image
+
+    open_before = Image.open
+    try:
+        from ultralytics.nn.tasks import DetectionModel
+    finally:
+        # importing ultralytics replaces PIL.Image.open process-wide (a HEIF fallback that
+        # tries to pip-install pi-heif on an unidentified file): keep it out of other tests
+        Image.open = open_before
 
     torch.manual_seed(seed)
     return calibrate_batchnorm(DetectionModel("yolov8n.yaml", nc=5, verbose=False), YOLO_SIZE, seed)

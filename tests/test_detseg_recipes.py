@@ -162,6 +162,10 @@ def test_ultralytics_yolo_recipe(tmp_path_factory, monkeypatch) -> None:
     (N, 4 + C, A) output give real maps; the model is left as found."""
     monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path_factory.mktemp("yolo")))  # its settings file
     monkeypatch.setenv("YOLO_OFFLINE", "1")
+    from PIL import Image
+
+    # importing ultralytics replaces PIL.Image.open process-wide: put Pillow's back afterwards
+    monkeypatch.setattr(Image, "open", Image.open)
     pytest.importorskip("ultralytics")
     from detseg_zoo import YOLO_LAYER, YOLO_SIZE, yolo
     from pytorch_grad_cam import EigenCAM as PGEigenCAM
