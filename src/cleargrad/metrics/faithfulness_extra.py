@@ -40,6 +40,22 @@ from .similarity import pearson
 __all__ = ["faithfulness_correlation", "monotonicity_arya", "selectivity"]
 
 
+def removal_scores(model: nn.Module, x: torch.Tensor, rank: torch.Tensor, fill: torch.Tensor, img: torch.Tensor,
+                   k: torch.Tensor, t: torch.Tensor, *, score: str, output: OutputSelector,
+                   batch_size: int | None) -> torch.Tensor:
+    """Scores of the perturbed rows ``r``: image ``img[r]`` with every pixel whose
+    ``rank`` (per image, ``(N, 1, H, W)``) is below ``k[r]`` replaced by ``fill[img[r]]``,
+    scored for ``t`` (the targets of ``x``, one per image), built and forwarded chunk by
+    chunk; ``(R,)``. Call it inside :func:`evaluating`."""
+
+    def build(sl: slice) -> torch.Tensor:
+        i = img[sl]
+        return torch.where(rank[i] < k[sl].view(-1, 1, 1, 1), fill[i], x[i])
+
+    return chunked_scores(model, build, t[img], sample_shape=x.shape[1:], score=score, output=output,
+                          batch_size=batch_size)
+
+
 def _baseline(x: torch.Tensor, baseline: Any) -> torch.Tensor:
     if isinstance(baseline, torch.Tensor):
         try:
@@ -220,12 +236,7 @@ def selectivity(
     k = torch.arange(1, n_patches + 1, device=x.device).repeat(n)
     with evaluating(model):
         t, _ = clean_scores(model, x, target, score=score, output=output, batch_size=batch_size)
-
-        def build(sl: slice) -> torch.Tensor:
-            i = img[sl]
-            return torch.where(prank[i] < k[sl].view(-1, 1, 1, 1), base[i], x[i])
-
-        curves = chunked_scores(model, build, t[img], sample_shape=x.shape[1:], score=score, output=output,
+        curves = removal_scores(model, x, prank, base, img, k, t, score=score, output=output,
                                 batch_size=batch_size).view(n, n_patches).to(x.dtype)
     value = mark_undefined(curves.mean(1), blank_rows(a), "selectivity")
     return (value, curves) if return_curves else value

@@ -39,7 +39,7 @@ from ..core import check_input
 from ..core.targets import OutputSelector, TargetLike
 from ..errors import ConfigError, InputError
 from .base import metric
-from .faithfulness_extra import _baseline, _pixel_attribution
+from .faithfulness_extra import _baseline, _pixel_attribution, removal_scores
 from .maps import blank_rows, mark_undefined, prepare_attributions
 from .scoring import chunked_scores, clean_scores, evaluating
 from .similarity import spearman
@@ -232,12 +232,7 @@ def region_perturbation(
     k = torch.arange(1, steps + 1, device=x.device).repeat(n)
     with evaluating(model):
         t, f0 = clean_scores(model, x, target, score=score, output=output, batch_size=batch_size)
-
-        def build(sl: slice) -> torch.Tensor:
-            i = img[sl]
-            return torch.where(prank[i] < k[sl].view(-1, 1, 1, 1), fill[i], x[i])
-
-        fp = chunked_scores(model, build, t[img], sample_shape=x.shape[1:], score=score, output=output,
+        fp = removal_scores(model, x, prank, fill, img, k, t, score=score, output=output,
                             batch_size=batch_size).view(n, steps)
     curves = (f0.view(-1, 1).to(fp.dtype) - fp).to(x.dtype)
     value = mark_undefined(curves.sum(1) / (steps + 1), blank_rows(a), "region_perturbation")
@@ -331,13 +326,7 @@ def irof(
     k = torch.cat([torch.arange(1, s + 1, device=x.device) for s in counts])
     with evaluating(model):
         t, f0 = clean_scores(model, x, target, score=score, output=output, batch_size=batch_size)
-
-        def build(sl: slice) -> torch.Tensor:
-            i = img[sl]
-            return torch.where(prank[i] < k[sl].view(-1, 1, 1, 1), base[i], x[i])
-
-        fp = chunked_scores(model, build, t[img], sample_shape=x.shape[1:], score=score, output=output,
-                            batch_size=batch_size)
+        fp = removal_scores(model, x, prank, base, img, k, t, score=score, output=output, batch_size=batch_size)
     f0 = f0.to(fp.dtype)
     zero = f0 == 0
     rel = fp / torch.where(zero, torch.ones_like(f0), f0)[img]
