@@ -59,7 +59,7 @@ def evaluating(model: nn.Module) -> Iterator[None]:
     channels-last model inputs allowed (:mod:`cleargrad.runtime.layout`)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    with preserved_state(model, allow_train_mode=True), fast_layout():
+    with preserved_state(model, allow_train_mode=True), fast_layout(model):
         model.eval()
         yield
 

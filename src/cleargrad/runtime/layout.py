@@ -1,9 +1,10 @@
 """Memory layout of the images a public call feeds to the model.
 
-On CPUs, oneDNN convolutions run markedly faster on channels-last (NHWC) inputs even
+On CPUs, most oneDNN convolutions run faster on channels-last (NHWC) inputs even
 when the weights stay in the default layout, one-channel inputs included (see
 :func:`channels_last`; measured: benchmarks/results/evaluate_pipeline.md, section
-"Channels-last forward passes").
+"Channels-last forward passes"); wide 3x3 convolutions on small feature maps run
+slower (benchmarks/results/layout_rule.md).
 Inside a public call (:func:`fast_layout_call`), every image batch that cleargrad sends through the model
 goes through :func:`model_input`, which returns it channels-last when the mode allows
 it. The model itself is never touched, and results are returned in the default
@@ -12,8 +13,14 @@ it. The model itself is never touched, and results are returned in the default
 Modes (:func:`set_memory_format`, or the ``CLEARGRAD_MEMORY_FORMAT`` environment
 variable):
 
-* ``"auto"`` (default): channels-last for 4-D inputs on the CPU;
-* ``"channels_last"``: channels-last for 4-D inputs on every device;
+* ``"auto"`` (default): channels-last for 4-D inputs on the CPU, except for the heavy
+  convolutions of :func:`heavy_conv` (dense kernels larger than 1x1 on at least 128
+  channels with few output pixels per channel, the deep stages of ResNets and VGGs at
+  small inputs or batches, where oneDNN's channels-last kernels are slower): those get
+  their input in the default layout, and the layers after them run so. The rule is a
+  function of the shapes only (no timing), so a call gives the same values on every run;
+* ``"channels_last"``: channels-last for 4-D inputs on every device, every convolution
+  included;
 * ``"contiguous"``: inputs are passed as they are.
 
 A model whose forward cannot take a channels-last input (typically ``x.view(n, -1)``
@@ -30,12 +37,13 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError
 
@@ -49,6 +57,9 @@ __all__ = [
     "fast_layout",
     "fast_layout_call",
     "contiguous_result",
+    "heavy_conv",
+    "HEAVY_CONV_MIN_CHANNELS",
+    "HEAVY_CONV_PIXELS_PER_CHANNEL",
 ]
 
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
@@ -60,10 +71,17 @@ if _mode not in MEMORY_FORMATS:  # pragma: no cover - environment typo
     raise ConfigError(f"CLEARGRAD_MEMORY_FORMAT must be one of {MEMORY_FORMATS}, got {_mode!r}")
 
 
+#: :func:`heavy_conv`'s thresholds (measured: benchmarks/results/layout_rule.md)
+HEAVY_CONV_MIN_CHANNELS = 128
+HEAVY_CONV_PIXELS_PER_CHANNEL = 12
+
+
 class _Scope:
-    """A public call in progress; ``converted`` records that an input was made channels-last."""
+    """A public call in progress; ``converted`` records that an input was made channels-last,
+    ``rule`` that :func:`heavy_conv` is applied inside it."""
 
     converted = False
+    rule = False
 
 
 #: the innermost public call in progress: only inside one may model inputs be converted
@@ -143,13 +161,97 @@ def run_model(model: nn.Module, x: torch.Tensor) -> Any:
     return model(x)
 
 
+def _out_size(size: int, k: int, stride: int, padding: Any, dilation: int) -> int:
+    if padding == "same":
+        return size
+    p = 0 if padding == "valid" else int(padding)
+    return (size + 2 * p - dilation * (k - 1) - 1) // stride + 1
+
+
+def _pair(v: Any) -> tuple[Any, Any]:
+    return (v[0], v[1]) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def heavy_conv(
+    x: torch.Tensor, weight: torch.Tensor, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1
+) -> bool:
+    """Whether ``"auto"`` gives this 2-D convolution (``torch.nn.functional.conv2d``'s
+    arguments) its input in the default layout rather than channels-last.
+
+    True for a channels-last CPU input to a dense (``groups == 1``) kernel larger than 1x1
+    with ``C_in >= HEAVY_CONV_MIN_CHANNELS`` input channels whose output has fewer than
+    ``HEAVY_CONV_PIXELS_PER_CHANNEL * C_in`` pixels (``N * H_out * W_out``). A function of
+    the shapes only."""
+    if x.dim() != 4 or weight.dim() != 4 or x.device.type != "cpu" or groups != 1:
+        return False
+    c_in, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
+    if c_in < HEAVY_CONV_MIN_CHANNELS or kh * kw <= 1:
+        return False
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return False
+    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    ph, pw = _pair(padding) if not isinstance(padding, str) else (padding, padding)
+    pixels = x.shape[0] * _out_size(x.shape[2], kh, sh, ph, dh) * _out_size(x.shape[3], kw, sw, pw, dw)
+    return pixels < HEAVY_CONV_PIXELS_PER_CHANNEL * c_in
+
+
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+
+
+class _HeavyConvsContiguous(TorchFunctionMode):
+    """Inside a public call in ``"auto"`` mode: the input of every :func:`heavy_conv`
+    convolution made contiguous (differentiable; values unchanged)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func is torch.conv2d and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
+            a = dict(zip(_CONV_ARGS, args, strict=False), **kwargs)
+            if "weight" in a and heavy_conv(
+                a["input"], a["weight"], a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1),
+                a.get("groups", 1),
+            ):
+                args = (args[0].contiguous(), *args[1:])
+        return func(*args, **kwargs)
+
+
+#: models with a parameter shaped like a heavy convolution's weight (cached: the rule is
+#: entered only for them, so other models do not pay its per-operation dispatch)
+_heavy_models: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def _has_heavy_convs(model: nn.Module) -> bool:
+    try:
+        return _heavy_models[model]
+    except (KeyError, TypeError):
+        pass
+    found = any(
+        p.dim() == 4 and p.shape[1] >= HEAVY_CONV_MIN_CHANNELS and p.shape[2] * p.shape[3] > 1
+        for p in model.parameters()
+    )
+    with suppress(TypeError):  # a module that cannot be weakly referenced is checked every time
+        _heavy_models[model] = found
+    return found
+
+
 @contextmanager
-def fast_layout() -> Iterator[_Scope]:
-    """Allow channels-last model inputs (:func:`model_input`) inside the block."""
+def fast_layout(model: nn.Module | None = None) -> Iterator[_Scope]:
+    """Allow channels-last model inputs (:func:`model_input`) inside the block; with
+    ``model`` given in ``"auto"`` mode, also apply :func:`heavy_conv` to its convolutions."""
+    outer = _scope.get()
     scope = _Scope()
+    scope.rule = outer is not None and outer.rule
+    enter = (
+        not scope.rule and model is not None and _mode == "auto"
+        and _has_heavy_convs(model)
+    )
     token = _scope.set(scope)
     try:
-        yield scope
+        if enter:
+            scope.rule = True
+            with _HeavyConvsContiguous():
+                yield scope
+        else:
+            yield scope
     finally:
         _scope.reset(token)
 
@@ -162,7 +264,7 @@ def fast_layout_call(model: nn.Module, fn: Callable[..., T], *args: Any, **kwarg
     given. ``fn`` must restore the model's state and remove its hooks on the way out
     (every public call does), so the retry starts clean.
     """
-    with fast_layout() as scope:
+    with fast_layout(model) as scope:
         try:
             return fn(*args, **kwargs)
         except RuntimeError as e:
