@@ -121,7 +121,7 @@ def fitted(model, pair, seed, train_tag, args, xf, yf) -> tuple[GAD, float]:
 
 def all_maps(gad, base, x, y, args, key) -> tuple[torch.Tensor, float]:
     """Normalised maps of the ``S + 1`` models ``(N, S+1, H, W)`` and ms per image (cached)."""
-    f = args.cache / f"maps-{key}-{base}-ig{args.ig_steps}.pt"
+    f = args.cache / f"maps-{key}-{base}-ig{args.ig_steps}-n{len(y)}.pt"  # the image count: --n-eval varies
     if f.exists():
         d = torch.load(f)
         return d["maps"], d["ms"]
