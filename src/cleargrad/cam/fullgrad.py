@@ -72,12 +72,18 @@ class FullGradDecomposition:
     layers: tuple[str, ...]
 
 
-def _norm_resize(t: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """Each ``(n, c)`` map min–max normalised (eps 1e-7, pytorch-grad-cam's) and resized."""
+def _norm_resize(t: torch.Tensor, size: tuple[int, ...], *, channel_sum: bool = False) -> torch.Tensor:
+    """Each ``(n, c)`` map min–max normalised (eps 1e-7, pytorch-grad-cam's) and resized;
+    with ``channel_sum`` the resized maps summed over channels, ``(n, 1, *size)``.
+
+    The resize is linear, so the sum is taken before it (one map resized instead of ``c``;
+    equal up to float rounding)."""
     dims = tuple(range(2, t.dim()))
     lo = t.amin(dim=dims, keepdim=True)
     t = t - lo
     t = t / (1e-7 + t.amax(dim=dims, keepdim=True))
+    if channel_sum:
+        t = t.sum(dim=1, keepdim=True)
     if tuple(t.shape[2:]) != tuple(size):
         mode = "bilinear" if t.dim() == 4 else "trilinear"
         t = F.interpolate(t, size=size, mode=mode, align_corners=False)
@@ -137,7 +143,7 @@ class FullGrad(BaseCAM):
             if g.dim() != x.dim():
                 raise LayerError(f"FullGrad: bias layer {type(m).__name__} gives a {g.dim()}-D output")
             b = _bias(m).to(device=g.device, dtype=g.dtype).view(1, -1, *([1] * (g.dim() - 2)))
-            parts.append(_norm_resize((b * g).abs(), size).sum(dim=1, keepdim=True))
+            parts.append(_norm_resize((b * g).abs(), size, channel_sum=True))
         stack = torch.cat(parts, dim=1)
         if not EIGEN_SMOOTH.get():
             return [stack.sum(dim=1, keepdim=True)]
