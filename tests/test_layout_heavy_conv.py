@@ -132,6 +132,12 @@ def test_the_rule_is_entered_only_for_models_with_heavy_kernels_and_left_on_erro
     depth = torch._C._len_torch_function_stack()
     with layout.fast_layout(small) as scope:
         assert not scope.rule and torch._C._len_torch_function_stack() == depth
+    with layout.fast_layout(DeepNet().to("meta")) as scope:  # not on the CPU: inputs as given, no rule
+        assert not scope.rule and torch._C._len_torch_function_stack() == depth
+    mode("channels_last")
+    with layout.fast_layout(DeepNet()) as scope:
+        assert not scope.rule
+    mode("auto")
     with layout.fast_layout(DeepNet()) as scope:
         assert scope.rule and torch._C._len_torch_function_stack() == depth + 1
         with layout.fast_layout(DeepNet()) as inner:  # nested calls share the outer rule

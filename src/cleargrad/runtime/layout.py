@@ -233,17 +233,21 @@ def _has_heavy_convs(model: nn.Module) -> bool:
     return found
 
 
+def _on_cpu(model: nn.Module) -> bool:
+    """Whether ``model``'s first parameter is on the CPU (elsewhere ``"auto"`` feeds inputs
+    as given, and the rule's per-operation dispatch would only cost time)."""
+    p = next(model.parameters(), None)
+    return p is not None and p.device.type == "cpu"
+
+
 @contextmanager
 def fast_layout(model: nn.Module | None = None) -> Iterator[_Scope]:
-    """Allow channels-last model inputs (:func:`model_input`) inside the block; with
+    """Allow channels-last model inputs (:func:`model_input`) inside the block; with a CPU
     ``model`` given in ``"auto"`` mode, also apply :func:`heavy_conv` to its convolutions."""
     outer = _scope.get()
     scope = _Scope()
     scope.rule = outer is not None and outer.rule
-    enter = (
-        not scope.rule and model is not None and _mode == "auto"
-        and _has_heavy_convs(model)
-    )
+    enter = not scope.rule and model is not None and _mode == "auto" and _on_cpu(model) and _has_heavy_convs(model)
     token = _scope.set(scope)
     try:
         if enter:
