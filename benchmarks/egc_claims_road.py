@@ -23,7 +23,7 @@ library's defaults) runs every method on every configuration's model on the firs
 layer, per image). ``report`` writes ``<out>/road_mprt.md``.
 
     python benchmarks/egc_claims_road.py road --images 1000     # resumable, round-robin over configs
-    python benchmarks/egc_claims_road.py mprt --mprt-images 128  # resumable per (config, method, batch)
+    python benchmarks/egc_claims_road.py mprt --mprt-images 1000  # resumable per (config, method, batch)
     python benchmarks/egc_claims_road.py report
 """
 
