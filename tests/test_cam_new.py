@@ -505,3 +505,16 @@ def test_shapley_cam_differs_from_grad_cam_where_the_head_is_not_piecewise_linea
     resnet, xr = _model_and_input("resnet18")  # layer4 -> pooling -> linear: H A = 0
     torch.testing.assert_close(cg.ShapleyCAM(resnet, layer="layer4").attribute(xr, target=TARGETS),
                                cg.GradCAM(resnet, layer="layer4").attribute(xr, target=TARGETS))
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 4, 6), (1, 3, 2, 3, 4)])
+def test_fullgrad_sums_channels_before_the_linear_resize(shape) -> None:
+    """FullGrad's post-processing sums each layer's normalised channels before resizing
+    them: equal to resizing every channel and summing (bilinear / trilinear are linear)."""
+    from cleargrad.cam.fullgrad import _norm_resize
+
+    t = torch.rand(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    size = tuple(3 * s + 1 for s in shape[2:])
+    fast = _norm_resize(t, size, channel_sum=True)
+    assert fast.shape == (shape[0], 1, *size)
+    torch.testing.assert_close(fast, _norm_resize(t, size).sum(dim=1, keepdim=True), rtol=1e-12, atol=1e-12)
