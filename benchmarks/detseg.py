@@ -18,21 +18,12 @@ import time
 
 import torch
 from captum.attr import IntegratedGradients as CaptumIG
-from detseg_zoo import calibrate_batchnorm
+from detseg_zoo import OutTensor, calibrate_batchnorm
 from pytorch_grad_cam import GradCAM as PGGradCAM
 from pytorch_grad_cam.utils import model_targets as mt
 from torchvision.models import detection, segmentation
 
 import cleargrad as cg
-
-
-class _Out(torch.nn.Module):
-    def __init__(self, m: torch.nn.Module) -> None:
-        super().__init__()
-        self.m = m
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.m(x)["out"]
 
 
 def _time(fn) -> float:
@@ -63,7 +54,7 @@ def main() -> None:
     peer_t = [mt.SemanticSegmentationTarget(c, m.numpy()) for c, m in zip(classes, masks)]
     layer = "backbone.16"
     module = dict(seg.named_modules())[layer]
-    wrapped = _Out(seg)
+    wrapped = OutTensor(seg)
 
     def seg_gc_ours():
         cg.GradCAM(seg, layer=layer, output="out").attribute(x, target=ours_t)

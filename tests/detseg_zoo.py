@@ -16,6 +16,18 @@ import torch
 from torch import nn
 
 
+class OutTensor(nn.Module):
+    """A torchvision segmenter with its ``"out"`` tensor as the output (pytorch-grad-cam needs
+    a tensor; its segmentation tutorial wraps the model so)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.m(x)["out"]
+
+
 def calibrate_batchnorm(model: nn.Module, size: int, seed: int = 0, n: int = 8) -> nn.Module:
     """Eval-mode ``model`` whose batch norms hold the statistics of ``n`` random images."""
     model.eval()

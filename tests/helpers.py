@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -123,6 +125,23 @@ class ModelSnapshot:
         assert now.state.keys() == self.state.keys()
         for k in self.state:
             assert torch.equal(now.state[k], self.state[k]), f"{k} changed"
+
+
+def assert_untouched_when_forward_raises(model: nn.Module, module: nn.Module, call: Callable[[], object]) -> None:
+    """``call()`` (a public call on ``model``) while ``module``'s forward raises: the error
+    comes through and the model is left as it was with the raising hook registered."""
+
+    def boom(_m: nn.Module, _args: object) -> None:
+        raise RuntimeError("boom")
+
+    handle = module.register_forward_pre_hook(boom)
+    try:
+        armed = ModelSnapshot.take(model)
+        with pytest.raises(RuntimeError, match="boom"):
+            call()
+        armed.assert_same(model)
+    finally:
+        handle.remove()
 
 
 def small_cnn_with_statistics(seed: int = 0, num_classes: int = 5, width: int = 4) -> nn.Module:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from detseg_zoo import DET_SIZE, SEG_SIZE, SEGMENTERS, detector, segmenter
+from detseg_zoo import DET_SIZE, SEG_SIZE, SEGMENTERS, OutTensor, detector, segmenter
 from helpers import ModelSnapshot
 
 import cleargrad as cg
@@ -36,17 +36,6 @@ from pytorch_grad_cam import ScoreCAM as PGScoreCAM  # noqa: E402
 from pytorch_grad_cam.utils import model_targets as mt  # noqa: E402
 
 GRADCAM_SCORE_OPTS = {"mask_space": "normalized", "weights": "softmax_over_channels", "mask_align_corners": True}
-
-
-class _Out(torch.nn.Module):
-    """pytorch-grad-cam needs a tensor output (its segmentation tutorial wraps the model so)."""
-
-    def __init__(self, m: torch.nn.Module) -> None:
-        super().__init__()
-        self.m = m
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.m(x)["out"]
 
 
 def _max_diff(ours: torch.Tensor, theirs) -> float:
@@ -91,7 +80,7 @@ def test_segmentation_cams_equal_pytorch_grad_cam(name, ours, theirs, layer) -> 
     )
     snap.assert_same(model)
     module = dict(model.named_modules())[layer]
-    with theirs(model=_Out(model), target_layers=[module]) as cam:
+    with theirs(model=OutTensor(model), target_layers=[module]) as cam:
         if hasattr(cam, "batch_size"):
             cam.batch_size = 64
         ref = cam(x.clone(), targets=[mt.SemanticSegmentationTarget(c, k.numpy()) for c, k in zip(classes, masks)])

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from helpers import ModelSnapshot
+from helpers import ModelSnapshot, assert_untouched_when_forward_raises
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -280,17 +280,7 @@ def test_hf_model_left_untouched(method: str) -> None:
     with pytest.raises(cg.TargetError):
         inst.attribute(x, target=[0, 99], **opts)
 
-    def boom(_m: nn.Module, _args: object) -> None:
-        raise RuntimeError("boom")
-
-    handle = model.vit.layernorm.register_forward_pre_hook(boom)
-    try:
-        armed = ModelSnapshot.take(model)
-        with pytest.raises(RuntimeError, match="boom"):
-            inst.attribute(x, target=[0, 1], **opts)
-        armed.assert_same(model)
-    finally:
-        handle.remove()
+    assert_untouched_when_forward_raises(model, model.vit.layernorm, lambda: inst.attribute(x, target=[0, 1], **opts))
     snap.assert_same(model)
     assert _config_state(model) == config
     for p in model.parameters():

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from helpers import ModelSnapshot
+from helpers import ModelSnapshot, assert_untouched_when_forward_raises
 from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM, XGradCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -396,18 +396,8 @@ def test_transformer_left_untouched(model_key: str, method: str) -> None:
     snap.assert_same(model)
 
     # an error raised inside the forward pass (a hook of the test, in the snapshot)
-    def boom(_m: nn.Module, _args: object) -> None:
-        raise RuntimeError("boom")
-
     last = [m for m in model.modules() if isinstance(m, nn.LayerNorm)][-1]
-    handle = last.register_forward_pre_hook(boom)
-    try:
-        armed = ModelSnapshot.take(model)
-        with pytest.raises(RuntimeError, match="boom"):
-            inst.attribute(x, target=[0, 1], **opts)
-        armed.assert_same(model)
-    finally:
-        handle.remove()
+    assert_untouched_when_forward_raises(model, last, lambda: inst.attribute(x, target=[0, 1], **opts))
     snap.assert_same(model)
     for p in model.parameters():
         p.grad = None

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError
+from ..runtime.callargs import int_tuple
 from .deeplift_rules import rescale_functions
 from .options import call_arg
 
@@ -58,10 +59,6 @@ __all__ = [
 def stabilize(z: torch.Tensor, eps: float) -> torch.Tensor:
     """``z + eps * sign(z)``, with ``sign(0) = +1``, so that no denominator is 0."""
     return z + eps * (z.sign() + (z == 0).to(z.dtype))
-
-
-def _ntuple(v: Any, d: int) -> list[int]:
-    return [int(i) for i in v] if isinstance(v, (tuple, list)) else [int(v)] * d
 
 
 @dataclass
@@ -92,8 +89,8 @@ class LinearOp:
         if not isinstance(padding, str):
             d = self.dims
             return torch.ops.aten.convolution_backward(
-                g, x, w, None, _ntuple(args.get("stride", 1), d), _ntuple(padding, d),
-                _ntuple(args.get("dilation", 1), d), False, [0] * d, int(args.get("groups", 1)),
+                g, x, w, None, int_tuple(args.get("stride", 1), d), int_tuple(padding, d),
+                int_tuple(args.get("dilation", 1), d), False, [0] * d, int(args.get("groups", 1)),
                 [True, False, False],
             )[0]
         with torch.enable_grad():  # string padding ("same"): let autograd transpose it

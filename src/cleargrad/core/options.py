@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError, ModelStateError
+from ..runtime.callargs import call_arg
 from .targets import _score_watch
 
 __all__ = [
@@ -33,13 +34,6 @@ __all__ = [
 
 #: options that give a chunk size (``None`` = automatic, else a positive int)
 _CHUNK_OPTIONS = ("internal_batch_size", "batch_size")
-
-
-def call_arg(args: tuple, kwargs: dict, name: str, pos: int, default: Any) -> Any:
-    """Argument ``name`` of an intercepted torch call: by keyword, else at position ``pos``, else ``default``."""
-    if name in kwargs:
-        return kwargs[name]
-    return args[pos] if len(args) > pos else default
 
 
 def signature_options(fn: Callable[..., Any], skip: int) -> tuple[list[str], bool]:

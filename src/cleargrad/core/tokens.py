@@ -221,17 +221,7 @@ def resolve_layout(spec: ReshapeSpec, out: Any, size: Sequence[int] | None, name
             )
         return Layout("nchw")
     if callable(spec) and not isinstance(spec, (str, TokenGrid)):
-        layout = Layout("callable", fn=spec)
-        try:
-            res = spec(out)
-        except Exception as e:  # a user function: say which layer it failed on
-            raise LayerError(f"the reshape callable failed on layer {name!r} output {_shape(out)}: {e}") from e
-        if not isinstance(res, torch.Tensor) or res.dim() != 4 or res.shape[0] != out.shape[0]:
-            raise LayerError(
-                f"the reshape callable must turn layer {name!r} output {_shape(out)} into (N, D, h, w) "
-                f"with N={out.shape[0]}, got {_shape(res)}"
-            )
-        return layout
+        return _callable_layout(spec, out, name, 4, "the reshape callable must turn", "(N, D, h, w)")
     if isinstance(spec, str):
         key = spec.strip().lower()
         if key in _CHANNELS_LAST:
@@ -248,21 +238,27 @@ def resolve_layout(spec: ReshapeSpec, out: Any, size: Sequence[int] | None, name
     raise ConfigError(f"reshape must be 'auto', None, 'channels_last', a TokenGrid or a callable, got {spec!r}")
 
 
+def _callable_layout(spec: Callable[[torch.Tensor], torch.Tensor], out: torch.Tensor, name: str, rank: int,
+                     must: str, form: str) -> Layout:
+    """The layout of a user's reshape callable, after one trial call on the layer's output:
+    it must give a ``rank``-D tensor with the output's batch size (``form`` in the error)."""
+    try:
+        res = spec(out)
+    except Exception as e:  # a user function: say which layer it failed on
+        raise LayerError(f"the reshape callable failed on layer {name!r} output {_shape(out)}: {e}") from e
+    if not isinstance(res, torch.Tensor) or res.dim() != rank or res.shape[0] != out.shape[0]:
+        raise LayerError(f"{must} layer {name!r} output {_shape(out)} into {form} with N={out.shape[0]}, "
+                         f"got {_shape(res)}")
+    return Layout("callable", fn=spec)
+
+
 def _volume_layout(spec: ReshapeSpec, out: torch.Tensor, dhw: tuple[int, ...], name: str) -> Layout:
     """The layout of a layer of a model explained on a ``(N, C, D, H, W)`` volume input: a
     channels-first ``(N, K, d, h, w)`` feature map (``"auto"`` or ``None``), or a callable
     giving one. Token layers and channels-last readings are 2-D only."""
     if callable(spec) and not isinstance(spec, (str, TokenGrid)):
-        try:
-            res = spec(out)
-        except Exception as e:  # a user function: say which layer it failed on
-            raise LayerError(f"the reshape callable failed on layer {name!r} output {_shape(out)}: {e}") from e
-        if not isinstance(res, torch.Tensor) or res.dim() != 5 or res.shape[0] != out.shape[0]:
-            raise LayerError(
-                f"for a (N, C, D, H, W) input the reshape callable must turn layer {name!r} output "
-                f"{_shape(out)} into (N, K, d, h, w) with N={out.shape[0]}, got {_shape(res)}"
-            )
-        return Layout("callable", fn=spec)
+        return _callable_layout(spec, out, name, 5, "for a (N, C, D, H, W) input the reshape callable must turn",
+                                "(N, K, d, h, w)")
     if spec is not None and not (isinstance(spec, str) and spec.strip().lower() == "auto"):
         if isinstance(spec, str) and spec.strip().lower() not in _CHANNELS_LAST:
             raise ConfigError(

@@ -46,6 +46,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..errors import ConfigError
+from .callargs import call_arg, int_tuple
 
 __all__ = [
     "MEMORY_FORMATS",
@@ -164,12 +165,8 @@ def run_model(model: nn.Module, x: torch.Tensor) -> Any:
 def _out_size(size: int, k: int, stride: int, padding: Any, dilation: int) -> int:
     if padding == "same":
         return size
-    p = 0 if padding == "valid" else int(padding)
+    p = 0 if padding == "valid" else padding
     return (size + 2 * p - dilation * (k - 1) - 1) // stride + 1
-
-
-def _pair(v: Any) -> tuple[Any, Any]:
-    return (v[0], v[1]) if isinstance(v, (tuple, list)) else (v, v)
 
 
 def heavy_conv(
@@ -189,13 +186,10 @@ def heavy_conv(
         return False
     if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
         return False
-    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
-    ph, pw = _pair(padding) if not isinstance(padding, str) else (padding, padding)
+    (sh, sw), (dh, dw) = int_tuple(stride, 2), int_tuple(dilation, 2)
+    ph, pw = int_tuple(padding, 2) if not isinstance(padding, str) else (padding, padding)
     pixels = x.shape[0] * _out_size(x.shape[2], kh, sh, ph, dh) * _out_size(x.shape[3], kw, sw, pw, dw)
     return pixels < HEAVY_CONV_PIXELS_PER_CHANNEL * c_in
-
-
-_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
 
 
 class _HeavyConvsContiguous(TorchFunctionMode):
@@ -205,10 +199,10 @@ class _HeavyConvsContiguous(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         if func is torch.conv2d and args and isinstance(args[0], torch.Tensor) and args[0].dim() == 4:
-            a = dict(zip(_CONV_ARGS, args, strict=False), **kwargs)
-            if "weight" in a and heavy_conv(
-                a["input"], a["weight"], a.get("stride", 1), a.get("padding", 0), a.get("dilation", 1),
-                a.get("groups", 1),
+            weight = call_arg(args, kwargs, "weight", 1, None)
+            if weight is not None and heavy_conv(
+                args[0], weight, call_arg(args, kwargs, "stride", 3, 1), call_arg(args, kwargs, "padding", 4, 0),
+                call_arg(args, kwargs, "dilation", 5, 1), call_arg(args, kwargs, "groups", 6, 1),
             ):
                 args = (args[0].contiguous(), *args[1:])
         return func(*args, **kwargs)

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 from ..core.options import call_arg
+from ..runtime.callargs import int_tuple
 from .batchnorm import BatchNormTrain
 from .conv import Conv2dInputOnly
 
@@ -45,10 +45,6 @@ class BackwardPhase:
 
     def __init__(self, input_only: bool = False) -> None:
         self.input_only = input_only
-
-
-def _as_list(v: Any) -> list[int]:
-    return [int(i) for i in v] if isinstance(v, (tuple, list)) else [int(v), int(v)]
 
 
 def _batch_norm(args: tuple, kwargs: dict, phase: BackwardPhase) -> torch.Tensor | None:
@@ -75,10 +71,10 @@ def _conv2d(args: tuple, kwargs: dict, phase: BackwardPhase) -> torch.Tensor | N
     if isinstance(padding, str) or weight is None or x.dim() != 4:  # "same"/"valid", unbatched: left alone
         return None
     bias = call_arg(args, kwargs, "bias", 2, None)
-    stride = _as_list(call_arg(args, kwargs, "stride", 3, 1))
-    dilation = _as_list(call_arg(args, kwargs, "dilation", 5, 1))
+    stride = int_tuple(call_arg(args, kwargs, "stride", 3, 1), 2)
+    dilation = int_tuple(call_arg(args, kwargs, "dilation", 5, 1), 2)
     groups = int(call_arg(args, kwargs, "groups", 6, 1))
-    return Conv2dInputOnly.apply(x, weight, bias, stride, _as_list(padding), dilation, groups, phase)
+    return Conv2dInputOnly.apply(x, weight, bias, stride, int_tuple(padding, 2), dilation, groups, phase)
 
 
 _ROUTES = {F.batch_norm: _batch_norm, F.conv2d: _conv2d, torch.conv2d: _conv2d}
